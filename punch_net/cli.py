@@ -1,0 +1,296 @@
+"""`punch`: the headless command line for every role, with human or `--json` output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import trio
+
+from punch_net import __version__
+from punch_net import events as ev
+from punch_net.config import (
+    DEFAULT_BOOTSTRAP,
+    ConfigError,
+    NodeConfig,
+    apply_config,
+    atomic_write,
+    default_config_path,
+    default_config_text,
+    read_config_file,
+)
+from punch_net.discovery import namespace_cid
+from punch_net.node import Node, NodeError
+from punch_net.p2p.addresses import AddressError, parse_dial_target, short_peer_id
+from punch_net.p2p.host import ListenError
+from punch_net.p2p.identity import IdentityError
+from punch_net.p2p.workarounds import quiet_libp2p_logging
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_node_flags(p: argparse.ArgumentParser, role: str) -> None:
+    """The flags every role shares (also used by punch-tui)."""
+    g = p.add_argument_group("network")
+    g.add_argument("--listen-addr", help="interface to listen on (default 0.0.0.0)")
+    port_default = "51820" if role == "server" else "0 = any free port"
+    g.add_argument("--port", type=_port, help=f"TCP port (default {port_default})")
+    g.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                   help=f"bootstrap node, repeatable, /p2p/ID optional "
+                        f"(default {DEFAULT_BOOTSTRAP if role != 'server' else 'none'})")
+    g.add_argument("--namespace", help="discovery namespace (default simple-chat)")
+    g.add_argument("--dht-mode", choices=["auto", "server", "client"],
+                   help="Kademlia mode (auto: client for the dialer, server otherwise)")
+    g.add_argument("--dial-timeout", type=_positive, help="seconds before a dial gives up")
+    i = p.add_argument_group("identity and config")
+    i.add_argument("--data-dir", type=Path, help="state directory (default: platform data dir)")
+    i.add_argument("--identity", type=Path, metavar="PATH", help="ed25519 key file to use")
+    i.add_argument("--ephemeral", action="store_true", help="use a fresh key, save nothing")
+    i.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog="punch",
+        description="Punch: a peer-to-peer node on libp2p (Kademlia DHT, JSON commands).",
+    )
+    parser.add_argument("--version", action="version", version=f"punch {__version__}")
+    sub = parser.add_subparsers(dest="role", metavar="ROLE", parser_class=OneLineParser)
+    sub.required = True
+    helps = {
+        "server": "bootstrap node (DHT server)",
+        "listener": "join the DHT, announce a namespace, answer JSON commands",
+        "dialer": "find peers of a namespace through the DHT and send them messages",
+    }
+    for role, text in helps.items():
+        p = sub.add_parser(role, help=text, description=text)
+        add_node_flags(p, role)
+        p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+        if role == "dialer":
+            d = p.add_argument_group("dialer")
+            d.add_argument("--message", help="text to send (default 'Hello from dialer!')")
+            d.add_argument("--count", type=_positive_int,
+                           help="exit 0 after N replies (1 if they do not come within --timeout)")
+            d.add_argument("--interval", type=_positive, help="seconds between messages (2)")
+            d.add_argument("--timeout", type=_positive, help="seconds to wait with --count (30)")
+    cfg = sub.add_parser("config", help="write a commented default config file")
+    cfg_sub = cfg.add_subparsers(dest="config_cmd", metavar="CMD", parser_class=OneLineParser)
+    cfg_sub.required = True
+    init = cfg_sub.add_parser("init", help="write the default config")
+    init.add_argument("path", nargs="?", type=Path, help=f"(default {default_config_path()})")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} out of range 0-65535")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def config_from_args(args: argparse.Namespace, role: str) -> NodeConfig:
+    """defaults < config file < flags. Raises ConfigError / AddressError."""
+    cfg = NodeConfig(role=role)
+    if role == "server":
+        cfg.bootstrap = []
+    if args.config is not None:
+        apply_config(cfg, read_config_file(args.config))
+        cfg.role = role
+    flag_map = {
+        "listen_addr": "listen_addr", "port": "port", "bootstrap": "bootstrap",
+        "namespace": "namespace", "dht_mode": "dht_mode", "dial_timeout": "dial_timeout",
+        "data_dir": "data_dir", "identity": "identity", "message": "message",
+        "count": "count", "interval": "interval", "timeout": "timeout",
+    }
+    for flag, attr in flag_map.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(cfg, attr, value)
+    if getattr(args, "ephemeral", False):
+        cfg.ephemeral = True
+    for addr in cfg.bootstrap:
+        parse_dial_target(addr)  # fail now, with one line, not later in a task
+    return cfg
+
+
+# ------------------------------------------------------------------ output
+
+
+class Printer:
+    """Renders node events for humans (the seed's style) or as JSON lines."""
+
+    def __init__(self, json_mode: bool, cfg: NodeConfig) -> None:
+        self.json = json_mode
+        self.cfg = cfg
+        from rich.console import Console
+
+        self.out = Console(highlight=False, soft_wrap=True)
+
+    def header(self) -> None:
+        if self.json:
+            return
+        cfg = self.cfg
+        self.out.print(f"[bold]=== Punch {cfg.role} ===[/bold]\n")
+        self.out.print("Configuration:")
+        self.out.print(f"  Listen:    {cfg.listen_addr}:{cfg.effective_port() or 'any'}")
+        if cfg.role != "server" or cfg.bootstrap:
+            self.out.print(f"  Bootstrap: {', '.join(cfg.bootstrap) or 'none'}")
+        if cfg.role != "server":
+            self.out.print(f"  Namespace: {cfg.namespace}  ({namespace_cid(cfg.namespace)})")
+        ident = "ephemeral" if cfg.ephemeral else str(cfg.identity_path())
+        self.out.print(f"  Identity:  {ident}")
+        self.out.print(f"  DHT mode:  {'server' if cfg.is_dht_server() else 'client'}\n")
+
+    def emit(self, event: ev.Event) -> None:
+        if self.json:
+            sys.stdout.write(json.dumps(event.to_json(), default=str) + "\n")
+            sys.stdout.flush()
+            return
+        line = self.human(event)
+        if line:
+            self.out.print(line)
+
+    def human(self, e: ev.Event) -> str | None:
+        p = short_peer_id
+        if isinstance(e, ev.Listening):
+            lines = [f"Peer ID: [bold]{e.peer_id}[/bold]", "", "Addresses others should use:"]
+            lines += [f"  {a}" for a in e.addrs]
+            if e.role == "server":
+                lines += ["", "[green]✓[/green] Bootstrap node started. Others join with:"]
+                lines += [f"  --bootstrap {a}" for a in e.addrs[:1]]
+            return "\n".join(lines) + "\n"
+        if isinstance(e, ev.BootstrapRetry):
+            return f"[yellow]…[/yellow] bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s"
+        if isinstance(e, ev.Bootstrapped):
+            return f"[green]✓[/green] DHT bootstrapped ({e.routing_table_size} peers in routing table)"
+        if isinstance(e, ev.Registered):
+            return f"[green]✓[/green] Registered in DHT under '{e.namespace}'. Waiting for connections..."
+        if isinstance(e, ev.Discovered):
+            return None
+        if isinstance(e, ev.PeerConnected):
+            return f"[green]✓[/green] CONNECTED to peer {e.peer_id} ({e.direction}, {e.addr})"
+        if isinstance(e, ev.PeerDisconnected):
+            return f"[dim]✗ disconnected from {p(e.peer_id)}[/dim]"
+        if isinstance(e, ev.MessageSent):
+            text = e.args.get("text") if e.command == "message" else json.dumps(e.args)
+            return f"[cyan]→ SENT[/cyan] {e.command} to {p(e.peer_id)}: {text}"
+        if isinstance(e, ev.Reply):
+            body = json.dumps(e.result if e.ok else e.error)
+            mark = "[green]← REPLY[/green]" if e.ok else "[red]← ERROR[/red]"
+            return f"{mark} from {p(e.peer_id)} in {e.rtt_ms:.1f} ms: {body}"
+        if isinstance(e, ev.MessageReceived):
+            text = e.args.get("text") if e.command == "message" else json.dumps(e.args)
+            return f"[magenta]← RECEIVED[/magenta] {e.command} from {p(e.peer_id)} ({e.sender or '?'}): {text}"
+        if isinstance(e, ev.ErrorEvent):
+            return f"[red]![/red] {e.message}"
+        return None
+
+
+async def run_role(cfg: NodeConfig, json_mode: bool) -> int:
+    from punch_net.roles import ROLES
+
+    node = Node(cfg, ROLES[cfg.role])
+    printer = Printer(json_mode, cfg)
+    printer.header()
+    code = 0
+    with node.bus.subscribe(maxsize=10_000) as events:
+        async with trio.open_nursery() as nursery:
+
+            async def pump() -> None:
+                async for event in events:
+                    printer.emit(event)
+
+            async def stop_on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        return
+
+            async def main() -> None:
+                nonlocal code
+                code = await node.run()
+                await trio.sleep(0.05)  # let the pump print the last events
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(pump)
+            nursery.start_soon(stop_on_signal)
+            nursery.start_soon(main)
+    return code
+
+
+def fail(message: str, json_mode: bool = False, code: int = EXIT_USAGE) -> int:
+    if json_mode:
+        sys.stdout.write(json.dumps({"event": "error", "message": message, "fatal": True}) + "\n")
+    sys.stderr.write(f"punch: error: {message}\n")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    quiet_libp2p_logging()
+    args = build_parser().parse_args(argv)
+    if args.role == "config":
+        return config_init(args.path or default_config_path(), args.force)
+    json_mode = bool(args.json)
+    try:
+        cfg = config_from_args(args, args.role)
+    except (ConfigError, AddressError) as exc:
+        return fail(str(exc), json_mode)
+    try:
+        return trio.run(run_role, cfg, json_mode)
+    except (ListenError, IdentityError, ConfigError, AddressError) as exc:
+        return fail(str(exc), json_mode)
+    except NodeError as exc:
+        return fail(str(exc), json_mode, code=1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def config_init(path: Path, force: bool) -> int:
+    if path.exists() and not force:
+        return fail(f"{path} exists (use --force to overwrite)")
+    try:
+        atomic_write(path, default_config_text().encode())
+    except OSError as exc:
+        return fail(f"cannot write {path}: {exc.strerror}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

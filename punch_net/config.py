@@ -1,0 +1,180 @@
+"""Node settings: defaults, the TOML config file (read with tomllib, written atomically
+with tomli-w) and the merge rule: built-in defaults < config file < flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import tomli_w
+
+DEFAULT_PORT = 51820
+DEFAULT_BOOTSTRAP = "/ip4/127.0.0.1/tcp/51820"
+DEFAULT_NAMESPACE = "simple-chat"
+ROLES = ("server", "listener", "dialer")
+
+
+class ConfigError(Exception):
+    """The config file cannot be read or has a value of the wrong type."""
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("PUNCH_DATA_DIR") or platformdirs.user_data_dir("punch"))
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("PUNCH_CONFIG") or platformdirs.user_config_dir("punch")) / "config.toml"
+
+
+@dataclass
+class NodeConfig:
+    role: str = "listener"
+    listen_addr: str = "0.0.0.0"
+    port: int | None = None  # None: the role's default (51820 for server, any for others)
+    bootstrap: list[str] = field(default_factory=lambda: [DEFAULT_BOOTSTRAP])
+    namespace: str = DEFAULT_NAMESPACE
+    data_dir: Path = field(default_factory=default_data_dir)
+    identity: Path | None = None
+    ephemeral: bool = False
+    dht_mode: str = "auto"  # auto: server for reachable roles, client for the dialer
+    # dialer
+    message: str = "Hello from dialer!"
+    count: int | None = None
+    interval: float = 2.0
+    timeout: float = 30.0
+    # timeouts
+    dial_timeout: float = 10.0
+    request_timeout: float = 10.0
+
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return DEFAULT_PORT if self.role == "server" else 0
+
+    def identity_path(self) -> Path:
+        return self.identity or self.data_dir / f"identity-{self.role}.key"
+
+    def is_dht_server(self) -> bool:
+        if self.dht_mode == "server":
+            return True
+        if self.dht_mode == "client":
+            return False
+        return self.role != "dialer"
+
+
+# The keys a config file may set, by section, with a comment for `punch config init`.
+CONFIG_KEYS: dict[str, dict[str, str]] = {
+    "node": {
+        "listen_addr": "Interface to listen on (0.0.0.0 = all IPv4 interfaces).",
+        "port": "TCP port; 0 = any free port. The server defaults to 51820.",
+        "bootstrap": "Bootstrap multiaddrs, with or without /p2p/<peer id>.",
+        "namespace": "Namespace listeners announce and dialers look up.",
+        "data_dir": "Where the identity key and state live.",
+        "dht_mode": "auto, server or client.",
+        "dial_timeout": "Seconds before a dial to a silent peer gives up.",
+        "request_timeout": "Seconds to wait for a command reply.",
+    },
+    "dialer": {
+        "message": "Text the dialer sends (numbered: 'Message #N').",
+        "interval": "Seconds between messages.",
+        "timeout": "With --count: seconds to wait for replies before exiting 1.",
+    },
+    "tui": {"theme": "Theme name for punch-tui (see themes/)."},
+}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, values in data.items():
+        if section not in CONFIG_KEYS or not isinstance(values, dict):
+            raise ConfigError(f"config file {path}: unknown section [{section}]")
+        for key in values:
+            if key not in CONFIG_KEYS[section]:
+                raise ConfigError(f"config file {path}: unknown key {key!r} in [{section}]")
+    return data
+
+
+def apply_config(cfg: NodeConfig, data: dict[str, Any]) -> NodeConfig:
+    """Copy the [node] and [dialer] values of a config file into `cfg`, checking types."""
+    types = {f.name: f.type for f in fields(NodeConfig)}
+    for section in ("node", "dialer"):
+        for key, value in data.get(section, {}).items():
+            want = str(types[key])
+            ok = (
+                ("list" in want and isinstance(value, list) and all(isinstance(v, str) for v in value))
+                or ("Path" in want and isinstance(value, str))
+                or ("int" in want and isinstance(value, int) and not isinstance(value, bool))
+                or ("float" in want and isinstance(value, int | float) and not isinstance(value, bool))
+                or (want == "str" and isinstance(value, str))
+            )
+            if not ok:
+                raise ConfigError(f"config: [{section}] {key} has the wrong type ({value!r})")
+            setattr(cfg, key, Path(value).expanduser() if "Path" in want else value)
+    return cfg
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write via a temp file and rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def default_config_text() -> str:
+    """A commented default config: each value written by tomli-w under its comment."""
+    defaults = NodeConfig()
+    values: dict[str, dict[str, Any]] = {  # None = commented out
+        "node": {
+            "listen_addr": defaults.listen_addr,
+            "port": None,
+            "bootstrap": defaults.bootstrap,
+            "namespace": defaults.namespace,
+            "data_dir": str(defaults.data_dir),
+            "dht_mode": defaults.dht_mode,
+            "dial_timeout": defaults.dial_timeout,
+            "request_timeout": defaults.request_timeout,
+        },
+        "dialer": {
+            "message": defaults.message,
+            "interval": defaults.interval,
+            "timeout": defaults.timeout,
+        },
+        "tui": {"theme": "punch-dark"},
+    }
+    out = ["# Punch configuration. Flags given on the command line override these values.\n"]
+    for section, items in values.items():
+        out.append(f"\n[{section}]\n")
+        for key, value in items.items():
+            out.append(f"# {CONFIG_KEYS[section][key]}\n")
+            if value is None:  # no sensible shared default: shown, left commented out
+                out.append(f"# {key} = {DEFAULT_PORT}\n")
+            else:
+                out.append(tomli_w.dumps({key: value}))
+    return "".join(out)
+
+
+def update_config_file(path: Path, section: str, key: str, value: Any) -> None:
+    """Set one value (e.g. the TUI theme) and rewrite the file atomically."""
+    data: dict[str, Any] = {}
+    if path.exists():
+        data = read_config_file(path)
+    data.setdefault(section, {})[key] = value
+    atomic_write(path, tomli_w.dumps(data).encode())

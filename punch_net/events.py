@@ -1,0 +1,151 @@
+"""Typed node events and a bounded fan-out bus.
+
+Events flow one way: node -> bus -> each subscriber's bounded trio channel. A slow
+subscriber loses events (counted in `dropped`) instead of stalling the node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import trio
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    ts: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listening(Event):
+    kind: ClassVar[str] = "listening"
+    peer_id: str
+    addrs: list[str]
+    role: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootstrapRetry(Event):
+    kind: ClassVar[str] = "bootstrap_retry"
+    addr: str
+    error: str
+    retry_in: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bootstrapped(Event):
+    kind: ClassVar[str] = "bootstrapped"
+    peers: list[str]
+    routing_table_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registered(Event):
+    kind: ClassVar[str] = "registered"
+    namespace: str
+    key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Discovered(Event):
+    kind: ClassVar[str] = "discovered"
+    peer_id: str
+    addrs: list[str]
+    namespace: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerConnected(Event):
+    kind: ClassVar[str] = "connected"
+    peer_id: str
+    direction: str
+    addr: str
+    via: str = "direct"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerDisconnected(Event):
+    kind: ClassVar[str] = "disconnected"
+    peer_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageSent(Event):
+    kind: ClassVar[str] = "message_sent"
+    peer_id: str
+    id: str
+    command: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply(Event):
+    kind: ClassVar[str] = "reply"
+    peer_id: str
+    id: str
+    ok: bool
+    result: Any = None
+    error: dict[str, str] | None = None
+    rtt_ms: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageReceived(Event):
+    kind: ClassVar[str] = "message_received"
+    peer_id: str
+    id: str
+    command: str
+    args: dict[str, Any]
+    sender: str
+    ok: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class DHTUpdated(Event):
+    kind: ClassVar[str] = "dht_updated"
+    size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorEvent(Event):
+    kind: ClassVar[str] = "error"
+    message: str
+    where: str = ""
+
+
+class EventBus:
+    """Fan events out to subscribers without ever blocking the publisher."""
+
+    def __init__(self) -> None:
+        self._subs: dict[trio.MemorySendChannel[Event], int] = {}
+        self.dropped = 0
+        self.published = 0
+
+    def publish(self, event: Event) -> None:
+        self.published += 1
+        for chan in list(self._subs):
+            try:
+                chan.send_nowait(event)
+            except trio.WouldBlock:
+                self._subs[chan] += 1
+                self.dropped += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subs.pop(chan, None)
+
+    @contextmanager
+    def subscribe(self, maxsize: int = 1000) -> Iterator[trio.MemoryReceiveChannel[Event]]:
+        send, recv = trio.open_memory_channel[Event](maxsize)
+        self._subs[send] = 0
+        try:
+            yield recv
+        finally:
+            self._subs.pop(send, None)
+            send.close()

@@ -1,0 +1,214 @@
+"""Trio adapter for `/punch/cmd/1.0.0`: serve requests on inbound streams and keep one
+pipelined client session per peer for outbound requests."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.network.stream.exceptions import StreamEOF
+
+from punch_net.messaging import codec
+from punch_net.messaging.commands import Call, CommandError, CommandRegistry
+
+READ_CHUNK = 64 * 1024
+IDLE_TIMEOUT = 120.0  # an inbound stream with no request for this long is closed
+HANDLER_TIMEOUT = 30.0  # one handler may run this long
+MAX_IN_FLIGHT = 64  # concurrent requests served per stream
+
+
+async def read_some(stream: INetStream) -> bytes:
+    """One read; b"" at a clean end of stream (py-libp2p raises StreamEOF instead)."""
+    try:
+        return await stream.read(READ_CHUNK)
+    except StreamEOF:
+        return b""
+
+
+async def reset_quietly(stream: INetStream) -> None:
+    try:
+        await stream.reset()
+    except Exception:
+        pass
+
+
+@dataclass
+class ServeHooks:
+    """Callbacks the node uses to publish events about served requests."""
+
+    on_request: Callable[[str, codec.Request], None] = lambda peer, req: None
+    on_rejected: Callable[[str, str], None] = lambda peer, reason: None
+
+
+class CommandServer:
+    def __init__(
+        self,
+        registry: CommandRegistry,
+        hooks: ServeHooks | None = None,
+        max_frame: int = codec.MAX_FRAME,
+        handler_timeout: float = HANDLER_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        self.registry = registry
+        self.hooks = hooks or ServeHooks()
+        self.max_frame = max_frame
+        self.handler_timeout = handler_timeout
+        self.idle_timeout = idle_timeout
+
+    async def handle_stream(self, stream: INetStream) -> None:
+        peer = str(stream.muxed_conn.peer_id)
+        decoder = codec.FrameDecoder(self.max_frame)
+        write_lock = trio.Lock()
+        limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+
+        async def respond(resp: codec.Response) -> None:
+            try:
+                frame = codec.encode_json(resp.to_json(), self.max_frame)
+            except ValueError:
+                frame = codec.encode_json(
+                    codec.Response.failure(resp.id, codec.TOO_LARGE, "result too large").to_json()
+                )
+            async with write_lock:
+                await stream.write(frame)
+
+        async def serve_one(frame: bytes) -> None:
+            async with limiter:
+                try:
+                    await respond(await self._answer(peer, frame))
+                except Exception:
+                    await reset_quietly(stream)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    with trio.move_on_after(self.idle_timeout) as idle:
+                        data = await read_some(stream)
+                    if idle.cancelled_caught or not data:
+                        break
+                    try:
+                        frames = decoder.feed(data)
+                    except codec.ProtocolError as exc:
+                        self.hooks.on_rejected(peer, str(exc))
+                        nursery.cancel_scope.cancel()
+                        await reset_quietly(stream)
+                        return
+                    for frame in frames:
+                        nursery.start_soon(serve_one, frame)
+            await stream.close()
+        except Exception:
+            await reset_quietly(stream)
+
+    async def _answer(self, peer: str, frame: bytes) -> codec.Response:
+        try:
+            req = codec.parse_request(frame)
+        except codec.BadMessage as exc:
+            self.hooks.on_rejected(peer, str(exc))
+            return codec.Response.failure(exc.req_id, exc.code, str(exc))
+        self.hooks.on_request(peer, req)
+        handler = self.registry.get(req.command)
+        if handler is None:
+            return codec.Response.failure(
+                req.id, codec.UNKNOWN_COMMAND, f"unknown command {req.command!r}"
+            )
+        try:
+            with trio.fail_after(self.handler_timeout):
+                result = await handler(Call(peer, req))
+        except CommandError as exc:
+            return codec.Response.failure(req.id, exc.code, str(exc))
+        except trio.TooSlowError:
+            return codec.Response.failure(req.id, codec.TIMEOUT, "handler timed out")
+        except Exception as exc:
+            return codec.Response.failure(req.id, codec.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+        return codec.Response(req.id, True, result)
+
+
+class SessionClosed(Exception):
+    """The command stream to the peer ended; requests on it cannot be answered."""
+
+
+@dataclass
+class _Pending:
+    event: trio.Event = field(default_factory=trio.Event)
+    response: codec.Response | None = None
+
+
+class CommandSession:
+    """One outbound stream to a peer carrying many concurrent requests, matched by id."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, stream: INetStream, sender: str, max_frame: int = codec.MAX_FRAME) -> None:
+        self.stream = stream
+        self.sender = sender
+        self.max_frame = max_frame
+        self._pending: dict[str, _Pending] = {}
+        self._write_lock = trio.Lock()
+        self.closed = False
+        self.close_reason = ""
+
+    def next_id(self) -> str:
+        return f"{self.sender[-6:]}-{next(self._ids)}"
+
+    async def run_reader(self) -> None:
+        """Dispatch responses until the stream ends; then fail every waiting request."""
+        decoder = codec.FrameDecoder(self.max_frame)
+        try:
+            while True:
+                data = await read_some(self.stream)
+                if not data:
+                    self.close_reason = "stream closed by peer"
+                    break
+                for frame in decoder.feed(data):
+                    try:
+                        resp = codec.parse_response(frame)
+                    except codec.BadMessage:
+                        continue
+                    pending = self._pending.get(resp.id)
+                    if pending is not None:
+                        pending.response = resp
+                        pending.event.set()
+        except codec.ProtocolError as exc:
+            self.close_reason = f"protocol error: {exc}"
+            await reset_quietly(self.stream)
+        except Exception as exc:
+            self.close_reason = f"stream failed: {exc or type(exc).__name__}"
+        finally:
+            self.closed = True
+            for pending in self._pending.values():
+                pending.event.set()
+
+    async def request(
+        self, command: str, args: dict[str, Any] | None = None, timeout: float = 10.0,
+        req_id: str | None = None,
+    ) -> tuple[codec.Response, float]:
+        """Send one request and wait for its response; returns (response, rtt seconds)."""
+        if self.closed:
+            raise SessionClosed(self.close_reason or "session closed")
+        req = codec.Request(req_id or self.next_id(), command, args or {}, self.sender)
+        frame = codec.encode_json(req.to_json(), self.max_frame)
+        pending = _Pending()
+        self._pending[req.id] = pending
+        start = time.perf_counter()
+        try:
+            with trio.fail_after(timeout if timeout > 0 else math.inf):
+                async with self._write_lock:
+                    await self.stream.write(frame)
+                await pending.event.wait()
+        finally:
+            del self._pending[req.id]
+        if pending.response is None:
+            raise SessionClosed(self.close_reason or "session closed")
+        return pending.response, time.perf_counter() - start
+
+    async def aclose(self) -> None:
+        self.closed = True
+        try:
+            await self.stream.close()
+        except Exception:
+            pass

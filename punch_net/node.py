@@ -1,0 +1,728 @@
+"""Node: one running libp2p host playing a role, and the one API every front uses.
+
+A front (CLI printer, TUI bridge, P2PClient) gets (a) snapshots of connections, the
+routing table, addresses and counters, (b) a bounded subscription to typed events,
+(c) commands: dial, find peers of a namespace, send a command, ping, disconnect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.keys import KeyPair
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.tools.anyio_service import background_trio_service
+
+from punch_net import events as ev
+from punch_net.capabilities import capabilities
+from punch_net.config import NodeConfig
+from punch_net.discovery import dht_key, namespace_cid, namespace_multihash
+from punch_net.messaging import codec
+from punch_net.messaging.commands import Call, CommandRegistry
+from punch_net.messaging.protocol import (
+    CommandServer,
+    CommandSession,
+    ServeHooks,
+    SessionClosed,
+)
+from punch_net.p2p.addresses import AddressError, DialTarget, parse_dial_target, resolve_dns
+from punch_net.p2p.host import ListenError, build_host, check_port_free
+from punch_net.p2p.identity import load_or_create_identity, new_identity
+from punch_net.p2p.workarounds import (
+    dedupe_providers,
+    install_kad_read_deadline,
+    learn_peer_id,
+)
+
+BOOTSTRAP_CHECK_INTERVAL = 2.0
+BOOTSTRAP_MAX_BACKOFF = 30.0
+IDENTIFY_WAIT = 5.0
+
+Role = Callable[["Node"], Awaitable[int]]
+
+
+class NodeError(Exception):
+    """The node cannot start or a command cannot be carried out; one line for humans."""
+
+
+class CommandFailed(NodeError):
+    """The peer answered with an error response."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass
+class Counters:
+    messages_in: int = 0
+    messages_out: int = 0
+    replies: int = 0
+    errors: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+    dial_errors: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    protocol: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    peer_id: str
+    direction: str
+    remote_addr: str
+    transport: str  # "direct" or "relayed"
+    security: str
+    muxer: str
+    streams: list[StreamInfo]
+    rtt_ms: float | None
+    since: float
+    agent: str
+
+
+@dataclass(frozen=True)
+class RoutingPeer:
+    peer_id: str
+    cpl: int
+    last_seen: float
+    connected: bool
+    agent: str
+    addrs: list[str]
+
+
+@dataclass(frozen=True)
+class RoutingBucket:
+    cpl: int
+    peers: list[RoutingPeer]
+
+
+@dataclass(frozen=True)
+class RoutingTableInfo:
+    size: int
+    buckets: list[RoutingBucket]
+    mode: str
+    last_refresh: float | None
+
+
+@dataclass
+class _PeerMeta:
+    rtt_ms: float | None = None
+    agent: str = ""
+    via: str = "direct"
+
+
+def _sha_key(peer_id: ID) -> int:
+    return int.from_bytes(hashlib.sha256(peer_id.to_bytes()).digest(), "big")
+
+
+def common_prefix_length(a: ID, b: ID) -> int:
+    """Kademlia CPL of two peers' keys (sha256 of the peer id bytes)."""
+    x = _sha_key(a) ^ _sha_key(b)
+    return 256 - x.bit_length()
+
+
+class _Notifee(INotifee):
+    """Turns swarm callbacks into node events; never blocks the swarm."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.node._on_connected(conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.node._on_disconnected(conn)
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class Node:
+    """A Punch node. Create, then `await node.run()` inside a nursery (or use
+    `nursery.start(node.run)` to wait until it listens)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        role: Role | None = None,
+        registry: CommandRegistry | None = None,
+        key_pair: KeyPair | None = None,
+    ) -> None:
+        self.config = config
+        self.role = role
+        self.bus = ev.EventBus()
+        self.registry = registry or CommandRegistry()
+        self.counters = Counters()
+        self.started_at = time.time()
+        self._key_pair = key_pair
+        self._host: IHost | None = None
+        self._dht: KadDHT | None = None
+        self._nursery: trio.Nursery | None = None
+        self._sessions: dict[ID, CommandSession] = {}
+        self._session_locks: dict[ID, trio.Lock] = {}
+        self._peer_meta: dict[ID, _PeerMeta] = {}
+        self.bootstrap_peers: set[ID] = set()
+        self._bootstrap_epoch = 0
+        self._bootstrap_changed = trio.Event()
+        self.bootstrapped = trio.Event()
+        self.last_refresh: float | None = None
+        self._register_builtins()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def host(self) -> IHost:
+        if self._host is None:
+            raise NodeError("node is not running")
+        return self._host
+
+    @property
+    def dht(self) -> KadDHT:
+        if self._dht is None:
+            raise NodeError("node is not running")
+        return self._dht
+
+    @property
+    def peer_id(self) -> ID:
+        return self.host.get_id()
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
+    def _identity(self) -> KeyPair:
+        if self._key_pair is not None:
+            return self._key_pair
+        if self.config.ephemeral:
+            return new_identity()
+        return load_or_create_identity(self.config.identity_path())
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> int:
+        """Run until the role finishes (returns its exit code) or we are cancelled."""
+        cfg = self.config
+        key_pair = self._identity()
+        try:
+            listen = multiaddr.Multiaddr(
+                f"/{'ip6' if ':' in cfg.listen_addr else 'ip4'}/{cfg.listen_addr}"
+                f"/tcp/{cfg.effective_port()}"
+            )
+        except Exception as exc:
+            raise ListenError(f"bad listen address {cfg.listen_addr!r}: {exc}") from None
+        check_port_free(cfg.listen_addr, cfg.effective_port())
+        host = build_host(key_pair, cfg.dial_timeout)
+        mode = DHTMode.SERVER if cfg.is_dht_server() else DHTMode.CLIENT
+        dht = KadDHT(host, mode)
+        if mode == DHTMode.SERVER:
+            install_kad_read_deadline(host, dht.handle_stream)
+        server = CommandServer(
+            self.registry,
+            ServeHooks(on_request=self._on_request, on_rejected=self._on_rejected),
+        )
+        host.set_stream_handler(codec.PROTOCOL_ID, server.handle_stream)  # type: ignore[arg-type]
+        host.get_network().register_notifee(_Notifee(self))
+        self._host, self._dht = host, dht
+        try:
+            async with host.run([listen]):
+                if not host.get_transport_addrs():
+                    raise ListenError(f"cannot listen on {cfg.listen_addr}:{cfg.effective_port()}")
+                async with background_trio_service(dht), trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self.started_at = time.time()
+                    self.bus.publish(
+                        ev.Listening(
+                            peer_id=str(self.peer_id), addrs=self.listen_addrs(), role=cfg.role
+                        )
+                    )
+                    nursery.start_soon(self._bootstrap_all)
+                    task_status.started()
+                    code = 0
+                    if self.role is not None:
+                        code = await self.role(self)
+                    else:
+                        await trio.sleep_forever()
+                    nursery.cancel_scope.cancel()
+                    return code
+        finally:
+            self._nursery = None
+            for session in list(self._sessions.values()):
+                session.closed = True
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await host.close()
+        return 0  # unreachable: keeps type checkers calm
+
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self._nursery is not None:
+            try:
+                self._nursery.start_soon(fn, *args)
+            except RuntimeError:  # nursery closing during shutdown
+                pass
+
+    # ---------------------------------------------------------------- events in
+
+    def _on_connected(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        self.counters.connections_opened += 1
+        direction = str(getattr(conn, "direction", "")).lower().split(".")[-1]
+        addrs = conn.get_transport_addresses() if hasattr(conn, "get_transport_addresses") else []
+        self.bus.publish(
+            ev.PeerConnected(
+                peer_id=str(peer),
+                direction=direction or "unknown",
+                addr=str(addrs[0]) if addrs else "",
+                via=self._peer_meta.get(peer, _PeerMeta()).via,
+            )
+        )
+        self._spawn(self._add_if_dht_server, peer)
+
+    def _on_disconnected(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        self.counters.connections_closed += 1
+        if not self.host.get_network().get_connections(peer):
+            session = self._sessions.pop(peer, None)
+            if session is not None:
+                session.closed = True
+            self.bus.publish(ev.PeerDisconnected(peer_id=str(peer)))
+
+    async def _add_if_dht_server(self, peer: ID) -> None:
+        """py-libp2p does not add connected DHT servers to the routing table itself."""
+        store = self.host.get_peerstore()
+        with trio.move_on_after(IDENTIFY_WAIT):
+            while True:
+                try:
+                    protocols = store.get_protocols(peer)
+                except Exception:
+                    protocols = []
+                if protocols:
+                    break
+                await trio.sleep(0.05)
+        try:
+            protocols = [str(p) for p in store.get_protocols(peer)]
+        except Exception:
+            protocols = []
+        agent = self._agent_from_peerstore(peer)
+        if agent:
+            self._meta(peer).agent = agent
+        if str(KAD_PROTOCOL) in protocols:
+            before = self.dht.get_routing_table_size()
+            try:
+                await self.dht.add_peer(peer)
+            except Exception:
+                return
+            size = self.dht.get_routing_table_size()
+            if size != before:
+                self.bus.publish(ev.DHTUpdated(size=size))
+
+    def _agent_from_peerstore(self, peer: ID) -> str:
+        try:
+            value = self.host.get_peerstore().get(peer, "AgentVersion")
+        except Exception:
+            return ""
+        return str(value) if value else ""
+
+    def _meta(self, peer: ID) -> _PeerMeta:
+        return self._peer_meta.setdefault(peer, _PeerMeta())
+
+    def _on_request(self, peer: str, req: codec.Request) -> None:
+        self.counters.messages_in += 1
+        self.bus.publish(
+            ev.MessageReceived(
+                peer_id=peer, id=req.id, command=req.command, args=req.args, sender=req.sender
+            )
+        )
+
+    def _on_rejected(self, peer: str, reason: str) -> None:
+        self.counters.rejected += 1
+        self.bus.publish(ev.ErrorEvent(message=f"rejected message from {peer}: {reason}",
+                                       where="cmd"))
+
+    # ---------------------------------------------------------------- bootstrap
+
+    async def _bootstrap_all(self) -> None:
+        targets: list[DialTarget] = []
+        for text in self.config.bootstrap:
+            try:
+                targets.append(parse_dial_target(text))
+            except AddressError as exc:
+                self.bus.publish(ev.ErrorEvent(message=str(exc), where="bootstrap"))
+        if not targets:
+            self.bootstrapped.set()
+            return
+        async with trio.open_nursery() as nursery:
+            for target in targets:
+                nursery.start_soon(self._keep_bootstrap, target)
+
+    async def _keep_bootstrap(self, target: DialTarget) -> None:
+        """Stay connected to one bootstrap node: dial, and redial with backoff when lost."""
+        backoff = 1.0
+        peer: ID | None = None
+        while True:
+            if peer is not None and self.host.get_network().get_connections(peer):
+                await trio.sleep(BOOTSTRAP_CHECK_INTERVAL)
+                continue
+            try:
+                peer = await self.dial(str(target))
+            except NodeError as exc:
+                if "is ourselves" in str(exc):
+                    return
+                self.bus.publish(
+                    ev.BootstrapRetry(addr=str(target), error=str(exc), retry_in=backoff)
+                )
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BOOTSTRAP_MAX_BACKOFF)
+                continue
+            backoff = 1.0
+            self.bootstrap_peers.add(peer)
+            await self._add_if_dht_server(peer)
+            await self._refresh_routing_table()
+            self._bootstrap_epoch += 1
+            self._bootstrap_changed.set()
+            self._bootstrap_changed = trio.Event()
+            self.bootstrapped.set()
+            self.bus.publish(
+                ev.Bootstrapped(
+                    peers=[str(p) for p in self.bootstrap_peers],
+                    routing_table_size=self.dht.get_routing_table_size(),
+                )
+            )
+
+    async def _refresh_routing_table(self) -> None:
+        """Look ourselves up so the table fills with our neighbours (bounded in time)."""
+        with trio.move_on_after(self.config.dial_timeout):
+            try:
+                await self.dht.peer_routing.find_closest_peers_network(self.peer_id.to_bytes())
+            except Exception:
+                pass
+        self.last_refresh = time.time()
+
+    @property
+    def bootstrap_epoch(self) -> int:
+        """Increases on every (re)connection to a bootstrap node: a cue to re-provide."""
+        return self._bootstrap_epoch
+
+    async def wait_bootstrap_change(self, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            await self._bootstrap_changed.wait()
+            return True
+        return False
+
+    # ---------------------------------------------------------------- commands
+
+    async def dial(self, addr: str) -> ID:
+        """Connect to `/ip4|dns4/.../tcp/N[/p2p/ID]`; learns the peer id when not given."""
+        try:
+            target = parse_dial_target(addr)
+        except AddressError as exc:
+            raise NodeError(str(exc)) from None
+        try:
+            with trio.fail_after(self.config.dial_timeout):
+                addrs = await trio.to_thread.run_sync(resolve_dns, target)
+                peer = target.peer_id
+                if peer is None:
+                    peer = await learn_peer_id(self.host, addrs[0])
+                if peer == self.peer_id:
+                    raise NodeError(f"{addr} is ourselves")
+                await self.host.connect(PeerInfo(peer, addrs))
+        except trio.TooSlowError:
+            self.counters.dial_errors += 1
+            raise NodeError(f"dial {addr}: timed out after {self.config.dial_timeout:g}s") from None
+        except NodeError:
+            raise
+        except AddressError as exc:
+            raise NodeError(str(exc)) from None
+        except Exception as exc:
+            self.counters.dial_errors += 1
+            raise NodeError(f"dial {addr}: {_reason(exc)}") from None
+        return peer
+
+    async def connect_peer(self, info: PeerInfo) -> None:
+        """Connect to a peer found in the DHT (addresses from its provider record)."""
+        try:
+            with trio.fail_after(self.config.dial_timeout):
+                await self.host.connect(info)
+        except trio.TooSlowError:
+            self.counters.dial_errors += 1
+            raise NodeError(f"dial {info.peer_id}: timed out") from None
+        except Exception as exc:
+            self.counters.dial_errors += 1
+            raise NodeError(f"dial {info.peer_id}: {_reason(exc)}") from None
+
+    async def provide_namespace(self, namespace: str) -> bool:
+        with trio.move_on_after(self.config.dial_timeout * 2):
+            ok = await self.dht.provide(dht_key(namespace_multihash(namespace)))
+            if ok:
+                self.bus.publish(ev.Registered(namespace=namespace, key=namespace_cid(namespace)))
+            return bool(ok)
+        return False
+
+    async def find_peers(self, namespace: str, timeout: float | None = None) -> list[PeerInfo]:
+        """Providers of the namespace key, de-duplicated, without ourselves."""
+        found: list[PeerInfo] = []
+        with trio.move_on_after(timeout or self.config.dial_timeout):
+            found = await self.dht.find_providers(dht_key(namespace_multihash(namespace)))
+        me = self.peer_id
+        peers = [p for p in dedupe_providers(found) if p.peer_id != me]
+        for p in peers:
+            self.bus.publish(
+                ev.Discovered(peer_id=str(p.peer_id), addrs=[str(a) for a in p.addrs],
+                              namespace=namespace)
+            )
+        return peers
+
+    async def _session(self, peer: ID) -> CommandSession:
+        session = self._sessions.get(peer)
+        if session is not None and not session.closed:
+            return session
+        lock = self._session_locks.setdefault(peer, trio.Lock())
+        async with lock:
+            session = self._sessions.get(peer)
+            if session is not None and not session.closed:
+                return session
+            if self._nursery is None:
+                raise NodeError("node is not running")
+            try:
+                with trio.fail_after(self.config.dial_timeout):
+                    stream = await self.host.new_stream(peer, [codec.PROTOCOL_ID])  # type: ignore[list-item]
+            except trio.TooSlowError:
+                raise NodeError(f"open stream to {peer}: timed out") from None
+            except Exception as exc:
+                raise NodeError(f"open stream to {peer}: {_reason(exc)}") from None
+            session = CommandSession(stream, sender=str(self.peer_id))
+            self._sessions[peer] = session
+            self._nursery.start_soon(session.run_reader)
+            return session
+
+    async def request(
+        self, peer: ID | str, command: str, args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> codec.Response:
+        """Send one command and return the peer's response (ok or error)."""
+        peer_id = ID.from_base58(peer) if isinstance(peer, str) else peer
+        timeout = self.config.request_timeout if timeout is None else timeout
+        args = args or {}
+        for attempt in (1, 2):  # a stale session (peer restarted) gets one fresh retry
+            session = await self._session(peer_id)
+            req_id = session.next_id()
+            self.counters.messages_out += 1
+            self.bus.publish(ev.MessageSent(peer_id=str(peer_id), id=req_id, command=command,
+                                            args=args))
+            try:
+                resp, rtt = await session.request(command, args, timeout, req_id=req_id)
+            except SessionClosed as exc:
+                self._sessions.pop(peer_id, None)
+                if attempt == 2:
+                    self.counters.errors += 1
+                    raise NodeError(f"{command} to {peer_id}: {exc}") from None
+                continue
+            except trio.TooSlowError:
+                self.counters.errors += 1
+                raise NodeError(f"{command} to {peer_id}: no reply within {timeout:g}s") from None
+            except Exception as exc:
+                self._sessions.pop(peer_id, None)
+                self.counters.errors += 1
+                raise NodeError(f"{command} to {peer_id}: {_reason(exc)}") from None
+            self.counters.replies += 1
+            self.bus.publish(
+                ev.Reply(
+                    peer_id=str(peer_id), id=resp.id, ok=resp.ok, result=resp.result,
+                    error=None if resp.ok else {"code": resp.error_code,
+                                                "message": resp.error_message},
+                    rtt_ms=round(rtt * 1000, 3),
+                )
+            )
+            return resp
+        raise AssertionError("unreachable")
+
+    async def send_command(
+        self, peer: ID | str, command: str, args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Like `request`, but returns the result and raises CommandFailed on an error reply."""
+        resp = await self.request(peer, command, args, timeout)
+        if not resp.ok:
+            raise CommandFailed(resp.error_code, resp.error_message)
+        return resp.result
+
+    async def ping(self, peer: ID | str, timeout: float = 5.0) -> float:
+        """libp2p ping (`/ipfs/ping/1.0.0`), timed here to sub-millisecond precision."""
+        peer_id = ID.from_base58(peer) if isinstance(peer, str) else peer
+        payload = os.urandom(32)
+        try:
+            with trio.fail_after(timeout):
+                stream = await self.host.new_stream(peer_id, [PING_PROTOCOL])
+                try:
+                    start = time.perf_counter()
+                    await stream.write(payload)
+                    got = b""
+                    while len(got) < 32:
+                        chunk = await stream.read(32 - len(got))
+                        if not chunk:
+                            break
+                        got += chunk
+                    rtt = time.perf_counter() - start
+                finally:
+                    await stream.close()
+        except trio.TooSlowError:
+            raise NodeError(f"ping {peer_id}: timed out") from None
+        except Exception as exc:
+            raise NodeError(f"ping {peer_id}: {_reason(exc)}") from None
+        if got != payload:
+            raise NodeError(f"ping {peer_id}: wrong echo")
+        self._meta(peer_id).rtt_ms = rtt * 1000
+        return rtt
+
+    async def disconnect(self, peer: ID | str) -> None:
+        peer_id = ID.from_base58(peer) if isinstance(peer, str) else peer
+        await self.host.disconnect(peer_id)
+
+    # ---------------------------------------------------------------- snapshots
+
+    def listen_addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    def connected_peers(self) -> list[ID]:
+        return list(self.host.get_network().get_connections_map())
+
+    def connections(self) -> list[ConnectionInfo]:
+        out: list[ConnectionInfo] = []
+        for peer, conns in self.host.get_network().get_connections_map().items():
+            meta = self._peer_meta.get(peer, _PeerMeta())
+            for conn in conns:
+                swarm_conn: Any = conn  # SwarmConn: more than the INetConn interface says
+                addrs = conn.get_transport_addresses()
+                remote = str(addrs[0]) if addrs else ""
+                streams = []
+                for s in conn.get_streams():
+                    proto = s.get_protocol()
+                    streams.append(StreamInfo(str(proto) if proto else "?",
+                                              _direction(getattr(s, "direction", ""))))
+                out.append(
+                    ConnectionInfo(
+                        peer_id=str(peer),
+                        direction=_direction(swarm_conn.direction),
+                        remote_addr=remote,
+                        transport="relayed" if "p2p-circuit" in remote else "direct",
+                        security=str(swarm_conn.get_negotiated_security_protocol() or ""),
+                        muxer=str(swarm_conn.get_negotiated_muxer_protocol() or ""),
+                        streams=streams,
+                        rtt_ms=meta.rtt_ms,
+                        since=getattr(conn, "_created_at", self.started_at),
+                        agent=meta.agent or self._agent_from_peerstore(peer),
+                    )
+                )
+        return out
+
+    def routing_table(self) -> RoutingTableInfo:
+        dht = self.dht
+        me = self.peer_id
+        connected = set(self.host.get_network().get_connections_map())
+        by_cpl: dict[int, list[RoutingPeer]] = {}
+        store = self.host.get_peerstore()
+        for bucket in dht.routing_table.buckets:
+            for peer, (info, last_seen) in list(bucket.peers.items()):
+                cpl = common_prefix_length(me, peer)
+                meta = self._peer_meta.get(peer, _PeerMeta())
+                try:
+                    addrs = [str(a) for a in store.addrs(peer)]
+                except Exception:
+                    addrs = [str(a) for a in info.addrs]
+                by_cpl.setdefault(cpl, []).append(
+                    RoutingPeer(str(peer), cpl, last_seen, peer in connected,
+                                meta.agent or self._agent_from_peerstore(peer), addrs)
+                )
+        buckets = [RoutingBucket(cpl, sorted(peers, key=lambda p: p.peer_id))
+                   for cpl, peers in sorted(by_cpl.items())]
+        return RoutingTableInfo(
+            size=dht.get_routing_table_size(), buckets=buckets,
+            mode="server" if dht.mode == DHTMode.SERVER else "client",
+            last_refresh=self.last_refresh,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "role": self.config.role,
+            "peer_id": str(self.peer_id),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "connections": len(self.connected_peers()),
+            "routing_table_size": self.dht.get_routing_table_size(),
+            "events_dropped": self.bus.dropped,
+            **vars(self.counters),
+        }
+
+    # ---------------------------------------------------------------- built-in commands
+
+    def _register_builtins(self) -> None:
+        reg = self.registry
+
+        async def ping(call: Call) -> dict[str, Any]:
+            return {"pong": True, "ts": time.time()}
+
+        async def echo(call: Call) -> Any:
+            return call.request.args
+
+        async def message(call: Call) -> dict[str, Any]:
+            text = call.request.args.get("text", call.request.args.get("message", ""))
+            return {"received": True, "echo": text, "by": str(self.peer_id)}
+
+        async def caps(call: Call) -> dict[str, Any]:
+            return capabilities(self.config.data_dir)
+
+        for name, handler in (("ping", ping), ("echo", echo), ("message", message),
+                              ("capabilities", caps)):
+            if reg.get(name) is None:
+                reg.register(name, handler)
+
+
+def _direction(value: Any) -> str:
+    text = str(value).lower().split(".")[-1]
+    return text if text in ("inbound", "outbound") else "unknown"
+
+
+def _reason(exc: BaseException) -> str:
+    """One line from an exception chain that py-libp2p often leaves empty."""
+    seen: list[str] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(seen) < 4:
+        text = str(cur).strip().splitlines()[0] if str(cur).strip() else ""
+        if text and text not in seen:
+            seen.append(text)
+        cur = cur.__cause__ or cur.__context__
+    return "; ".join(seen) or type(exc).__name__
+
+
+__all__ = [
+    "CommandFailed",
+    "ConnectionInfo",
+    "Counters",
+    "Node",
+    "NodeError",
+    "RoutingTableInfo",
+    "common_prefix_length",
+]

@@ -1,0 +1,1 @@
+"""Host construction, identity, addresses and py-libp2p workarounds."""

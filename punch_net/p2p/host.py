@@ -1,0 +1,60 @@
+"""Build the libp2p host Punch runs on: TCP + Noise + Yamux, identify, ping, with dial
+deadlines so a silent peer fails in seconds, not the library's default ~120 s."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import multiaddr
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.network.config import ConnectionConfig, RetryConfig
+
+from punch_net.p2p.addresses import expand_unspecified
+
+
+class ListenError(Exception):
+    """We cannot listen where asked (port in use, no such interface, no permission)."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """py-libp2p's `listen` only returns False on failure; find the real reason first."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
+    """A host whose advertised addresses are real interface addresses, never 0.0.0.0."""
+    connection_config = ConnectionConfig(
+        dial_timeout=dial_timeout,
+        inbound_upgrade_timeout=dial_timeout,
+        outbound_upgrade_timeout=dial_timeout,
+        max_connections=1000,
+    )
+    retry = RetryConfig(max_retries=0, initial_delay=0.1, max_delay=1.0)
+    host = new_host(
+        key_pair=key_pair,
+        connection_config=connection_config,
+        addrs_factory=_advertised_addrs,
+        negotiate_timeout=int(max(dial_timeout, 1)),
+    )
+    host.get_network().retry_config = retry  # type: ignore[attr-defined]
+    return host
+
+
+def _advertised_addrs(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+    out: list[multiaddr.Multiaddr] = []
+    for addr in expand_unspecified(candidates):
+        if addr not in out:
+            out.append(addr)
+    return out

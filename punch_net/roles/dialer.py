@@ -1,0 +1,77 @@
+"""Dialer: finds peers of a namespace through the DHT only, connects, sends numbered
+messages ("Hello from dialer! Message #N") and reports the replies."""
+
+from __future__ import annotations
+
+import math
+
+import trio
+from libp2p.peer.id import ID
+
+from punch_net import events as ev
+from punch_net.node import Node, NodeError
+
+DISCOVERY_MIN_WAIT = 0.25
+DISCOVERY_MAX_WAIT = 5.0
+
+
+async def discover_and_connect(node: Node, namespace: str, peers: dict[ID, None],
+                               found: trio.Event) -> None:
+    """Keep looking up the namespace; connect to every new provider."""
+    await node.bootstrapped.wait()
+    wait = DISCOVERY_MIN_WAIT
+    while True:
+        for info in await node.find_peers(namespace):
+            if info.peer_id in peers:
+                continue
+            try:
+                await node.connect_peer(info)
+            except NodeError as exc:
+                node.bus.publish(ev.ErrorEvent(message=str(exc), where="discovery"))
+                continue
+            peers[info.peer_id] = None
+            found.set()
+        wait = DISCOVERY_MAX_WAIT if peers else min(wait * 2, DISCOVERY_MAX_WAIT)
+        await trio.sleep(wait)
+
+
+async def run_dialer(node: Node) -> int:
+    cfg = node.config
+    peers: dict[ID, None] = {}
+    found = trio.Event()
+    replies = 0
+    deadline = trio.current_time() + cfg.timeout if cfg.count else math.inf
+
+    async def send_one(peer: ID, number: int) -> None:
+        nonlocal replies
+        text = f"{cfg.message} Message #{number}"
+        try:
+            resp = await node.request(peer, "message", {"text": text})
+        except NodeError as exc:
+            node.bus.publish(ev.ErrorEvent(message=str(exc), where="dialer"))
+            if not node.host.get_network().get_connections(peer):
+                peers.pop(peer, None)
+            return
+        if resp.ok:
+            replies += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(discover_and_connect, node, cfg.namespace, peers, found)
+        number = 0
+        with trio.move_on_at(deadline):
+            await found.wait()
+            while not (cfg.count and replies >= cfg.count):
+                number += 1
+                async with trio.open_nursery() as senders:
+                    for peer in list(peers):
+                        senders.start_soon(send_one, peer, number)
+                if cfg.count and replies >= cfg.count:
+                    break
+                await trio.sleep(cfg.interval)
+        nursery.cancel_scope.cancel()
+    if cfg.count and replies < cfg.count:
+        node.bus.publish(ev.ErrorEvent(
+            message=f"got {replies} of {cfg.count} replies within {cfg.timeout:g}s",
+            where="dialer"))
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""punch-tui: the Textual node console."""
