@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import trio
 
-from punch_net import __version__
+from punch_net import __version__, cli_types
 from punch_net import events as ev
 from punch_net.config import (
     DEFAULT_BOOTSTRAP,
@@ -46,14 +46,14 @@ def add_node_flags(p: argparse.ArgumentParser, role: str) -> None:
     g = p.add_argument_group("network")
     g.add_argument("--listen-addr", help="interface to listen on (default 0.0.0.0)")
     port_default = "51820" if role == "server" else "0 = any free port"
-    g.add_argument("--port", type=_port, help=f"TCP port (default {port_default})")
+    g.add_argument("--port", type=cli_types.port, help=f"TCP port (default {port_default})")
     g.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
                    help=f"bootstrap node, repeatable, /p2p/ID optional "
                         f"(default {DEFAULT_BOOTSTRAP if role != 'server' else 'none'})")
     g.add_argument("--namespace", help="discovery namespace (default simple-chat)")
     g.add_argument("--dht-mode", choices=["auto", "server", "client"],
                    help="Kademlia mode (auto: client for the dialer, server otherwise)")
-    g.add_argument("--dial-timeout", type=_positive, help="seconds before a dial gives up")
+    g.add_argument("--dial-timeout", type=cli_types.positive, help="seconds before a dial gives up")
     i = p.add_argument_group("identity and config")
     i.add_argument("--data-dir", type=Path, help="state directory (default: platform data dir)")
     i.add_argument("--identity", type=Path, metavar="PATH", help="ed25519 key file to use")
@@ -62,6 +62,8 @@ def add_node_flags(p: argparse.ArgumentParser, role: str) -> None:
 
 
 def build_parser() -> OneLineParser:
+    from punch_net.roles import ROLES
+
     parser = OneLineParser(
         prog="punch",
         description="Punch: a peer-to-peer node on libp2p (Kademlia DHT, JSON commands).",
@@ -69,22 +71,11 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--version", action="version", version=f"punch {__version__}")
     sub = parser.add_subparsers(dest="role", metavar="ROLE", parser_class=OneLineParser)
     sub.required = True
-    helps = {
-        "server": "bootstrap node (DHT server)",
-        "listener": "join the DHT, announce a namespace, answer JSON commands",
-        "dialer": "find peers of a namespace through the DHT and send them messages",
-    }
-    for role, text in helps.items():
-        p = sub.add_parser(role, help=text, description=text)
-        add_node_flags(p, role)
+    for spec in ROLES.values():
+        p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
+        add_node_flags(p, spec.name)
         p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
-        if role == "dialer":
-            d = p.add_argument_group("dialer")
-            d.add_argument("--message", help="text to send (default 'Hello from dialer!')")
-            d.add_argument("--count", type=_positive_int,
-                           help="exit 0 after N replies (1 if they do not come within --timeout)")
-            d.add_argument("--interval", type=_positive, help="seconds between messages (2)")
-            d.add_argument("--timeout", type=_positive, help="seconds to wait with --count (30)")
+        spec.add_arguments(p)
     cfg = sub.add_parser("config", help="write a commented default config file")
     cfg_sub = cfg.add_subparsers(dest="config_cmd", metavar="CMD", parser_class=OneLineParser)
     cfg_sub.required = True
@@ -94,56 +85,25 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} out of range 0-65535")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
-    return value
-
-
 def config_from_args(args: argparse.Namespace, role: str) -> NodeConfig:
     """defaults < config file < flags. Raises ConfigError / AddressError."""
+    from punch_net.roles import ROLES
+
+    spec = ROLES[role]
     cfg = NodeConfig(role=role)
-    if role == "server":
+    if not spec.default_bootstrap:
         cfg.bootstrap = []
-    if args.config is not None:
+    if getattr(args, "config", None) is not None:
         apply_config(cfg, read_config_file(args.config))
         cfg.role = role
-    flag_map = {
-        "listen_addr": "listen_addr", "port": "port", "bootstrap": "bootstrap",
-        "namespace": "namespace", "dht_mode": "dht_mode", "dial_timeout": "dial_timeout",
-        "data_dir": "data_dir", "identity": "identity", "message": "message",
-        "count": "count", "interval": "interval", "timeout": "timeout",
-    }
-    for flag, attr in flag_map.items():
-        value = getattr(args, flag, None)
+    for name in ("listen_addr", "port", "bootstrap", "namespace", "dht_mode", "dial_timeout",
+                 "data_dir", "identity"):
+        value = getattr(args, name, None)
         if value is not None:
-            setattr(cfg, attr, value)
+            setattr(cfg, name, value)
     if getattr(args, "ephemeral", False):
         cfg.ephemeral = True
+    spec.configure(cfg, args)
     for addr in cfg.bootstrap:
         parse_dial_target(addr)  # fail now, with one line, not later in a task
     return cfg
@@ -225,7 +185,7 @@ class Printer:
 async def run_role(cfg: NodeConfig, json_mode: bool) -> int:
     from punch_net.roles import ROLES
 
-    node = Node(cfg, ROLES[cfg.role])
+    node = Node(cfg, ROLES[cfg.role].run)
     printer = Printer(json_mode, cfg)
     printer.header()
     code = 0

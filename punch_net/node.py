@@ -278,7 +278,8 @@ class Node:
                 await host.close()
         return 0  # unreachable: keeps type checkers calm
 
-    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a task in the node's nursery (it ends when the node stops)."""
         if self._nursery is not None:
             try:
                 self._nursery.start_soon(fn, *args)
@@ -300,7 +301,7 @@ class Node:
                 via=self._peer_meta.get(peer, _PeerMeta()).via,
             )
         )
-        self._spawn(self._add_if_dht_server, peer)
+        self.spawn(self._add_if_dht_server, peer)
 
     def _on_disconnected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id

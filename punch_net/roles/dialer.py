@@ -3,12 +3,14 @@ messages ("Hello from dialer! Message #N") and reports the replies."""
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import trio
 from libp2p.peer.id import ID
 
 from punch_net import events as ev
+from punch_net.config import NodeConfig
 from punch_net.node import Node, NodeError
 
 DISCOVERY_MIN_WAIT = 0.25
@@ -75,3 +77,21 @@ async def run_dialer(node: Node) -> int:
             where="dialer"))
         return 1
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from punch_net.cli_types import positive, positive_int
+
+    d = parser.add_argument_group("dialer")
+    d.add_argument("--message", help="text to send (default 'Hello from dialer!')")
+    d.add_argument("--count", type=positive_int,
+                   help="exit 0 after N replies (1 if they do not come within --timeout)")
+    d.add_argument("--interval", type=positive, help="seconds between messages (2)")
+    d.add_argument("--timeout", type=positive, help="seconds to wait with --count (30)")
+
+
+def configure(cfg: NodeConfig, args: argparse.Namespace) -> None:
+    for name in ("message", "count", "interval", "timeout"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(cfg, name, value)

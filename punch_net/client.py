@@ -1,0 +1,126 @@
+"""`P2PClient`: make an application peer-to-peer in a few lines.
+
+    async with P2PClient(bootstrap=["/ip4/127.0.0.1/tcp/51820"], namespace="my-app") as c:
+        peer = await c.connect_to_peer()
+        reply = await c.send_and_wait(peer, {"message": "Hello!"})
+
+The client is a `Node` without a role: it joins the DHT, and everything else happens
+when you call it. Register your own commands with `@client.command("name")` to answer
+peers, and `announce=True` to be findable under the namespace yourself.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from punch_net.config import NodeConfig
+from punch_net.messaging.commands import CommandRegistry, Handler
+from punch_net.node import Node, NodeError
+from punch_net.roles.listener import keep_providing
+
+
+class P2PClient:
+    def __init__(
+        self,
+        bootstrap: list[str],
+        namespace: str = "simple-chat",
+        *,
+        listen_addr: str = "127.0.0.1",
+        port: int = 0,
+        announce: bool = False,
+        timeout: float = 10.0,
+        config: NodeConfig | None = None,
+    ) -> None:
+        cfg = config or NodeConfig(role="client", ephemeral=True)
+        cfg.bootstrap = list(bootstrap)
+        cfg.namespace = namespace
+        cfg.listen_addr = listen_addr
+        cfg.port = port
+        if config is None:
+            cfg.dht_mode = "server" if announce else "client"
+        self.namespace = namespace
+        self.announce = announce
+        self.timeout = timeout
+        self.registry = CommandRegistry()
+        self.node = Node(cfg, registry=self.registry)
+        self._nursery_cm: Any = None
+        self._nursery: trio.Nursery | None = None
+
+    def command(self, name: str) -> Any:
+        """Decorator: answer command `name` from peers with this async handler."""
+        return self.registry.command(name)
+
+    def register(self, name: str, handler: Handler) -> None:
+        self.registry.register(name, handler)
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.node.peer_id)
+
+    async def __aenter__(self) -> P2PClient:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        try:
+            await self._nursery.start(self.node.run)
+            with trio.fail_after(self.timeout):
+                await self.node.bootstrapped.wait()
+            if self.announce:
+                self._nursery.start_soon(keep_providing, self.node, self.namespace)
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            if isinstance(exc, trio.TooSlowError):
+                raise NodeError(f"no bootstrap node answered within {self.timeout:g}s") from None
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if self._nursery is None:
+            return None
+        self._nursery.cancel_scope.cancel()
+        nursery_cm, self._nursery = self._nursery_cm, None
+        return bool(await nursery_cm.__aexit__(exc_type, exc, tb))
+
+    async def find_peers(self, timeout: float | None = None) -> list[str]:
+        """Peer ids announcing our namespace (through the DHT)."""
+        return [str(p.peer_id) for p in await self.node.find_peers(self.namespace, timeout)]
+
+    async def connect_to_peer(self, timeout: float | None = None) -> str:
+        """Find a peer of the namespace through the DHT, connect, and return its id."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        wait = 0.2
+        last_error = "no peer announces the namespace yet"
+        while time.monotonic() < deadline:
+            for info in await self.node.find_peers(self.namespace, deadline - time.monotonic()):
+                try:
+                    await self.node.connect_peer(info)
+                    return str(info.peer_id)
+                except NodeError as exc:
+                    last_error = str(exc)
+            await trio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            wait = min(wait * 2, 2.0)
+        raise NodeError(f"no peer of {self.namespace!r} reachable: {last_error}")
+
+    async def send_and_wait(
+        self, peer: str, message: dict[str, Any], timeout: float | None = None
+    ) -> Any:
+        """Send a JSON message and return the reply's result.
+
+        `message["command"]` picks the command (default "message"); the rest are its args.
+        Raises CommandFailed when the peer answers with an error.
+        """
+        args = dict(message)
+        command = str(args.pop("command", "message"))
+        return await self.node.send_command(peer, command, args, timeout)
+
+    async def send_command(
+        self, peer: str, command: str, args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        return await self.node.send_command(peer, command, args, timeout)
