@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -30,8 +31,13 @@ from punch_net.p2p.addresses import AddressError, parse_dial_target, short_peer_
 from punch_net.p2p.host import ListenError
 from punch_net.p2p.identity import IdentityError
 from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.relay.cli import add_relay_flags, configure_relay
 
 EXIT_USAGE = 2
+
+# Subcommands that are not node roles: name -> module with HELP, add_arguments(parser)
+# and main(args) -> exit code. A tool registers here instead of editing the dispatcher.
+EXTRA_COMMANDS: dict[str, str] = {"testnet": "punch_net.testnet"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -59,6 +65,7 @@ def add_node_flags(p: argparse.ArgumentParser, role: str) -> None:
     i.add_argument("--identity", type=Path, metavar="PATH", help="ed25519 key file to use")
     i.add_argument("--ephemeral", action="store_true", help="use a fresh key, save nothing")
     i.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    add_relay_flags(p, role)
 
 
 def build_parser() -> OneLineParser:
@@ -76,6 +83,12 @@ def build_parser() -> OneLineParser:
         add_node_flags(p, spec.name)
         p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
         spec.add_arguments(p)
+    import importlib
+
+    for name, module_name in EXTRA_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        extra = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(extra)
     cfg = sub.add_parser("config", help="write a commented default config file")
     cfg_sub = cfg.add_subparsers(dest="config_cmd", metavar="CMD", parser_class=OneLineParser)
     cfg_sub.required = True
@@ -104,6 +117,7 @@ def config_from_args(args: argparse.Namespace, role: str) -> NodeConfig:
     if getattr(args, "ephemeral", False):
         cfg.ephemeral = True
     spec.configure(cfg, args)
+    configure_relay(cfg, args)
     for addr in cfg.bootstrap:
         parse_dial_target(addr)  # fail now, with one line, not later in a task
     return cfg
@@ -164,7 +178,20 @@ class Printer:
         if isinstance(e, ev.Discovered):
             return None
         if isinstance(e, ev.PeerConnected):
-            return f"[green]✓[/green] CONNECTED to peer {e.peer_id} ({e.direction}, {e.addr})"
+            via = "" if e.via == "direct" else f", via {e.via.replace('_', ' ')}"
+            return f"[green]✓[/green] CONNECTED to peer {e.peer_id} ({e.direction}, {e.addr}{via})"
+        if isinstance(e, ev.HolePunch):
+            mark = "[green]✓[/green]" if e.outcome in ("SUCCESS", "CONNECTION_REVERSED") else "[yellow]✗[/yellow]"
+            why = f": {e.error}" if e.error else ""
+            return (f"{mark} hole punch with {p(e.peer_id)} ({e.side}): {e.outcome} after "
+                    f"{e.attempts} attempt{'s' if e.attempts != 1 else ''}, {e.ms:.0f} ms{why}")
+        if isinstance(e, ev.Reservation):
+            left = max(0, int(e.expires - time.time()))
+            what = "renewed" if e.renewal else "reserved"
+            lines = [f"[green]✓[/green] Relay {p(e.relay)} {what} (expires in {left}s). Reachable at:"]
+            return "\n".join(lines + [f"  {a}" for a in e.addrs])
+        if isinstance(e, ev.ReachabilityChanged):
+            return f"[cyan]i[/cyan] Reachability: {e.status}"
         if isinstance(e, ev.PeerDisconnected):
             return f"[dim]✗ disconnected from {p(e.peer_id)}[/dim]"
         if isinstance(e, ev.MessageSent):
@@ -226,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.role == "config":
         return config_init(args.path or default_config_path(), args.force)
+    if args.role in EXTRA_COMMANDS:
+        import importlib
+
+        return int(importlib.import_module(EXTRA_COMMANDS[args.role]).main(args))
     json_mode = bool(args.json)
     try:
         cfg = config_from_args(args, args.role)

@@ -49,6 +49,22 @@ class NodeConfig:
     # timeouts
     dial_timeout: float = 10.0
     request_timeout: float = 10.0
+    # connection manager and DHT upkeep (punch_net/connmgr.py, punch_net/dht_hygiene.py)
+    conn_low: int = 32
+    conn_high: int = 48
+    dht_refresh_interval: float = 120.0
+    # NAT traversal (punch_net/relay/): relay service on server/monitor, reservations, DCUtR
+    relay_service: bool = True  # act as a circuit relay v2 hop (roles in RELAY_SERVICE_ROLES)
+    relay_max_reservations: int = 128
+    relay_max_reservations_per_ip: int = 8
+    relay_reservation_ttl: int = 3600
+    relay_max_circuits: int = 64
+    relay_max_circuits_per_peer: int = 16
+    relay_circuit_duration: int = 300
+    relay_circuit_bytes: int = 1 << 20
+    relays: list[str] = field(default_factory=list)  # static relays (--relay), always reserved
+    auto_relay: bool = True  # when private: reserve on bootstrap peers that are relays
+    hole_punch: bool = True  # DCUtR upgrades of relayed connections
 
     def effective_port(self) -> int:
         if self.port is not None:
@@ -77,11 +93,27 @@ CONFIG_KEYS: dict[str, dict[str, str]] = {
         "dht_mode": "auto, server or client.",
         "dial_timeout": "Seconds before a dial to a silent peer gives up.",
         "request_timeout": "Seconds to wait for a command reply.",
+        "conn_low": "Connection manager: prune down to this many connections.",
+        "conn_high": "Connection manager: start pruning above this many connections.",
+        "dht_refresh_interval": "Seconds between DHT routing-table refreshes (0 = off).",
     },
     "dialer": {
         "message": "Text the dialer sends (numbered: 'Message #N').",
         "interval": "Seconds between messages.",
         "timeout": "With --count: seconds to wait for replies before exiting 1.",
+    },
+    "relay": {
+        "relay_service": "server/monitor: run a circuit relay v2 service for peers behind NATs.",
+        "relay_max_reservations": "Relay: reservations held for others, in total.",
+        "relay_max_reservations_per_ip": "Relay: reservations per source IP address.",
+        "relay_reservation_ttl": "Relay: seconds a reservation lasts before it must be renewed.",
+        "relay_max_circuits": "Relay: circuits relayed at once, in total.",
+        "relay_max_circuits_per_peer": "Relay: circuits at once towards one reserved peer.",
+        "relay_circuit_duration": "Relay: seconds one circuit may last (0 = unlimited).",
+        "relay_circuit_bytes": "Relay: bytes one circuit may carry (0 = unlimited).",
+        "relays": "Relays to reserve a slot on (multiaddrs with /p2p/ID), like --relay.",
+        "auto_relay": "When found unreachable, reserve on bootstrap peers that are relays.",
+        "hole_punch": "Try DCUtR hole punching to upgrade relayed connections to direct.",
     },
     "tui": {"theme": "Theme name for punch-tui (see themes/)."},
 }
@@ -109,7 +141,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def apply_config(cfg: NodeConfig, data: dict[str, Any]) -> NodeConfig:
     """Copy the [node] and [dialer] values of a config file into `cfg`, checking types."""
     types = {f.name: f.type for f in fields(NodeConfig)}
-    for section in ("node", "dialer"):
+    for section in ("node", "dialer", "relay"):
         for key, value in data.get(section, {}).items():
             want = str(types[key])
             ok = (
@@ -118,6 +150,7 @@ def apply_config(cfg: NodeConfig, data: dict[str, Any]) -> NodeConfig:
                 or ("int" in want and isinstance(value, int) and not isinstance(value, bool))
                 or ("float" in want and isinstance(value, int | float) and not isinstance(value, bool))
                 or (want == "str" and isinstance(value, str))
+                or (want == "bool" and isinstance(value, bool))
             )
             if not ok:
                 raise ConfigError(f"config: [{section}] {key} has the wrong type ({value!r})")

@@ -25,9 +25,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
+from punch_net import dht_hygiene, testnet_control
 from punch_net import events as ev
 from punch_net.capabilities import capabilities
 from punch_net.config import NodeConfig
+from punch_net.connmgr import ConnManager
 from punch_net.discovery import dht_key, namespace_cid, namespace_multihash
 from punch_net.messaging import codec
 from punch_net.messaging.commands import Call, CommandRegistry
@@ -40,7 +42,9 @@ from punch_net.messaging.protocol import (
 from punch_net.p2p.addresses import AddressError, DialTarget, parse_dial_target, resolve_dns
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
+from punch_net.relay import RelayManager, RelayStatus
 from punch_net.p2p.workarounds import (
+    advertise_extra_addrs,
     dedupe_providers,
     install_kad_read_deadline,
     learn_peer_id,
@@ -48,6 +52,7 @@ from punch_net.p2p.workarounds import (
 
 BOOTSTRAP_CHECK_INTERVAL = 2.0
 BOOTSTRAP_MAX_BACKOFF = 30.0
+BOOTSTRAP_HEALTHY_TABLE = 8  # routing-table size from which a lost bootstrap link is not redialed
 IDENTIFY_WAIT = 5.0
 
 Role = Callable[["Node"], Awaitable[int]]
@@ -97,6 +102,7 @@ class ConnectionInfo:
     rtt_ms: float | None
     since: float
     agent: str
+    via: str = "direct"  # direct / relay / hole_punch
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,13 @@ class Node:
         self._bootstrap_changed = trio.Event()
         self.bootstrapped = trio.Event()
         self.last_refresh: float | None = None
+        self.relay: RelayManager | None = None  # NAT traversal (punch_net/relay/), set up in run()
+        try:
+            self.connmgr = ConnManager(self, config.conn_low, config.conn_high)
+        except ValueError as exc:
+            raise NodeError(str(exc)) from None
         self._register_builtins()
+        testnet_control.register(self)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -242,6 +254,8 @@ class Node:
         dht = KadDHT(host, mode)
         if mode == DHTMode.SERVER:
             install_kad_read_deadline(host, dht.handle_stream)
+        dht_hygiene.install(host, dht)
+        self.connmgr.attach(host.get_network())
         server = CommandServer(
             self.registry,
             ServeHooks(on_request=self._on_request, on_rejected=self._on_rejected),
@@ -249,6 +263,9 @@ class Node:
         host.set_stream_handler(codec.PROTOCOL_ID, server.handle_stream)  # type: ignore[arg-type]
         host.get_network().register_notifee(_Notifee(self))
         self._host, self._dht = host, dht
+        self.relay = RelayManager(self)
+        self.relay.install(host)
+        advertise_extra_addrs(host, self.relay.circuit_addrs)
         try:
             async with host.run([listen]):
                 if not host.get_transport_addrs():
@@ -262,6 +279,9 @@ class Node:
                         )
                     )
                     nursery.start_soon(self._bootstrap_all)
+                    nursery.start_soon(self.relay.run)
+                    nursery.start_soon(self.connmgr.run)
+                    nursery.start_soon(dht_hygiene.maintain, self, cfg.dht_refresh_interval)
                     task_status.started()
                     code = 0
                     if self.role is not None:
@@ -298,7 +318,7 @@ class Node:
                 peer_id=str(peer),
                 direction=direction or "unknown",
                 addr=str(addrs[0]) if addrs else "",
-                via=self._peer_meta.get(peer, _PeerMeta()).via,
+                via=self.relay.on_connected(conn) if self.relay else "direct",
             )
         )
         self.spawn(self._add_if_dht_server, peer)
@@ -306,6 +326,8 @@ class Node:
     def _on_disconnected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
         self.counters.connections_closed += 1
+        if self.relay is not None:
+            self.relay.on_disconnected(conn)
         if not self.host.get_network().get_connections(peer):
             session = self._sessions.pop(peer, None)
             if session is not None:
@@ -385,7 +407,10 @@ class Node:
         backoff = 1.0
         peer: ID | None = None
         while True:
-            if peer is not None and self.host.get_network().get_connections(peer):
+            if peer is not None and (self.host.get_network().get_connections(peer)
+                                     or self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE):
+                # With a healthy table the DHT no longer needs this node: do not fight a
+                # busy bootstrap node's connection manager by redialing it.
                 await trio.sleep(BOOTSTRAP_CHECK_INTERVAL)
                 continue
             try:
@@ -403,9 +428,7 @@ class Node:
             self.bootstrap_peers.add(peer)
             await self._add_if_dht_server(peer)
             await self._refresh_routing_table()
-            self._bootstrap_epoch += 1
-            self._bootstrap_changed.set()
-            self._bootstrap_changed = trio.Event()
+            self.addresses_changed()
             self.bootstrapped.set()
             self.bus.publish(
                 ev.Bootstrapped(
@@ -437,7 +460,10 @@ class Node:
     # ---------------------------------------------------------------- commands
 
     async def dial(self, addr: str) -> ID:
-        """Connect to `/ip4|dns4/.../tcp/N[/p2p/ID]`; learns the peer id when not given."""
+        """Connect to `/ip4|dns4/.../tcp/N[/p2p/ID]`; learns the peer id when not given.
+        A `.../p2p/RELAY/p2p-circuit/p2p/ID` address dials through that relay."""
+        if "/p2p-circuit" in addr and self.relay is not None:
+            return await self.relay.dial_circuit(addr.strip())
         try:
             target = parse_dial_target(addr)
         except AddressError as exc:
@@ -463,8 +489,33 @@ class Node:
             raise NodeError(f"dial {addr}: {_reason(exc)}") from None
         return peer
 
+    def addresses_changed(self) -> None:
+        """Bump the re-provide cue: a bootstrap (re)connection, or our advertised addresses
+        changed (a relay reservation came or went)."""
+        self._bootstrap_epoch += 1
+        self._bootstrap_changed.set()
+        self._bootstrap_changed = trio.Event()
+
+    def drop_session(self, peer: ID) -> None:
+        """Forget the command session so the next request opens a stream on the best
+        connection (after a hole punch: the direct one)."""
+        session = self._sessions.pop(peer, None)
+        if session is not None:
+            session.closed = True
+
+    def relay_status(self) -> RelayStatus:
+        """NAT traversal snapshot: reachability, reservations held and served, circuits,
+        hole-punch attempts and counts per outcome (see docs/NAT.md)."""
+        if self.relay is None:
+            raise NodeError("node is not running")
+        return self.relay.status()
+
     async def connect_peer(self, info: PeerInfo) -> None:
-        """Connect to a peer found in the DHT (addresses from its provider record)."""
+        """Connect to a peer found in the DHT (addresses from its provider record); peers
+        with `/p2p-circuit` addresses are tried directly for a moment, then through relays."""
+        if self.relay is not None and self.relay.wants_relay(info):
+            await self.relay.connect(info)
+            return
         try:
             with trio.fail_after(self.config.dial_timeout):
                 await self.host.connect(info)
@@ -636,6 +687,7 @@ class Node:
                         rtt_ms=meta.rtt_ms,
                         since=getattr(conn, "_created_at", self.started_at),
                         agent=meta.agent or self._agent_from_peerstore(peer),
+                        via=self.relay.via_of(conn) if self.relay else "direct",
                     )
                 )
         return out

@@ -118,3 +118,130 @@ def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
     on stderr; Punch reports what matters through its own events instead."""
     logging.getLogger("libp2p").setLevel(level)
     logging.getLogger("multiaddr").setLevel(level)
+
+
+# ---------------------------------------------------------------------- DHT at scale
+# Covered by tests/integration/test_workarounds_dht.py (bug shown, then the fix).
+
+KAD_ALPHA = 3  # query concurrency the Kademlia spec and go/rust-libp2p use
+
+
+def limit_kad_concurrency(alpha: int = KAD_ALPHA) -> None:
+    """py-libp2p 0.8.1 sets ALPHA = 10 (kad_dht/common.py) and each module binds its own
+    copy: a lookup keeps 10 queries in flight and dials 10 new peers per round, which on
+    a 2-core box means 10 Noise handshakes at once and a connection count that grows
+    with every lookup. The spec's α = 3. Process-wide (the modules are shared)."""
+    from libp2p.kad_dht import kad_dht, peer_routing, provider_store
+
+    for module in (kad_dht, peer_routing, provider_store):
+        module.ALPHA = alpha  # type: ignore[attr-defined]
+
+
+def _known_protocols(host: IHost, peer: ID) -> list[str]:
+    try:
+        return [str(p) for p in host.get_peerstore().get_protocols(peer) or []]
+    except Exception:
+        return []
+
+
+def install_server_only_routing(host: IHost, dht: Any) -> None:
+    """The kad server adds every peer that opens a kad stream to its routing table with
+    `skip_server_mode_check=True` (kad_dht.py `_do_handle_stream`), client-mode peers
+    included, and then hands them out to others as servers they cannot query. Only add a
+    peer whose identify says it serves `/ipfs/kad/1.0.0`; servers whose identify has not
+    arrived yet are added after identify by the node (Node._add_if_dht_server)."""
+    original = dht.add_peer
+
+    async def add_peer(peer_id: ID, *, skip_server_mode_check: bool = False) -> bool:
+        if str(KAD_PROTOCOL) not in _known_protocols(host, peer_id):
+            return False
+        return bool(await original(peer_id, skip_server_mode_check=True))
+
+    dht.add_peer = add_peer
+
+
+def evict_client_peers(host: IHost, dht: Any) -> int:
+    """Drop routing-table peers that identify says are not kad servers (added before the
+    fix, or by lookups). Returns how many were removed."""
+    removed = 0
+    for peer in list(dht.routing_table.get_peer_ids()):
+        protocols = _known_protocols(host, peer)
+        if protocols and str(KAD_PROTOCOL) not in protocols:
+            removed += bool(dht.routing_table.remove_peer(peer))
+    return removed
+
+
+def install_dead_peer_eviction(host: IHost, dht: Any) -> None:
+    """A failed FIND_NODE only evicts the peer when opening the stream raises, and a
+    failed GET_PROVIDERS never does (peer_routing.py / provider_store.py), so dead peers
+    stay in the table and keep being handed out. After a query that returned nothing,
+    evict the peer if we are not connected to it (the dial failed or it went away)."""
+    network = host.get_network()
+    routing = dht.peer_routing
+    store = dht.provider_store
+    query_closest = routing._query_peer_for_closest
+    query_providers = store._get_providers_from_peer_with_closers
+
+    def evict_if_gone(peer: ID) -> None:
+        if not network.get_connections(peer):
+            dht.routing_table.remove_peer(peer)
+
+    async def closest(peer: ID, key: bytes) -> list[ID]:
+        result = await query_closest(peer, key)
+        if not result:
+            evict_if_gone(peer)
+        return list(result)
+
+    async def providers(peer: ID, key: bytes) -> tuple[list[PeerInfo], list[ID]]:
+        found, closer = await query_providers(peer, key)
+        if not found and not closer:
+            evict_if_gone(peer)
+        return found, closer
+
+    routing._query_peer_for_closest = closest
+    store._get_providers_from_peer_with_closers = providers
+
+
+def disable_auto_connector(host: IHost) -> None:
+    """The swarm's AutoConnector dials peerstore entries until it holds
+    (low_watermark + high_watermark) / 2 connections (200 by default), and every DHT
+    response fills the peerstore: this, not the DHT, turns a network into a full mesh.
+    Punch's connection manager decides which connections to keep; no blind dialing."""
+    connector = getattr(host.get_network(), "auto_connector", None)
+    if connector is None:
+        return
+
+    async def no_dials() -> None:
+        return None
+
+    connector.maybe_connect = no_dials
+
+
+# ---------------------------------------------------------------------- relay addresses
+# Covered by tests/nat/test_relay_units.py (bug shown, then the fix).
+
+
+def advertise_extra_addrs(host: IHost, extra: Callable[[], list[str]]) -> None:
+    """Make `host.get_addrs()` (identify, provider records, FIND_NODE answers) include
+    `extra()` — our `/p2p-circuit` addresses, each ending in `/p2p/<us>`.
+
+    py-libp2p 0.8.1 `BasicHost.get_addrs()` strips an address's *first* `/p2p/` value and
+    appends ours, so `/ip4/R/tcp/N/p2p/<relay>/p2p-circuit` from an addrs factory comes out
+    as `/ip4/R/tcp/N/p2p/<us>`: a lie pointing at the relay. Circuit addresses have to be
+    appended after that step; the kad provider store reads `host.get_addrs()` at call time.
+    """
+    original = host.get_addrs
+
+    def get_addrs() -> list[multiaddr.Multiaddr]:
+        addrs = list(original())
+        seen = {str(a) for a in addrs}
+        for text in extra():
+            if text not in seen:
+                try:
+                    addrs.append(multiaddr.Multiaddr(text))
+                except Exception:
+                    continue
+                seen.add(text)
+        return addrs
+
+    host.get_addrs = get_addrs  # type: ignore[method-assign]

@@ -1,0 +1,486 @@
+"""`punch testnet`: a local network on loopback, one node per process.
+
+A bootstrap server starts first; every other node (`punch listener`, `punch server`, or
+`punch torrent-server` when that role exists) bootstraps to a few random nodes that are
+already up, so start-up never has everyone dial one node. The controller reads each
+child's `--json` events (listening, bootstrapped), polls `testnet.stats` over the
+JSON command protocol for the live status, and stops every child on ctrl+c, SIGTERM or
+after `--duration`. Children run with PUNCH_TESTNET=1 (enables the testnet commands),
+in their own session, and die with the controller (PR_SET_PDEATHSIG) if it is killed.
+
+`Testnet` is the programmatic API the benchmark and the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from punch_net.config import NodeConfig
+from punch_net.node import Node, NodeError
+from punch_net.p2p.addresses import parse_dial_target
+
+HELP = "start a local test network of N node processes on 127.0.0.1"
+BOOTSTRAP_FANOUT = 2  # random earlier nodes each new node bootstraps to
+START_TIMEOUT = 60.0  # seconds one child may take to listen and bootstrap
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+POLL_CONCURRENCY = 16
+POLL_TIMEOUT = 5.0
+EXIT_USAGE = 2
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class TestnetError(Exception):
+    """The network cannot be started as asked; one line for humans."""
+
+
+@dataclass(eq=False)  # hashable by identity (trio limiter borrower)
+class Child:
+    index: int
+    role: str
+    argv: list[str]
+    proc: trio.Process | None = None
+    peer_id: str = ""
+    addrs: list[str] = field(default_factory=list)
+    listening: trio.Event = field(default_factory=trio.Event)
+    up: trio.Event = field(default_factory=trio.Event)
+    exited: trio.Event = field(default_factory=trio.Event)
+    launched_at: float = 0.0
+    up_at: float | None = None
+    returncode: int | None = None
+    killed: bool = False
+    stats: dict[str, Any] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def dial_addr(self) -> str:
+        for a in self.addrs:
+            if "/ip4/127.0.0.1/" in a:
+                return a
+        return self.addrs[0] if self.addrs else ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and not self.exited.is_set()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def plan_roles(nodes: int, listeners: int, torrent_servers: int) -> list[str]:
+    """Role of each node: the bootstrap server, then listeners, torrent servers, servers."""
+    if nodes < 1:
+        raise TestnetError("--nodes must be at least 1")
+    if listeners < 0 or torrent_servers < 0:
+        raise TestnetError("--listeners and --torrent-servers cannot be negative")
+    if listeners + torrent_servers > nodes - 1:
+        raise TestnetError(f"--listeners + --torrent-servers must leave the bootstrap node "
+                           f"(at most {nodes - 1} with --nodes {nodes})")
+    rest = nodes - 1 - listeners - torrent_servers
+    return ["server"] + ["listener"] * listeners + ["torrent-server"] * torrent_servers + ["server"] * rest
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"min": 0, "avg": 0, "max": 0}
+    return {"min": min(values), "avg": round(statistics.fmean(values), 1), "max": max(values)}
+
+
+class Testnet:
+    """Start, watch, drive and stop a local network of Punch node processes."""
+
+    def __init__(self, nodes: int, listeners: int = 0, torrent_servers: int = 0,
+                 base_port: int | None = None, emit: Emit | None = None,
+                 start_concurrency: int | None = None, log_dir: Path | None = None,
+                 config_file: Path | None = None) -> None:
+        from punch_net.roles import ROLES
+
+        roles = plan_roles(nodes, listeners, torrent_servers)
+        if torrent_servers and "torrent-server" not in ROLES:
+            raise TestnetError("--torrent-servers needs the torrent-server role, which this build "
+                               "does not have")
+        if base_port is not None and not 1 <= base_port <= 65535 - nodes:
+            raise TestnetError(f"--base-port {base_port} leaves no room for {nodes} ports")
+        self.base_port = base_port
+        self.emit = emit or (lambda event: None)
+        self.start_concurrency = start_concurrency or max(4, 2 * (os.cpu_count() or 2))
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="punch-testnet-"))
+        self.config_file = config_file
+        self.children = [Child(i, role, []) for i, role in enumerate(roles)]
+        self.controller: Node | None = None
+        self.started_at = 0.0
+        self.all_up_at: float | None = None
+        self._nursery: trio.Nursery | None = None
+        self._limiter = trio.CapacityLimiter(self.start_concurrency)
+
+    # ------------------------------------------------------------------ start
+
+    def _argv(self, child: Child, bootstrap: list[str]) -> list[str]:
+        port = 0 if self.base_port is None else self.base_port + child.index
+        argv = [sys.executable, "-m", "punch_net.cli", child.role, "--listen-addr", "127.0.0.1",
+                "--port", str(port), "--ephemeral", "--json"]
+        if self.config_file is not None:
+            argv += ["--config", str(self.config_file)]
+        for addr in bootstrap:
+            argv += ["--bootstrap", addr]
+        return argv
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the controller and every child; runs until cancelled, then stops all."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                cfg = NodeConfig(role="testnet", listen_addr="127.0.0.1", port=0, bootstrap=[],
+                                 ephemeral=True, dht_mode="client", conn_low=100_000,
+                                 conn_high=100_000, dht_refresh_interval=0)
+                self.controller = Node(cfg)
+                await nursery.start(self.controller.run)
+                self.started_at = time.monotonic()
+                await self._launch_all(nursery)
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                # Inside the nursery: the per-child readers are still draining stdout.
+                with trio.CancelScope(shield=True):
+                    await self.stop_all()
+
+    async def _launch_all(self, nursery: trio.Nursery) -> None:
+        first = self.children[0]
+        await self._launch(nursery, first, [])
+        with trio.fail_after(START_TIMEOUT):
+            await first.up.wait()
+        self.emit({"event": "bootstrap", "addr": first.dial_addr, "peer_id": first.peer_id,
+                   "pid": first.pid})
+        for child in self.children[1:]:
+            await self._limiter.acquire_on_behalf_of(child)
+            up = [c for c in self.children if c.up.is_set() and c.alive]
+            targets = random.sample(up, min(BOOTSTRAP_FANOUT, len(up)))
+            await self._launch(nursery, child, [t.dial_addr for t in targets], limited=True)
+        nursery.start_soon(self._watch_all_up)
+
+    async def _watch_all_up(self) -> None:
+        for child in self.children:
+            await child.up.wait()
+        self.all_up_at = time.monotonic()
+
+    async def _launch(self, nursery: trio.Nursery, child: Child, bootstrap: list[str],
+                      limited: bool = False) -> None:
+        child.argv = self._argv(child, bootstrap)
+        env = dict(os.environ, PUNCH_TESTNET="1")
+        log = (self.log_dir / f"node-{child.index:03d}-{child.role}.log").open("wb")
+        try:
+            child.proc = await trio.lowlevel.open_process(
+                child.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent)
+        except OSError as exc:
+            log.close()
+            if limited:
+                self._limiter.release_on_behalf_of(child)
+            raise TestnetError(f"cannot start node {child.index}: {exc}") from None
+        log.close()  # the child holds its own copy
+        child.launched_at = time.monotonic()
+        nursery.start_soon(self._pump, child, limited)
+
+    async def _pump(self, child: Child, limited: bool) -> None:
+        """Read the child's JSON events until it exits; mark it listening/up."""
+        assert child.proc is not None and child.proc.stdout is not None
+        buf = b""
+        released = not limited
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._limiter.release_on_behalf_of(child)
+
+        try:
+            async for chunk in child.proc.stdout:
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    self._on_child_line(child, line)
+                if child.up.is_set():
+                    release()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        finally:
+            release()
+            with trio.CancelScope(shield=True):
+                child.returncode = await child.proc.wait()
+            child.exited.set()
+            if not child.killed:
+                self.emit({"event": "node_down", "index": child.index, "peer_id": child.peer_id,
+                           "role": child.role, "code": child.returncode})
+
+    def _on_child_line(self, child: Child, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("event")
+        if kind == "listening":
+            child.peer_id = str(event.get("peer_id", ""))
+            child.addrs = [str(a) for a in event.get("addrs", [])]
+            child.listening.set()
+            if child.index == 0 or not child.argv.count("--bootstrap"):
+                self._mark_up(child)
+        elif kind == "bootstrapped" and child.listening.is_set():
+            self._mark_up(child)
+        elif kind == "error" and event.get("fatal"):
+            self.emit({"event": "node_error", "index": child.index, "message": event.get("message")})
+
+    def _mark_up(self, child: Child) -> None:
+        if child.up.is_set():
+            return
+        child.up_at = time.monotonic()
+        child.up.set()
+        self.emit({"event": "node_up", "index": child.index, "peer_id": child.peer_id,
+                   "role": child.role, "addrs": child.addrs, "pid": child.pid,
+                   "after_s": round(child.up_at - self.started_at, 2)})
+
+    async def wait_all_up(self, timeout: float) -> float:
+        """Seconds from the first launch until every node was up and bootstrapped."""
+        with trio.fail_after(timeout):
+            for child in self.children:
+                await child.up.wait()
+        return max(c.up_at or 0 for c in self.children) - self.started_at
+
+    # ------------------------------------------------------------------ drive
+
+    def _ctl(self) -> Node:
+        if self.controller is None:
+            raise TestnetError("testnet is not running")
+        return self.controller
+
+    async def call(self, child: Child, command: str, args: dict[str, Any] | None = None,
+                   timeout: float = 30.0) -> Any:
+        """Send a testnet command to one child over /punch/cmd (connecting if needed)."""
+        node = self._ctl()
+        peer = ID.from_base58(child.peer_id)
+        if not node.host.get_network().get_connections(peer):
+            target = parse_dial_target(child.dial_addr)
+            await node.connect_peer(PeerInfo(peer, [target.addr]))
+        return await node.send_command(peer, command, args or {}, timeout=timeout)
+
+    async def poll_stats(self, timeout: float = POLL_TIMEOUT) -> list[dict[str, Any]]:
+        """`testnet.stats` of every live node (bounded concurrency; failures skipped)."""
+        out: list[dict[str, Any]] = []
+        limiter = trio.CapacityLimiter(POLL_CONCURRENCY)
+
+        async def one(child: Child) -> None:
+            async with limiter:
+                try:
+                    with trio.fail_after(timeout):
+                        child.stats = await self.call(child, "testnet.stats", timeout=timeout)
+                    out.append(child.stats)
+                except (NodeError, trio.TooSlowError, ValueError):
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for child in self.children:
+                if child.up.is_set() and child.alive:
+                    nursery.start_soon(one, child)
+        return out
+
+    def status(self, stats: list[dict[str, Any]]) -> dict[str, Any]:
+        up = sum(1 for c in self.children if c.up.is_set() and c.alive)
+        return {
+            "event": "status",
+            "nodes": len(self.children),
+            "up": up,
+            "exited": sum(1 for c in self.children if c.exited.is_set()),
+            "polled": len(stats),
+            "connections": summarise([s["connections"] for s in stats]),
+            "dht_size": summarise([s["routing_table_size"] for s in stats]),
+            "rss_mb": summarise([round(s["rss"] / 2**20, 1) for s in stats]),
+            "elapsed_s": round(time.monotonic() - self.started_at, 1),
+        }
+
+    async def kill(self, child: Child) -> None:
+        """Kill one node hard (SIGKILL), as a crash would."""
+        if child.proc is not None and child.alive:
+            child.killed = True
+            child.proc.send_signal(signal.SIGKILL)
+            with trio.move_on_after(STOP_GRACE):
+                await child.exited.wait()
+
+    async def stop_all(self) -> None:
+        """SIGTERM every child, SIGKILL what is left after STOP_GRACE seconds."""
+        live = [c for c in self.children if c.proc is not None and c.proc.returncode is None]
+        for c in live:
+            c.killed = True
+            try:
+                assert c.proc is not None
+                c.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        with trio.move_on_after(STOP_GRACE):
+            for c in live:
+                assert c.proc is not None
+                await c.proc.wait()
+        for c in live:
+            assert c.proc is not None
+            if c.proc.returncode is None:
+                try:
+                    c.proc.kill()
+                except ProcessLookupError:
+                    pass
+                with trio.move_on_after(STOP_GRACE):
+                    await c.proc.wait()
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from punch_net import cli_types
+
+    p.add_argument("--nodes", type=cli_types.positive_int, required=True, help="how many node processes")
+    p.add_argument("--listeners", type=int, default=0, help="how many of them run the listener role (0)")
+    p.add_argument("--torrent-servers", type=int, default=0,
+                   help="how many run the torrent-server role (0; needs that role)")
+    p.add_argument("--base-port", type=cli_types.port, help="node i listens on BASE+i (default: any free port)")
+    p.add_argument("--duration", type=cli_types.positive, help="stop after S seconds (default: until ctrl+c)")
+    p.add_argument("--status-interval", type=cli_types.positive, default=None,
+                   help="seconds between status lines (default 2, 5 above 100 nodes)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+
+
+class _Output:
+    def __init__(self, json_mode: bool) -> None:
+        self.json = json_mode
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.json:
+            sys.stdout.write(json.dumps(event, default=str) + "\n")
+        else:
+            line = self.human(event)
+            if line is None:
+                return
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    @staticmethod
+    def human(e: dict[str, Any]) -> str | None:
+        kind = e.get("event")
+        if kind == "bootstrap":
+            return f"bootstrap node up: {e['addr']}\n  others join with: --bootstrap {e['addr']}"
+        if kind == "node_up":
+            return None  # the status line counts them
+        if kind == "node_down":
+            return f"! node {e['index']} ({e['role']}) exited with code {e['code']}"
+        if kind == "node_error":
+            return f"! node {e['index']}: {e['message']}"
+        if kind == "status":
+            c, d, r = e["connections"], e["dht_size"], e["rss_mb"]
+            return (f"[{e['elapsed_s']:7.1f}s] up {e['up']}/{e['nodes']}  "
+                    f"conns avg {c['avg']} max {c['max']}  dht avg {d['avg']} min {d['min']}  "
+                    f"rss avg {r['avg']} MB")
+        if kind == "summary":
+            return (f"all {e['nodes']} nodes up in {e['all_up_s']:.1f}s "
+                    f"(logs in {e['log_dir']}); ctrl+c stops them")
+        if kind == "stopped":
+            return f"stopped {e['nodes']} nodes after {e['elapsed_s']:.1f}s; {e['left_running']} left running"
+        return None
+
+
+async def _run_cli(args: argparse.Namespace, out: _Output) -> int:
+    net = Testnet(args.nodes, args.listeners, args.torrent_servers, args.base_port, emit=out)
+    interval = args.status_interval or (2.0 if args.nodes <= 100 else 5.0)
+    code = 0
+    async with trio.open_nursery() as nursery:
+
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+        async def main() -> None:
+            nonlocal code
+            try:
+                await nursery.start(net.run)
+            except (TestnetError, trio.TooSlowError) as exc:
+                message = str(exc) or "bootstrap node did not come up"
+                out({"event": "error", "message": message, "fatal": True})
+                sys.stderr.write(f"punch testnet: error: {message}\n")
+                code = 1
+                nursery.cancel_scope.cancel()
+                return
+            announced = False
+            while True:
+                stats = await net.poll_stats()
+                out(net.status(stats))
+                if not announced and net.all_up_at is not None:
+                    announced = True
+                    out({"event": "summary", "nodes": len(net.children),
+                         "all_up_s": round(net.all_up_at - net.started_at, 2),
+                         "bootstrap": net.children[0].dial_addr, "log_dir": str(net.log_dir)})
+                await trio.sleep(interval)
+
+        nursery.start_soon(stop_on_signal)
+        nursery.start_soon(main)
+        if args.duration:
+            nursery.start_soon(_stop_after, nursery.cancel_scope, args.duration)
+    left = sum(1 for c in net.children if c.proc is not None and c.proc.returncode is None)
+    out({"event": "stopped", "nodes": sum(1 for c in net.children if c.proc is not None),
+         "left_running": left,
+         "elapsed_s": round(time.monotonic() - net.started_at, 1) if net.started_at else 0.0})
+    return code
+
+
+async def _stop_after(scope: trio.CancelScope, seconds: float) -> None:
+    await trio.sleep(seconds)
+    scope.cancel()
+
+
+def main(args: argparse.Namespace) -> int:
+    out = _Output(bool(args.json))
+    try:
+        plan_roles(args.nodes, args.listeners, args.torrent_servers)
+        from punch_net.roles import ROLES
+
+        if args.torrent_servers and "torrent-server" not in ROLES:
+            raise TestnetError("--torrent-servers needs the torrent-server role, which this build does not have")
+        if args.base_port is not None and args.base_port + args.nodes > 65535:
+            raise TestnetError(f"--base-port {args.base_port} leaves no room for {args.nodes} ports")
+    except TestnetError as exc:
+        if args.json:
+            out({"event": "error", "message": str(exc), "fatal": True})
+        sys.stderr.write(f"punch testnet: error: {exc}\n")
+        return EXIT_USAGE
+    try:
+        return trio.run(_run_cli, args, out)
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["Child", "Testnet", "TestnetError", "plan_roles", "summarise"]
