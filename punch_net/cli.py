@@ -263,13 +263,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, AddressError) as exc:
         return fail(str(exc), json_mode)
     try:
-        return trio.run(run_role, cfg, json_mode)
+        try:
+            return trio.run(run_role, cfg, json_mode)
+        except BaseExceptionGroup as group:  # run_role's nursery wraps the node's error
+            raise _sole_exception(group) from None
     except (ListenError, IdentityError, ConfigError, AddressError) as exc:
         return fail(str(exc), json_mode)
     except NodeError as exc:
         return fail(str(exc), json_mode, code=1)
     except KeyboardInterrupt:
         return 130
+
+
+def _sole_exception(group: BaseExceptionGroup) -> BaseException:
+    """The one real error inside nested single-member exception groups (else the group)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def config_init(path: Path, force: bool) -> int:
