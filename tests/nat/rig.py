@@ -1,0 +1,216 @@
+"""A small internet on one machine: network namespaces, veth pairs, a bridge and nftables NAT.
+
+Topology (names carry a per-rig prefix so rigs can run side by side):
+
+    {p}inet  bridge br0 = "the internet", 198.18.0.0/15 (RFC 2544 benchmark range)
+      ├─ {p}relay  198.18.0.10  public relay / bootstrap host
+      ├─ {p}pub    198.18.0.20  public dialer host
+      ├─ {p}nata   wan0 198.18.0.11 | lan0 10.0.1.1  → {p}a  10.0.1.2
+      └─ {p}natb   wan0 198.18.0.12 | lan0 10.0.2.1  → {p}b  10.0.2.2
+
+Each NAT router masquerades lan0 → wan0 (plain masquerade keeps the source port when it
+is free: an endpoint-independent mapping; `fully-random` gives a symmetric NAT), forwards
+only established/related traffic inward and drops unsolicited packets like a home router.
+
+Every veth is created directly inside the namespaces, so nothing touches the caller's
+network. `close()` kills the processes it started (by PID) and deletes the namespaces by
+name; it runs on failure too (use the rig as a context manager).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PUBLIC_NET = "198.18.0.0/15"
+RELAY_IP = "198.18.0.10"
+PUB_IP = "198.18.0.20"
+NAT_WAN = {"a": "198.18.0.11", "b": "198.18.0.12"}
+LAN_HOST = {"a": "10.0.1.2", "b": "10.0.2.2"}
+LAN_GW = {"a": "10.0.1.1", "b": "10.0.2.1"}
+
+
+class RigUnavailable(Exception):
+    """Namespaces cannot be created here (not root, no iproute2/nftables, no permission)."""
+
+
+def rig_unavailable_reason() -> str | None:
+    """Why the rig cannot run on this machine, or None if it can."""
+    if os.geteuid() != 0:
+        return "network namespaces need root (run as root or in CI)"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (make system-deps installs iproute2 and nftables)"
+    probe = f"pnprobe{os.getpid()}"
+    res = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if res.returncode != 0:
+        return f"cannot create a network namespace: {res.stderr.strip() or res.returncode}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _run(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(list(args), capture_output=True, text=True, input=stdin, timeout=20)
+    if check and res.returncode != 0:
+        raise RigUnavailable(f"{' '.join(args)}: {res.stderr.strip()}")
+    return res
+
+
+def nat_rules(symmetric: bool) -> str:
+    """nftables ruleset of one NAT router (chain names prefixed: `fwd` is reserved in nft)."""
+    random = " fully-random" if symmetric else ""
+    return f"""
+table ip pn_nat {{
+  chain pn_post {{ type nat hook postrouting priority srcnat; oifname "wan0" masquerade{random}; }}
+}}
+table inet pn_filter {{
+  chain pn_forward {{
+    type filter hook forward priority 0; policy drop;
+    ct state established,related accept
+    iifname "lan0" oifname "wan0" accept
+  }}
+  chain pn_input {{
+    type filter hook input priority 0; policy accept;
+    iifname "wan0" ct state new drop
+  }}
+}}
+"""
+
+
+@dataclass
+class Proc:
+    name: str
+    netns: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class NatRig:
+    """Create with `NatRig(prefix)`, then `with rig:`; `rig.ns("a")` is host A's namespace."""
+
+    prefix: str
+    symmetric: Sequence[str] = ()  # which NATs ("a", "b") map symmetrically (fully-random)
+    log_dir: Path = field(default_factory=lambda: Path("/tmp"))
+    procs: list[Proc] = field(default_factory=list)
+    _created: list[str] = field(default_factory=list)
+
+    def ns(self, role: str) -> str:
+        return f"{self.prefix}{role}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> NatRig:
+        try:
+            self.up()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def up(self) -> None:
+        self.clean_stale()
+        for role in ("inet", "relay", "pub", "nata", "natb", "a", "b"):
+            name = self.ns(role)
+            _run("ip", "netns", "add", name)
+            self._created.append(name)
+            _run("ip", "-n", name, "link", "set", "lo", "up")
+        inet = self.ns("inet")
+        _run("ip", "-n", inet, "link", "add", "br0", "type", "bridge")
+        _run("ip", "-n", inet, "link", "set", "br0", "up")
+        # public hosts and NAT WAN sides on the bridge
+        for role, ip, ifname in (("relay", RELAY_IP, "eth0"), ("pub", PUB_IP, "eth0"),
+                                 ("nata", NAT_WAN["a"], "wan0"), ("natb", NAT_WAN["b"], "wan0")):
+            port = f"p_{role}"
+            _run("ip", "-n", inet, "link", "add", port, "type", "veth", "peer", "name", ifname,
+                 "netns", self.ns(role))
+            _run("ip", "-n", inet, "link", "set", port, "master", "br0", "up")
+            _run("ip", "-n", self.ns(role), "addr", "add", f"{ip}/15", "dev", ifname)
+            _run("ip", "-n", self.ns(role), "link", "set", ifname, "up")
+        # LANs behind each NAT
+        for side in ("a", "b"):
+            nat, host = self.ns(f"nat{side}"), self.ns(side)
+            _run("ip", "-n", nat, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0",
+                 "netns", host)
+            _run("ip", "-n", nat, "addr", "add", f"{LAN_GW[side]}/24", "dev", "lan0")
+            _run("ip", "-n", nat, "link", "set", "lan0", "up")
+            _run("ip", "-n", host, "addr", "add", f"{LAN_HOST[side]}/24", "dev", "eth0")
+            _run("ip", "-n", host, "link", "set", "eth0", "up")
+            _run("ip", "-n", host, "route", "add", "default", "via", LAN_GW[side])
+            _run("ip", "netns", "exec", nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            _run("ip", "netns", "exec", nat, "nft", "-f", "-", stdin=nat_rules(side in self.symmetric))
+
+    def clean_stale(self) -> None:
+        """Delete namespaces left with our prefix by a crashed earlier run."""
+        res = _run("ip", "netns", "list", check=False)
+        for line in res.stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(self.prefix):
+                _kill_netns_pids(name)
+                _run("ip", "netns", "del", name, check=False)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            self.kill(proc)
+        self.procs.clear()
+        for name in reversed(self._created):
+            _kill_netns_pids(name)
+            _run("ip", "netns", "del", name, check=False)
+        self._created.clear()
+
+    # ------------------------------------------------------------------ processes
+
+    def spawn(self, role: str, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
+        """Start `argv` inside namespace `role`; stdout to a pipe, stderr to a log file."""
+        log = self.log_dir / f"{self.prefix}{name}.stderr"
+        with log.open("wb") as err:
+            popen = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(role), *argv],
+                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
+        proc = Proc(name, self.ns(role), popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: Proc, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`, by PID (ip netns exec execs the program)."""
+        p = proc.popen
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+        if p.stdout is not None:
+            p.stdout.close()
+
+    def conntrack_count(self, side: str) -> int:
+        """Entries in a NAT router's conntrack table (for debugging)."""
+        res = _run("ip", "netns", "exec", self.ns(f"nat{side}"), "cat",
+                   "/proc/sys/net/netfilter/nf_conntrack_count", check=False)
+        return int(res.stdout.strip() or 0)
+
+
+def _kill_netns_pids(name: str) -> None:
+    res = _run("ip", "netns", "pids", name, check=False)
+    for pid in res.stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and _run("ip", "netns", "pids", name, check=False).stdout.strip():
+        time.sleep(0.05)
