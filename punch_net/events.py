@@ -115,6 +115,37 @@ class DHTUpdated(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class HolePunch(Event):
+    """One DCUtR hole-punch session ended (outcome labels: punch_net.relay.outcomes.Outcome)."""
+
+    kind: ClassVar[str] = "hole_punch"
+    peer_id: str
+    outcome: str
+    attempts: int
+    ms: float
+    side: str = "initiator"
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reservation(Event):
+    """A relay reservation was made or renewed (`expires`: unix seconds)."""
+
+    kind: ClassVar[str] = "reservation"
+    relay: str
+    expires: float
+    renewal: bool = False
+    addrs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReachabilityChanged(Event):
+    kind: ClassVar[str] = "reachability"
+    status: str  # unknown / public / private
+    servers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ErrorEvent(Event):
     kind: ClassVar[str] = "error"
     message: str

@@ -42,13 +42,13 @@ from punch_net.messaging.protocol import (
 from punch_net.p2p.addresses import AddressError, DialTarget, parse_dial_target, resolve_dns
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
-from punch_net.relay import RelayManager, RelayStatus
 from punch_net.p2p.workarounds import (
     advertise_extra_addrs,
     dedupe_providers,
     install_kad_read_deadline,
     learn_peer_id,
 )
+from punch_net.relay import RelayManager, RelayStatus
 
 BOOTSTRAP_CHECK_INTERVAL = 2.0
 BOOTSTRAP_MAX_BACKOFF = 30.0
