@@ -1,0 +1,35 @@
+"""torrent-server: share every regular file in --share-dir over /punch/torrent/1.0.0,
+announced in the DHT by info hash and under the torrent namespace."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from punch_net.config import ConfigError, NodeConfig
+from punch_net.node import Node
+from punch_net.torrent.manager import TorrentManager
+
+
+async def run_torrent_server(node: Node) -> int:
+    cfg = node.config
+    manager = TorrentManager(node, share_dir=cfg.share_dir, seed=True)
+    await manager.run()
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("torrent server")
+    g.add_argument("--share-dir", type=Path, metavar="DIR", required=True,
+                   help="share every regular file directly inside DIR (and files added later)")
+
+
+def configure(cfg: NodeConfig, args: argparse.Namespace) -> None:
+    share = getattr(args, "share_dir", None)
+    if share is not None:
+        cfg.share_dir = share
+    if cfg.share_dir is None:
+        raise ConfigError("--share-dir is required")
+    cfg.share_dir = cfg.share_dir.expanduser()
+    if not cfg.share_dir.is_dir():
+        raise ConfigError(f"share directory {cfg.share_dir} does not exist or is not a directory")

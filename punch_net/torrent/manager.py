@@ -1,0 +1,314 @@
+"""TorrentManager: the torrent capability of one node, and the data API fronts use.
+
+It serves `/punch/torrent/1.0.0` (shared files and finished downloads), keeps the share
+directory indexed and announced, runs downloads, and answers `snapshot()` with one
+TransferInfo per transfer. The TUI gets it with `manager_for(node)`; see docs/TORRENT.md.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p.peer.id import ID
+
+from punch_net import events as ev
+from punch_net.discovery import dht_key, digest_multihash
+from punch_net.torrent import NAMESPACE, PROTOCOL_ID
+from punch_net.torrent import events as tev
+from punch_net.torrent.catalogue import SharedFile, ShareIndex
+from punch_net.torrent.client import PeerError, fetch_catalogue
+from punch_net.torrent.service import Source, TorrentService
+from punch_net.torrent.transfer import PeerSnapshot, Transfer, TransferInfo
+
+if TYPE_CHECKING:
+    from punch_net.node import Node
+
+RESCAN_EVERY = 2.0
+REPROVIDE_INTERVAL = 6 * 60 * 60.0
+PROVIDE_RETRY = 2.0
+HASH_PROGRESS_EVERY = 0.25
+
+_MANAGERS: weakref.WeakKeyDictionary[Any, TorrentManager] = weakref.WeakKeyDictionary()
+
+
+def manager_for(node: Node) -> TorrentManager | None:
+    """The TorrentManager running on `node` (None until the torrent role has started it)."""
+    return _MANAGERS.get(node)
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    size: int
+    info_hash: str
+    providers: int
+
+
+class TorrentManager:
+    def __init__(self, node: Node, download_dir: Path | None = None, share_dir: Path | None = None,
+                 seed: bool = True, timeout: float = 10.0) -> None:
+        self.node = node
+        self.download_dir = download_dir
+        self.share_dir = share_dir
+        self.seed = seed
+        self.timeout = timeout
+        self.service = TorrentService(on_error=self._protocol_error)
+        self.transfers: dict[bytes, Transfer] = {}
+        self.index: ShareIndex | None = None
+        self._nursery: trio.Nursery | None = None
+        self._provide_keys: dict[str, str] = {}  # dht key -> what (for errors)
+        self._provide_wake = trio.Event()
+        self._provided: set[str] = set()
+        self.ready = trio.Event()  # set after the first share-dir scan
+        _MANAGERS[node] = self
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve, index, announce and download until cancelled."""
+        self.node.host.set_stream_handler(PROTOCOL_ID, self.service.handle_stream)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._keep_providing)
+            if self.share_dir is not None:
+                self._provide_namespace()
+                nursery.start_soon(self._watch_share_dir)
+            else:
+                self.ready.set()
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _protocol_error(self, message: str) -> None:
+        self.node.bus.publish(ev.ErrorEvent(message=message, where="torrent"))
+
+    # ------------------------------------------------------------ announcing
+
+    def provide(self, key: str, what: str) -> None:
+        if key and key not in self._provide_keys:
+            self._provide_keys[key] = what
+            self._provide_wake.set()
+
+    def _provide_namespace(self) -> None:
+        from punch_net.discovery import namespace_multihash
+
+        self.provide(dht_key(namespace_multihash(NAMESPACE)), f"namespace {NAMESPACE}")
+
+    def _provide_info_hash(self, info_hash: bytes, name: str) -> None:
+        self.provide(dht_key(digest_multihash(info_hash)), name)
+
+    async def _keep_providing(self) -> None:
+        """Provide every key once the node is bootstrapped, again after every bootstrap
+        reconnection (the DHT node may have lost our records) and before records expire."""
+        await self.node.bootstrapped.wait()
+        epoch = self.node.bootstrap_epoch
+        last_full = trio.current_time()
+        while True:
+            if self.node.bootstrap_epoch != epoch or trio.current_time() - last_full > REPROVIDE_INTERVAL:
+                epoch = self.node.bootstrap_epoch
+                last_full = trio.current_time()
+                self._provided.clear()
+            failed = False
+            for key, what in list(self._provide_keys.items()):
+                if key in self._provided:
+                    continue
+                ok = False
+                with trio.move_on_after(self.node.config.dial_timeout * 2):
+                    try:
+                        ok = bool(await self.node.dht.provide(key))
+                    except Exception:
+                        ok = False
+                if ok:
+                    self._provided.add(key)
+                    if what.startswith("namespace "):
+                        from punch_net.discovery import namespace_cid
+
+                        self.node.bus.publish(ev.Registered(namespace=NAMESPACE, key=namespace_cid(NAMESPACE)))
+                else:
+                    failed = True
+            self._provide_wake = trio.Event()
+            wake = self._provide_wake
+            with trio.move_on_after(PROVIDE_RETRY if failed else 5.0):
+                await wake.wait()
+
+    # ------------------------------------------------------------ sharing
+
+    async def _watch_share_dir(self) -> None:
+        assert self.share_dir is not None
+        cache = None if self.node.config.ephemeral else self.node.config.data_dir / "torrent-share-cache.json"
+        index = self.index = ShareIndex(self.share_dir, cache)
+        token = trio.lowlevel.current_trio_token()
+        last = [0.0]
+
+        def progress(name: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= HASH_PROGRESS_EVERY or done == total:
+                last[0] = now
+                token.run_sync_soon(self.node.bus.publish, tev.Hashing(name=name, done=done, total=total))
+
+        def added(shared: SharedFile) -> None:
+            token.run_sync_soon(self._share, shared)
+
+        while True:
+            try:
+                _, removed = await trio.to_thread.run_sync(index.rescan, progress, added, abandon_on_cancel=True)  # type: ignore[call-arg]
+            except OSError as exc:
+                self.node.bus.publish(ev.ErrorEvent(message=f"cannot read {self.share_dir}: {exc.strerror}",
+                                                    where="torrent"))
+                removed = []
+            await trio.sleep(0)  # let the run_sync_soon callbacks land
+            for name in removed:
+                for ih, src in list(self.service.sources.items()):
+                    if src.meta.name == name and src.path.parent == self.share_dir:
+                        self.service.remove(ih)
+                        self.node.bus.publish(tev.Unshared(name=name, info_hash=ih.hex()))
+            self.ready.set()
+            await trio.sleep(RESCAN_EVERY)
+
+    def _share(self, shared: SharedFile) -> None:
+        meta = shared.meta
+        self.service.add(Source(meta, shared.path))
+        self._provide_info_hash(meta.info_hash, meta.name)
+        self.node.bus.publish(tev.Shared(name=meta.name, size=meta.length, info_hash=meta.info_hash_hex))
+
+    # ------------------------------------------------------------ downloads
+
+    def add(self, info_hash: bytes, download_dir: Path | None = None) -> Transfer:
+        """Start (or return the running) download of `info_hash`."""
+        known = self.transfers.get(info_hash)
+        if known is not None and known.state not in ("cancelled", "error"):
+            return known
+        directory = download_dir or self.download_dir
+        if directory is None:
+            raise ValueError("no download directory configured")
+        if self._nursery is None:
+            raise RuntimeError("torrent manager is not running")
+        transfer = Transfer(self.node, info_hash, directory, self.timeout)
+        transfer.on_complete.append(self._on_complete)
+        self.transfers[info_hash] = transfer
+        self._nursery.start_soon(transfer.run)
+        return transfer
+
+    def _on_complete(self, transfer: Transfer) -> None:
+        if not self.seed or transfer.meta is None:
+            return
+        source = Source(transfer.meta, Path(transfer.path))
+        self.service.add(source)
+        transfer.uploaded_source = source
+        transfer.state = "seeding"
+        self._provide_info_hash(transfer.info_hash, transfer.meta.name)
+        self._provide_namespace()
+
+    def _find(self, info_hash: str | bytes) -> Transfer:
+        key = bytes.fromhex(info_hash) if isinstance(info_hash, str) else info_hash
+        t = self.transfers.get(key)
+        if t is None:
+            raise KeyError(f"no transfer {key.hex()}")
+        return t
+
+    def pause(self, info_hash: str | bytes) -> None:
+        """Downloads stop fetching (state paused); a shared file stops being served."""
+        key = bytes.fromhex(info_hash) if isinstance(info_hash, str) else info_hash
+        if key in self.transfers and self.transfers[key].state not in ("seeding", "complete"):
+            self.transfers[key].pause()
+        elif key in self.service.sources:
+            self.service.paused.add(key)
+        else:
+            raise KeyError(f"no transfer {key.hex()}")
+
+    def resume(self, info_hash: str | bytes) -> None:
+        key = bytes.fromhex(info_hash) if isinstance(info_hash, str) else info_hash
+        self.service.paused.discard(key)
+        if key in self.transfers:
+            self.transfers[key].resume()
+
+    def cancel(self, info_hash: str | bytes) -> None:
+        """Stop a download for good (NAME.part is kept: adding it again resumes); stop seeding."""
+        key = bytes.fromhex(info_hash) if isinstance(info_hash, str) else info_hash
+        t = self.transfers.get(key)
+        if t is not None and t.state not in ("seeding", "complete"):
+            t.cancel()
+            return
+        self.service.remove(key)
+        if t is not None:
+            t.state = "complete"
+            t.uploaded_source = None
+
+    async def verify(self, info_hash: str | bytes) -> list[int]:
+        """Re-hash a transfer's data; returns the bad piece indexes (fetched again if downloading)."""
+        key = bytes.fromhex(info_hash) if isinstance(info_hash, str) else info_hash
+        t = self.transfers.get(key)
+        if t is not None:
+            return await t.verify()
+        src = self.service.sources.get(key)
+        if src is None:
+            raise KeyError(f"no transfer {key.hex()}")
+        from punch_net.torrent.storage import existing_matches
+
+        ok = await trio.to_thread.run_sync(existing_matches, src.path, src.meta)
+        return [] if ok else list(range(src.meta.num_pieces))
+
+    def snapshot(self) -> list[TransferInfo]:
+        """Every transfer: downloads first (in the order added), then shared files."""
+        out = [t.snapshot() for t in self.transfers.values()]
+        seen = set(self.transfers)
+        now = time.monotonic()
+        for ih, src in sorted(self.service.sources.items(), key=lambda kv: kv[1].meta.name):
+            if ih in seen:
+                continue
+            n = src.meta.num_pieces
+            out.append(TransferInfo(
+                info_hash=ih.hex(), name=src.meta.name, size=src.meta.length, have=n, total=n,
+                bytes_per_s=0.0, eta_s=None, peers=sum(1 for m in src.peers.values() if m.rate(now) > 0),
+                state="paused" if ih in self.service.paused else "seeding", direction="seed",
+                path=str(src.path), uploaded=src.uploaded, upload_bytes_per_s=src.meter.rate(now),
+                peer_stats=[PeerSnapshot(pid, i + 1, "active" if m.rate(now) > 0 else "idle", m.rate(now),
+                                         m.total, 0, 0, 0, "")
+                            for i, (pid, m) in enumerate(sorted(src.peers.items()))],
+                piece_from=[0] * n,
+            ))
+        return out
+
+    # ------------------------------------------------------------ catalogue
+
+    async def catalogue(self, timeout: float | None = None) -> list[CatalogueEntry]:
+        """Files offered by the torrent servers found in the DHT within `timeout` (default
+        the manager's), merged by info hash with the number of servers offering each."""
+        timeout = self.timeout if timeout is None else timeout
+        entries: dict[str, dict[str, Any]] = {}
+        providers: dict[str, set[ID]] = {}
+        asked: set[ID] = set()
+        with trio.move_on_after(timeout):
+            await self.node.bootstrapped.wait()
+            wait = 0.25
+            quiet_rounds = 0
+            while True:
+                found = await self.node.find_peers(NAMESPACE, timeout=max(1.0, timeout / 2))
+                fresh = [p for p in found if p.peer_id not in asked]
+                async with trio.open_nursery() as nursery:
+                    for info in fresh:
+                        asked.add(info.peer_id)
+                        nursery.start_soon(self._ask_catalogue, info, entries, providers, timeout)
+                quiet_rounds = quiet_rounds + 1 if asked and not fresh else 0
+                if quiet_rounds >= 2:
+                    break  # two rounds found no one new: we have heard from everyone we can find
+                await trio.sleep(wait)
+                wait = min(wait * 2, 2.0)
+        return [CatalogueEntry(e["name"], e["size"], ih, len(providers[ih]))
+                for ih, e in sorted(entries.items(), key=lambda kv: (kv[1]["name"], kv[0]))]
+
+    async def _ask_catalogue(self, info: Any, entries: dict[str, dict[str, Any]],
+                             providers: dict[str, set[ID]], timeout: float) -> None:
+        try:
+            await self.node.connect_peer(info)
+            got = await fetch_catalogue(self.node.host, info.peer_id, timeout)
+        except (PeerError, Exception) as exc:
+            self.node.bus.publish(ev.ErrorEvent(message=f"catalogue from {info.peer_id}: {exc}", where="torrent"))
+            return
+        for e in got:
+            entries.setdefault(e["info_hash"], e)
+            providers.setdefault(e["info_hash"], set()).add(info.peer_id)

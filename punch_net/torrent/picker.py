@@ -1,0 +1,176 @@
+"""Which piece to ask which peer for: rarest first, random among equals, endgame at the end.
+
+Pure state machine, no I/O. The downloader tells it what peers have, what it asked for,
+what arrived (verified) and what failed; it answers `pick(peer, n)`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable
+
+Peer = Hashable
+ENDGAME_DUPLICATES = 2  # at most this many peers fetch the same piece in endgame
+
+
+class PiecePicker:
+    def __init__(self, num_pieces: int, have: bytearray | None = None, rng: random.Random | None = None) -> None:
+        self.num_pieces = num_pieces
+        self.have = bytearray(have) if have is not None else bytearray(num_pieces)
+        if len(self.have) != num_pieces:
+            raise ValueError("have bitfield size does not match")
+        self.availability = [0] * num_pieces
+        self.peer_bits: dict[Peer, bytearray] = {}
+        self.in_flight: dict[int, set[Peer]] = {}  # piece -> peers asked
+        self.peer_requests: dict[Peer, set[int]] = {}
+        self._rng = rng or random.Random()
+        self._order: list[int] = []
+        self._dirty = True
+        self.missing = num_pieces - sum(self.have)
+
+    # ------------------------------------------------------------ peers
+
+    def add_peer(self, peer: Peer, bits: bytearray) -> None:
+        if len(bits) != self.num_pieces:
+            raise ValueError("bitfield size does not match")
+        self.remove_peer(peer)
+        self.peer_bits[peer] = bytearray(bits)
+        self.peer_requests[peer] = set()
+        avail = self.availability
+        for i, b in enumerate(bits):
+            if b:
+                avail[i] += 1
+        self._dirty = True
+
+    def peer_has(self, peer: Peer, index: int) -> None:
+        bits = self.peer_bits.get(peer)
+        if bits is not None and 0 <= index < self.num_pieces and not bits[index]:
+            bits[index] = 1
+            self.availability[index] += 1
+            self._dirty = True
+
+    def peer_lacks(self, peer: Peer, index: int) -> None:
+        """The peer refused a piece it once offered: stop asking it for that one."""
+        bits = self.peer_bits.get(peer)
+        if bits is not None and 0 <= index < self.num_pieces and bits[index]:
+            bits[index] = 0
+            self.availability[index] -= 1
+            self._dirty = True
+
+    def remove_peer(self, peer: Peer) -> list[int]:
+        """Forget a peer; returns the pieces it had in flight (now free for others)."""
+        bits = self.peer_bits.pop(peer, None)
+        if bits is None:
+            return []
+        for i, b in enumerate(bits):
+            if b:
+                self.availability[i] -= 1
+        pending = self.peer_requests.pop(peer, set())
+        for index in pending:
+            asked = self.in_flight.get(index)
+            if asked is not None:
+                asked.discard(peer)
+                if not asked:
+                    del self.in_flight[index]
+        self._dirty = True
+        return sorted(pending)
+
+    # ------------------------------------------------------------ picking
+
+    def _rebuild(self) -> None:
+        missing = [i for i in range(self.num_pieces) if not self.have[i]]
+        self._rng.shuffle(missing)
+        avail = self.availability
+        missing.sort(key=avail.__getitem__)  # stable: random among equal availability
+        self._order = missing
+        self._dirty = False
+
+    @property
+    def endgame(self) -> bool:
+        """Every missing piece has been asked for: duplicate requests finish the tail fast."""
+        return 0 < self.missing <= len(self.in_flight)
+
+    def pick(self, peer: Peer, n: int) -> list[int]:
+        """Up to `n` pieces to request from `peer` now (and marks them requested)."""
+        bits = self.peer_bits.get(peer)
+        if bits is None or n <= 0 or self.missing == 0:
+            return []
+        if self._dirty:
+            self._rebuild()
+        out: list[int] = []
+        have, in_flight = self.have, self.in_flight
+        keep: list[int] = []
+        order = self._order
+        scanned = 0
+        for pos, index in enumerate(order):
+            if have[index]:
+                continue  # dropped from the order below
+            keep.append(index)
+            scanned = pos + 1
+            if index in in_flight or not bits[index]:
+                continue
+            out.append(index)
+            if len(out) >= n:
+                break
+        else:
+            scanned = len(order)
+        if scanned:
+            self._order = keep + order[scanned:]
+        for index in out:
+            self._mark(peer, index)
+        if len(out) < n and self.endgame:
+            out += self._pick_endgame(peer, bits, n - len(out))
+        return out
+
+    def _pick_endgame(self, peer: Peer, bits: bytearray, n: int) -> list[int]:
+        mine = self.peer_requests[peer]
+        candidates = [i for i, asked in self.in_flight.items()
+                      if bits[i] and i not in mine and len(asked) < ENDGAME_DUPLICATES]
+        candidates.sort(key=lambda i: len(self.in_flight[i]))
+        out = candidates[:n]
+        for index in out:
+            self._mark(peer, index)
+        return out
+
+    def _mark(self, peer: Peer, index: int) -> None:
+        self.in_flight.setdefault(index, set()).add(peer)
+        self.peer_requests[peer].add(index)
+
+    # ------------------------------------------------------------ outcomes
+
+    def received(self, peer: Peer, index: int) -> list[Peer]:
+        """A verified piece arrived from `peer`. Returns other peers to send CANCEL to."""
+        self._unmark(peer, index)
+        others = sorted(self.in_flight.pop(index, set()), key=str)
+        for other in others:
+            self.peer_requests.get(other, set()).discard(index)
+        if not self.have[index]:
+            self.have[index] = 1
+            self.missing -= 1
+        return others
+
+    def failed(self, peer: Peer, index: int) -> None:
+        """The peer rejected the request or sent bad data: the piece is free again."""
+        self._unmark(peer, index)
+
+    def unverify(self, index: int) -> None:
+        """A piece we thought we had turned out bad on disk: fetch it again."""
+        if self.have[index]:
+            self.have[index] = 0
+            self.missing += 1
+            self._dirty = True
+
+    def _unmark(self, peer: Peer, index: int) -> None:
+        self.peer_requests.get(peer, set()).discard(index)
+        asked = self.in_flight.get(index)
+        if asked is not None:
+            asked.discard(peer)
+            if not asked:
+                del self.in_flight[index]
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0
+
+    def have_count(self) -> int:
+        return self.num_pieces - self.missing

@@ -1,0 +1,558 @@
+"""One download: find providers in the DHT, fetch and check the metainfo, fetch pieces
+from every provider at once (pipelined, rarest first, endgame at the end), verify each
+piece before writing it, keep a resume record, verify the whole file and rename it.
+
+A Transfer is driven by `run()` in a nursery the TorrentManager owns; the manager's
+pause/resume/cancel/verify call the methods here, and `snapshot()` feeds the fronts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from punch_net import events as ev
+from punch_net.discovery import dht_key, digest_multihash
+from punch_net.p2p.workarounds import dedupe_providers
+from punch_net.torrent import events as tev
+from punch_net.torrent import wire
+from punch_net.torrent.client import BadMetainfo, MessageStream, PeerError, fetch_metainfo, open_stream
+from punch_net.torrent.metainfo import Metainfo
+from punch_net.torrent.picker import PiecePicker
+from punch_net.torrent.rates import RateMeter, eta_seconds
+from punch_net.torrent.service import Source
+from punch_net.torrent.storage import PartFile, StorageError, existing_matches, sha256_file
+
+if TYPE_CHECKING:
+    from punch_net.node import Node
+
+DEPTH = 96  # pieces outstanding per peer (6 MiB): keeps the pipe full at >150 MB/s
+REFILL = 16  # top up requests in batches of this many (fewer, larger writes)
+PEER_STALL = 30.0  # a peer with requests outstanding that sends nothing this long is dropped
+RETRY_PEER_AFTER = 5.0
+DISCOVERY_MIN = 0.5
+DISCOVERY_MAX = 10.0
+CHECKPOINT_EVERY = 1.0
+PROGRESS_EVERY = 0.5
+MAX_VERIFY_ROUNDS = 3
+
+
+class TransferError(Exception):
+    """The download cannot go on; one line for humans."""
+
+
+class BadPeer(Exception):
+    """The peer sent a piece that failed its hash."""
+
+
+@dataclass(frozen=True)
+class PeerSnapshot:
+    peer_id: str
+    number: int  # 1-based; `TransferInfo.piece_from` refers to peers by this number
+    state: str  # connecting | active | closed | bad
+    bytes_per_s: float
+    downloaded: int
+    pieces: int
+    bad_pieces: int
+    outstanding: int
+    error: str
+
+
+@dataclass(frozen=True)
+class TransferInfo:
+    info_hash: str
+    name: str  # "" until the metainfo is known
+    size: int
+    have: int  # verified pieces
+    total: int
+    bytes_per_s: float
+    eta_s: float | None  # None: unknown (no rate yet)
+    peers: int  # peers currently sending
+    state: str  # finding | downloading | paused | verifying | seeding | complete | cancelled | error
+    direction: str  # download | seed
+    path: str
+    uploaded: int
+    upload_bytes_per_s: float
+    peer_stats: list[PeerSnapshot]
+    piece_from: list[int]  # per piece: -1 missing, 0 verified from disk (earlier run), k = peer number k
+    error: str = ""
+
+
+@dataclass
+class _Peer:
+    peer_id: ID
+    number: int
+    state: str = "connecting"
+    meter: RateMeter = field(default_factory=RateMeter)
+    pieces: int = 0
+    bad_pieces: int = 0
+    error: str = ""
+    cancels: list[int] = field(default_factory=list)
+    ended_at: float = 0.0
+
+
+class Transfer:
+    def __init__(self, node: Node, info_hash: bytes, download_dir: Path, timeout: float = 10.0) -> None:
+        self.node = node
+        self.info_hash = info_hash
+        self.hex = info_hash.hex()
+        self.download_dir = download_dir
+        self.timeout = timeout
+        self.meta: Metainfo | None = None
+        self.part: PartFile | None = None
+        self.picker: PiecePicker | None = None
+        self.piece_from: list[int] = []
+        self.state = "finding"
+        self.error = ""
+        self.path = ""
+        self.sha256 = ""
+        self.meter = RateMeter()
+        self.peers: dict[ID, _Peer] = {}
+        self.sessions: set[ID] = set()
+        self.banned: set[ID] = set()
+        self.providers: dict[ID, PeerInfo] = {}
+        self.meta_ready = trio.Event()
+        self.done = trio.Event()
+        self._changed = trio.Event()
+        self._resumed = trio.Event()
+        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._paused = False
+        self._cancelled = False
+        self._last_checkpoint_have = -1
+        self.on_complete: list[Callable[[Transfer], None]] = []  # once the file is in place
+        self.uploaded_source: Source | None = None  # set by the manager when seeding
+
+    # ------------------------------------------------------------ control
+
+    def pause(self) -> None:
+        if self.state in ("complete", "seeding", "cancelled", "error") or self._paused:
+            return
+        self._paused = True
+        self._resumed = trio.Event()
+        self.state = "paused"
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._resumed.set()
+
+    def cancel(self) -> None:
+        """Stop for good; NAME.part and its resume record stay, so adding it again resumes."""
+        if self.state in ("complete", "seeding"):
+            return
+        self._cancelled = True
+        self.state = "cancelled"
+        self._resumed.set()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def verify(self) -> list[int]:
+        """Re-hash what we claim to have; bad pieces are fetched again. Returns them."""
+        if self.meta is None or self.part is None:
+            return []
+        if self.state in ("complete", "seeding"):
+            before = self.state
+            self.state = "verifying"
+            ok = await trio.to_thread.run_sync(existing_matches, Path(self.path), self.meta)
+            self.state = before if ok else "error"
+            if not ok:
+                self.error = f"{self.path} no longer matches its metainfo"
+            return [] if ok else list(range(self.meta.num_pieces))
+        picker = self.picker
+        if picker is None:
+            return []
+        claimed = [i for i in range(self.meta.num_pieces) if picker.have[i]]
+        part = self.part
+        bad = await trio.to_thread.run_sync(lambda: [i for i in part.verify_all() if i in set(claimed)])
+        for i in bad:
+            picker.unverify(i)
+            self.piece_from[i] = -1
+        self._notify()
+        return bad
+
+    # ------------------------------------------------------------ snapshot
+
+    def snapshot(self) -> TransferInfo:
+        now = time.monotonic()
+        meta = self.meta
+        total = meta.num_pieces if meta else 0
+        have = self.picker.have_count() if self.picker else (total if self.state in ("complete", "seeding") else 0)
+        rate = self.meter.rate(now)
+        remaining = 0
+        if meta is not None and self.picker is not None:
+            remaining = max(0, meta.length - have * meta.piece_length)
+        src = self.uploaded_source
+        return TransferInfo(
+            info_hash=self.hex,
+            name=meta.name if meta else "",
+            size=meta.length if meta else 0,
+            have=have,
+            total=total,
+            bytes_per_s=rate,
+            eta_s=eta_seconds(remaining, rate) if self.state == "downloading" else None,
+            peers=sum(1 for p in self.peers.values() if p.state == "active"),
+            state=self.state,
+            direction="seed" if self.state == "seeding" else "download",
+            path=self.path,
+            uploaded=src.uploaded if src else 0,
+            upload_bytes_per_s=src.meter.rate(now) if src else 0.0,
+            peer_stats=[PeerSnapshot(str(p.peer_id), p.number, p.state, p.meter.rate(now), p.meter.total,
+                                     p.pieces, p.bad_pieces,
+                                     len(self.picker.peer_requests.get(p.peer_id, ())) if self.picker else 0,
+                                     p.error)
+                        for p in sorted(self.peers.values(), key=lambda p: p.number)],
+            piece_from=list(self.piece_from),
+            error=self.error,
+        )
+
+    # ------------------------------------------------------------ main loop
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        """Drive the transfer to complete, error or cancelled (pauses loop inside)."""
+        try:
+            while not self._cancelled:
+                if self._paused:
+                    await self._resumed.wait()
+                    continue
+                with trio.CancelScope() as scope:
+                    self._scope = scope
+                    await self._run_active()
+                    return
+        except (TransferError, StorageError) as exc:
+            self.state = "error"
+            self.error = str(exc)
+            self.node.bus.publish(ev.ErrorEvent(message=str(exc), where="torrent"))
+        finally:
+            self._scope = None
+            if self.part is not None and self.picker is not None and self.state != "complete" \
+                    and self.state != "seeding":
+                with trio.CancelScope(shield=True):
+                    try:
+                        await trio.to_thread.run_sync(self.part.checkpoint, bytearray(self.picker.have))
+                    except StorageError:
+                        pass
+            if self.part is not None:
+                self.part.close()
+            self.done.set()
+
+    async def _run_active(self) -> None:
+        self.state = "finding" if self.meta is None else "downloading"
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._discover)
+            if self.meta is None:
+                meta = await self._get_metainfo()
+                self.meta = meta
+                if await self._prepare(meta):
+                    nursery.cancel_scope.cancel()
+                    return
+                self.meta_ready.set()
+            self.state = "downloading"
+            nursery.start_soon(self._checkpointer)
+            nursery.start_soon(self._reporter)
+            for rounds in range(MAX_VERIFY_ROUNDS):
+                await self._wait_complete()
+                self.state = "verifying"
+                assert self.part is not None and self.picker is not None
+                bad = await trio.to_thread.run_sync(self.part.verify_all)
+                if not bad:
+                    break
+                for i in bad:
+                    self.picker.unverify(i)
+                    self.piece_from[i] = -1
+                self.state = "downloading"
+                self._notify()
+                if rounds == MAX_VERIFY_ROUNDS - 1:
+                    raise TransferError(f"{len(bad)} pieces keep failing the final check; the disk may be faulty")
+            nursery.cancel_scope.cancel()
+        await self._finish()
+
+    async def _prepare(self, meta: Metainfo) -> bool:
+        """Open NAME.part (resuming). True when the final file is already there and whole."""
+        final = self.download_dir / meta.name
+        self.path = str(final)
+        if final.exists() or final.is_symlink():
+            if await trio.to_thread.run_sync(existing_matches, final, meta):
+                self.sha256 = await trio.to_thread.run_sync(sha256_file, final)
+                self._completed()
+                return True
+            raise TransferError(f"{final} already exists with other content; move it away first")
+        self.part = PartFile(self.download_dir, meta)
+        have = await trio.to_thread.run_sync(self.part.open)
+        self.picker = PiecePicker(meta.num_pieces, have)
+        self.piece_from = [0 if b else -1 for b in have]
+        self._last_checkpoint_have = self.picker.have_count()
+        return False
+
+    async def _finish(self) -> None:
+        assert self.part is not None and self.meta is not None
+        self.state = "verifying"
+        self.sha256 = await trio.to_thread.run_sync(self.part.finish)
+        self.part.close()
+        self.part = None
+        self._completed()
+
+    def _completed(self) -> None:
+        meta = self.meta
+        assert meta is not None
+        self.state = "complete"
+        self.node.bus.publish(tev.Progress(info_hash=self.hex, have=meta.num_pieces, total=meta.num_pieces,
+                                           bytes_per_s=round(self.meter.rate(time.monotonic()), 1),
+                                           peers=0))
+        self.node.bus.publish(tev.Complete(info_hash=self.hex, path=self.path, sha256=self.sha256))
+        for cb in self.on_complete:
+            cb(self)
+
+    async def _wait_complete(self) -> None:
+        picker = self.picker
+        assert picker is not None
+        alone_since: float | None = None
+        while not picker.complete:
+            changed = self._changed
+            with trio.move_on_after(1.0):
+                await changed.wait()
+            active = any(p.state == "active" for p in self.peers.values()) or bool(self.sessions)
+            now = trio.current_time()
+            if active:
+                alone_since = None
+            elif alone_since is None:
+                alone_since = now
+            elif now - alone_since > self.timeout:
+                reasons = "; ".join(sorted({p.error for p in self.peers.values() if p.error}))[:300]
+                raise TransferError(
+                    f"no provider of {self.hex[:16]}… reachable for {self.timeout:g}s "
+                    f"({picker.have_count()}/{picker.num_pieces} pieces kept)"
+                    + (f": {reasons}" if reasons else ""))
+
+    async def _checkpointer(self) -> None:
+        while True:
+            await trio.sleep(CHECKPOINT_EVERY)
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        if self.part is None or self.picker is None:
+            return
+        count = self.picker.have_count()
+        if count == self._last_checkpoint_have:
+            return
+        snapshot = bytearray(self.picker.have)
+        await trio.to_thread.run_sync(self.part.checkpoint, snapshot)
+        self._last_checkpoint_have = count
+
+    async def _reporter(self) -> None:
+        while True:
+            if self.picker is not None:
+                self.node.bus.publish(tev.Progress(
+                    info_hash=self.hex, have=self.picker.have_count(), total=self.picker.num_pieces,
+                    bytes_per_s=round(self.meter.rate(time.monotonic()), 1),
+                    peers=sum(1 for p in self.peers.values() if p.state == "active")))
+            await trio.sleep(PROGRESS_EVERY)
+
+    # ------------------------------------------------------------ providers
+
+    async def _discover(self) -> None:
+        """Keep asking the DHT for providers; start a peer task for each new one."""
+        await self.node.bootstrapped.wait()
+        key = dht_key(digest_multihash(self.info_hash))
+        wait = DISCOVERY_MIN
+        me = self.node.peer_id
+        while True:
+            found: list[PeerInfo] = []
+            with trio.move_on_after(max(self.node.config.dial_timeout, 5.0)):
+                try:
+                    found = await self.node.dht.find_providers(key)
+                except Exception:
+                    found = []
+            now = trio.current_time()
+            for info in dedupe_providers(found):
+                pid = info.peer_id
+                if pid == me or pid in self.banned or pid in self.sessions:
+                    continue
+                known = self.peers.get(pid)
+                if known is not None and now - known.ended_at < RETRY_PEER_AFTER:
+                    continue
+                self.sessions.add(pid)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._peer_task, info)
+            wait = DISCOVERY_MAX if self.sessions else min(wait * 2, DISCOVERY_MAX / 2)
+            await trio.sleep(wait)
+
+    def _peer(self, pid: ID) -> _Peer:
+        peer = self.peers.get(pid)
+        if peer is None:
+            peer = self.peers[pid] = _Peer(pid, len(self.peers) + 1)
+        return peer
+
+    async def _peer_task(self, info: PeerInfo) -> None:
+        pid = info.peer_id
+        peer = self._peer(pid)
+        peer.state, peer.error = "connecting", ""
+        try:
+            try:
+                if not self.node.host.get_network().get_connections(pid):
+                    await self.node.connect_peer(info)
+            except Exception as exc:
+                raise PeerError(str(exc)) from None
+            self.providers[pid] = info
+            self._notify()
+            await self.meta_ready.wait()
+            await self._session(peer)
+            peer.state = "closed"
+        except BadPeer as exc:
+            peer.state, peer.error = "bad", str(exc)
+            self.banned.add(pid)
+            self.node.bus.publish(tev.PeerMarked(info_hash=self.hex, peer_id=str(pid), reason=str(exc)))
+        except (PeerError, wire.ProtocolError, trio.TooSlowError) as exc:
+            peer.state, peer.error = "closed", str(exc) or "timed out"
+        except (StorageError, TransferError):
+            raise
+        except Exception as exc:  # py-libp2p stream errors (reset, closed connection)
+            peer.state, peer.error = "closed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self.providers.pop(pid, None)
+            self.sessions.discard(pid)
+            peer.ended_at = trio.current_time()
+            if self.picker is not None:
+                self.picker.remove_peer(pid)
+            self._notify()
+
+    async def _get_metainfo(self) -> Metainfo:
+        """From any provider; a provider with wrong or unsafe metainfo is marked bad."""
+        deadline = trio.current_time() + self.timeout
+        tried: set[ID] = set()
+        errors: list[str] = []
+        while True:
+            for pid in [p for p in self.providers if p not in tried]:
+                tried.add(pid)
+                try:
+                    meta = await fetch_metainfo(self.node.host, pid, self.info_hash, self.node.config.dial_timeout)
+                except PeerError as exc:
+                    errors.append(str(exc))
+                    if isinstance(exc, BadMetainfo):
+                        self.banned.add(pid)
+                        self._peer(pid).state = "bad"
+                        self._peer(pid).error = str(exc)
+                        self.node.bus.publish(tev.PeerMarked(info_hash=self.hex, peer_id=str(pid), reason=str(exc)))
+                    continue
+                return meta
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                detail = f": {errors[-1]}" if errors else ""
+                if not tried:
+                    raise TransferError(f"no provider of {self.hex} found within {self.timeout:g}s")
+                raise TransferError(f"no provider gave valid metainfo for {self.hex}{detail}")
+            changed = self._changed
+            with trio.move_on_after(min(remaining, 1.0)):
+                await changed.wait()
+
+    # ------------------------------------------------------------ one peer
+
+    async def _session(self, peer: _Peer) -> None:
+        meta, picker, part = self.meta, self.picker, self.part
+        assert meta is not None and picker is not None and part is not None
+        pid = peer.peer_id
+        stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout)
+        try:
+            ms = MessageStream(stream)
+            with trio.fail_after(self.node.config.dial_timeout):
+                await stream.write(wire.encode_interested(self.info_hash))
+                first = await ms.read_one()
+            if first.type == wire.ERROR:
+                raise PeerError(first.data.decode(errors="replace"))
+            if first.type != wire.BITFIELD or first.info_hash != self.info_hash:
+                raise PeerError("expected a bitfield")
+            picker.add_peer(pid, wire.unpack_bits(first.data, meta.num_pieces))
+            peer.state = "active"
+            self._notify()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._requester, peer, stream)
+                await self._reader(peer, ms)
+                nursery.cancel_scope.cancel()
+        finally:
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+
+    async def _requester(self, peer: _Peer, stream: object) -> None:
+        picker = self.picker
+        assert picker is not None
+        pid = peer.peer_id
+        while not picker.complete:
+            out: list[bytes] = []
+            if peer.cancels:
+                out += [wire.encode_index(wire.CANCEL, i) for i in peer.cancels]
+                peer.cancels.clear()
+            outstanding = len(picker.peer_requests.get(pid, ()))
+            room = DEPTH - outstanding
+            if room >= REFILL or (outstanding < REFILL and room > 0):
+                out += [wire.encode_index(wire.REQUEST, i) for i in picker.pick(pid, room)]
+            if out:
+                with trio.fail_after(PEER_STALL):
+                    await stream.write(b"".join(out))  # type: ignore[attr-defined]
+                continue
+            changed = self._changed
+            with trio.move_on_after(1.0):
+                await changed.wait()
+
+    async def _reader(self, peer: _Peer, ms: MessageStream) -> None:
+        meta, picker, part = self.meta, self.picker, self.part
+        assert meta is not None and picker is not None and part is not None
+        pid = peer.peer_id
+        have = picker.have
+        while not picker.complete:
+            limit = PEER_STALL if picker.peer_requests.get(pid) else math.inf
+            with trio.fail_after(limit):
+                batch = await ms.read_batch()
+            got = 0
+            now = time.monotonic()
+            for msg in batch:
+                t = msg.type
+                if t == wire.PIECE:
+                    index = msg.index
+                    if not 0 <= index < meta.num_pieces:
+                        raise PeerError(f"piece index {index} out of range")
+                    size = len(msg.data)
+                    peer.meter.add(size, now)
+                    if have[index]:
+                        picker.failed(pid, index)  # a duplicate from endgame, or after a cancel
+                        continue
+                    if not meta.verify_piece(index, msg.data):
+                        picker.failed(pid, index)
+                        peer.bad_pieces += 1
+                        raise BadPeer(f"piece {index} failed its SHA-256 check")
+                    part.write_piece(index, msg.data)
+                    for other in picker.received(pid, index):
+                        other_peer = self.peers.get(other)  # type: ignore[call-overload]
+                        if other_peer is not None:
+                            other_peer.cancels.append(index)
+                    self.piece_from[index] = peer.number
+                    peer.pieces += 1
+                    self.meter.add(size, now)
+                    got += 1
+                elif t == wire.REJECT:
+                    picker.failed(pid, msg.index)
+                    picker.peer_lacks(pid, msg.index)
+                    got += 1
+                elif t == wire.HAVE:
+                    picker.peer_has(pid, msg.index)
+                    got += 1
+                elif t == wire.ERROR:
+                    raise PeerError(msg.data.decode(errors="replace"))
+            if got:
+                self._notify()
