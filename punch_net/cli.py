@@ -162,6 +162,9 @@ class Printer:
 
     def human(self, e: ev.Event) -> str | None:
         p = short_peer_id
+        own = getattr(e, "human", None)  # events of a capability render themselves (torrent)
+        if callable(own):
+            return own()
         if isinstance(e, ev.Listening):
             lines = [f"Peer ID: [bold]{e.peer_id}[/bold]", "", "Addresses others should use:"]
             lines += [f"  {a}" for a in e.addrs]

@@ -46,6 +46,12 @@ class NodeConfig:
     count: int | None = None
     interval: float = 2.0
     timeout: float = 30.0
+    # torrent roles
+    share_dir: Path | None = None
+    download_dir: Path | None = None
+    info_hash: str | None = None
+    no_seed: bool = False
+    progress_bar: bool = False  # human-mode rich progress bar (not in --json, not in the TUI)
     # timeouts
     dial_timeout: float = 10.0
     request_timeout: float = 10.0
