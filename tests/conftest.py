@@ -26,11 +26,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
 EVENT_TIMEOUT = 30.0  # default seconds to wait for one event
 STOP_TIMEOUT = 10.0  # seconds a process gets to exit after SIGTERM before SIGKILL
@@ -404,3 +409,86 @@ def silent_peer() -> Iterator[SilentPeer]:
 @pytest.fixture
 def free_tcp_port() -> int:
     return free_port()
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process py-libp2p hosts, for tests that must speak raw protocols to a node (garbage, stalled
+# streams) or show a py-libp2p bug next to its workaround.
+
+
+@asynccontextmanager
+async def libp2p_host(dial_timeout: float = 5.0, *, plain: bool = False) -> AsyncIterator[IHost]:
+    """A py-libp2p host listening on 127.0.0.1 (any port), closed on exit.
+
+    `plain=True` builds it with py-libp2p's defaults (no Punch dial deadlines), to show bugs."""
+    import multiaddr
+    from libp2p import new_host
+
+    from punch_net.p2p.host import build_host
+    from punch_net.p2p.identity import new_identity
+
+    key = new_identity()
+    host = new_host(key_pair=key) if plain else build_host(key, dial_timeout)
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        try:
+            yield host
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await host.close()
+
+
+def peer_info_of(addr: str) -> PeerInfo:
+    """`/ip4/.../tcp/N/p2p/ID` -> PeerInfo for `host.connect`."""
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    return info_from_p2p_addr(multiaddr_of(addr))
+
+
+def multiaddr_of(addr: str) -> Any:
+    import multiaddr
+
+    return multiaddr.Multiaddr(addr)
+
+
+def host_addr(host: IHost) -> str:
+    """A host's first listen address with /p2p/ (py-libp2p's get_addrs already appends it)."""
+    return str(host.get_addrs()[0])
+
+
+async def kad_find_node(host: IHost, peer: ID, timeout: float = 5.0) -> list[ID]:
+    """One honest Kademlia FIND_NODE request on a fresh `/ipfs/kad/1.0.0` stream.
+
+    Returns the closer peers the server answered with; raises if the stream is reset or
+    no answer comes within `timeout`."""
+    from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
+    from libp2p.kad_dht.pb.kademlia_pb2 import Message
+    from libp2p.peer.id import ID as PeerID
+    from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+    from punch_net.messaging.codec import encode_uvarint
+
+    with trio.fail_after(timeout):
+        stream = await host.new_stream(peer, [KAD_PROTOCOL])
+        try:
+            msg = Message()
+            msg.type = Message.MessageType.FIND_NODE
+            msg.key = host.get_id().to_bytes()
+            data = msg.SerializeToString()
+            await stream.write(encode_uvarint(len(data)) + data)
+            reply = Message()
+            reply.ParseFromString(await read_varint_prefixed_bytes_limited(stream, 1 << 20))
+        finally:
+            await stream.close()
+    return [PeerID(p.id) for p in reply.closerPeers]
+
+
+async def open_stalled_streams(host: IHost, peer: ID, protocol: str, count: int) -> list[INetStream]:
+    """Open `count` streams of `protocol` to `peer` and never write on them (a slow-loris)."""
+    streams = []
+    for _ in range(count):
+        with trio.fail_after(10):
+            try:
+                streams.append(await host.new_stream(peer, [protocol]))  # type: ignore[list-item]
+            except Exception:
+                break  # the server may refuse beyond its per-peer cap
+    return streams

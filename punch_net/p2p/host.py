@@ -13,6 +13,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.network.config import ConnectionConfig, RetryConfig
 
 from punch_net.p2p.addresses import expand_unspecified
+from punch_net.p2p.workarounds import bound_security_handshake
 
 
 class ListenError(Exception):
@@ -49,6 +50,7 @@ def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
         negotiate_timeout=int(max(dial_timeout, 1)),
     )
     host.get_network().retry_config = retry  # type: ignore[attr-defined]
+    bound_security_handshake(host, dial_timeout)
     return host
 
 

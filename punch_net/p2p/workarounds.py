@@ -77,6 +77,29 @@ async def _reset_quietly(stream: INetStream) -> None:
         pass
 
 
+def bound_security_handshake(host: IHost, timeout: float) -> None:
+    """Give the outbound security handshake (multistream + Noise) a deadline.
+
+    py-libp2p bounds the TCP dial and the muxer upgrade, but `upgrade_security` has no
+    timeout, so `host.connect()` to a peer that accepts TCP and never speaks waits for
+    ever (ConnectionConfig's dial/upgrade timeouts do not cover it; measured: still
+    waiting after 30 s with every timeout set to 2 s). Dials the DHT makes on its own
+    (refresh, queries) are not under Punch's `trio.fail_after`, so the host itself must
+    give up. Upstream: libp2p/py-libp2p swarm.py `upgrade_outbound_raw_conn`.
+    """
+    from libp2p.transport.exceptions import SecurityUpgradeFailure
+
+    upgrader: Any = host.get_network().upgrader  # type: ignore[attr-defined]
+    original = upgrader.upgrade_security
+
+    async def bounded(raw_conn: Any, is_initiator: bool, peer_id: ID | None = None) -> Any:
+        with trio.move_on_after(timeout):
+            return await original(raw_conn, is_initiator, peer_id)
+        raise SecurityUpgradeFailure(f"security handshake timed out after {timeout:g}s")
+
+    upgrader.upgrade_security = bounded
+
+
 def dedupe_providers(providers: Iterable[PeerInfo]) -> list[PeerInfo]:
     """`find_providers` can return one provider twice; merge them by peer id, keeping addrs."""
     merged: dict[ID, PeerInfo] = {}
