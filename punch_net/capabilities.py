@@ -36,3 +36,185 @@ def capabilities(data_dir: Path | None = None) -> dict[str, Any]:
         "punch_version": __version__,
         "uptime_s": round(time.time() - _STARTED, 1),
     }
+
+
+# ---------------------------------------------------------------- scoring inputs
+
+DISK_TARGET_BYTES = 10 * 1024**3  # free space at which the disk term is full (1.0)
+SUBSCRIPTION_TTL = 600.0  # seconds a peer that asked keeps getting re-announcements
+ANNOUNCE_INTERVAL = 30.0
+ANNOUNCE_TIMEOUT = 5.0
+MAX_SUBSCRIBERS = 256
+OVERRIDE_ENV = "PUNCH_CAPS_OVERRIDE"  # JSON merged into our answer; test networks only
+
+
+def _num(caps: dict[str, Any], key: str) -> float | None:
+    value = caps.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return float(value)
+
+
+def _clamp(x: float) -> float:
+    return max(0.0, min(1.0, x))
+
+
+def headroom(caps: dict[str, Any] | None, disk_target: float = DISK_TARGET_BYTES) -> dict[str, float | None]:
+    """What a peer has to spare, each term in [0, 1] (None: the peer did not say).
+
+    cpu    = 1 - max(cpu_percent / 100, load1 / cores)   (busy by either measure = busy)
+    memory = memory_available / memory_total
+    disk   = min(1, disk_free / disk_target)             (10 GiB free counts as plenty)
+    """
+    out: dict[str, float | None] = {"cpu": None, "memory": None, "disk": None}
+    if not caps:
+        return out
+    busy: list[float] = []
+    cpu = _num(caps, "cpu_percent")
+    if cpu is not None:
+        busy.append(cpu / 100.0)
+    cores = _num(caps, "cores") or 1.0
+    load = caps.get("load")
+    if isinstance(load, list) and load and isinstance(load[0], int | float) and not isinstance(load[0], bool):
+        busy.append(float(load[0]) / max(1.0, cores))
+    if busy:
+        out["cpu"] = _clamp(1.0 - max(busy))
+    total, avail = _num(caps, "memory_total"), _num(caps, "memory_available")
+    if total and avail is not None and total > 0:
+        out["memory"] = _clamp(avail / total)
+    free = _num(caps, "disk_free")
+    if free is not None and disk_target > 0:
+        out["disk"] = _clamp(free / disk_target)
+    return out
+
+
+def local_capabilities(data_dir: Path | None) -> dict[str, Any]:
+    """`capabilities()`, plus the test-network override (PUNCH_TESTNET=1 only) that lets
+    one machine play nodes of different sizes."""
+    caps = capabilities(data_dir)
+    if os.environ.get("PUNCH_TESTNET") == "1" and os.environ.get(OVERRIDE_ENV):
+        import json
+
+        try:
+            extra = json.loads(os.environ[OVERRIDE_ENV])
+        except ValueError:
+            extra = {}
+        if isinstance(extra, dict):
+            caps.update(extra)
+            caps["simulated"] = sorted(extra)
+    return caps
+
+
+class CapabilityBook:
+    """What we know of other peers' capabilities, and which peers asked for ours.
+
+    Pure bookkeeping (no I/O): the node's handlers and announcer task drive it."""
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self.clock = clock
+        self.known: dict[str, tuple[dict[str, Any], float]] = {}
+        self.subscribers: dict[str, float] = {}  # peer -> subscription expiry
+        self.announced = 0
+
+    def asked(self, peer: str, subscribe: bool = True) -> None:
+        if not subscribe:
+            self.subscribers.pop(peer, None)
+            return
+        if peer not in self.subscribers and len(self.subscribers) >= MAX_SUBSCRIBERS:
+            oldest = min(self.subscribers, key=self.subscribers.__getitem__)
+            del self.subscribers[oldest]
+        self.subscribers[peer] = self.clock() + SUBSCRIPTION_TTL
+
+    def live_subscribers(self) -> list[str]:
+        now = self.clock()
+        for peer in [p for p, exp in self.subscribers.items() if exp <= now]:
+            del self.subscribers[peer]
+        return list(self.subscribers)
+
+    def drop(self, peer: str) -> None:
+        self.subscribers.pop(peer, None)
+
+    def store(self, peer: str, caps: dict[str, Any]) -> None:
+        self.known[peer] = (dict(caps), self.clock())
+
+    def get(self, peer: str, max_age: float | None = None) -> dict[str, Any] | None:
+        entry = self.known.get(peer)
+        if entry is None:
+            return None
+        caps, ts = entry
+        if max_age is not None and self.clock() - ts > max_age:
+            return None
+        return caps
+
+    def age(self, peer: str) -> float | None:
+        entry = self.known.get(peer)
+        return None if entry is None else self.clock() - entry[1]
+
+
+def install(node: Any, interval: float = ANNOUNCE_INTERVAL) -> CapabilityBook:
+    """Answer `capabilities` (and note who asked) and accept `capabilities.update`
+    re-announcements; returns the node's book. `run_announcer` does the pushing."""
+    from punch_net.messaging.commands import Call, CommandError
+
+    book = CapabilityBook()
+
+    async def caps(call: Call) -> dict[str, Any]:
+        book.asked(call.peer_id, call.request.args.get("subscribe", True) is not False)
+        return local_capabilities(node.config.data_dir)
+
+    async def update(call: Call) -> dict[str, Any]:
+        args = call.request.args
+        if not isinstance(args, dict) or len(str(args)) > 16_384:
+            raise CommandError("bad_args", "capabilities must be a JSON object under 16 KiB")
+        book.store(call.peer_id, args)
+        _publish_update(node, call.peer_id, args)
+        return {"stored": True}
+
+    node.registry.register("capabilities", caps)
+    node.registry.register("capabilities.update", update)
+    return book
+
+
+def _publish_update(node: Any, peer: str, caps: dict[str, Any]) -> None:
+    from punch_net import events as ev
+
+    node.bus.publish(ev.CapabilitiesUpdated(peer_id=peer, capabilities=caps))
+
+
+async def fetch(node: Any, peer: str, timeout: float = ANNOUNCE_TIMEOUT) -> dict[str, Any]:
+    """Ask a peer for its capabilities (subscribing to its re-announcements) and cache them."""
+    result = await node.send_command(peer, "capabilities", {"subscribe": True}, timeout)
+    if not isinstance(result, dict):
+        raise ValueError(f"{peer} answered capabilities with {type(result).__name__}")
+    node.caps_book.store(peer, result)
+    _publish_update(node, peer, result)
+    return result
+
+
+async def run_announcer(node: Any, interval: float = ANNOUNCE_INTERVAL) -> None:
+    """Every `interval` seconds push our capabilities to connected peers that asked."""
+    import trio
+
+    book: CapabilityBook = node.caps_book
+    while True:
+        await trio.sleep(interval)
+        peers = book.live_subscribers()
+        if not peers:
+            continue
+        caps = local_capabilities(node.config.data_dir)
+        connected = {str(p) for p in node.connected_peers()}
+
+        async def push(peer: str, caps: dict[str, Any] = caps) -> None:
+            try:
+                resp = await node.request(peer, "capabilities.update", caps, ANNOUNCE_TIMEOUT)
+            except Exception:
+                return  # not connected any more or slow: try again next round
+            if not resp.ok and resp.error_code == "unknown_command":
+                book.drop(peer)
+            elif resp.ok:
+                book.announced += 1
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                if peer in connected:
+                    nursery.start_soon(push, peer)

@@ -27,11 +27,13 @@ from punch_net.config import (
 )
 from punch_net.discovery import namespace_cid
 from punch_net.node import Node, NodeError
+from punch_net.ops_cli import add_ops_flags, configure_ops
 from punch_net.p2p.addresses import AddressError, parse_dial_target, short_peer_id
 from punch_net.p2p.host import ListenError
 from punch_net.p2p.identity import IdentityError
 from punch_net.p2p.workarounds import quiet_libp2p_logging
 from punch_net.relay.cli import add_relay_flags, configure_relay
+from punch_net.upkeep import enable_headless_services
 
 EXIT_USAGE = 2
 
@@ -66,6 +68,7 @@ def add_node_flags(p: argparse.ArgumentParser, role: str) -> None:
     i.add_argument("--ephemeral", action="store_true", help="use a fresh key, save nothing")
     i.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
     add_relay_flags(p, role)
+    add_ops_flags(p)
 
 
 def build_parser() -> OneLineParser:
@@ -118,6 +121,7 @@ def config_from_args(args: argparse.Namespace, role: str) -> NodeConfig:
         cfg.ephemeral = True
     spec.configure(cfg, args)
     configure_relay(cfg, args)
+    configure_ops(cfg, args)
     for addr in cfg.bootstrap:
         parse_dial_target(addr)  # fail now, with one line, not later in a task
     return cfg
@@ -216,6 +220,7 @@ async def run_role(cfg: NodeConfig, json_mode: bool) -> int:
     from punch_net.roles import ROLES
 
     node = Node(cfg, ROLES[cfg.role].run)
+    enable_headless_services(node)
     printer = Printer(json_mode, cfg)
     printer.header()
     code = 0

@@ -124,3 +124,12 @@ class P2PClient:
         timeout: float | None = None,
     ) -> Any:
         return await self.node.send_command(peer, command, args, timeout)
+
+    async def send_to_best(
+        self, command: str, args: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> Any:
+        """Send to the best node of our namespace: weighted score of CPU, memory, disk,
+        latency and reputation (weights from the config), randomised in proportion to the
+        score, failing over to the next node. Returns a RouteResult (`.peer_id`, `.result`,
+        `.attempts`, `.candidates` with each score's parts); raises NoCandidates."""
+        return await self.node.send_to_best(self.namespace, command, args, timeout)

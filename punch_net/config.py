@@ -71,6 +71,22 @@ class NodeConfig:
     relays: list[str] = field(default_factory=list)  # static relays (--relay), always reserved
     auto_relay: bool = True  # when private: reserve on bootstrap peers that are relays
     hole_punch: bool = True  # DCUtR upgrades of relayed connections
+    # operations (punch_net/metrics.py, control.py, reputation.py, selection.py, roles/monitor.py)
+    metrics_port: int | None = None  # None: no metrics endpoint
+    metrics_host: str = "127.0.0.1"
+    control: bool = True  # headless nodes serve a control socket in the data dir
+    control_socket: Path | None = None  # None: <data_dir>/control.sock
+    web_port: int | None = None  # serve the console in a browser (textual-serve)
+    web_host: str = "127.0.0.1"
+    reputation_half_life: float = 3600.0
+    capabilities_interval: float = 30.0
+    weight_cpu: float = 0.25
+    weight_memory: float = 0.15
+    weight_disk: float = 0.10
+    weight_latency: float = 0.20
+    weight_reputation: float = 0.30
+    crawl_interval: float = 60.0
+    weighted: bool = False  # dialer: one best node per message (selection.py) instead of all
 
     def effective_port(self) -> int:
         if self.port is not None:
@@ -121,6 +137,24 @@ CONFIG_KEYS: dict[str, dict[str, str]] = {
         "auto_relay": "When found unreachable, reserve on bootstrap peers that are relays.",
         "hole_punch": "Try DCUtR hole punching to upgrade relayed connections to direct.",
     },
+    "selection": {
+        "weight_cpu": "Weighted routing: weight of free CPU (1 - max(cpu%, load1/cores)).",
+        "weight_memory": "Weighted routing: weight of available / total memory.",
+        "weight_disk": "Weighted routing: weight of free disk (full at 10 GiB).",
+        "weight_latency": "Weighted routing: weight of 100 / (100 + rtt_ms).",
+        "weight_reputation": "Weighted routing: weight of our reputation score of the peer.",
+        "reputation_half_life": "Seconds for reputation observations to lose half their weight.",
+        "capabilities_interval": "Seconds between capability re-announcements to peers that asked.",
+    },
+    "operations": {
+        "metrics_port": "Serve Prometheus metrics on this port (unset = off).",
+        "metrics_host": "Interface for the metrics endpoint.",
+        "control": "Serve the control socket (punch-tui --attach) in the data dir.",
+        "control_socket": "Control socket path (default <data_dir>/control.sock).",
+        "web_port": "Serve the console in a browser on this port (unset = off).",
+        "web_host": "Interface for the web console; anything but loopback needs the printed token.",
+        "crawl_interval": "monitor: seconds between crawl rounds.",
+    },
     "tui": {"theme": "Theme name for punch-tui (see themes/)."},
 }
 
@@ -147,7 +181,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def apply_config(cfg: NodeConfig, data: dict[str, Any]) -> NodeConfig:
     """Copy the [node] and [dialer] values of a config file into `cfg`, checking types."""
     types = {f.name: f.type for f in fields(NodeConfig)}
-    for section in ("node", "dialer", "relay"):
+    for section in ("node", "dialer", "relay", "selection", "operations"):
         for key, value in data.get(section, {}).items():
             want = str(types[key])
             ok = (

@@ -152,6 +152,89 @@ class ErrorEvent(Event):
     where: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class CapabilitiesUpdated(Event):
+    """A peer told us its capabilities (answer or periodic re-announcement)."""
+
+    kind: ClassVar[str] = "capabilities"
+    peer_id: str
+    capabilities: dict[str, Any]
+
+    def human(self) -> str | None:
+        return None  # periodic and verbose: --json only
+
+
+@dataclass(frozen=True, kw_only=True)
+class Routed(Event):
+    """A weighted-routing send finished (punch_net.selection): who was tried and why."""
+
+    kind: ClassVar[str] = "routed"
+    namespace: str
+    command: str
+    peer_id: str  # the node that answered ("" when every attempt failed)
+    ok: bool
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    def human(self) -> str:
+        tried = len(self.attempts)
+        if not self.ok:
+            return f"[red]✗[/red] {self.command} to '{self.namespace}': all {tried} candidates failed"
+        best = next((c for c in self.candidates if c["peer_id"] == self.peer_id), None)
+        why = "" if best is None else " (score {:.2f}: {})".format(
+            best["score"], ", ".join(f"{k} {v:.2f}" for k, v in best["parts"].items()))
+        over = f" after {tried - 1} failover{'s' if tried > 2 else ''}" if tried > 1 else ""
+        return f"[cyan]→ ROUTED[/cyan] {self.command} to {self.peer_id[-8:]}{over}{why}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrawlFinished(Event):
+    """The monitor finished one crawl round of the network."""
+
+    kind: ClassVar[str] = "crawl"
+    round: int
+    visited: int
+    alive: int
+    known: int
+    duration_ms: float
+
+    def human(self) -> str:
+        return (f"[cyan]i[/cyan] crawl #{self.round}: {self.alive} of {self.known} known peers alive "
+                f"({self.visited} visited in {self.duration_ms / 1000:.1f}s)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlListening(Event):
+    """The control socket (punch-tui --attach) is ready at `path`."""
+
+    kind: ClassVar[str] = "control"
+    path: str
+
+    def human(self) -> str:
+        return f"[dim]control socket: {self.path} (attach with: punch-tui --attach {self.path})[/dim]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsServing(Event):
+    kind: ClassVar[str] = "metrics"
+    url: str
+
+    def human(self) -> str:
+        return f"[dim]metrics: {self.url}[/dim]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebServing(Event):
+    """The web console is served at `url` (with ?token=... when not on loopback)."""
+
+    kind: ClassVar[str] = "web"
+    url: str
+    token: str = ""
+
+    def human(self) -> str:
+        return f"[green]✓[/green] web console: {self.url}"
+
+
 class EventBus:
     """Fan events out to subscribers without ever blocking the publisher."""
 

@@ -25,7 +25,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
-from punch_net import dht_hygiene, testnet_control
+from punch_net import dht_hygiene, testnet_control, upkeep
 from punch_net import events as ev
 from punch_net.capabilities import capabilities
 from punch_net.config import NodeConfig
@@ -207,6 +207,12 @@ class Node:
             raise NodeError(str(exc)) from None
         self._register_builtins()
         testnet_control.register(self)
+        # reputation, capabilities book, metrics, optional services (punch_net/upkeep.py)
+        self.reputation: Any = None
+        self.caps_book: Any = None
+        self.metrics: Any = None
+        self.services: list[Callable[..., Awaitable[Any]]] = []
+        upkeep.attach(self)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -278,6 +284,8 @@ class Node:
                             peer_id=str(self.peer_id), addrs=self.listen_addrs(), role=cfg.role
                         )
                     )
+                    self.metrics.install(host)
+                    await nursery.start(upkeep.run, self)
                     nursery.start_soon(self._bootstrap_all)
                     nursery.start_soon(self.relay.run)
                     nursery.start_soon(self.connmgr.run)
@@ -527,8 +535,10 @@ class Node:
             raise NodeError(f"dial {info.peer_id}: {_reason(exc)}") from None
 
     async def provide_namespace(self, namespace: str) -> bool:
+        started = time.perf_counter()
         with trio.move_on_after(self.config.dial_timeout * 2):
             ok = await self.dht.provide(dht_key(namespace_multihash(namespace)))
+            self.metrics.dht_lookup("provide", time.perf_counter() - started, bool(ok))
             if ok:
                 self.bus.publish(ev.Registered(namespace=namespace, key=namespace_cid(namespace)))
             return bool(ok)
@@ -537,8 +547,10 @@ class Node:
     async def find_peers(self, namespace: str, timeout: float | None = None) -> list[PeerInfo]:
         """Providers of the namespace key, de-duplicated, without ourselves."""
         found: list[PeerInfo] = []
-        with trio.move_on_after(timeout or self.config.dial_timeout):
+        started = time.perf_counter()
+        with trio.move_on_after(timeout or self.config.dial_timeout) as scope:
             found = await self.dht.find_providers(dht_key(namespace_multihash(namespace)))
+        self.metrics.dht_lookup("find_providers", time.perf_counter() - started, not scope.cancelled_caught)
         me = self.peer_id
         peers = [p for p in dedupe_providers(found) if p.peer_id != me]
         for p in peers:
@@ -591,16 +603,20 @@ class Node:
                 self._sessions.pop(peer_id, None)
                 if attempt == 2:
                     self.counters.errors += 1
+                    self.reputation.record_failure(peer_id)
                     raise NodeError(f"{command} to {peer_id}: {exc}") from None
                 continue
             except trio.TooSlowError:
                 self.counters.errors += 1
+                self.reputation.record_timeout(peer_id)
                 raise NodeError(f"{command} to {peer_id}: no reply within {timeout:g}s") from None
             except Exception as exc:
                 self._sessions.pop(peer_id, None)
                 self.counters.errors += 1
+                self.reputation.record_failure(peer_id)
                 raise NodeError(f"{command} to {peer_id}: {_reason(exc)}") from None
             self.counters.replies += 1
+            self.reputation.record_success(peer_id, rtt * 1000)
             self.bus.publish(
                 ev.Reply(
                     peer_id=str(peer_id), id=resp.id, ok=resp.ok, result=resp.result,
@@ -621,6 +637,16 @@ class Node:
         if not resp.ok:
             raise CommandFailed(resp.error_code, resp.error_message)
         return resp.result
+
+    async def send_to_best(
+        self, namespace: str, command: str, args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send to the best node of `namespace` (weighted score, failover; punch_net/selection.py).
+        Returns a RouteResult: `.peer_id`, `.result`, `.attempts`, `.candidates` (with parts)."""
+        from punch_net.selection import send_to_best
+
+        return await send_to_best(self, namespace, command, args, timeout=timeout)
 
     async def ping(self, peer: ID | str, timeout: float = 5.0) -> float:
         """libp2p ping (`/ipfs/ping/1.0.0`), timed here to sub-millisecond precision."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from punch_net.config import NodeConfig
 from punch_net.node import Role
-from punch_net.roles import dialer, listener, server, torrent_client, torrent_server
+from punch_net.roles import dialer, listener, monitor, server, torrent_client, torrent_server
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ ROLES: dict[str, RoleSpec] = {
                          listener.run_listener),
     "dialer": RoleSpec("dialer", "find peers of a namespace through the DHT and send them messages",
                        dialer.run_dialer, dialer.add_arguments, dialer.configure),
+    "monitor": RoleSpec("monitor", "DHT server and relay that maps the network (crawler, capabilities)",
+                        monitor.run_monitor, monitor.add_arguments, monitor.configure),
     "torrent-server": RoleSpec("torrent-server", "share the files of a directory over /punch/torrent/1.0.0",
                                torrent_server.run_torrent_server, torrent_server.add_arguments,
                                torrent_server.configure),

@@ -57,6 +57,8 @@ async def run_dialer(node: Node) -> int:
         if resp.ok:
             replies += 1
 
+    if cfg.weighted:
+        return await run_weighted(node)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(discover_and_connect, node, cfg.namespace, peers, found)
         number = 0
@@ -79,6 +81,33 @@ async def run_dialer(node: Node) -> int:
     return 0
 
 
+async def run_weighted(node: Node) -> int:
+    """--weighted: each message goes to ONE node of the namespace, picked by weighted score
+    (punch_net/selection.py), failing over to the next on error; prints a `routed` event."""
+    from punch_net.selection import NoCandidates
+
+    cfg = node.config
+    await node.bootstrapped.wait()
+    replies = number = 0
+    with trio.move_on_after(cfg.timeout if cfg.count else math.inf):
+        while not (cfg.count and replies >= cfg.count):
+            number += 1
+            try:
+                await node.send_to_best(cfg.namespace, "message", {"text": f"{cfg.message} Message #{number}"})
+                replies += 1
+            except NoCandidates as exc:
+                node.bus.publish(ev.ErrorEvent(message=str(exc), where="dialer"))
+            except NodeError as exc:
+                node.bus.publish(ev.ErrorEvent(message=str(exc), where="dialer"))
+            if not (cfg.count and replies >= cfg.count):
+                await trio.sleep(cfg.interval)
+    if cfg.count and replies < cfg.count:
+        node.bus.publish(ev.ErrorEvent(
+            message=f"got {replies} of {cfg.count} replies within {cfg.timeout:g}s", where="dialer"))
+        return 1
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from punch_net.cli_types import positive, positive_int
 
@@ -88,9 +117,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="exit 0 after N replies (1 if they do not come within --timeout)")
     d.add_argument("--interval", type=positive, help="seconds between messages (2)")
     d.add_argument("--timeout", type=positive, help="seconds to wait with --count (30)")
+    d.add_argument("--weighted", action="store_true",
+                   help="send each message to one node picked by weighted score (with failover) "
+                        "instead of to every node")
 
 
 def configure(cfg: NodeConfig, args: argparse.Namespace) -> None:
+    if getattr(args, "weighted", False):
+        cfg.weighted = True
     for name in ("message", "count", "interval", "timeout"):
         value = getattr(args, name, None)
         if value is not None:
