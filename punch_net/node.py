@@ -45,6 +45,7 @@ from punch_net.p2p.identity import load_or_create_identity, new_identity
 from punch_net.p2p.workarounds import (
     advertise_extra_addrs,
     dedupe_providers,
+    forget_dial_failure,
     install_kad_read_deadline,
     learn_peer_id,
 )
@@ -484,6 +485,7 @@ class Node:
                     peer = await learn_peer_id(self.host, addrs[0])
                 if peer == self.peer_id:
                     raise NodeError(f"{addr} is ourselves")
+                forget_dial_failure(self.host, peer)  # an explicit dial is not blocked for 60 s
                 await self.host.connect(PeerInfo(peer, addrs))
         except trio.TooSlowError:
             self.counters.dial_errors += 1

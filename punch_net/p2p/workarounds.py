@@ -268,3 +268,16 @@ def advertise_extra_addrs(host: IHost, extra: Callable[[], list[str]]) -> None:
         return addrs
 
     host.get_addrs = get_addrs  # type: ignore[method-assign]
+
+
+def forget_dial_failure(host: IHost, peer: ID) -> None:
+    """Let an explicit dial through py-libp2p's 60 s "recently failed all addresses" cache.
+
+    The swarm refuses every dial to a peer for 60 s after one failed dial
+    (`Swarm._negative_peer_cache`, checked first in `dial_peer`). A bootstrap node or
+    relay that restarts is then unreachable for a minute although it is back: we
+    evict the peer before dialing an address the user configured.
+    """
+    cache = getattr(host.get_network(), "_negative_peer_cache", None)
+    if cache is not None:
+        cache.evict(str(peer))

@@ -168,7 +168,8 @@ class RelayManager:
             nursery.start_soon(self._reachability_loop)
             for addr in self.node.config.relays:
                 self._start_keeper(nursery, addr)
-            if self.node.config.auto_relay and not self.node.config.relays and not self.service_enabled:
+            cfg = self.node.config
+            if cfg.auto_relay and not cfg.relays and not self.service_enabled and cfg.role != "dialer":
                 nursery.start_soon(self._auto_relays, nursery)
             await trio.sleep_forever()
 

@@ -155,7 +155,8 @@ class RelayService(CircuitV2Protocol):
         except Exception:
             await self._refuse(stream, StatusCode.MALFORMED_MESSAGE)
             return
-        if len(self.active_circuits()) >= self.punch_limits.max_circuits:
+        has_reservation = self.resource_manager.can_accept_connection(dst)  # else the library says NO_RESERVATION
+        if has_reservation and len(self.active_circuits()) >= self.punch_limits.max_circuits:
             self.track.counters.circuits_refused += 1
             await self._refuse(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED)
             await trio.sleep(0.2)
