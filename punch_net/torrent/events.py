@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from punch_net.events import Event
@@ -80,6 +80,9 @@ class Complete(Event):
     info_hash: str
     path: str
     sha256: str
+    resumed: int = 0  # pieces found verified on disk at start (an earlier run)
+    downloaded: int = 0  # bytes received from peers in this run (duplicates included)
+    from_peers: dict[str, int] = field(default_factory=dict)  # peer id -> verified pieces it sent
 
     def human(self) -> str:
         return f"[green]✓[/green] complete: {self.path}  sha256 {self.sha256}"

@@ -7,6 +7,7 @@ and the name unambiguously. Decoding refuses anything that is not canonical.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -67,11 +68,11 @@ class Metainfo:
             *self.pieces,
         ])
 
-    @property
+    @functools.cached_property
     def info_hash(self) -> bytes:
         return hashlib.sha256(self.encode()).digest()
 
-    @property
+    @functools.cached_property
     def info_hash_hex(self) -> str:
         return self.info_hash.hex()
 

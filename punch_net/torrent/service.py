@@ -86,7 +86,10 @@ class TorrentService:
         peer = str(stream.muxed_conn.peer_id)
         self.active_streams += 1
         try:
-            await self._serve(stream, peer)
+            try:
+                await self._serve(stream, peer)
+            except BaseExceptionGroup as group:
+                raise _unwrap(group) from None
         except (wire.ProtocolError, trio.TooSlowError) as exc:
             if self.on_error is not None:
                 self.on_error(f"torrent peer {peer}: {exc}")
@@ -195,6 +198,13 @@ class TorrentService:
             state["source"] = src
             return [wire.encode_bitfield(msg.info_hash, src.bitfield())]
         raise wire.ProtocolError(f"unexpected message 0x{t:02x}")
+
+
+def _unwrap(group: BaseExceptionGroup) -> BaseException:
+    for exc in group.exceptions:
+        if not isinstance(exc, trio.Cancelled):
+            return exc
+    return group
 
 
 async def _write(stream: INetStream, data: bytes) -> None:

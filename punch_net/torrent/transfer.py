@@ -45,6 +45,16 @@ PROGRESS_EVERY = 0.5
 MAX_VERIFY_ROUNDS = 3
 
 
+def unwrap_group(group: BaseExceptionGroup) -> BaseException:
+    """The exception that matters in a nursery's group: the first that is not a Cancelled."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            exc = unwrap_group(exc)
+        if not isinstance(exc, trio.Cancelled):
+            return exc
+    return group
+
+
 class TransferError(Exception):
     """The download cannot go on; one line for humans."""
 
@@ -122,12 +132,13 @@ class Transfer:
         self.meta_ready = trio.Event()
         self.done = trio.Event()
         self._changed = trio.Event()
-        self._resumed = trio.Event()
+        self._unpaused = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._paused = False
         self._cancelled = False
         self._last_checkpoint_have = -1
+        self.resumed = 0
         self.on_complete: list[Callable[[Transfer], None]] = []  # once the file is in place
         self.uploaded_source: Source | None = None  # set by the manager when seeding
 
@@ -137,7 +148,7 @@ class Transfer:
         if self.state in ("complete", "seeding", "cancelled", "error") or self._paused:
             return
         self._paused = True
-        self._resumed = trio.Event()
+        self._unpaused = trio.Event()
         self.state = "paused"
         if self._scope is not None:
             self._scope.cancel()
@@ -145,7 +156,7 @@ class Transfer:
     def resume(self) -> None:
         if self._paused:
             self._paused = False
-            self._resumed.set()
+            self._unpaused.set()
 
     def cancel(self) -> None:
         """Stop for good; NAME.part and its resume record stay, so adding it again resumes."""
@@ -153,7 +164,7 @@ class Transfer:
             return
         self._cancelled = True
         self.state = "cancelled"
-        self._resumed.set()
+        self._unpaused.set()
         if self._scope is not None:
             self._scope.cancel()
 
@@ -227,11 +238,14 @@ class Transfer:
         try:
             while not self._cancelled:
                 if self._paused:
-                    await self._resumed.wait()
+                    await self._unpaused.wait()
                     continue
                 with trio.CancelScope() as scope:
                     self._scope = scope
-                    await self._run_active()
+                    try:
+                        await self._run_active()
+                    except BaseExceptionGroup as group:
+                        raise unwrap_group(group) from None
                     return
         except (TransferError, StorageError) as exc:
             self.state = "error"
@@ -296,6 +310,7 @@ class Transfer:
         have = await trio.to_thread.run_sync(self.part.open)
         self.picker = PiecePicker(meta.num_pieces, have)
         self.piece_from = [0 if b else -1 for b in have]
+        self.resumed = sum(have)
         self._last_checkpoint_have = self.picker.have_count()
         return False
 
@@ -314,7 +329,10 @@ class Transfer:
         self.node.bus.publish(tev.Progress(info_hash=self.hex, have=meta.num_pieces, total=meta.num_pieces,
                                            bytes_per_s=round(self.meter.rate(time.monotonic()), 1),
                                            peers=0))
-        self.node.bus.publish(tev.Complete(info_hash=self.hex, path=self.path, sha256=self.sha256))
+        self.node.bus.publish(tev.Complete(
+            info_hash=self.hex, path=self.path, sha256=self.sha256, resumed=self.resumed,
+            downloaded=sum(p.meter.total for p in self.peers.values()),
+            from_peers={str(p.peer_id): p.pieces for p in self.peers.values() if p.pieces}))
         for cb in self.on_complete:
             cb(self)
 
@@ -479,10 +497,13 @@ class Transfer:
             picker.add_peer(pid, wire.unpack_bits(first.data, meta.num_pieces))
             peer.state = "active"
             self._notify()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._requester, peer, stream)
-                await self._reader(peer, ms)
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._requester, peer, stream)
+                    await self._reader(peer, ms)
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise unwrap_group(group) from None
         finally:
             try:
                 await stream.reset()

@@ -1,0 +1,234 @@
+"""torrent-server / torrent-client end to end, as real `punch` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from punch_net.torrent import PIECE_LENGTH
+from conftest import PunchFactory, PunchProcess
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent
+SIZES = {"empty": 0, "one-byte": 1, "one-piece": PIECE_LENGTH, "piece-plus-one": PIECE_LENGTH + 1,
+         "twenty-mib.bin": 20 * 1024 * 1024 + 12345}
+DOWNLOAD_TIMEOUT = 120.0
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_files(directory: Path, sizes: dict[str, int], seed: int = 0) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, size in sizes.items():
+        (directory / name).write_bytes(os.urandom(size))
+
+
+class Net:
+    def __init__(self, factory: PunchFactory, root: Path) -> None:
+        self.f = factory
+        self.root = root
+        self.boot = factory.server()
+
+    def torrent_server(self, share: Path, *extra: str, mode: str = "", name: str = "tserver") -> PunchProcess:
+        args = ["--bootstrap", self.boot.addr, "--share-dir", str(share), *extra]
+        if not mode:
+            proc = self.f.start("torrent-server", *args, name=name)
+        else:
+            proc = PunchProcess("torrent-server", *args, env=self.f.env, cwd=self.root, name=name)
+            proc.argv = [sys.executable, str(HERE / "torrent_test_peers.py"), mode, *proc.argv[3:]]
+            self.f.procs.append(proc)
+            proc.start()
+        proc.wait_event("registered", timeout=60)
+        return proc
+
+    def client(self, *extra: str, name: str = "tclient") -> PunchProcess:
+        return self.f.start("torrent-client", "--bootstrap", self.boot.addr, *extra, name=name)
+
+    def download(self, info_hash: str, dest: Path, *extra: str, name: str = "tclient") -> PunchProcess:
+        dest.mkdir(parents=True, exist_ok=True)
+        return self.client("--info-hash", info_hash, "--download-dir", str(dest), "--no-seed", *extra, name=name)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    root = tmp_path_factory.mktemp("torrent")
+    factory = PunchFactory(root)
+    try:
+        yield Net(factory, root)
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def shared(net: Net) -> tuple[PunchProcess, dict[str, str], Path]:
+    """One torrent server sharing files of every awkward size; name -> info hash."""
+    share = net.root / "share"
+    make_files(share, SIZES)
+    server = net.torrent_server(share)
+    hashes = {}
+    for name in SIZES:
+        hashes[name] = server.wait_event("shared", pred=lambda e, n=name: e["name"] == n, timeout=60)["info_hash"]
+    return server, hashes, share
+
+
+def wait_shared(server: PunchProcess, name: str) -> str:
+    return str(server.wait_event("shared", pred=lambda e: e["name"] == name, timeout=60)["info_hash"])
+
+
+def test_listing_shows_every_shared_file(net: Net, shared: tuple[PunchProcess, dict[str, str], Path]) -> None:
+    _, hashes, _ = shared
+    client = net.client("--timeout", "15")
+    assert client.wait_exit(60) == 0, client.describe()
+    available = {e["name"]: e for e in client.find_events("available")}
+    assert set(available) >= set(SIZES), client.describe()
+    for name, size in SIZES.items():
+        assert available[name]["size"] == size
+        assert available[name]["info_hash"] == hashes[name]
+        assert available[name]["providers"] >= 1
+
+
+def test_download_every_size_by_info_hash(net: Net, shared: tuple[PunchProcess, dict[str, str], Path]) -> None:
+    _, hashes, share = shared
+    clients = {name: net.download(hashes[name], net.root / "dl-sizes", name=f"client-{name}") for name in SIZES}
+    for name, client in clients.items():
+        assert client.wait_exit(DOWNLOAD_TIMEOUT) == 0, client.describe()
+        done = client.wait_event("complete")
+        got = net.root / "dl-sizes" / name
+        assert done["path"] == str(got)
+        assert done["sha256"] == sha256(got) == sha256(share / name)
+        progress = client.find_events("progress")
+        assert progress and progress[-1]["have"] == progress[-1]["total"] == -(-SIZES[name] // PIECE_LENGTH)
+    assert not list((net.root / "dl-sizes").glob("*.part*"))
+
+
+def test_existing_complete_file_is_verified_not_fetched(net: Net, shared: tuple[PunchProcess, dict[str, str], Path]) -> None:
+    _, hashes, share = shared
+    dest = net.root / "dl-existing"
+    dest.mkdir()
+    shutil.copy(share / "piece-plus-one", dest / "piece-plus-one")
+    client = net.download(hashes["piece-plus-one"], dest)
+    assert client.wait_exit(DOWNLOAD_TIMEOUT) == 0, client.describe()
+    assert client.wait_event("complete")["downloaded"] == 0
+    (dest / "piece-plus-one").write_bytes(b"different")
+    client = net.download(hashes["piece-plus-one"], dest)
+    assert client.wait_exit(DOWNLOAD_TIMEOUT) == 1
+    assert "already exists" in client.wait_event("error")["message"]
+    assert (dest / "piece-plus-one").read_bytes() == b"different"  # never overwritten
+
+
+def test_three_servers_all_serve_pieces(net: Net) -> None:
+    data = os.urandom(24 * 1024 * 1024)
+    servers = []
+    for i in range(3):
+        share = net.root / f"share3-{i}"
+        share.mkdir()
+        (share / "common.bin").write_bytes(data)
+        servers.append(net.torrent_server(share, name=f"tserver{i}"))
+    ih = {wait_shared(s, "common.bin") for s in servers}
+    assert len(ih) == 1
+    info_hash = ih.pop()
+    client = net.download(info_hash, net.root / "dl-three")
+    assert client.wait_exit(DOWNLOAD_TIMEOUT) == 0, client.describe()
+    done = client.wait_event("complete")
+    assert done["sha256"] == hashlib.sha256(data).hexdigest() == sha256(net.root / "dl-three" / "common.bin")
+    ids = {s.peer_id for s in servers}
+    assert set(done["from_peers"]) == ids, done["from_peers"]
+    assert all(n > 0 for n in done["from_peers"].values())
+    assert sum(done["from_peers"].values()) == -(-len(data) // PIECE_LENGTH)
+
+
+def test_corrupt_peer_is_marked_and_download_completes(net: Net) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    shares = []
+    for tag in ("honest", "corrupt"):
+        share = net.root / f"share-{tag}"
+        share.mkdir()
+        (share / "c.bin").write_bytes(data)
+        shares.append(share)
+    honest = net.torrent_server(shares[0], name="honest")
+    corrupt = net.torrent_server(shares[1], mode="corrupt", name="corrupt")
+    info_hash = wait_shared(honest, "c.bin")
+    assert wait_shared(corrupt, "c.bin") == info_hash
+    client = net.download(info_hash, net.root / "dl-corrupt")
+    assert client.wait_exit(DOWNLOAD_TIMEOUT) == 0, client.describe()
+    done = client.wait_event("complete")
+    assert done["sha256"] == hashlib.sha256(data).hexdigest() == sha256(net.root / "dl-corrupt" / "c.bin")
+    bad = client.find_events("peer_bad")
+    assert [e["peer_id"] for e in bad] == [corrupt.peer_id], client.describe()
+    assert "SHA-256" in bad[0]["reason"]
+    assert set(done["from_peers"]) == {honest.peer_id}
+
+
+def test_sigkill_mid_download_then_resume(net: Net) -> None:
+    data = os.urandom(12 * 1024 * 1024)
+    share = net.root / "share-slow"
+    share.mkdir()
+    (share / "r.bin").write_bytes(data)
+    slow = net.torrent_server(share, mode="slow", name="slow")
+    info_hash = wait_shared(slow, "r.bin")
+    dest = net.root / "dl-resume"
+    first = net.download(info_hash, dest, name="client-killed")
+    total = -(-len(data) // PIECE_LENGTH)
+    first.wait_event("progress", timeout=DOWNLOAD_TIMEOUT, pred=lambda e: e["have"] >= total // 4)
+    record = dest / "r.bin.part.resume"
+    first.wait_event("progress", timeout=30, pred=lambda e: e["have"] >= total // 4 and record.exists())
+    first.kill()
+    assert (dest / "r.bin.part").exists() and record.exists() and not (dest / "r.bin").exists()
+    second = net.download(info_hash, dest, name="client-resumed")
+    assert second.wait_exit(DOWNLOAD_TIMEOUT) == 0, second.describe()
+    done = second.wait_event("complete")
+    assert done["sha256"] == hashlib.sha256(data).hexdigest() == sha256(dest / "r.bin")
+    assert done["resumed"] >= total // 8, done
+    assert done["downloaded"] <= (total - done["resumed"] + 8) * PIECE_LENGTH, done  # + endgame duplicates
+    assert not record.exists() and not (dest / "r.bin.part").exists()
+
+
+def test_malicious_metainfo_name_is_refused(net: Net) -> None:
+    share = net.root / "share-evil"
+    share.mkdir()
+    (share / "payload").write_bytes(b"owned")
+    evil = net.torrent_server(share, mode="evil-name", name="evil")
+    shared = evil.wait_event("shared", timeout=60)
+    assert shared["name"] == "../evil-payload"
+    dest = net.root / "dl-evil" / "inner"
+    client = net.download(shared["info_hash"], dest, "--timeout", "5")
+    assert client.wait_exit(DOWNLOAD_TIMEOUT) == 1, client.describe()
+    assert "path separator" in client.wait_event("error")["message"]
+    assert [e["peer_id"] for e in client.find_events("peer_bad")] == [evil.peer_id]
+    assert not list((net.root / "dl-evil").rglob("*evil*"))
+    assert list(dest.iterdir()) == []
+
+
+def test_bad_input_is_one_line_exit_2(punch: PunchFactory, tmp_path: Path) -> None:
+    cases = [
+        ("torrent-client", "--info-hash", "xyz", "--ephemeral"),
+        ("torrent-client", "--info-hash", "ab" * 32, "--download-dir", str(tmp_path / "nope"), "--ephemeral"),
+        ("torrent-server", "--share-dir", str(tmp_path / "nope"), "--ephemeral"),
+        ("torrent-server", "--ephemeral"),
+    ]
+    for argv in cases:
+        res = punch.run(*argv)
+        assert res.returncode == 2, (argv, res.stdout, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in res.stderr, res.stderr
+
+
+def test_listing_without_servers_fails_cleanly(net: Net) -> None:
+    client = net.client("--timeout", "2")
+    assert client.wait_exit(60) == 1 or client.find_events("available")  # other tests' servers may be up
+    if not client.find_events("available"):
+        assert "no torrent server" in client.wait_event("error")["message"]
+
+
+def test_download_unknown_info_hash_times_out(net: Net) -> None:
+    client = net.download("cd" * 32, net.root / "dl-unknown", "--timeout", "3")
+    assert client.wait_exit(60) == 1
+    assert "no provider" in client.wait_event("error")["message"]
