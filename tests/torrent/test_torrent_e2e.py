@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import PunchFactory, PunchProcess
 
 from punch_net.torrent import PIECE_LENGTH
-from conftest import PunchFactory, PunchProcess
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -109,7 +109,10 @@ def test_download_every_size_by_info_hash(net: Net, shared: tuple[PunchProcess, 
     assert not list((net.root / "dl-sizes").glob("*.part*"))
 
 
-def test_existing_complete_file_is_verified_not_fetched(net: Net, shared: tuple[PunchProcess, dict[str, str], Path]) -> None:
+Shared = tuple[PunchProcess, dict[str, str], Path]
+
+
+def test_existing_complete_file_is_verified_not_fetched(net: Net, shared: Shared) -> None:
     _, hashes, share = shared
     dest = net.root / "dl-existing"
     dest.mkdir()
