@@ -1,0 +1,387 @@
+"""PunchApp: the Textual node console. It owns one NodeBridge (trio in guest mode),
+fans node messages out to the tab widgets, and turns keys, the palette and the
+compose bar into node commands that run in workers (the UI never waits on the
+network)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.theme import Theme
+from textual.widgets import Footer, Header, Input, Label, TabbedContent, TabPane
+
+from punch_net.config import ConfigError, NodeConfig, update_config_file
+from punch_net.node import Node
+from punch_tui.bridge import BridgeError, NodeBridge
+from punch_tui.format import short_id
+from punch_tui.messages import NodeEvents, NodeStarted, NodeStopped, SnapshotReady
+from punch_tui.palette import NodeCommands
+from punch_tui.peers import InputError, PeerBook, check_command, check_dial
+from punch_tui.screens.error import NodeErrorScreen
+from punch_tui.screens.help import HelpScreen
+from punch_tui.screens.prompt import PromptScreen
+from punch_tui.snapshot import Snapshot
+from punch_tui.tabs.base import NodeTab
+from punch_tui.tabs.connections import ConnectionsTab
+from punch_tui.tabs.dht import DhtTab
+from punch_tui.tabs.messages import MessagesTab
+from punch_tui.tabs.overview import OverviewTab
+from punch_tui.tabs.relay import RelayTab
+from punch_tui.tabs.transfers import TransfersTab
+from punch_tui.themes import DEFAULT_THEME
+from punch_tui.widgets.logview import LogEntry, LogView
+from punch_tui.widgets.table import FilterTable
+
+TAB_IDS = ["overview", "dht", "connections", "messages", "transfers", "relay"]
+
+
+class FilterInput(Input):
+    """The `/` filter field: esc clears the filter and returns to the table."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "Clear filter")]
+
+    def action_clear(self) -> None:
+        self.app.clear_filter()  # type: ignore[attr-defined]
+
+
+class PunchApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "Punch"
+    COMMANDS = App.COMMANDS | {NodeCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("ctrl+p", "command_palette", "Palette", key_display="^p", show=False),
+        Binding("t", "next_theme", "Theme", show=False),
+        *[Binding(str(i + 1), f"show_tab('{tab}')", f"Tab {tab}", show=False) for i, tab in enumerate(TAB_IDS)],
+    ]
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        node: Node,
+        *,
+        theme_name: str = DEFAULT_THEME,
+        themes: list[Theme] | None = None,
+        config_path: Path | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.node_config = config
+        self.bridge = NodeBridge(node, self, poll_interval)
+        self.peers = PeerBook()
+        self.my_addrs: list[str] = []
+        self.config_path = config_path
+        self.start_theme = theme_name
+        self._persist_theme = False
+        self._last_suggestions: list[str] = []
+        self.last_snapshot: Snapshot | None = None
+        self.exit_code = 0
+        for theme in themes or []:
+            self.register_theme(theme)
+
+    # ---------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◆")
+        with TabbedContent(id="tabs"):
+            with TabPane("1 Overview", id="overview"):
+                yield OverviewTab(self.node_config.role, id="tab-overview")
+            with TabPane("2 DHT", id="dht"):
+                yield DhtTab(id="tab-dht")
+            with TabPane("3 Connections", id="connections"):
+                yield ConnectionsTab(id="tab-connections")
+            with TabPane("4 Messages", id="messages"):
+                yield MessagesTab(id="tab-messages")
+            with TabPane("5 Transfers", id="transfers"):
+                yield TransfersTab(id="tab-transfers")
+            with TabPane("6 Relay", id="relay"):
+                yield RelayTab(id="tab-relay")
+        with Horizontal(id="filter-bar"):
+            yield Label("/")
+            yield FilterInput(placeholder="filter the current table (esc clears)", id="filter-input", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"Punch · {self.node_config.role}"
+        self.sub_title = "starting node…"
+        if self.start_theme in self.available_themes:
+            self.theme = self.start_theme
+        self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        self._persist_theme = True
+        self.bridge.start()
+
+    @property
+    def tabs(self) -> list[NodeTab]:
+        return list(self.query(NodeTab))
+
+    def tab(self, name: str) -> Any:
+        return self.query_one(f"#tab-{name}")
+
+    @property
+    def active_tab(self) -> NodeTab:
+        active = self.query_one("#tabs", TabbedContent).active or "overview"
+        return self.query_one(f"#tab-{active}", NodeTab)
+
+    # ---------------------------------------------------------------- node messages
+
+    def on_node_started(self, msg: NodeStarted) -> None:
+        self.peers.me = msg.peer_id
+        self.my_addrs = msg.addrs
+        self.sub_title = f"{short_id(msg.peer_id, 12)} · {len(msg.addrs)} addr"
+        self.tab("overview").set_identity(msg.peer_id, msg.addrs)
+
+    def on_node_events(self, msg: NodeEvents) -> None:
+        for e in msg.events:
+            self.peers.handle_event(e)
+        for tab in self.tabs:
+            tab.handle_events(msg.events)
+
+    def on_snapshot_ready(self, msg: SnapshotReady) -> None:
+        snap = msg.snapshot
+        self.last_snapshot = snap
+        self.my_addrs = snap.listen_addrs
+        self.peers.update_snapshot(snap)
+        for tab in self.tabs:
+            tab.update_snapshot(snap)
+        suggestions = self.peers.peer_ids()
+        if suggestions != self._last_suggestions:
+            self._last_suggestions = suggestions
+            self.tab("messages").set_peer_suggestions(suggestions)
+        self.sub_title = (f"{short_id(str(snap.stats.get('peer_id', '')), 12)} · "
+                          f"{snap.stats.get('connections', 0)} peers · DHT {snap.stats.get('routing_table_size', 0)}")
+
+    def on_node_stopped(self, msg: NodeStopped) -> None:
+        if msg.error:
+            self.exit_code = 1
+            self.sub_title = "node failed"
+            self.push_screen(NodeErrorScreen("The node stopped with an error", msg.error))
+        else:
+            self.exit_code = msg.exit_code or 0
+            self.sub_title = f"role finished (exit {msg.exit_code})"
+            self.push_screen(NodeErrorScreen(
+                "The role finished", f"'{self.node_config.role}' ended with exit code {msg.exit_code}; "
+                                     "the node has stopped."))
+
+    # ---------------------------------------------------------------- running commands
+
+    def run_node(self, label: str, fn: Callable[..., Awaitable[Any]], *args: Any,
+                 on_ok: Callable[[Any], None] | None = None) -> None:
+        """Run a node coroutine in a worker; report failure as a notification."""
+
+        async def work() -> None:
+            try:
+                result = await self.bridge.call(fn, *args)
+            except BridgeError as exc:
+                self.notify(f"{label}: {exc}", severity="error", timeout=6)
+                return
+            except Exception as exc:  # NodeError and friends: one line
+                self.notify(f"{label}: {exc}", severity="error", timeout=6)
+                self._log_error(f"{label}: {exc}")
+                return
+            if on_ok is not None:
+                on_ok(result)
+
+        self.run_worker(work(), group="node", exit_on_error=False)
+
+    def _log_error(self, text: str) -> None:
+        self.tab("messages").add_entries([LogEntry("error", f"! {text}", {"error": text})])
+
+    def dial(self, addr: str) -> None:
+        try:
+            addr = check_dial(addr)
+        except InputError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.notify(f"dialling {addr}…", timeout=3)
+        self.run_node(f"dial {addr}", self.bridge.node.dial, addr,
+                      on_ok=lambda peer: self.notify(f"✓ connected to {peer}", timeout=5))
+
+    def find_peers(self, namespace: str) -> None:
+        def done(found: list[Any]) -> None:
+            ids = ", ".join(short_id(str(p.peer_id)) for p in found) or "none"
+            self.notify(f"'{namespace}': {len(found)} peer(s): {ids}", timeout=8)
+
+        self.notify(f"looking up '{namespace}'…", timeout=3)
+        self.run_node(f"find {namespace}", self.bridge.node.find_peers, namespace, on_ok=done)
+
+    def ping_peer(self, peer: str) -> None:
+        self.run_node(f"ping {short_id(peer)}", self.bridge.node.ping, peer,
+                      on_ok=lambda rtt: self.notify(f"ping {short_id(peer)}: {rtt * 1000:.2f} ms", timeout=5))
+
+    def disconnect_peer(self, peer: str) -> None:
+        self.run_node(f"disconnect {short_id(peer)}", self.bridge.node.disconnect, peer,
+                      on_ok=lambda _: self.notify(f"disconnected {short_id(peer)}", timeout=4))
+
+    def request_peer(self, peer: str, command: str, args: dict[str, Any]) -> None:
+        """Send a command; the sent line and the reply reach the Messages log as node events."""
+        self.run_node(f"{command} to {short_id(peer)}", self.bridge.node.request, peer, command, args)
+
+    def send_to_peer(self, peer_text: str, command: str, payload: str) -> str | None:
+        """From the compose bar: validate, send, return an inline error (or None)."""
+        try:
+            peer = self.peers.resolve(peer_text)
+            command, args = check_command(command, payload)
+        except InputError as exc:
+            return str(exc)
+        self.request_peer(peer, command, args)
+        return None
+
+    def copy_my_address(self, addr: str | None = None) -> None:
+        addr = addr or (self.my_addrs[0] if self.my_addrs else None)
+        if not addr:
+            self.notify("the node is not listening yet", severity="warning")
+            return
+        self.copy_to_clipboard(addr)
+        self.notify(f"copied {addr}", timeout=4)
+
+    def switch_theme(self, name: str) -> None:
+        if name not in self.available_themes:
+            self.notify(f"no theme '{name}'", severity="error")
+            return
+        self.theme = name
+
+    def _on_theme_changed(self, theme: Theme) -> None:
+        if not self._persist_theme or self.config_path is None:
+            return
+        try:
+            update_config_file(self.config_path, "tui", "theme", theme.name)
+        except (ConfigError, OSError) as exc:
+            self.notify(f"theme not saved: {exc}", severity="warning")
+
+    # ---------------------------------------------------------------- prompts (from the palette)
+
+    def open_prompt(self, verb: str, initial: str = "") -> None:
+        book = self.peers
+        if verb == "dial":
+            self.push_screen(PromptScreen("Dial a multiaddr", check_dial, book.dial_addrs(),
+                                          "/ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…", initial),
+                             lambda v: self.dial(v) if v else None)
+        elif verb == "find":
+            def check_ns(text: str) -> str:
+                if not text.strip():
+                    raise InputError("type a namespace")
+                return text.strip()
+
+            self.push_screen(PromptScreen("Find peers of namespace", check_ns, [self.node_config.namespace],
+                                          self.node_config.namespace, initial or self.node_config.namespace),
+                             lambda v: self.find_peers(v) if v else None)
+        elif verb == "ping":
+            self.push_screen(PromptScreen("Ping peer", book.resolve, book.peer_ids(), "peer id", initial),
+                             lambda v: self.ping_peer(v) if v else None)
+        elif verb == "send":
+            def check_send(text: str) -> str:
+                peer_text, _, rest = text.strip().partition(" ")
+                peer = book.resolve(peer_text)
+                command, _, args = rest.partition(" ") if rest.split(" ", 1)[0].isidentifier() and \
+                    rest.split(" ", 1)[0] != rest and rest.split(" ", 1)[1].lstrip().startswith("{") \
+                    else ("message", "", rest)
+                cmd, parsed = check_command(command, args)
+                return json.dumps([peer, cmd, parsed])
+
+            def sent(value: str | None) -> None:
+                if value:
+                    peer, cmd, parsed = json.loads(value)
+                    self.request_peer(peer, cmd, parsed)
+
+            self.push_screen(PromptScreen("Send: PEER text   or   PEER command {json}", check_send,
+                                          [f"{p} " for p in book.peer_ids()], "peer text…",
+                                          f"{initial} " if initial else ""), sent)
+        elif verb == "theme":
+            self.search_themes()
+        elif verb == "copy":
+            self.copy_my_address()
+
+    # ---------------------------------------------------------------- keys
+
+    def action_show_tab(self, name: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = name
+        self._sync_filter_bar()
+
+    def action_help(self) -> None:
+        sections: list[tuple[str, list[BindingType]]] = [
+            ("Everywhere", [*self.BINDINGS, Binding("1-6", "", "jump to tab 1…6"),
+                            Binding("tab,shift+tab", "", "move focus")]),
+            ("Tables (DHT, Connections, …)", [*FilterTable.BINDINGS,
+                                               Binding("click header", "", "sort by that column")]),
+            ("Logs (Overview events, Messages)", list(LogView.BINDINGS)),
+        ]
+        for tab in self.tabs:
+            if tab.BINDINGS:
+                sections.append((tab.TITLE, list(tab.BINDINGS)))
+        self.push_screen(HelpScreen(sections))
+
+    def action_filter(self) -> None:
+        target = self.active_tab.filter_target()
+        if target is None:
+            self.notify("nothing to filter on this tab", severity="warning")
+            return
+        bar = self.query_one("#filter-bar")
+        bar.add_class("active")
+        field = self.query_one("#filter-input", Input)
+        field.value = getattr(target, "filter_text", "")
+        field.focus()
+
+    @on(Input.Changed, "#filter-input")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        target = self.active_tab.filter_target()
+        if target is not None:
+            target.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter-input")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        target = self.active_tab.filter_target()
+        if target is not None:
+            target.focus()
+        self._sync_filter_bar()
+
+    def clear_filter(self) -> None:
+        self.query_one("#filter-input", Input).value = ""
+        target = self.active_tab.filter_target()
+        if target is not None:
+            target.set_filter("")
+            target.focus()
+        self._sync_filter_bar()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._sync_filter_bar()
+        target = self.active_tab.filter_target()
+        if target is not None and not isinstance(self.focused, Input):
+            target.focus()  # so the footer shows this tab's keys
+
+    def _sync_filter_bar(self) -> None:
+        target = self.active_tab.filter_target()
+        text = getattr(target, "filter_text", "") if target is not None else ""
+        bar = self.query_one("#filter-bar")
+        field = self.query_one("#filter-input", Input)
+        if text:
+            bar.add_class("active")
+            if field.value != text:
+                field.value = text
+        elif not field.has_focus:
+            bar.remove_class("active")
+
+    def action_next_theme(self) -> None:
+        names = sorted(n for n in self.available_themes if n.startswith("punch-")) or sorted(self.available_themes)
+        current = self.theme if self.theme in names else names[-1]
+        self.switch_theme(names[(names.index(current) + 1) % len(names)])
+        self.notify(f"theme {self.theme}", timeout=2)
+
+    async def on_unmount(self) -> None:
+        """However the app ends (quit, crash, test teardown), stop the node cleanly."""
+        if not self.bridge.finished:
+            await self.bridge.stop(5.0)
+
+    async def action_quit(self) -> None:
+        self.sub_title = "stopping node…"
+        await self.bridge.stop()
+        self.exit(self.exit_code, return_code=self.exit_code)

@@ -1,0 +1,127 @@
+"""Command palette (ctrl+p) providers: node actions with completion from known peers.
+
+Type a verb and its argument straight into the palette (`dial /ip4/…`, `ping 12D3…`,
+`send 12D3… hello`, `find simple-chat`, `theme light`, `copy`), or pick an action to get
+a prompt. Bad input is shown as a red hit explaining why, never an exception."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.markup import escape
+from rich.text import Text
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from punch_tui.format import short_id
+from punch_tui.peers import InputError, check_command, check_dial
+
+if TYPE_CHECKING:
+    from punch_tui.app import PunchApp
+
+MAX_COMPLETIONS = 12
+
+ACTIONS: list[tuple[str, str, str]] = [
+    ("dial", "Dial a multiaddr", "connect to /ip4/…/tcp/PORT/p2p/ID (the /p2p part is optional)"),
+    ("find", "Find peers of a namespace", "DHT provider lookup"),
+    ("send", "Send a message or command to a peer", "send PEER text | send PEER cmd {json}"),
+    ("ping", "Ping a peer", "libp2p ping, shows the RTT"),
+    ("theme", "Switch theme", "saved in the config file"),
+    ("copy", "Copy my address", "to the clipboard (OSC 52)"),
+]
+
+
+def error_hit(message: str, query: str) -> Hit:
+    text = Text.assemble(("✗ ", "bold red"), (message, "red"))
+
+    def noop() -> None:
+        return None
+
+    return Hit(1.0, text, noop, text=f"✗ {message}", help=escape(f"fix the input: {query}"))
+
+
+class NodeCommands(Provider):
+    """The node's actions; completions come from the app's PeerBook."""
+
+    @property
+    def punch(self) -> PunchApp:
+        return cast("PunchApp", self.app)
+
+    async def discover(self) -> Hits:
+        for verb, title, help_text in ACTIONS:
+            yield DiscoveryHit(title, partial(self.punch.open_prompt, verb), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        q = query.strip()
+        verb, _, rest = q.partition(" ")
+        verb = verb.lower()
+        rest = rest.strip()
+        if verb in {v for v, _, _ in ACTIONS} and (rest or query.endswith(" ")):
+            for hit in self._verb_hits(verb, rest):
+                yield hit
+            return
+        matcher = self.matcher(q)
+        for verb_name, title, help_text in ACTIONS:
+            score = max(matcher.match(title), matcher.match(verb_name))
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), partial(self.punch.open_prompt, verb_name),
+                          text=title, help=help_text)
+
+    def _verb_hits(self, verb: str, rest: str) -> list[Hit]:
+        app = self.punch
+        book = app.peers
+        if verb == "dial":
+            if not rest:
+                return [Hit(0.5, Text(f"Dial {a}"), partial(app.dial, a), text=f"dial {a}")
+                        for a in book.dial_addrs()[:MAX_COMPLETIONS]] or [error_hit("type a multiaddr", rest)]
+            try:
+                addr = check_dial(rest)
+            except InputError as exc:
+                return [error_hit(str(exc), rest)]
+            return [Hit(1.0, Text(f"Dial {addr}"), partial(app.dial, addr), text=f"dial {addr}")]
+        if verb == "find":
+            ns = rest or app.node_config.namespace
+            return [Hit(1.0, Text(f"Find peers of '{ns}'"), partial(app.find_peers, ns), text=f"find {ns}")]
+        if verb in ("ping", "send"):
+            peer_text, _, payload = rest.partition(" ")
+            candidates = [p for p in book.peer_ids()
+                          if not peer_text or p.startswith(peer_text) or p.endswith(peer_text.lstrip("…"))]
+            if verb == "send" and payload:
+                try:
+                    peer = book.resolve(peer_text)
+                    command, args = ("message", {"text": payload}) if not payload.startswith(
+                        tuple("{")) and " {" not in payload else _split_command(payload)
+                except InputError as exc:
+                    return [error_hit(str(exc), rest)]
+                return [Hit(1.0, Text(f"Send {command} to {short_id(peer)}: {payload}"),
+                            partial(app.request_peer, peer, command, args), text=f"send {peer} {payload}")]
+            if not candidates:
+                return [error_hit(f"unknown peer '{peer_text}'" if peer_text else "no known peers yet", rest)]
+            hits = []
+            for p in candidates[:MAX_COMPLETIONS]:
+                mark = "●" if p in book.connected else "·"
+                if verb == "ping":
+                    hits.append(Hit(0.9, Text(f"Ping {mark} {p}"), partial(app.ping_peer, p), text=f"ping {p}"))
+                else:
+                    hits.append(Hit(0.9, Text(f"Send to {mark} {p}…"), partial(app.open_prompt, "send", p),
+                                    text=f"send {p}"))
+            return hits
+        if verb == "theme":
+            names = sorted(app.available_themes)
+            matching = [n for n in names if rest.lower() in n.lower()]
+            if not matching:
+                return [error_hit(f"no theme '{rest}'", rest)]
+            return [Hit(1.0 if n.startswith("punch") else 0.8, Text(f"Theme: {n}"), partial(app.switch_theme, n),
+                        text=f"theme {n}") for n in matching]
+        if verb == "copy":
+            return [Hit(1.0, Text(f"Copy {a}"), partial(app.copy_my_address, a), text=f"copy {a}")
+                    for a in app.my_addrs] or [error_hit("the node is not listening yet", rest)]
+        return []
+
+
+def _split_command(payload: str) -> tuple[str, dict[str, Any]]:
+    """`cmd {json}` or `{json}` (a message with explicit args)."""
+    if payload.startswith("{"):
+        return check_command("message", payload)
+    command, _, args = payload.partition(" ")
+    return check_command(command, args)

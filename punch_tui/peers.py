@@ -1,0 +1,118 @@
+"""What the UI knows about other peers (from snapshots and events), for completion
+in the palette and the compose bar, and the pure input checks both use."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from punch_net import events as ev
+from punch_net.p2p.addresses import AddressError, parse_dial_target
+from punch_tui.snapshot import Snapshot
+
+COMMAND_NAME_MAX = 64
+
+
+class InputError(ValueError):
+    """User input that cannot be used; the message is shown inline."""
+
+
+class PeerBook:
+    """peer id -> known addresses, plus whether we are connected now."""
+
+    def __init__(self) -> None:
+        self.addrs: dict[str, list[str]] = {}
+        self.connected: set[str] = set()
+        self.me = ""
+
+    def learn(self, peer_id: str, addrs: list[str] | None = None) -> None:
+        if not peer_id or peer_id == self.me:
+            return
+        known = self.addrs.setdefault(peer_id, [])
+        for a in addrs or []:
+            if a and a not in known:
+                known.append(a)
+
+    def update_snapshot(self, snap: Snapshot) -> None:
+        self.me = str(snap.stats.get("peer_id", self.me))
+        self.connected = {c.peer_id for c in snap.connections}
+        for c in snap.connections:
+            self.learn(c.peer_id, [c.remote_addr])
+        if snap.routing is not None:
+            for b in snap.routing.buckets:
+                for p in b.peers:
+                    self.learn(p.peer_id, p.addrs[:3])
+
+    def handle_event(self, e: ev.Event) -> None:
+        if isinstance(e, ev.Discovered):
+            self.learn(e.peer_id, e.addrs)
+        elif isinstance(e, ev.PeerConnected):
+            self.learn(e.peer_id, [e.addr])
+
+    def peer_ids(self) -> list[str]:
+        """Connected peers first, then the rest, each group sorted."""
+        return sorted(self.addrs, key=lambda p: (p not in self.connected, p))
+
+    def dial_addrs(self) -> list[str]:
+        """Full dialable addresses (`.../p2p/ID`) of known peers, connected first."""
+        out = []
+        for p in self.peer_ids():
+            for a in self.addrs[p]:
+                if "/tcp/" in a:
+                    out.append(a if "/p2p/" in a else f"{a}/p2p/{p}")
+        return out
+
+    def resolve(self, text: str) -> str:
+        """A full peer id, or a unique prefix/suffix of a known one (short ids shown as …XYZ)."""
+        text = text.strip().lstrip("…").strip()
+        if not text:
+            raise InputError("choose a peer (tab completes known peer ids)")
+        if text in self.addrs:
+            return text
+        hits = [p for p in self.addrs if p.startswith(text) or p.endswith(text)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise InputError(f"'{text}' matches {len(hits)} peers; type more of the id")
+        if len(text) >= 46 and text[:2] in ("12", "Qm"):
+            try:
+                from libp2p.peer.id import ID
+
+                ID.from_base58(text)
+            except Exception:
+                raise InputError(f"'{text}' is not a valid peer id") from None
+            return text  # a well-formed id we have not met: the node will try
+        raise InputError(f"unknown peer '{text}'")
+
+
+def check_dial(text: str) -> str:
+    """Validate a dial target with the node's own parser; return it stripped."""
+    text = text.strip()
+    if not text:
+        raise InputError("type a multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…")
+    try:
+        parse_dial_target(text)
+    except AddressError as exc:
+        raise InputError(str(exc)) from None
+    return text
+
+
+def check_command(command: str, payload: str) -> tuple[str, dict[str, Any]]:
+    """(command, args): `message` takes plain text, anything else a JSON object (or nothing)."""
+    command = command.strip() or "message"
+    if len(command) > COMMAND_NAME_MAX or not command.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise InputError(f"bad command name '{command[:COMMAND_NAME_MAX]}'")
+    payload = payload.strip()
+    if command == "message" and not payload.startswith("{"):
+        if not payload:
+            raise InputError("type the message text")
+        return command, {"text": payload}
+    if not payload:
+        return command, {}
+    try:
+        args = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"args are not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(args, dict):
+        raise InputError("args must be a JSON object, e.g. {\"text\": \"hi\"}")
+    return command, args

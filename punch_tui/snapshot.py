@@ -1,0 +1,62 @@
+"""One immutable picture of the node, taken on the trio side and handed to the UI.
+
+Extension point for other capabilities: a node (or its role) may grow
+`node.transfers() -> list[dict]` (one row per transfer; keys become columns) and
+`node.relay_status() -> dict` (key/value pairs; list values become a table). When the
+node has no such method the tab says "not running in this role".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from punch_net.node import ConnectionInfo, Node, RoutingTableInfo
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    ts: float
+    stats: dict[str, Any]
+    listen_addrs: list[str]
+    connections: list[ConnectionInfo]
+    routing: RoutingTableInfo | None
+    transfers: list[dict[str, Any]] | None = None  # None: the role has no transfers
+    relay: dict[str, Any] | None = None  # None: the role has no relay
+    extra_errors: list[str] = field(default_factory=list)
+
+
+def _optional(node: Node, name: str, errors: list[str]) -> Any:
+    fn = getattr(node, name, None)
+    if fn is None:
+        return None
+    try:
+        return fn()
+    except Exception as exc:  # a capability's snapshot must never kill the UI
+        errors.append(f"{name}(): {exc}")
+        return None
+
+
+def take_snapshot(node: Node) -> Snapshot:
+    """Read every snapshot the node offers; cheap, synchronous, no network."""
+    errors: list[str] = []
+    routing: RoutingTableInfo | None
+    try:
+        routing = node.routing_table()
+    except Exception as exc:
+        errors.append(f"routing_table(): {exc}")
+        routing = None
+    transfers = _optional(node, "transfers", errors)
+    relay = _optional(node, "relay_status", errors)
+    return Snapshot(
+        ts=time.time(),
+        stats=node.stats(),
+        listen_addrs=node.listen_addrs(),
+        connections=node.connections(),
+        routing=routing,
+        transfers=[dict(vars(t)) if not isinstance(t, dict) else t for t in transfers]
+        if transfers is not None else None,
+        relay=relay if relay is None or isinstance(relay, dict) else dict(vars(relay)),
+        extra_errors=errors,
+    )

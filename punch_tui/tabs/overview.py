@@ -1,0 +1,164 @@
+"""Overview: who am I, how am I doing (role, peer id, addresses, uptime, peers, DHT
+size, messages, bandwidth with sparklines, reachability) and the recent node events."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, OptionList, Sparkline, Static
+from textual.widgets.option_list import Option
+
+from punch_net import events as ev
+from punch_tui.format import age, rate, short_id, size
+from punch_tui.snapshot import Snapshot
+from punch_tui.tabs.base import NodeTab
+from punch_tui.widgets.logview import LogEntry, LogView
+
+HISTORY = 60
+
+
+def event_entry(e: ev.Event) -> LogEntry | None:
+    """A one-line, human summary of a node event for the Overview event log."""
+    p = short_id
+    if isinstance(e, ev.Listening):
+        return LogEntry("info", f"listening as {p(e.peer_id)} on {len(e.addrs)} address(es)", e.to_json(), e.ts)
+    if isinstance(e, ev.BootstrapRetry):
+        return LogEntry("error", f"bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s",
+                        e.to_json(), e.ts)
+    if isinstance(e, ev.Bootstrapped):
+        return LogEntry("reply", f"✓ DHT bootstrapped ({e.routing_table_size} peers)", e.to_json(), e.ts)
+    if isinstance(e, ev.Registered):
+        return LogEntry("reply", f"✓ announced namespace '{e.namespace}'", e.to_json(), e.ts)
+    if isinstance(e, ev.Discovered):
+        return LogEntry("info", f"discovered {p(e.peer_id)} in '{e.namespace}'", e.to_json(), e.ts)
+    if isinstance(e, ev.PeerConnected):
+        return LogEntry("received", f"+ connected {p(e.peer_id)} ({e.direction}, {e.addr})", e.to_json(), e.ts)
+    if isinstance(e, ev.PeerDisconnected):
+        return LogEntry("info", f"- disconnected {p(e.peer_id)}", e.to_json(), e.ts)
+    if isinstance(e, ev.DHTUpdated):
+        return LogEntry("info", f"routing table now {e.size} peers", e.to_json(), e.ts)
+    if isinstance(e, ev.ErrorEvent):
+        return LogEntry("error", f"! {e.where + ': ' if e.where else ''}{e.message}", e.to_json(), e.ts)
+    if isinstance(e, ev.MessageSent | ev.Reply | ev.MessageReceived):
+        return None  # the Messages tab shows these
+    return LogEntry("info", f"{e.kind}", e.to_json(), e.ts)
+
+
+class OverviewTab(NodeTab):
+    TITLE = "Overview"
+    BINDINGS = [Binding("c", "copy_address", "Copy addr")]
+    DEFAULT_CSS = """
+    OverviewTab #ov-top { height: auto; max-height: 11; }
+    OverviewTab #ov-info { width: 1fr; height: auto; }
+    OverviewTab #ov-right { width: 1fr; height: auto; max-height: 11; }
+    OverviewTab #ov-addrs { height: auto; max-height: 6; border: none; }
+    OverviewTab .spark-label { width: 14; color: $foreground-muted; }
+    OverviewTab Sparkline { height: 1; width: 1fr; }
+    OverviewTab .spark-row { height: 1; }
+    OverviewTab #ov-events { height: 1fr; min-height: 3; }
+    OverviewTab .section { color: $accent; text-style: bold; height: 1; }
+    """
+
+    def __init__(self, role: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.role = role
+        self.peer_id = ""
+        self.addrs: list[str] = []
+        self._prev: tuple[float, int, int] | None = None
+        self.rate_in: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
+        self.rate_out: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="ov-top"):
+            yield Static(self._info_table({}), id="ov-info")
+            with Vertical(id="ov-right"):
+                yield Label("Listen addresses (c copies)", classes="section")
+                yield OptionList(id="ov-addrs")
+                with Horizontal(classes="spark-row"):
+                    yield Label("in  0 B/s", id="ov-in-label", classes="spark-label")
+                    yield Sparkline(list(self.rate_in), id="ov-spark-in")
+                with Horizontal(classes="spark-row"):
+                    yield Label("out 0 B/s", id="ov-out-label", classes="spark-label")
+                    yield Sparkline(list(self.rate_out), id="ov-spark-out")
+        yield Label("Events", classes="section")
+        yield LogView(limit=1000, id="ov-events")
+
+    def _info_table(self, stats: dict[str, object], snap: Snapshot | None = None) -> Table:
+        t = Table.grid(padding=(0, 1))
+        t.add_column(style="bold", no_wrap=True, min_width=12)
+        t.add_column(no_wrap=True, overflow="ellipsis")
+        relay = snap.relay if snap else None
+        reach = str(relay.get("reachability", "unknown")) if relay else "unknown (no AutoNAT here)"
+        dht_mode = snap.routing.mode if snap and snap.routing else "?"
+        rows: list[tuple[str, str | Text]] = [
+            ("Role", Text(self.role, style="bold")),
+            ("Peer ID", self.peer_id or "starting…"),
+            ("Uptime", age(float(stats["uptime_s"])) if "uptime_s" in stats else "-"),  # type: ignore[arg-type]
+            ("Peers", str(stats.get("connections", "-"))),
+            ("DHT", f"{stats.get('routing_table_size', '-')} peers ({dht_mode})"),
+            ("Messages", f"in {stats.get('messages_in', 0)} · out {stats.get('messages_out', 0)}"
+                         f" · replies {stats.get('replies', 0)} · err {stats.get('errors', 0)}"),
+            ("Traffic", f"in {size(float(stats.get('bytes_in', 0)))} · "  # type: ignore[arg-type]
+                        f"out {size(float(stats.get('bytes_out', 0)))}"),  # type: ignore[arg-type]
+            ("Reachability", reach),
+            ("Dropped", f"{stats.get('events_dropped', 0)} events"),
+        ]
+        for k, v in rows:
+            t.add_row(k, v)
+        return t
+
+    def set_identity(self, peer_id: str, addrs: list[str]) -> None:
+        self.peer_id = peer_id
+        self._set_addrs(addrs)
+        self.query_one("#ov-info", Static).update(self._info_table({}))
+
+    def _set_addrs(self, addrs: list[str]) -> None:
+        if addrs == self.addrs:
+            return
+        self.addrs = list(addrs)
+        ol = self.query_one("#ov-addrs", OptionList)
+        highlighted = ol.highlighted
+        ol.clear_options()
+        ol.add_options([Option(a, id=a) for a in addrs])
+        if addrs:
+            ol.highlighted = min(highlighted or 0, len(addrs) - 1)
+
+    def update_snapshot(self, snap: Snapshot) -> None:
+        stats = snap.stats
+        self.peer_id = str(stats.get("peer_id", self.peer_id))
+        self._set_addrs(snap.listen_addrs)
+        b_in, b_out = int(stats.get("bytes_in", 0)), int(stats.get("bytes_out", 0))
+        if self._prev is not None:
+            dt = max(1e-3, snap.ts - self._prev[0])
+            self.rate_in.append(max(0.0, (b_in - self._prev[1]) / dt))
+            self.rate_out.append(max(0.0, (b_out - self._prev[2]) / dt))
+        self._prev = (snap.ts, b_in, b_out)
+        self.query_one("#ov-info", Static).update(self._info_table(stats, snap))
+        self.query_one("#ov-spark-in", Sparkline).data = list(self.rate_in)
+        self.query_one("#ov-spark-out", Sparkline).data = list(self.rate_out)
+        self.query_one("#ov-in-label", Label).update(f"in  {rate(self.rate_in[-1])}")
+        self.query_one("#ov-out-label", Label).update(f"out {rate(self.rate_out[-1])}")
+
+    def handle_events(self, events: list[ev.Event]) -> None:
+        entries = [x for x in (event_entry(e) for e in events) if x is not None]
+        self.query_one("#ov-events", LogView).append(entries)
+
+    def filter_target(self) -> LogView:
+        return self.query_one("#ov-events", LogView)
+
+    def selected_address(self) -> str | None:
+        ol = self.query_one("#ov-addrs", OptionList)
+        if ol.highlighted is None or not self.addrs:
+            return self.addrs[0] if self.addrs else None
+        return self.addrs[min(ol.highlighted, len(self.addrs) - 1)]
+
+    def action_copy_address(self) -> None:
+        self.app.copy_my_address(self.selected_address())  # type: ignore[attr-defined]
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.app.copy_my_address(self.selected_address())  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Reusable widgets: a filterable, sortable table and a bounded, virtualised log."""

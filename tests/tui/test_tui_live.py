@@ -1,0 +1,179 @@
+"""Pilot tests of punch-tui against real nodes in child processes (127.0.0.1 only).
+
+Each test runs the app with `App.run_test()` on asyncio; the app's own node runs in
+trio guest mode inside it, exactly as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from tui_net import Network, make_app, screen_text, wait_until
+
+from punch_tui.format import short_id
+from punch_tui.widgets.table import FilterTable
+
+SIZE = (100, 30)
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_discovery_shows_in_connections_and_dht(network: Network, tmp_path: Path) -> None:
+    """A dialer finds both listeners through the DHT; they show up in Connections and DHT."""
+    want = {lst.peer_id for lst in network.listeners}
+
+    async def scenario() -> None:
+        app = make_app(tmp_path, "dialer", [network.server.addr], interval=30.0)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: want <= {c.peer_id for c in app.last_snapshot.connections}
+                             if app.last_snapshot else False, what="both listeners connected")
+            await pilot.press("3")
+            table = app.query_one("#conn-table", FilterTable)
+            await wait_until(pilot, lambda: table.row_count >= 3, what="rows in the Connections table")
+            shown = set(table.column_texts("peer"))
+            assert {short_id(p, 12) for p in want} <= shown
+            assert short_id(network.server.peer_id, 12) in shown
+            await pilot.press("2")
+            peers = app.query_one("#dht-peers", FilterTable)
+            await wait_until(pilot, lambda: short_id(network.server.peer_id, 12) in peers.column_texts("peer"),
+                             what="server in the routing table")
+            await pilot.pause(0.3)
+            text = screen_text(app)
+            assert short_id(network.server.peer_id, 12) in text
+            assert "buckets" in text
+            await pilot.press("q")
+        assert app.bridge.finished
+
+    run(scenario())
+
+
+def test_palette_dial_then_message_gets_reply(network: Network, tmp_path: Path) -> None:
+    """ctrl+p `dial ADDR` connects; a message typed in the Messages tab gets a reply in the log."""
+    target = network.listeners[0]
+
+    async def scenario() -> None:
+        app = make_app(tmp_path, "listener", [network.server.addr], namespace="tui-other")
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.bridge.running, what="node running")
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.2)
+            await pilot.press(*f"dial {target.addr}")
+            await pilot.pause(0.8)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.last_snapshot and target.peer_id in
+                             {c.peer_id for c in app.last_snapshot.connections}, what="palette dial connected")
+            await pilot.press("4")
+            await pilot.press("c")  # compose: focus the peer field
+            await pilot.press(*target.peer_id[-10:])
+            await pilot.press("tab", "tab")
+            await pilot.press(*"hello from the tui")
+            await pilot.press("enter")
+            log = app.tab("messages").log_view
+            await wait_until(pilot, lambda: any("REPLY" in t and "hello from the tui" in t for t in log.visible_texts()),
+                             what="the reply in the Messages log")
+            assert any(t.startswith("→ SENT message") for t in log.visible_texts())
+            assert "hello from the tui" in screen_text(app)
+            await pilot.press("q")
+
+    run(scenario())
+
+
+def test_bad_input_gives_inline_errors(network: Network, tmp_path: Path) -> None:
+    """A malformed multiaddr in the palette and an unknown peer in compose: errors, no crash."""
+
+    async def scenario() -> None:
+        app = make_app(tmp_path, "listener", [network.server.addr])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.bridge.running, what="node running")
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.2)
+            await pilot.press(*"dial /ip4/999.1.2.3/tcp/80")
+            await wait_until(pilot, lambda: "✗" in screen_text(app), timeout=10, what="an error hit")
+            text = screen_text(app)
+            assert "999.1.2.3" in text
+            await pilot.press("enter")  # choosing the error hit does nothing harmful
+            await pilot.pause(0.3)
+            await pilot.press("escape")
+            await pilot.press("4", "c")
+            await pilot.press(*"nosuchpeer", "tab", "tab", *"hi", "enter")
+            await pilot.pause(0.3)
+            assert "unknown peer 'nosuchpeer'" in screen_text(app)
+            assert app.bridge.running
+            await pilot.press("escape", "q")
+
+    run(scenario())
+
+
+def test_filter_and_sort_tables(network: Network, tmp_path: Path) -> None:
+    """`/` narrows the Connections table, esc clears; `s`/`S` and header clicks sort."""
+    a, b = network.listeners
+
+    async def scenario() -> None:
+        app = make_app(tmp_path, "dialer", [network.server.addr], interval=30.0)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.query_one("#conn-table", FilterTable)
+            await pilot.press("3")
+            await wait_until(pilot, lambda: table.row_count >= 3, what="three connections")
+            await pilot.press("slash", *b.peer_id[-8:])
+            await wait_until(pilot, lambda: table.row_count == 1, timeout=5, what="filtered to one row")
+            assert table.column_texts("peer") == [short_id(b.peer_id, 12)]
+            await pilot.press("enter")  # keep the filter, back to the table
+            assert table.row_count == 1 and table.has_focus
+            await pilot.press("slash", "escape")
+            await wait_until(pilot, lambda: table.row_count >= 3, timeout=5, what="filter cleared")
+            table.focus()
+            await pilot.press("s")  # sort by the first column (peer id, full id order)
+            ids = [table.get_cell(r.key, "peer").sort for r in table.ordered_rows]
+            assert ids == sorted(ids) and table.sort_column == "peer"
+            await pilot.press("S")
+            ids = [table.get_cell(r.key, "peer").sort for r in table.ordered_rows]
+            assert ids == sorted(ids, reverse=True)
+            await pilot.click("#conn-table", offset=(17, 0))  # the "Dir" header
+            assert table.sort_column == "dir"
+            await pilot.press("q")
+
+    run(scenario())
+
+
+def test_node_failure_shows_error_screen(tmp_path: Path) -> None:
+    """A port already in use: the node cannot start; the error screen says why."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+
+        async def scenario() -> None:
+            app = make_app(tmp_path, "listener", port=port)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await wait_until(pilot, lambda: "stopped with an error" in screen_text(app), timeout=20,
+                                 what="error screen")
+                assert str(port) in screen_text(app)
+                await pilot.press("q")
+            assert app.return_code == 1
+
+        run(scenario())
+
+
+def test_theme_switch_persists_to_config(tmp_path: Path) -> None:
+    """Switching theme in the palette writes [tui] theme to the TOML config."""
+    import tomllib
+
+    async def scenario() -> None:
+        app = make_app(tmp_path, "listener")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: app.bridge.running, what="node running")
+            assert app.theme == "punch-dark"
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.2)
+            await pilot.press(*"theme punch-high")
+            await pilot.pause(0.8)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.theme == "punch-high-contrast", timeout=5, what="theme applied")
+            await pilot.press("q")
+
+    run(scenario())
+    data = tomllib.loads((tmp_path / "config.toml").read_text())
+    assert data == {"tui": {"theme": "punch-high-contrast"}}
