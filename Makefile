@@ -12,12 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# System tools some tests drive (tmux for the real-terminal TUI test).
+# System tools some tests drive (tmux for the real-terminal TUI test, iproute2/nftables for the NAT rig).
 system-deps:
 	@command -v tmux >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq tmux >/dev/null) || echo "tmux could not be installed; its test will skip"; \
 	  else echo "tmux missing and not root: the tmux test will skip"; fi; }
+	@# iproute2 + nftables build the NAT rig (tests/nat): network namespaces with masquerade
+	@{ command -v ip >/dev/null 2>&1 && command -v nft >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq iproute2 nftables >/dev/null) || echo "nftables could not be installed; NAT tests will skip"; \
+	  else echo "iproute2/nftables missing and not root: NAT tests will skip"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
