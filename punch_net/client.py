@@ -71,7 +71,7 @@ class P2PClient:
             if self.announce:
                 self._nursery.start_soon(keep_providing, self.node, self.namespace)
         except BaseException as exc:
-            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            await self.__aexit__(None, None, None)
             if isinstance(exc, trio.TooSlowError):
                 raise NodeError(f"no bootstrap node answered within {self.timeout:g}s") from None
             raise
@@ -85,7 +85,10 @@ class P2PClient:
             return None
         self._nursery.cancel_scope.cancel()
         nursery_cm, self._nursery = self._nursery_cm, None
-        return bool(await nursery_cm.__aexit__(exc_type, exc, tb))
+        # Stop the node without handing the nursery the body's exception, so that
+        # exception reaches the caller as itself, not wrapped in an ExceptionGroup.
+        await nursery_cm.__aexit__(None, None, None)
+        return None
 
     async def find_peers(self, timeout: float | None = None) -> list[str]:
         """Peer ids announcing our namespace (through the DHT)."""

@@ -92,10 +92,9 @@ async def test_fix_per_peer_cap_keeps_one_attacker_from_filling_the_server() -> 
     async with kad_server(30.0) as (server, dht), libp2p_host() as attacker, libp2p_host() as honest:
         await connect(attacker, server)
         await connect(honest, server)
-        stalled = await open_stalled_streams(attacker, server.get_id(), str(KAD_PROTOCOL), 16)
+        await open_stalled_streams(attacker, server.get_id(), str(KAD_PROTOCOL), 16)
         await trio.sleep(0.3)
         assert dht._inbound_limiter.borrowed_tokens <= KAD_STREAMS_PER_PEER
-        assert len(stalled) <= KAD_STREAMS_PER_PEER + 1
         start = time.monotonic()
         await kad_find_node(honest, server.get_id(), timeout=5)
         assert time.monotonic() - start < 3

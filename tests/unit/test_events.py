@@ -1,0 +1,49 @@
+"""Typed events and the bounded bus: a slow subscriber loses events, never stalls the node."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from punch_net import events as ev
+
+
+def test_to_json_names_the_event_and_is_serialisable() -> None:
+    e = ev.Reply(peer_id="p", id="1", ok=True, result={"a": 1}, rtt_ms=1.5)
+    obj = e.to_json()
+    assert obj["event"] == "reply" and obj["result"] == {"a": 1} and obj["ts"] > 0
+    json.dumps(obj)
+    kinds = {cls.kind for cls in ev.Event.__subclasses__()}
+    assert {"listening", "bootstrapped", "registered", "discovered", "connected", "message_sent", "reply",
+            "message_received", "error", "bootstrap_retry", "disconnected"} <= kinds
+
+
+async def test_bus_fans_out_and_drops_for_slow_subscribers() -> None:
+    bus = ev.EventBus()
+    with bus.subscribe(maxsize=3) as slow, bus.subscribe(maxsize=100) as fast:
+        for i in range(10):
+            bus.publish(ev.DHTUpdated(size=i))  # never blocks
+        assert bus.dropped == 7 and bus.published == 10
+        got_fast = [fast.receive_nowait().size for _ in range(10)]  # type: ignore[attr-defined]
+        assert got_fast == list(range(10))
+        got_slow = [slow.receive_nowait().size for _ in range(3)]  # type: ignore[attr-defined]
+        assert got_slow == [0, 1, 2]
+    bus.publish(ev.DHTUpdated(size=99))  # no subscribers left: fine
+    assert bus.dropped == 7
+
+
+async def test_unsubscribe_and_closed_receivers_are_forgotten() -> None:
+    bus = ev.EventBus()
+    with bus.subscribe() as recv:
+        recv.close()
+        bus.publish(ev.PeerDisconnected(peer_id="x"))
+        bus.publish(ev.PeerDisconnected(peer_id="y"))
+    assert not bus._subs
+    with bus.subscribe(maxsize=1) as recv:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: trio.sleep(0))
+            bus.publish(ev.ErrorEvent(message="m", where="w"))
+            with trio.fail_after(1):
+                got = await recv.receive()
+        assert isinstance(got, ev.ErrorEvent) and got.to_json()["where"] == "w"
