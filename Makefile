@@ -35,7 +35,7 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
-	$(BIN)/python -m punch_net.demo
+	$(BIN)/python -m punch_tui.demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

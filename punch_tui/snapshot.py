@@ -8,6 +8,7 @@ node has no such method the tab says "not running in this role".
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,17 @@ def _optional(node: Node, name: str, errors: list[str]) -> Any:
         return None
 
 
+def as_data(value: Any) -> dict[str, Any]:
+    """A capability's status object as a plain dict (`to_json()`, a dataclass, or a dict)."""
+    if isinstance(value, dict):
+        return value
+    if hasattr(value, "to_json"):
+        return dict(value.to_json())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return dict(vars(value))
+
+
 def take_snapshot(node: Node) -> Snapshot:
     """Read every snapshot the node offers; cheap, synchronous, no network."""
     errors: list[str] = []
@@ -55,8 +67,7 @@ def take_snapshot(node: Node) -> Snapshot:
         listen_addrs=node.listen_addrs(),
         connections=node.connections(),
         routing=routing,
-        transfers=[dict(vars(t)) if not isinstance(t, dict) else t for t in transfers]
-        if transfers is not None else None,
-        relay=relay if relay is None or isinstance(relay, dict) else dict(vars(relay)),
+        transfers=[as_data(t) for t in transfers] if transfers is not None else None,
+        relay=as_data(relay) if relay is not None else None,
         extra_errors=errors,
     )

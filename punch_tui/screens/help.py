@@ -14,7 +14,9 @@ def _rows(bindings: list[BindingType]) -> list[tuple[str, str]]:
     out = []
     for b in bindings:
         if isinstance(b, Binding):
-            keys, desc = b.key, b.description or b.action
+            if b.action.startswith("show_tab"):
+                continue  # summarised as "1-6"
+            keys, desc = (b.key_display or b.key), b.description or b.action
         else:
             keys, desc = b[0], (b[2] if len(b) > 2 else b[1])  # type: ignore[misc]
         pretty = " / ".join(k.replace("ctrl+", "^") for k in keys.split(","))
@@ -23,8 +25,8 @@ def _rows(bindings: list[BindingType]) -> list[tuple[str, str]]:
 
 
 def help_table(sections: list[tuple[str, list[BindingType]]]) -> Table:
-    t = Table(box=None, show_header=False, padding=(0, 2), expand=True)
-    t.add_column(style="bold", no_wrap=True, min_width=12)
+    t = Table(box=None, show_header=False, padding=(0, 2))
+    t.add_column(style="bold", no_wrap=True, min_width=16)
     t.add_column()
     for title, bindings in sections:
         rows = _rows(bindings)

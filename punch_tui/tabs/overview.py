@@ -90,7 +90,7 @@ class OverviewTab(NodeTab):
 
     def _info_table(self, stats: dict[str, object], snap: Snapshot | None = None) -> Table:
         t = Table.grid(padding=(0, 1))
-        t.add_column(style="bold", no_wrap=True, min_width=12)
+        t.add_column(style="bold", no_wrap=True, min_width=13)
         t.add_column(no_wrap=True, overflow="ellipsis")
         relay = snap.relay if snap else None
         reach = str(relay.get("reachability", "unknown")) if relay else "unknown (no AutoNAT here)"
@@ -101,8 +101,8 @@ class OverviewTab(NodeTab):
             ("Uptime", age(float(stats["uptime_s"])) if "uptime_s" in stats else "-"),  # type: ignore[arg-type]
             ("Peers", str(stats.get("connections", "-"))),
             ("DHT", f"{stats.get('routing_table_size', '-')} peers ({dht_mode})"),
-            ("Messages", f"in {stats.get('messages_in', 0)} · out {stats.get('messages_out', 0)}"
-                         f" · replies {stats.get('replies', 0)} · err {stats.get('errors', 0)}"),
+            ("Messages", f"in {stats.get('messages_in', 0)} · out {stats.get('messages_out', 0)}"),
+            ("Replies", f"{stats.get('replies', 0)} · errors {stats.get('errors', 0)}"),
             ("Traffic", f"in {size(float(stats.get('bytes_in', 0)))} · "  # type: ignore[arg-type]
                         f"out {size(float(stats.get('bytes_out', 0)))}"),  # type: ignore[arg-type]
             ("Reachability", reach),

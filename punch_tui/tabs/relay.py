@@ -43,7 +43,7 @@ class RelayTab(NodeTab):
         table_items: list[dict[str, Any]] = []
         for key, value in snap.relay.items():
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                table_items = [dict(v, kind=key) for v in value] if not table_items else table_items
+                table_items += [{"kind": key, "id": f"{key}:{i}", **v} for i, v in enumerate(value)]
                 grid.add_row(key.replace("_", " "), f"{len(value)}")
             else:
                 grid.add_row(key.replace("_", " "), _fmt(value))

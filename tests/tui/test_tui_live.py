@@ -72,8 +72,8 @@ def test_palette_dial_then_message_gets_reply(network: Network, tmp_path: Path) 
             await pilot.press(*"hello from the tui")
             await pilot.press("enter")
             log = app.tab("messages").log_view
-            await wait_until(pilot, lambda: any("REPLY" in t and "hello from the tui" in t for t in log.visible_texts()),
-                             what="the reply in the Messages log")
+            await wait_until(pilot, lambda: any("REPLY" in t and "hello from the tui" in t
+                                                for t in log.visible_texts()), what="the reply in the Messages log")
             assert any(t.startswith("→ SENT message") for t in log.visible_texts())
             assert "hello from the tui" in screen_text(app)
             await pilot.press("q")
@@ -109,7 +109,7 @@ def test_bad_input_gives_inline_errors(network: Network, tmp_path: Path) -> None
 
 def test_filter_and_sort_tables(network: Network, tmp_path: Path) -> None:
     """`/` narrows the Connections table, esc clears; `s`/`S` and header clicks sort."""
-    a, b = network.listeners
+    b = network.listeners[1]
 
     async def scenario() -> None:
         app = make_app(tmp_path, "dialer", [network.server.addr], interval=30.0)

@@ -129,7 +129,8 @@ async def wait_until(pilot: Any, cond: Callable[[], Any], timeout: float = WAIT,
 
 
 def make_app(tmp: Path, role: str = "listener", bootstrap: list[str] | None = None, namespace: str = "tui-test",
-             port: int = 0, theme: str = "punch-dark", poll: float = 0.5, **cfg: Any) -> Any:
+             port: int = 0, theme: str = "punch-dark", poll: float = 0.5, key_pair: Any = None,
+             **cfg: Any) -> Any:
     from punch_net.config import NodeConfig
     from punch_net.node import Node
     from punch_net.roles import ROLES
@@ -140,7 +141,7 @@ def make_app(tmp: Path, role: str = "listener", bootstrap: list[str] | None = No
                         namespace=namespace, ephemeral=True, data_dir=tmp / "data", **cfg)
     themes, errors = load_themes()
     assert not errors, errors
-    node = Node(config, ROLES[role].run)
+    node = Node(config, ROLES[role].run, key_pair=key_pair)
     return PunchApp(config, node, theme_name=theme, themes=themes, config_path=tmp / "config.toml",
                     poll_interval=poll)
 
