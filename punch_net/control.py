@@ -487,9 +487,9 @@ async def serve(node: Node, path: Path | None = None, *, task_status: Any = trio
                 nursery.start_soon(client)
     finally:
         with contextlib.suppress(OSError):
+            sock_path.unlink()  # first: the await below is a checkpoint a cancelled task leaves at
+        with trio.CancelScope(shield=True), contextlib.suppress(OSError):
             await listener.aclose()
-        with contextlib.suppress(OSError):
-            sock_path.unlink()
 
 
 # ---------------------------------------------------------------- client (for fronts and scripts)

@@ -100,9 +100,11 @@ def decode_closer_peers(body: bytes) -> list[tuple[ID, list[multiaddr.Multiaddr]
         addrs = []
         for raw in p.addrs:
             try:
-                addrs.append(multiaddr.Multiaddr(raw))
+                addr = multiaddr.Multiaddr(raw)
+                str(addr)  # parsing is lazy: a bad address only fails when rendered
             except Exception:
                 continue
+            addrs.append(addr)
         out.append((pid, addrs))
     return out
 

@@ -146,6 +146,7 @@ async def _measure(node: Node, peer: str, timeout: float) -> tuple[dict[str, Any
 async def rank_peers(node: Node, peers: Sequence[str], timeout: float = 5.0) -> list[Candidate]:
     """Score each peer (concurrently): capabilities, ping latency, reputation."""
     weights = weights_from_config(node.config)
+    timeout = min(timeout, node.config.request_timeout)  # a frozen peer must not stall every send
     found: dict[str, Candidate] = {}
 
     async def one(peer: str) -> None:
