@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from conftest import PunchFactory, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import PunchFactory, free_port
 from punch_net.control import ControlClient, ControlError
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import PunchFactory
+
 from punch_net.control import ControlClient
 
 pytestmark = pytest.mark.slow

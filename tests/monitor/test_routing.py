@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import PunchFactory
 
 pytestmark = pytest.mark.slow
@@ -88,7 +87,7 @@ def test_weighted_routing_picks_by_score_and_fails_over(punch: PunchFactory, tmp
         later = [e for e in dialer.events[mark:] if e.get("event") == "routed"]
         assert all(e["ok"] for e in later), "every message still got an answer"
         dialer.wait_event("routed", 60, after=dialer.mark())  # the next pick sees the timeout
-        newest = [c for c in full_rounds(dialer)[-1]["candidates"] if c["peer_id"] == idle.peer_id][0]
+        newest = next(c for c in full_rounds(dialer)[-1]["candidates"] if c["peer_id"] == idle.peer_id)
         assert newest["parts"]["reputation"] < rep_before and newest["parts"]["latency"] == 0.5
     finally:
         idle.send_signal(signal.SIGCONT)
