@@ -230,6 +230,19 @@ def default_config_text() -> str:
             "interval": defaults.interval,
             "timeout": defaults.timeout,
         },
+        "relay": {
+            "relay_service": defaults.relay_service,
+            "relay_max_reservations": defaults.relay_max_reservations,
+            "relay_max_reservations_per_ip": defaults.relay_max_reservations_per_ip,
+            "relay_reservation_ttl": defaults.relay_reservation_ttl,
+            "relay_max_circuits": defaults.relay_max_circuits,
+            "relay_max_circuits_per_peer": defaults.relay_max_circuits_per_peer,
+            "relay_circuit_duration": defaults.relay_circuit_duration,
+            "relay_circuit_bytes": defaults.relay_circuit_bytes,
+            "relays": defaults.relays,
+            "auto_relay": defaults.auto_relay,
+            "hole_punch": defaults.hole_punch,
+        },
         "tui": {"theme": "punch-dark"},
     }
     out = ["# Punch configuration. Flags given on the command line override these values.\n"]
