@@ -1,0 +1,115 @@
+"""`--web-port`: serve this node's console in a browser.
+
+The node starts `python -m punch_tui.web` (textual-serve) as a child process; every
+browser session there runs `punch-tui --attach` on this node's control socket. punch_net
+only starts the process: it never imports the UI.
+
+Bound to 127.0.0.1 unless --web-host says otherwise; on any other address a random token
+is required (printed at start in the URL, `web` event). The child dies with the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from punch_net import events as ev
+
+if TYPE_CHECKING:
+    from punch_net.node import Node
+
+START_TIMEOUT = 30.0
+STOP_GRACE = 3.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host if host not in ("0.0.0.0", "::") else "127.0.0.1", port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def serve(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    from punch_net.node import NodeError
+
+    cfg = node.config
+    path = getattr(node, "control_path", None)
+    if path is None:
+        raise NodeError("--web-port needs the control socket (drop --no-control)")
+    host, port = cfg.web_host, int(cfg.web_port or 0)
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+    elif _accepts(host, port):
+        raise NodeError(f"web console: {host}:{port} is already in use")
+    token = "" if is_loopback(host) else secrets.token_urlsafe(18)
+    env = {**os.environ, "PUNCH_WEB_TOKEN": token}
+    argv = [sys.executable, "-m", "punch_tui.web", "--socket", str(path), "--host", host, "--port", str(port),
+            "--title", f"Punch {cfg.role}"]
+    proc = await trio.lowlevel.open_process(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+                                            start_new_session=True)
+    stderr_tail: list[bytes] = []
+
+    async def drain() -> None:
+        assert proc.stderr is not None
+        async for chunk in proc.stderr:
+            stderr_tail.append(chunk)
+            del stderr_tail[:-20]
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            with trio.move_on_after(START_TIMEOUT) as waited:
+                while not _accepts(host, port):
+                    if proc.poll() is not None:
+                        break
+                    await trio.sleep(0.1)
+            if proc.poll() is not None or waited.cancelled_caught:
+                lines = b"".join(stderr_tail).decode(errors="replace").strip().splitlines()
+                why = lines[-1] if lines else f"exit code {proc.returncode}"
+                raise NodeError(f"web console did not start on {host}:{port}: {why}")
+            shown = host if ":" not in host else f"[{host}]"
+            url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+            node.bus.publish(ev.WebServing(url=url, token=token))
+            task_status.started(url)
+            await proc.wait()
+            lines = b"".join(stderr_tail).decode(errors="replace").strip().splitlines()
+            node.bus.publish(ev.ErrorEvent(message=f"web console stopped: {lines[-1] if lines else proc.returncode}",
+                                           where="web"))
+            nursery.cancel_scope.cancel()
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_GRACE):
+                await proc.wait()
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
