@@ -1,0 +1,115 @@
+"""Network (monitor role): every peer the monitor's crawler knows — alive or not, how it is
+reached, its agent, capabilities, uptime, reputation and when it was last seen. `/`
+filters, `s`/`S` or a header click sort; the selected peer's details are shown below."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Static
+
+from punch_tui.format import age, ms, short_id, size
+from punch_tui.snapshot import Snapshot
+from punch_tui.tabs.base import NodeTab
+from punch_tui.widgets.table import Cell, FilterTable, cell
+
+REACH_STYLE = {"direct": "green", "relayed": "yellow", "unreachable": "red", "unknown": "dim"}
+
+
+def _num(caps: dict[str, Any] | None, key: str) -> float | None:
+    if not caps:
+        return None
+    v = caps.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def peer_row(p: dict[str, Any], now: float) -> list[Cell]:
+    caps = p.get("capabilities") or {}
+    cores, cpu = _num(caps, "cores"), _num(caps, "cpu_percent")
+    mem_total, mem_free, disk = _num(caps, "memory_total"), _num(caps, "memory_available"), _num(caps, "disk_free")
+    uptime = p.get("uptime_s")
+    last = p.get("last_alive") or p.get("last_seen")
+    reach = str(p.get("reachability") or "unknown")
+    rep = p.get("reputation")
+    return [
+        cell(short_id(p["peer_id"], 12), p["peer_id"]),
+        cell("up" if p.get("alive") else "down", 0 if p.get("alive") else 1,
+             style="green" if p.get("alive") else "red"),
+        cell(reach, style=REACH_STYLE.get(reach, "")),
+        cell(p.get("agent") or "?"),
+        cell("-" if cores is None else f"{cores:g}", cores),
+        cell("-" if cpu is None else f"{cpu:.0f}%", cpu),
+        cell("-" if mem_free is None else f"{size(mem_free)}/{size(mem_total or 0)}", mem_free),
+        cell("-" if disk is None else size(disk), disk),
+        cell(age(uptime) if isinstance(uptime, int | float) else "-", uptime),
+        cell(ms(p.get("rtt_ms")), p.get("rtt_ms") if p.get("rtt_ms") is not None else float("inf")),
+        cell("-" if rep is None else f"{rep:.2f}", rep),
+        cell(f"{age(now - last)} ago" if last else "never", -(last or 0)),
+    ]
+
+
+def peer_detail(p: dict[str, Any]) -> str:
+    caps = p.get("capabilities") or {}
+    protos = ", ".join(p.get("protocols") or []) or "?"
+    addrs = "  ".join((p.get("addrs") or [])[:4]) or "?"
+    os_name = caps.get("os", "?")
+    load = caps.get("load") or []
+    load_s = " ".join(f"{x:.2f}" for x in load[:3]) if load else "?"
+    table = p.get("routing_table")
+    return (f"[b]{p['peer_id']}[/b]  {p.get('agent') or '?'}  {os_name}  punch {caps.get('punch_version', '?')}  "
+            f"load {load_s}\n"
+            f"addrs {addrs}\n"
+            f"protocols {protos}\n"
+            f"routing table ≈{table if table is not None else '?'} peers · crawled {p.get('crawls', 0)}× · "
+            f"{('error: ' + p['error']) if p.get('error') else 'no errors'}")
+
+
+class NetworkTab(NodeTab):
+    TITLE = "Network"
+    DEFAULT_CSS = """
+    NetworkTab #net-summary { height: 1; color: $foreground-muted; }
+    NetworkTab #net-table { height: 1fr; }
+    NetworkTab #net-detail { height: auto; max-height: 6; border-top: solid $primary; padding: 0 1; }
+    """
+    COLUMNS = [("peer", "Peer"), ("state", "State"), ("reach", "Reach"), ("agent", "Agent"), ("cores", "Cores"),
+               ("cpu", "CPU"), ("mem", "Mem free"), ("disk", "Disk free"), ("uptime", "Uptime"), ("rtt", "RTT"),
+               ("rep", "Rep"), ("seen", "Last seen")]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.peers: dict[str, dict[str, Any]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("waiting for the first crawl…", id="net-summary")
+        yield FilterTable(self.COLUMNS, id="net-table")
+        yield Static("select a peer (↑/↓) for its addresses, protocols and capabilities", id="net-detail")
+
+    def update_snapshot(self, snap: Snapshot) -> None:
+        net = getattr(snap, "network", None)
+        if not isinstance(net, dict):
+            self.query_one("#net-summary", Static).update("not a monitor: run `punch monitor` to map the network")
+            return
+        now = time.time()
+        self.peers = {p["peer_id"]: p for p in net.get("peers", []) if isinstance(p, dict) and "peer_id" in p}
+        self.query_one("#net-table", FilterTable).set_rows({k: peer_row(p, now) for k, p in self.peers.items()})
+        last = net.get("last_round") or {}
+        took = f" in {last['duration_ms'] / 1000:.1f}s" if last.get("duration_ms") is not None else ""
+        when = f", {age(now - last['finished'])} ago" if last.get("finished") else ""
+        direct = sum(1 for p in self.peers.values() if p.get("reachability") == "direct")
+        self.query_one("#net-summary", Static).update(
+            f"{net.get('known', 0)} peers known · {net.get('alive', 0)} alive · {direct} direct · "
+            f"crawl #{net.get('rounds', 0)}{took}{when}")
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        key = self.query_one("#net-table", FilterTable).selected_key
+        if key and key in self.peers:
+            self.query_one("#net-detail", Static).update(peer_detail(self.peers[key]))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def filter_target(self) -> FilterTable:
+        return self.query_one("#net-table", FilterTable)
