@@ -183,7 +183,10 @@ def _publish_update(node: Any, peer: str, caps: dict[str, Any]) -> None:
 
 async def fetch(node: Any, peer: str, timeout: float = ANNOUNCE_TIMEOUT) -> dict[str, Any]:
     """Ask a peer for its capabilities (subscribing to its re-announcements) and cache them."""
-    result = await node.send_command(peer, "capabilities", {"subscribe": True}, timeout)
+    resp = await node.request(peer, "capabilities", {"subscribe": True}, timeout, quiet=True)
+    if not resp.ok:
+        raise ValueError(f"{peer} refused capabilities: {resp.error_code}: {resp.error_message}")
+    result = resp.result
     if not isinstance(result, dict):
         raise ValueError(f"{peer} answered capabilities with {type(result).__name__}")
     node.caps_book.store(peer, result)
@@ -206,7 +209,7 @@ async def run_announcer(node: Any, interval: float = ANNOUNCE_INTERVAL) -> None:
 
         async def push(peer: str, caps: dict[str, Any] = caps) -> None:
             try:
-                resp = await node.request(peer, "capabilities.update", caps, ANNOUNCE_TIMEOUT)
+                resp = await node.request(peer, "capabilities.update", caps, ANNOUNCE_TIMEOUT, quiet=True)
             except Exception:
                 return  # not connected any more or slow: try again next round
             if not resp.ok and resp.error_code == "unknown_command":

@@ -201,6 +201,8 @@ class Printer:
             return f"[cyan]i[/cyan] Reachability: {e.status}"
         if isinstance(e, ev.PeerDisconnected):
             return f"[dim]✗ disconnected from {p(e.peer_id)}[/dim]"
+        if isinstance(e, ev.MessageSent | ev.MessageReceived) and e.command.startswith("capabilities"):
+            return None  # housekeeping (punch_net/capabilities.py); --json still has it
         if isinstance(e, ev.MessageSent):
             text = e.args.get("text") if e.command == "message" else json.dumps(e.args)
             return f"[cyan]→ SENT[/cyan] {e.command} to {p(e.peer_id)}: {text}"

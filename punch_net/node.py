@@ -587,9 +587,10 @@ class Node:
 
     async def request(
         self, peer: ID | str, command: str, args: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, *, quiet: bool = False,
     ) -> codec.Response:
-        """Send one command and return the peer's response (ok or error)."""
+        """Send one command and return the peer's response (ok or error). `quiet`: no
+        message_sent/reply events (periodic housekeeping such as capability pushes)."""
         peer_id = ID.from_base58(peer) if isinstance(peer, str) else peer
         timeout = self.config.request_timeout if timeout is None else timeout
         args = args or {}
@@ -597,8 +598,9 @@ class Node:
             session = await self._session(peer_id)
             req_id = session.next_id()
             self.counters.messages_out += 1
-            self.bus.publish(ev.MessageSent(peer_id=str(peer_id), id=req_id, command=command,
-                                            args=args))
+            if not quiet:
+                self.bus.publish(ev.MessageSent(peer_id=str(peer_id), id=req_id, command=command,
+                                                args=args))
             try:
                 resp, rtt = await session.request(command, args, timeout, req_id=req_id)
             except SessionClosed as exc:
@@ -619,14 +621,13 @@ class Node:
                 raise NodeError(f"{command} to {peer_id}: {_reason(exc)}") from None
             self.counters.replies += 1
             self.reputation.record_success(peer_id, rtt * 1000)
-            self.bus.publish(
-                ev.Reply(
+            if not quiet:
+                self.bus.publish(ev.Reply(
                     peer_id=str(peer_id), id=resp.id, ok=resp.ok, result=resp.result,
                     error=None if resp.ok else {"code": resp.error_code,
                                                 "message": resp.error_message},
                     rtt_ms=round(rtt * 1000, 3),
-                )
-            )
+                ))
             return resp
         raise AssertionError("unreachable")
 
