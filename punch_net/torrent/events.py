@@ -83,6 +83,7 @@ class Complete(Event):
     resumed: int = 0  # pieces found verified on disk at start (an earlier run)
     downloaded: int = 0  # bytes received from peers in this run (duplicates included)
     from_peers: dict[str, int] = field(default_factory=dict)  # peer id -> verified pieces it sent
+    transfer_s: float = 0.0  # seconds from metainfo in hand to the file verified and in place
 
     def human(self) -> str:
         return f"[green]✓[/green] complete: {self.path}  sha256 {self.sha256}"

@@ -98,8 +98,8 @@ class PartFile:
         """fsync the data, then record which pieces it holds (blocking: run in a thread)."""
         try:
             if self.dirty:
+                self.dirty = False  # before the fsync: a write racing with it marks the file dirty again
                 os.fsync(self.fd)
-                self.dirty = False
             atomic_write(self.resume_path, ResumeRecord(self.meta.info_hash_hex, have).encode())
         except OSError as exc:
             raise StorageError(describe_os_error("cannot save progress to", self.resume_path, exc)) from None

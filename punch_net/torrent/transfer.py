@@ -43,6 +43,8 @@ DISCOVERY_MAX = 10.0
 CHECKPOINT_EVERY = 1.0
 PROGRESS_EVERY = 0.5
 MAX_VERIFY_ROUNDS = 3
+VERIFY_QUEUE = 64  # received pieces (4 MiB) waiting for the storage thread; more blocks the readers
+VERIFY_BATCH = 32
 
 
 def unwrap_group(group: BaseExceptionGroup) -> BaseException:
@@ -107,6 +109,8 @@ class _Peer:
     error: str = ""
     cancels: list[int] = field(default_factory=list)
     ended_at: float = 0.0
+    scope: trio.CancelScope | None = None  # the session; cancelled when the peer is marked bad
+    wake: trio.Event = field(default_factory=trio.Event)  # its requester has room to fill
 
 
 class Transfer:
@@ -139,6 +143,9 @@ class Transfer:
         self._cancelled = False
         self._last_checkpoint_have = -1
         self.resumed = 0
+        self.started = 0.0  # monotonic time the metainfo was known (the transfer began)
+        # pieces received, waiting to be verified and written off the event loop
+        self._verify_send, self._verify_recv = trio.open_memory_channel[tuple[_Peer, int, bytes]](VERIFY_QUEUE)
         self.on_complete: list[Callable[[Transfer], None]] = []  # once the file is in place
         self.uploaded_source: Source | None = None  # set by the manager when seeding
 
@@ -230,8 +237,11 @@ class Transfer:
     # ------------------------------------------------------------ main loop
 
     def _notify(self) -> None:
+        """Something changed (peers, pieces freed, completion): wake every waiter."""
         self._changed.set()
         self._changed = trio.Event()
+        for peer in self.peers.values():
+            peer.wake.set()
 
     async def run(self) -> None:
         """Drive the transfer to complete, error or cancelled (pauses loop inside)."""
@@ -276,8 +286,10 @@ class Transfer:
                     nursery.cancel_scope.cancel()
                     return
                 self.meta_ready.set()
+                self.started = time.monotonic()
             self.state = "downloading"
             nursery.start_soon(self._checkpointer)
+            nursery.start_soon(self._storage_worker)
             nursery.start_soon(self._reporter)
             for rounds in range(MAX_VERIFY_ROUNDS):
                 await self._wait_complete()
@@ -332,6 +344,7 @@ class Transfer:
         self.node.bus.publish(tev.Complete(
             info_hash=self.hex, path=self.path, sha256=self.sha256, resumed=self.resumed,
             downloaded=sum(p.meter.total for p in self.peers.values()),
+            transfer_s=round(time.monotonic() - self.started, 3) if self.started else 0.0,
             from_peers={str(p.peer_id): p.pieces for p in self.peers.values() if p.pieces}))
         for cb in self.on_complete:
             cb(self)
@@ -429,12 +442,12 @@ class Transfer:
             self.providers[pid] = info
             self._notify()
             await self.meta_ready.wait()
-            await self._session(peer)
-            peer.state = "closed"
+            with trio.CancelScope() as peer.scope:
+                await self._session(peer)
+            if peer.state != "bad":
+                peer.state = "closed"
         except BadPeer as exc:
-            peer.state, peer.error = "bad", str(exc)
-            self.banned.add(pid)
-            self.node.bus.publish(tev.PeerMarked(info_hash=self.hex, peer_id=str(pid), reason=str(exc)))
+            self._mark_bad(peer, str(exc))
         except (PeerError, wire.ProtocolError, trio.TooSlowError) as exc:
             peer.state, peer.error = "closed", str(exc) or "timed out"
         except (StorageError, TransferError):
@@ -448,6 +461,22 @@ class Transfer:
             if self.picker is not None:
                 self.picker.remove_peer(pid)
             self._notify()
+
+    def _mark_bad(self, peer: _Peer, reason: str) -> None:
+        """Stop using a peer that sent bad data, for the rest of this transfer."""
+        if peer.state == "bad":
+            return
+        peer.state, peer.error = "bad", reason
+        self.banned.add(peer.peer_id)
+        if peer.scope is not None:
+            peer.scope.cancel()
+        reputation = getattr(self.node, "reputation", None)  # the node's reputation store, when it has one
+        if reputation is not None and hasattr(reputation, "record_bad_data"):
+            try:
+                reputation.record_bad_data(peer.peer_id)
+            except Exception:
+                pass
+        self.node.bus.publish(tev.PeerMarked(info_hash=self.hex, peer_id=str(peer.peer_id), reason=reason))
 
     async def _get_metainfo(self) -> Metainfo:
         """From any provider; a provider with wrong or unsafe metainfo is marked bad."""
@@ -527,9 +556,9 @@ class Transfer:
                 with trio.fail_after(PEER_STALL):
                     await stream.write(b"".join(out))  # type: ignore[attr-defined]
                 continue
-            changed = self._changed
+            peer.wake = wake = trio.Event()  # no await since the check above: no lost wake-up
             with trio.move_on_after(1.0):
-                await changed.wait()
+                await wake.wait()
 
     async def _reader(self, peer: _Peer, ms: MessageStream) -> None:
         meta, picker, part = self.meta, self.picker, self.part
@@ -548,24 +577,12 @@ class Transfer:
                     index = msg.index
                     if not 0 <= index < meta.num_pieces:
                         raise PeerError(f"piece index {index} out of range")
-                    size = len(msg.data)
-                    peer.meter.add(size, now)
+                    peer.meter.add(len(msg.data), now)
                     if have[index]:
                         picker.failed(pid, index)  # a duplicate from endgame, or after a cancel
+                        got += 1
                         continue
-                    if not meta.verify_piece(index, msg.data):
-                        picker.failed(pid, index)
-                        peer.bad_pieces += 1
-                        raise BadPeer(f"piece {index} failed its SHA-256 check")
-                    part.write_piece(index, msg.data)
-                    for other in picker.received(pid, index):
-                        other_peer = self.peers.get(other)  # type: ignore[call-overload]
-                        if other_peer is not None:
-                            other_peer.cancels.append(index)
-                    self.piece_from[index] = peer.number
-                    peer.pieces += 1
-                    self.meter.add(size, now)
-                    got += 1
+                    await self._verify_send.send((peer, index, msg.data))
                 elif t == wire.REJECT:
                     picker.failed(pid, msg.index)
                     picker.peer_lacks(pid, msg.index)
@@ -576,4 +593,52 @@ class Transfer:
                 elif t == wire.ERROR:
                     raise PeerError(msg.data.decode(errors="replace"))
             if got:
+                self._notify()
+
+    def _verify_and_write(self, batch: list[tuple[_Peer, int, bytes]]) -> list[bool]:
+        """In the storage thread: SHA-256 each piece, write the good ones (GIL released for both)."""
+        meta, part = self.meta, self.part
+        assert meta is not None and part is not None
+        out = []
+        for _, index, data in batch:
+            ok = meta.verify_piece(index, data)
+            if ok:
+                part.write_piece(index, data)
+            out.append(ok)
+        return out
+
+    async def _storage_worker(self) -> None:
+        """Verify and write received pieces in a thread, many at a time, then account for them."""
+        picker = self.picker
+        assert picker is not None
+        have = picker.have
+        while True:
+            batch = [await self._verify_recv.receive()]
+            while len(batch) < VERIFY_BATCH:
+                try:
+                    batch.append(self._verify_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            results = await trio.to_thread.run_sync(self._verify_and_write, batch)
+            now = time.monotonic()
+            for (peer, index, data), ok in zip(batch, results, strict=True):
+                pid = peer.peer_id
+                if not ok:
+                    picker.failed(pid, index)
+                    peer.bad_pieces += 1
+                    self._mark_bad(peer, f"piece {index} failed its SHA-256 check")
+                    continue
+                if have[index]:
+                    picker.failed(pid, index)
+                    continue
+                for other in picker.received(pid, index):
+                    other_peer = self.peers.get(other)  # type: ignore[call-overload]
+                    if other_peer is not None:
+                        other_peer.cancels.append(index)
+                        other_peer.wake.set()
+                self.piece_from[index] = peer.number
+                peer.pieces += 1
+                self.meter.add(len(data), now)
+                peer.wake.set()
+            if picker.complete or picker.endgame:
                 self._notify()

@@ -1,0 +1,232 @@
+"""Torrent throughput on loopback, beside a raw TCP copy of the same bytes measured in the same run.
+
+    .venv/bin/python benchmarks/torrent_bench.py [--size-mib 256] [--rss-gib 1] [--skip-rss]
+
+Runs real processes: a bootstrap `punch server`, one or three `punch torrent-server`s sharing
+the file, and `punch torrent-client --no-seed --json`. Reports MB/s for
+  raw TCP     one process sends the file over a TCP socket, another writes it to disk
+  torrent x1  download from one server (transfer_s from the client's `complete` event:
+              metainfo in hand -> every piece verified, written, file re-hashed and renamed)
+  torrent x3  the same from three servers
+the ratio torrent/raw TCP, and the client's peak RSS (ru_maxrss) downloading a 1 GiB file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PY = sys.executable
+MB = 1_000_000
+CHUNK = 1 << 20
+
+SENDER = r"""
+import socket, sys
+path, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+with open(path, "rb", buffering=0) as f:
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        s.sendall(b)
+s.close()
+"""
+
+RECEIVER = r"""
+import socket, sys, time, os
+path, size = sys.argv[1], int(sys.argv[2])
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+c, _ = srv.accept()
+t0 = time.perf_counter()
+got = 0
+buf = bytearray(1 << 20)
+with open(path, "wb", buffering=0) as f:
+    while got < size:
+        n = c.recv_into(buf)
+        if not n:
+            break
+        f.write(memoryview(buf)[:n]); got += n
+    os.fsync(f.fileno())
+print(time.perf_counter() - t0, got, flush=True)
+"""
+
+
+def raw_tcp(path: Path, out: Path, size: int) -> float:
+    recv = subprocess.Popen([PY, "-c", RECEIVER, str(out), str(size)], stdout=subprocess.PIPE, text=True)
+    assert recv.stdout is not None
+    port = int(recv.stdout.readline())
+    send = subprocess.Popen([PY, "-c", SENDER, str(path), str(port)])
+    elapsed, got = recv.stdout.readline().split()
+    send.wait(60)
+    recv.wait(60)
+    assert int(got) == size
+    return float(elapsed)
+
+
+class Proc:
+    """A punch process whose --json events are collected by a thread."""
+
+    def __init__(self, *argv: str, env: dict[str, str]) -> None:
+        self.events: list[dict] = []
+        self.cv = threading.Condition()
+        self.p = subprocess.Popen([PY, "-m", "punch_net.cli", *argv, "--listen-addr", "127.0.0.1", "--port", "0",
+                                   "--ephemeral", "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True, env=env)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            with self.cv:
+                self.events.append(ev)
+                self.cv.notify_all()
+
+    def wait(self, kind: str, timeout: float = 120, pred=lambda e: True) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                for e in self.events:
+                    if e.get("event") == kind and pred(e):
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0 or self.p.poll() is not None and not any(e.get("event") == kind for e in self.events):
+                    raise SystemExit(f"no {kind!r} event (process rc={self.p.poll()}); last: {self.events[-3:]}")
+                self.cv.wait(min(left, 0.5))
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+
+
+def download(boot: str, info_hash: str, dest: Path, env: dict[str, str]) -> tuple[dict, float, int]:
+    """Run a client to completion; returns (complete event, wall seconds, peak RSS bytes)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    client = Proc("torrent-client", "--bootstrap", boot, "--info-hash", info_hash, "--download-dir", str(dest),
+                  "--no-seed", "--timeout", "30", env=env)
+    _, status, usage = os.wait4(client.p.pid, 0)
+    wall = time.perf_counter() - t0
+    client.p.returncode = os.waitstatus_to_exitcode(status)
+    time.sleep(0.2)
+    done = client.wait("complete", timeout=5)
+    return done, wall, usage.ru_maxrss * 1024
+
+
+def make_file(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(CHUNK * 4, left))
+            f.write(block)
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--rss-gib", type=float, default=1.0)
+    ap.add_argument("--skip-rss", action="store_true")
+    args = ap.parse_args()
+    size = args.size_mib * 1024 * 1024
+    with tempfile.TemporaryDirectory(prefix="punch-torrent-bench-") as tmp:
+        root = Path(tmp)
+        env = {**os.environ, "PUNCH_DATA_DIR": str(root / "data")}
+        shares = [root / f"share{i}" for i in range(3)]
+        for s in shares:
+            s.mkdir()
+        digest = make_file(shares[0] / "bench.bin", size)
+        for s in shares[1:]:
+            os.link(shares[0] / "bench.bin", s / "bench.bin")
+        rows: list[tuple[str, float, str]] = []
+
+        raw_s = raw_tcp(shares[0] / "bench.bin", root / "raw.out", size)
+        (root / "raw.out").unlink()
+        raw = size / raw_s / MB
+        rows.append(("raw TCP copy (2 processes, to disk)", raw, f"{raw_s:.2f} s"))
+
+        procs: list[Proc] = []
+        try:
+            boot = Proc("server", env=env)
+            procs.append(boot)
+            boot_addr = boot.wait("listening")["addrs"][0]
+            servers: list[Proc] = []
+
+            def start_server(share: Path) -> str:
+                srv = Proc("torrent-server", "--bootstrap", boot_addr, "--share-dir", str(share), env=env)
+                procs.append(srv)
+                servers.append(srv)
+                ih = srv.wait("shared", timeout=300)["info_hash"]
+                srv.wait("registered")
+                return str(ih)
+
+            info_hash = start_server(shares[0])
+            done1, wall1, rss1 = download(boot_addr, info_hash, root / "dl1", env)
+            for s in shares[1:]:
+                start_server(s)
+            assert done1["sha256"] == digest, "x1 download corrupt"
+            assert len(done1["from_peers"]) == 1
+            mbs1 = size / done1["transfer_s"] / MB
+            rows.append(("torrent, 1 server", mbs1, f"{done1['transfer_s']:.2f} s transfer, {wall1:.2f} s wall, "
+                                                    f"RSS {rss1 / 2**20:.0f} MiB"))
+            done3, wall3, rss3 = download(boot_addr, info_hash, root / "dl3", env)
+            assert done3["sha256"] == digest, "x3 download corrupt"
+            mbs3 = size / done3["transfer_s"] / MB
+            rows.append(("torrent, 3 servers", mbs3, f"{done3['transfer_s']:.2f} s transfer, {wall3:.2f} s wall, "
+                                                     f"{len(done3['from_peers'])} peers sent pieces"))
+            rss_row = None
+            if not args.skip_rss:
+                big = int(args.rss_gib * 1024**3)
+                for f in (root / "dl1" / "bench.bin", root / "dl3" / "bench.bin"):
+                    f.unlink()
+                rss_share = root / "share-rss"
+                rss_share.mkdir()
+                make_file(rss_share / "big.bin", big)
+                srv = Proc("torrent-server", "--bootstrap", boot_addr, "--share-dir", str(rss_share), env=env)
+                procs.append(srv)
+                big_hash = srv.wait("shared", timeout=600)["info_hash"]
+                srv.wait("registered")
+                for s in servers:
+                    s.stop()
+                doneb, wallb, rssb = download(boot_addr, big_hash, root / "dlrss", env)
+                rss_row = (big, doneb, wallb, rssb)
+        finally:
+            for p in procs:
+                p.stop()
+
+    print(f"\nTorrent benchmark, {args.size_mib} MiB file, loopback, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.1f}")
+    print(f"{'path':<38} {'MB/s':>8} {'x raw':>7}  detail")
+    for name, mbs, detail in rows:
+        print(f"{name:<38} {mbs:8.1f} {mbs / raw:7.3f}  {detail}")
+    if rss_row is not None:
+        big, doneb, wallb, rssb = rss_row
+        print(f"client peak RSS for {big / 2**30:.1f} GiB: {rssb / 2**20:.0f} MiB "
+              f"({big / doneb['transfer_s'] / MB:.1f} MB/s, {wallb:.1f} s wall)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
