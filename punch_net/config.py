@@ -77,7 +77,7 @@ class NodeConfig:
     control: bool = True  # headless nodes serve a control socket in the data dir
     control_socket: Path | None = None  # None: <data_dir>/control.sock
     web_port: int | None = None  # serve the console in a browser (textual-serve)
-    web_host: str = "127.0.0.1"
+    web_host: str | None = None  # None: 127.0.0.1 without a token; any given host: token required
     reputation_half_life: float = 3600.0
     capabilities_interval: float = 30.0
     weight_cpu: float = 0.25
@@ -152,7 +152,7 @@ CONFIG_KEYS: dict[str, dict[str, str]] = {
         "control": "Serve the control socket (punch-tui --attach) in the data dir.",
         "control_socket": "Control socket path (default <data_dir>/control.sock).",
         "web_port": "Serve the console in a browser on this port (unset = off).",
-        "web_host": "Interface for the web console; anything but loopback needs the printed token.",
+        "web_host": "Interface for the web console (default 127.0.0.1); when set, the printed token is required.",
         "crawl_interval": "monitor: seconds between crawl rounds.",
     },
     "tui": {"theme": "Theme name for punch-tui (see themes/)."},

@@ -20,6 +20,7 @@ node's own thread and never race it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,8 @@ class NodeMetrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self._opened_at: dict[int, tuple[float, dict[str, str]]] = {}
+        self._torrent_hooked = False  # the torrent code called the hooks: no scrape-time sync
+        self._transfer_seen: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------ hooks (call from anywhere)
 
@@ -141,11 +144,13 @@ class NodeMetrics:
 
     def torrent_bytes(self, direction: str, n: int) -> None:
         """direction: "down" (received from peers) or "up" (served to peers)."""
+        self._torrent_hooked = True
         if n > 0:
             self.torrent_bytes_c.labels(direction).inc(n)
 
     def torrent_piece(self, result: str) -> None:
         """result: "verified" (hash matched) or "corrupt" (call reputation.record_bad_data too)."""
+        self._torrent_hooked = True
         self.torrent_pieces_c.labels(result).inc()
 
     def reputation_event(self, peer: str, kind: str) -> None:
@@ -162,7 +167,34 @@ class NodeMetrics:
         elif isinstance(event, ev.CrawlFinished):
             self.crawls.inc()
 
+    def sync_transfers(self) -> None:
+        """Fill the torrent series from `node.transfers()` (TransferInfo rows) when the torrent
+        code does not call the hooks: per transfer, the growth of bytes received from peers,
+        bytes served, pieces received and pieces that failed their hash."""
+        fn = getattr(self.node, "transfers", None)
+        if fn is None or self._torrent_hooked:
+            return
+        try:
+            rows = fn()
+        except Exception:
+            return
+        for row in rows or []:
+            d = _as_dict(row)
+            key = str(d.get("info_hash") or d.get("name") or id(row))
+            peers = [_as_dict(p) for p in d.get("peer_stats") or []]
+            figures = {("bytes", "down"): sum(int(p.get("downloaded") or 0) for p in peers),
+                       ("bytes", "up"): int(d.get("uploaded") or 0),
+                       ("pieces", "verified"): sum(int(p.get("pieces") or 0) for p in peers),
+                       ("pieces", "corrupt"): sum(int(p.get("bad_pieces") or 0) for p in peers)}
+            for (kind, label), value in figures.items():
+                last = self._transfer_seen.get((key, f"{kind}:{label}"), 0)
+                if value > last:
+                    counter = self.torrent_bytes_c if kind == "bytes" else self.torrent_pieces_c
+                    counter.labels(label).inc(value - last)
+                    self._transfer_seen[(key, f"{kind}:{label}")] = value
+
     def render(self) -> bytes:
+        self.sync_transfers()
         return generate_latest(self.registry)
 
     # ------------------------------------------------------------ wiring
@@ -222,6 +254,7 @@ class _NodeCollector(Collector):
         yield CounterMetricFamily("punch_events_dropped", "Events dropped for slow subscribers",
                                   value=node.bus.dropped)
         if not node.running:
+            yield from self._reputation(node, [])
             return
         try:
             peers = node.connected_peers()
@@ -285,6 +318,16 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily("punch_relay_reservations_held", "Reservations we hold on relays",
                                 value=len(status.reservations))
         yield _reachability(status.reachability)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if hasattr(value, "to_json"):
+        return dict(value.to_json())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return dict(getattr(value, "__dict__", {}))
 
 
 def _reachability(value: str) -> GaugeMetricFamily:

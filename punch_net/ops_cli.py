@@ -23,7 +23,8 @@ def add_ops_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--web-port", type=cli_types.port, metavar="PORT",
                    help="serve the console in a browser on this port (default: off)")
     g.add_argument("--web-host", metavar="ADDR",
-                   help="interface for --web-port (default 127.0.0.1; any other needs the printed token)")
+                   help="interface for --web-port (default 127.0.0.1); when given, browsers need the token "
+                        "printed at start")
 
 
 def configure_ops(cfg: NodeConfig, args: argparse.Namespace) -> None:

@@ -47,7 +47,7 @@ def enable_headless_services(node: Node) -> None:
         node.services.append(lambda task_status=trio.TASK_STATUS_IGNORED: control.serve(
             node, task_status=task_status))
     if cfg.web_port is not None:
-        from punch_net import web  # type: ignore[attr-defined,unused-ignore]
+        from punch_net import web
 
         node.services.append(lambda task_status=trio.TASK_STATUS_IGNORED: web.serve(
             node, task_status=task_status))

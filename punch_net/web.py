@@ -4,15 +4,14 @@ The node starts `python -m punch_tui.web` (textual-serve) as a child process; ev
 browser session there runs `punch-tui --attach` on this node's control socket. punch_net
 only starts the process: it never imports the UI.
 
-Bound to 127.0.0.1 unless --web-host says otherwise; on any other address a random token
-is required (printed at start in the URL, `web` event). The child dies with the node.
+Bound to 127.0.0.1 unless --web-host is given; then a random token is required (printed
+at start in the URL, and in the `web` event). The child dies with the node.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ipaddress
 import os
 import secrets
 import signal
@@ -30,15 +29,6 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 30.0
 STOP_GRACE = 3.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -61,14 +51,15 @@ async def serve(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> N
     path = getattr(node, "control_path", None)
     if path is None:
         raise NodeError("--web-port needs the control socket (drop --no-control)")
-    host, port = cfg.web_host, int(cfg.web_port or 0)
+    host, port = cfg.web_host or "127.0.0.1", int(cfg.web_port or 0)
     if port == 0:
         with socket.socket() as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
     elif _accepts(host, port):
         raise NodeError(f"web console: {host}:{port} is already in use")
-    token = "" if is_loopback(host) else secrets.token_urlsafe(18)
+    # Loopback by default needs no token; an explicit --web-host (even 127.0.0.1) does.
+    token = "" if cfg.web_host is None else secrets.token_urlsafe(18)
     env = {**os.environ, "PUNCH_WEB_TOKEN": token}
     argv = [sys.executable, "-m", "punch_tui.web", "--socket", str(path), "--host", host, "--port", str(port),
             "--title", f"Punch {cfg.role}"]
