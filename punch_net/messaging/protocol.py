@@ -21,6 +21,7 @@ READ_CHUNK = 64 * 1024
 IDLE_TIMEOUT = 120.0  # an inbound stream with no request for this long is closed
 HANDLER_TIMEOUT = 30.0  # one handler may run this long
 MAX_IN_FLIGHT = 64  # concurrent requests served per stream
+MAX_WRITE_BUFFER = 2 * 1024 * 1024  # bytes queued for one stream before senders wait
 
 
 async def read_some(stream: INetStream) -> bytes:
@@ -36,6 +37,59 @@ async def reset_quietly(stream: INetStream) -> None:
         await stream.reset()
     except Exception:
         pass
+
+
+class FrameWriter:
+    """Coalesces frames queued by many tasks into one `stream.write`.
+
+    Every write through py-libp2p costs a yamux frame, a Noise message and a syscall,
+    each a pile of Python. With 32 requests in flight, frames queued in the same
+    scheduler pass leave together (one write instead of 32); alone, a frame costs one
+    extra task switch. `run()` is the only task that writes to the stream.
+    """
+
+    def __init__(self, stream: INetStream, max_buffer: int = MAX_WRITE_BUFFER) -> None:
+        self.stream = stream
+        self.max_buffer = max_buffer
+        self._buf = bytearray()
+        self._wakeup = trio.Event()
+        self._drained = trio.Event()
+        self._closing = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Let `run()` return once everything queued so far is written."""
+        self._closing = True
+        self._wakeup.set()
+
+    async def send(self, frame: bytes) -> None:
+        """Queue a frame; waits only while `max_buffer` bytes are already queued."""
+        while len(self._buf) >= self.max_buffer and not self.closed:
+            await self._drained.wait()
+        if self.closed:
+            raise trio.ClosedResourceError("stream writer closed")
+        self._buf += frame
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Write queued frames until `close()` (after a last flush), cancellation, or a
+        failed write (which propagates)."""
+        try:
+            while True:
+                if not self._buf:
+                    if self._closing:
+                        return
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                    continue
+                data = bytes(self._buf)
+                self._buf.clear()
+                drained, self._drained = self._drained, trio.Event()
+                drained.set()
+                await self.stream.write(data)
+        finally:
+            self.closed = True
+            self._drained.set()
 
 
 @dataclass
@@ -64,7 +118,7 @@ class CommandServer:
     async def handle_stream(self, stream: INetStream) -> None:
         peer = str(stream.muxed_conn.peer_id)
         decoder = codec.FrameDecoder(self.max_frame)
-        write_lock = trio.Lock()
+        writer = FrameWriter(stream)
         limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
 
         async def respond(resp: codec.Response) -> None:
@@ -74,8 +128,7 @@ class CommandServer:
                 frame = codec.encode_json(
                     codec.Response.failure(resp.id, codec.TOO_LARGE, "result too large").to_json()
                 )
-            async with write_lock:
-                await stream.write(frame)
+            await writer.send(frame)
 
         async def serve_one(frame: bytes) -> None:
             async with limiter:
@@ -85,21 +138,24 @@ class CommandServer:
                     await reset_quietly(stream)
 
         try:
-            async with trio.open_nursery() as nursery:
-                while True:
-                    with trio.move_on_after(self.idle_timeout) as idle:
-                        data = await read_some(stream)
-                    if idle.cancelled_caught or not data:
-                        break
-                    try:
-                        frames = decoder.feed(data)
-                    except codec.ProtocolError as exc:
-                        self.hooks.on_rejected(peer, str(exc))
-                        nursery.cancel_scope.cancel()
-                        await reset_quietly(stream)
-                        return
-                    for frame in frames:
-                        nursery.start_soon(serve_one, frame)
+            async with trio.open_nursery() as outer:
+                outer.start_soon(writer.run)
+                async with trio.open_nursery() as nursery:  # one task per request
+                    while True:
+                        with trio.move_on_after(self.idle_timeout) as idle:
+                            data = await read_some(stream)
+                        if idle.cancelled_caught or not data:
+                            break
+                        try:
+                            frames = decoder.feed(data)
+                        except codec.ProtocolError as exc:
+                            self.hooks.on_rejected(peer, str(exc))
+                            outer.cancel_scope.cancel()
+                            await reset_quietly(stream)
+                            return
+                        for frame in frames:
+                            nursery.start_soon(serve_one, frame)
+                writer.close()  # every request answered: flush, then stop the writer
             await stream.close()
         except Exception:
             await reset_quietly(stream)
@@ -148,7 +204,7 @@ class CommandSession:
         self.sender = sender
         self.max_frame = max_frame
         self._pending: dict[str, _Pending] = {}
-        self._write_lock = trio.Lock()
+        self._writer = FrameWriter(stream)
         self.closed = False
         self.close_reason = ""
 
@@ -156,7 +212,27 @@ class CommandSession:
         return f"{self.sender[-6:]}-{next(self._ids)}"
 
     async def run_reader(self) -> None:
-        """Dispatch responses until the stream ends; then fail every waiting request."""
+        """Write queued requests and dispatch responses until the stream ends; then fail
+        every waiting request. (The name predates the writer task it now also runs.)"""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, nursery.cancel_scope)
+                await self._read_loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.closed = True
+            for pending in self._pending.values():
+                pending.event.set()
+
+    async def _write_loop(self, done: trio.CancelScope) -> None:
+        try:
+            await self._writer.run()
+        except Exception as exc:
+            self.close_reason = f"stream failed: {exc or type(exc).__name__}"
+            self.closed = True
+            done.cancel()
+
+    async def _read_loop(self) -> None:
         decoder = codec.FrameDecoder(self.max_frame)
         try:
             while True:
@@ -178,10 +254,6 @@ class CommandSession:
             await reset_quietly(self.stream)
         except Exception as exc:
             self.close_reason = f"stream failed: {exc or type(exc).__name__}"
-        finally:
-            self.closed = True
-            for pending in self._pending.values():
-                pending.event.set()
 
     async def request(
         self, command: str, args: dict[str, Any] | None = None, timeout: float = 10.0,
@@ -197,8 +269,10 @@ class CommandSession:
         start = time.perf_counter()
         try:
             with trio.fail_after(timeout if timeout > 0 else math.inf):
-                async with self._write_lock:
-                    await self.stream.write(frame)
+                try:
+                    await self._writer.send(frame)
+                except trio.ClosedResourceError:
+                    raise SessionClosed(self.close_reason or "session closed") from None
                 await pending.event.wait()
         finally:
             del self._pending[req.id]
