@@ -129,3 +129,23 @@ async def test_control_socket(punch: PunchFactory, tmp_path: Path) -> None:
     assert listener.alive()
     listener.stop()
     assert not path.exists()  # removed on a clean exit
+
+
+def test_reputation_persists_in_the_data_dir(punch: PunchFactory, tmp_path: Path) -> None:
+    import json
+
+    server = punch.server()
+    listener = punch.listener(server)
+    data = tmp_path / "dialer-data"
+    dialer = punch.start("dialer", "--bootstrap", server.addr, "--count", "3", "--interval", "0.1",
+                         "--data-dir", str(data))
+    assert dialer.wait_exit(90) == 0, dialer.describe()
+    path = data / "reputation.json"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    saved = json.loads(path.read_text())
+    rec = saved["peers"][listener.peer_id]
+    assert rec["successes"] >= 2.9 and rec["failures"] == 0 and rec["latency_ms"] > 0
+    # a restart starts from what was saved (and adds to it)
+    again = punch.start("dialer", "--bootstrap", server.addr, "--count", "1", "--data-dir", str(data), name="again")
+    assert again.wait_exit(90) == 0, again.describe()
+    assert json.loads(path.read_text())["peers"][listener.peer_id]["successes"] > rec["successes"]
