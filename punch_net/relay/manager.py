@@ -30,6 +30,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from punch_net import events as ev
 from punch_net.relay import hop
+from punch_net.relay.dcutr import PROTOCOL_ID as DCUTR_PROTOCOL
 from punch_net.relay.dcutr import HolePuncher, is_public_ip, is_relayed, predict_addrs, punchable, tcp_ip_port
 from punch_net.relay.outcomes import HolePunchRecord, count_outcomes
 from punch_net.relay.reachability import DialBackService, Reachability, ask, supports_autonat
@@ -45,7 +46,8 @@ REACH_RETRY = 3.0
 REACH_RECHECK = 120.0
 DIRECT_FIRST_TIMEOUT = 3.0  # try a peer's direct addresses this long before its circuits
 RELAY_CLOSE_GRACE = 10.0  # keep the relayed connection this long after a direct upgrade
-DCUTR_START_DELAY = 0.5  # let identify finish on a new relayed connection
+DCUTR_START_DELAY = 0.2  # let identify start on a new relayed connection
+IDENTIFY_WAIT = 5.0
 HISTORY = 200
 PROTECT_TAG = "relay"
 
@@ -440,9 +442,22 @@ class RelayManager:
         return self._via.get(id(conn)) or ("relay" if is_relayed(conn) else "direct")
 
     async def _punch_later(self, peer: ID) -> None:
+        """DCUtR once identify told us the peer speaks it (a peer without it is no failed punch)."""
         assert self.puncher is not None
         await trio.sleep(DCUTR_START_DELAY)
+        with trio.move_on_after(IDENTIFY_WAIT):
+            while not self._protocols(peer):
+                await trio.sleep(0.1)
+        protocols = self._protocols(peer)
+        if protocols and str(DCUTR_PROTOCOL) not in protocols:
+            return
         await self.puncher.initiate(peer)
+
+    def _protocols(self, peer: ID) -> list[str]:
+        try:
+            return [str(p) for p in self.node.host.get_peerstore().get_protocols(peer) or []]
+        except Exception:
+            return []
 
     def _record_punch(self, rec: HolePunchRecord) -> None:
         self.punches.append(rec)
@@ -516,10 +531,7 @@ class RelayManager:
         )
 
     def supports_hop(self, peer: ID) -> bool:
-        try:
-            return str(HOP_PROTOCOL) in [str(p) for p in self.node.host.get_peerstore().get_protocols(peer)]
-        except Exception:
-            return False
+        return str(HOP_PROTOCOL) in self._protocols(peer)
 
 
 def _is_loopback_addr(addr: str) -> bool:
