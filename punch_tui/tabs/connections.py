@@ -21,13 +21,23 @@ def conn_key(c: ConnectionInfo) -> str:
     return f"{c.peer_id}|{c.remote_addr}"
 
 
+VIA_STYLE = {"relayed": "yellow", "hole-punched": "green"}
+
+
+def via_label(c: ConnectionInfo) -> str:
+    """direct / relayed / hole-punched (ConnectionInfo.via comes from the NAT traversal work)."""
+    via = getattr(c, "via", "direct")
+    return "hole-punched" if via == "hole_punch" else "relayed" if via == "relay" or c.transport == "relayed" \
+        else "direct"
+
+
 def conn_row(c: ConnectionInfo, now: float) -> list[Cell]:
     protos = sorted({short_proto(s.protocol) for s in c.streams})
     return [
         cell(short_id(c.peer_id, 12), c.peer_id),
         cell("in" if c.direction == "inbound" else "out" if c.direction == "outbound" else "?"),
         cell(c.remote_addr),
-        cell(c.transport, style="yellow" if c.transport == "relayed" else ""),
+        cell(via_label(c), style=VIA_STYLE.get(via_label(c), "")),
         cell(short_proto(c.security) or "-"),
         cell(short_proto(c.muxer) or "-"),
         cell(f"{len(c.streams)} {','.join(protos)}".strip(), len(c.streams)),
@@ -38,7 +48,7 @@ def conn_row(c: ConnectionInfo, now: float) -> list[Cell]:
 
 def conn_detail(c: ConnectionInfo, now: float) -> str:
     streams = ", ".join(f"{s.protocol} ({s.direction})" for s in c.streams) or "none open"
-    return (f"[b]{c.peer_id}[/b]  {c.direction} via {c.transport}  age {age(now - c.since)}\n"
+    return (f"[b]{c.peer_id}[/b]  {c.direction} via {via_label(c)}  age {age(now - c.since)}\n"
             f"addr {c.remote_addr}  security {c.security or '-'}  muxer {c.muxer or '-'}  "
             f"rtt {ms(c.rtt_ms)}  agent {c.agent or '?'}\n"
             f"streams: {streams}")
@@ -75,11 +85,13 @@ class ConnectionsTab(NodeTab):
         table = self.query_one("#conn-table", FilterTable)
         table.set_rows({k: conn_row(c, snap.ts) for k, c in self.conns.items()})
         inbound = sum(1 for c in snap.connections if c.direction == "inbound")
-        relayed = sum(1 for c in snap.connections if c.transport == "relayed")
+        relayed = sum(1 for c in snap.connections if via_label(c) == "relayed")
+        punched = sum(1 for c in snap.connections if via_label(c) == "hole-punched")
         peers = len({c.peer_id for c in snap.connections})
         self.query_one("#conn-summary", Static).update(
             f"{len(snap.connections)} connections to {peers} peers · {inbound} inbound · "
-            f"{len(snap.connections) - inbound} outbound · {relayed} relayed")
+            f"{len(snap.connections) - inbound} outbound · {relayed} relayed"
+            + (f" · {punched} hole-punched" if punched else ""))
         self._show_detail()
 
     def _show_detail(self) -> None:
