@@ -52,6 +52,7 @@ class NodeConfig:
     info_hash: str | None = None
     no_seed: bool = False
     progress_bar: bool = False  # human-mode rich progress bar (not in --json, not in the TUI)
+    torrent_interactive: bool = False  # the TUI: the client stays up (no list-and-exit)
     # timeouts
     dial_timeout: float = 10.0
     request_timeout: float = 10.0

@@ -24,6 +24,12 @@ async def run_torrent_client(node: Node) -> int:
     cfg = node.config
     manager = TorrentManager(node, download_dir=cfg.download_dir, seed=not cfg.no_seed, timeout=cfg.timeout)
     code = 0
+    if cfg.torrent_interactive:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            if cfg.info_hash is not None:
+                manager.add(parse_info_hash(cfg.info_hash))
+        return 0
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
         if cfg.info_hash is None:
@@ -95,4 +101,7 @@ def configure(cfg: NodeConfig, args: argparse.Namespace) -> None:
     cfg.timeout = getattr(args, "timeout", None) or DEFAULT_TIMEOUT
     if getattr(args, "no_seed", False):
         cfg.no_seed = True
-    cfg.progress_bar = not getattr(args, "json", False)
+    # `punch` has --json; punch-tui builds the same flags without it and keeps the client up.
+    cli = hasattr(args, "json")
+    cfg.progress_bar = cli and not args.json
+    cfg.torrent_interactive = not cli

@@ -22,6 +22,7 @@ from punch_net.torrent import NAMESPACE, PROTOCOL_ID
 from punch_net.torrent import events as tev
 from punch_net.torrent.catalogue import SharedFile, ShareIndex
 from punch_net.torrent.client import PeerError, fetch_catalogue
+from punch_net.torrent.events import human_size
 from punch_net.torrent.service import Source, TorrentService
 from punch_net.torrent.transfer import PeerSnapshot, Transfer, TransferInfo
 
@@ -66,6 +67,9 @@ class TorrentManager:
         self._provided: set[str] = set()
         self.ready = trio.Event()  # set after the first share-dir scan
         _MANAGERS[node] = self
+        # The TUI's generic hooks (punch_tui/snapshot.py): `node.transfers()` rows, `node.torrent`.
+        node.transfers = self.rows  # type: ignore[attr-defined]
+        node.torrent = self  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ lifecycle
 
@@ -271,6 +275,25 @@ class TorrentManager:
                             for i, (pid, m) in enumerate(sorted(src.peers.items()))],
                 piece_from=[0] * n,
             ))
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        """`snapshot()` flattened to one short row per transfer, for generic tables."""
+        out = []
+        for t in self.snapshot():
+            pct = 100.0 * t.have / t.total if t.total else (100.0 if t.state in ("seeding", "complete") else 0.0)
+            out.append({
+                "id": t.info_hash[:16],
+                "name": t.name or "(metainfo pending)",
+                "state": t.state,
+                "progress": f"{pct:5.1f}%",
+                "size": human_size(t.size),
+                "down": f"{human_size(t.bytes_per_s)}/s",
+                "up": f"{human_size(t.upload_bytes_per_s)}/s",
+                "eta": "-" if t.eta_s is None else f"{t.eta_s:.0f}s",
+                "peers": t.peers,
+                "error": t.error,
+            })
         return out
 
     # ------------------------------------------------------------ catalogue
