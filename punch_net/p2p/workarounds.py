@@ -100,6 +100,22 @@ def bound_security_handshake(host: IHost, timeout: float) -> None:
     upgrader.upgrade_security = bounded
 
 
+def no_happy_eyeballs_tail_delay() -> None:
+    """Stop every dial from taking at least 250 ms.
+
+    py-libp2p's `Swarm.dial_peer` staggers addresses ("happy eyeballs"): after starting
+    each dial it waits `_HAPPY_EYEBALLS_DELAY` (0.25 s) for it to fail, and a dial that
+    succeeds does not end that wait. So even a loopback connect to the only address
+    takes 0.25 s, twice on a dialer's path to its first reply (bootstrap node, then
+    the listener). Punch dials one TCP address per peer, so there is nothing to stagger:
+    the delay is set to 0 (process-wide; idempotent). Upstream: libp2p/py-libp2p
+    network/swarm.py `dial_peer`.
+    """
+    from libp2p.network import swarm
+
+    swarm._HAPPY_EYEBALLS_DELAY = 0.0  # type: ignore[attr-defined]
+
+
 def dedupe_providers(providers: Iterable[PeerInfo]) -> list[PeerInfo]:
     """`find_providers` can return one provider twice; merge them by peer id, keeping addrs."""
     merged: dict[ID, PeerInfo] = {}

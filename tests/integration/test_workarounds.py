@@ -42,6 +42,7 @@ from punch_net.p2p.workarounds import (
     dedupe_providers,
     install_kad_read_deadline,
     learn_peer_id,
+    no_happy_eyeballs_tail_delay,
     quiet_libp2p_logging,
 )
 
@@ -261,3 +262,27 @@ async def test_bug_leaving_host_run_keeps_listener_open_fix_close() -> None:
         with trio.fail_after(5):
             await host.close()
     assert not await trio.to_thread.run_sync(port_accepts, port)
+
+
+# ---------------------------------------------------------------- dial latency
+
+
+async def test_bug_and_fix_happy_eyeballs_delay_on_every_dial() -> None:
+    """py-libp2p waits 250 ms after starting the last (here: only) dial, even when it
+    succeeded at once; Punch sets that delay to 0 (`no_happy_eyeballs_tail_delay`)."""
+    from libp2p.network import swarm
+
+    async def connect_time(plain: bool = False) -> float:
+        async with libp2p_host(plain=plain) as a, libp2p_host(plain=plain) as b:
+            start = time.perf_counter()
+            await connect(a, b)
+            return time.perf_counter() - start
+
+    fixed = min([await connect_time() for _ in range(3)])
+    assert swarm._HAPPY_EYEBALLS_DELAY == 0.0  # build_host applied the fix
+    assert fixed < 0.25
+    swarm._HAPPY_EYEBALLS_DELAY = 0.25  # py-libp2p's value
+    try:
+        assert await connect_time(plain=True) >= 0.25  # the bug: a floor of 250 ms per dial
+    finally:
+        no_happy_eyeballs_tail_delay()
