@@ -42,6 +42,8 @@ NEUTRAL = 0.5
 LATENCY_REF_MS = 100.0
 MIN_SCORE = 0.01  # a candidate is never impossible to pick, only unlikely
 CAPS_MAX_AGE = 120.0  # seconds before cached capabilities are fetched again
+PING_MAX_AGE = 5.0  # a peer's RTT is measured again after this (not on every send)
+PROVIDERS_MAX_AGE = 10.0  # a namespace's providers are looked up again after this
 MAX_ATTEMPTS = 3
 
 
@@ -123,18 +125,29 @@ def pick_probabilities(cands: Sequence[Candidate]) -> dict[str, float]:
 # ---------------------------------------------------------------- trio adapter
 
 
+def _cache(node: Node, name: str) -> dict[str, Any]:
+    """Per-node scratch caches (pings, provider lookups), kept on the node itself."""
+    caches: dict[str, dict[str, Any]] = node.__dict__.setdefault("_selection_caches", {})
+    return caches.setdefault(name, {})
+
+
 async def _measure(node: Node, peer: str, timeout: float) -> tuple[dict[str, Any] | None, float | None]:
-    """Capabilities (cached or fetched) and a fresh ping RTT for one peer; None on failure."""
+    """Capabilities (cached or fetched) and a recent ping RTT (at most PING_MAX_AGE old) for
+    one peer; the RTT is None when the last ping failed."""
     from punch_net import capabilities as caps_mod
 
     caps = node.caps_book.get(peer, CAPS_MAX_AGE)
-    rtt: float | None = None
+    pings = _cache(node, "pings")
+    last = pings.get(peer)
+    rtt: float | None = last[1] if last is not None and time.monotonic() - last[0] < PING_MAX_AGE else None
     with trio.move_on_after(timeout):
-        try:
-            rtt = (await node.ping(peer, timeout)) * 1000
-            node.reputation.record_latency(peer, rtt)
-        except Exception:
-            rtt = None
+        if last is None or time.monotonic() - last[0] >= PING_MAX_AGE:
+            try:
+                rtt = (await node.ping(peer, timeout)) * 1000
+                node.reputation.record_latency(peer, rtt)
+            except Exception:
+                rtt = None
+            pings[peer] = (time.monotonic(), rtt)
         if caps is None:
             try:
                 caps = await caps_mod.fetch(node, peer, timeout)
@@ -160,8 +173,15 @@ async def rank_peers(node: Node, peers: Sequence[str], timeout: float = 5.0) -> 
 
 
 async def candidates(node: Node, namespace: str, timeout: float = 5.0) -> list[Candidate]:
-    """Providers of `namespace` that we can connect to, scored."""
-    infos = await node.find_peers(namespace)
+    """Providers of `namespace` that we can connect to, scored (the DHT lookup is reused for
+    PROVIDERS_MAX_AGE seconds, so a stream of sends does not cost one lookup each)."""
+    cached = _cache(node, "providers").get(namespace)
+    if cached is not None and time.monotonic() - cached[0] < PROVIDERS_MAX_AGE:
+        infos = cached[1]
+    else:
+        infos = await node.find_peers(namespace)
+        if infos:  # an empty answer is asked again next time
+            _cache(node, "providers")[namespace] = (time.monotonic(), infos)
     reachable: list[str] = []
     connected = {str(p) for p in node.connected_peers()}
 

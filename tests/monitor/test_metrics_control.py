@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import PunchFactory, free_port
+from monitor_helpers import PunchFactory, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from punch_net.control import ControlClient, ControlError

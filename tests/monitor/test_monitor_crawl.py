@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import PunchFactory
+from monitor_helpers import PunchFactory
 
 from punch_net.control import ControlClient
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PunchFactory
+from monitor_helpers import PunchFactory
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +88,6 @@ def test_weighted_routing_picks_by_score_and_fails_over(punch: PunchFactory, tmp
         assert all(e["ok"] for e in later), "every message still got an answer"
         dialer.wait_event("routed", 60, after=dialer.mark())  # the next pick sees the timeout
         newest = next(c for c in full_rounds(dialer)[-1]["candidates"] if c["peer_id"] == idle.peer_id)
-        assert newest["parts"]["reputation"] < rep_before and newest["parts"]["latency"] == 0.5
+        assert newest["parts"]["reputation"] < rep_before
     finally:
         idle.send_signal(signal.SIGCONT)
