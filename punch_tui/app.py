@@ -5,6 +5,7 @@ network)."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.theme import Theme
-from textual.widgets import Footer, Header, Input, Label, TabbedContent, TabPane
+from textual.widgets import Header, Input, Label, TabbedContent, TabPane
 
 from punch_net.config import ConfigError, NodeConfig, update_config_file
 from punch_net.node import Node
@@ -36,9 +37,11 @@ from punch_tui.tabs.overview import OverviewTab
 from punch_tui.tabs.relay import RelayTab
 from punch_tui.tabs.transfers import TransfersTab
 from punch_tui.themes import DEFAULT_THEME
+from punch_tui.widgets.keybar import KeyBar
 from punch_tui.widgets.logview import LogEntry, LogView
 from punch_tui.widgets.table import FilterTable
 
+HIDDEN_REFRESH = 5.0  # seconds between snapshot updates of tabs not on screen
 TAB_IDS = ["overview", "dht", "connections", "messages", "transfers", "relay"]
 
 
@@ -52,14 +55,14 @@ class FilterInput(Input):
 
 
 class PunchApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
     TITLE = "Punch"
     COMMANDS = App.COMMANDS | {NodeCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("ctrl+p", "command_palette", "Palette", key_display="^p", show=False),
+        Binding("ctrl+p", "command_palette", "Palette", key_display="^p"),
         Binding("t", "next_theme", "Theme", show=False),
         *[Binding(str(i + 1), f"show_tab('{tab}')", f"Tab {tab}", show=False) for i, tab in enumerate(TAB_IDS)],
     ]
@@ -108,7 +111,7 @@ class PunchApp(App[int]):
         with Horizontal(id="filter-bar"):
             yield Label("/")
             yield FilterInput(placeholder="filter the current table (esc clears)", id="filter-input", compact=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.title = f"Punch · {self.node_config.role}"
@@ -134,6 +137,10 @@ class PunchApp(App[int]):
     # ---------------------------------------------------------------- node messages
 
     def on_node_started(self, msg: NodeStarted) -> None:
+        # py-libp2p, Textual and their caches are ~150k long-lived objects; freezing them
+        # keeps full garbage collections (seen at 100-300 ms) off the key-to-frame path.
+        gc.collect()
+        gc.freeze()
         self.peers.me = msg.peer_id
         self.my_addrs = msg.addrs
         self.sub_title = f"{short_id(msg.peer_id, 12)} · {len(msg.addrs)} addr"
@@ -150,8 +157,10 @@ class PunchApp(App[int]):
         self.last_snapshot = snap
         self.my_addrs = snap.listen_addrs
         self.peers.update_snapshot(snap)
-        for tab in self.tabs:
-            tab.update_snapshot(snap)
+        active = self.active_tab
+        for tab in self.tabs:  # hidden tabs refresh less often: a 1,000-row table costs
+            if tab is active or snap.ts - tab.snapshot_ts >= HIDDEN_REFRESH:
+                tab.apply_snapshot(snap)
         suggestions = self.peers.peer_ids()
         if suggestions != self._last_suggestions:
             self._last_suggestions = suggestions
@@ -354,7 +363,10 @@ class PunchApp(App[int]):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self._sync_filter_bar()
-        target = self.active_tab.filter_target()
+        tab = self.active_tab
+        if self.last_snapshot is not None and tab.snapshot_ts < self.last_snapshot.ts:
+            self.call_after_refresh(tab.apply_snapshot, self.last_snapshot)  # after the switch is drawn
+        target = tab.filter_target()
         if target is not None and not isinstance(self.focused, Input):
             target.focus()  # so the footer shows this tab's keys
 

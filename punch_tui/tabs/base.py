@@ -15,6 +15,11 @@ class NodeTab(Vertical):
     """Base of each tab module. Subclasses override what they need."""
 
     TITLE = "?"
+    snapshot_ts = 0.0  # when the shown snapshot was taken
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot_ts = snap.ts
+        self.update_snapshot(snap)
 
     def update_snapshot(self, snap: Snapshot) -> None:
         """Called ~1/s with the newest node snapshot (also when the tab is hidden)."""

@@ -5,6 +5,7 @@ connected marker, and a one-line health summary."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.widgets import Label, Static
@@ -55,6 +56,10 @@ class DhtTab(NodeTab):
     PEER_COLUMNS = [("peer", "Peer"), ("cpl", "CPL"), ("seen", "Last seen"), ("conn", "Conn"),
                     ("agent", "Agent"), ("addr", "Address")]
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._row_cache: dict[str, tuple[tuple[Any, ...], list[Cell]]] = {}
+
     def compose(self) -> ComposeResult:
         yield Static("waiting for the node…", id="dht-health")
         yield FilterTable(self.BUCKET_COLUMNS, id="dht-buckets")
@@ -82,9 +87,15 @@ class DhtTab(NodeTab):
                     cell(since(newest, now), -newest),
                 ]
                 for p in b.peers:
-                    # coarse ages so 1,000 rows do not all change every second
-                    seen = now - p.last_seen if p.last_seen else None
-                    seen_text = since(p.last_seen, now) if seen is None or seen >= 60 else "<1m"
+                    # coarse ages (minutes) so 1,000 rows do not all change every second;
+                    # unchanged peers reuse their cells and the table skips them
+                    minutes = int((now - p.last_seen) // 60) if p.last_seen else -1
+                    sig = (p.cpl, p.last_seen, p.connected, p.agent, p.addrs[0] if p.addrs else "", minutes)
+                    cached = self._row_cache.get(p.peer_id)
+                    if cached is not None and cached[0] == sig:
+                        peers[p.peer_id] = cached[1]
+                        continue
+                    seen_text = "<1m" if 0 <= minutes < 1 else since(p.last_seen, now)
                     peers[p.peer_id] = [
                         cell(short_id(p.peer_id, 12), p.peer_id), cell(p.cpl, p.cpl),
                         cell(seen_text, -(p.last_seen or 0)),
@@ -92,6 +103,8 @@ class DhtTab(NodeTab):
                              "bold green" if p.connected else "dim"),
                         cell(p.agent or "?"), cell(p.addrs[0] if p.addrs else "-"),
                     ]
+                    self._row_cache[p.peer_id] = (sig, peers[p.peer_id])
+        self._row_cache = {k: v for k, v in self._row_cache.items() if k in peers}
         self.query_one("#dht-buckets", FilterTable).set_rows(buckets)
         self.query_one("#dht-peers", FilterTable).set_rows(peers)
 

@@ -27,17 +27,17 @@ def message_entry(e: ev.Event) -> LogEntry | None:
     p = short_id
     if isinstance(e, ev.MessageSent):
         body = e.args.get("text") if e.command == "message" and "text" in e.args else _brief(e.args)
-        return LogEntry("sent", f"→ SENT {e.command} #{e.id} to {p(e.peer_id)}: {body}", e.to_json(), e.ts)
+        return LogEntry("sent", f"→ SENT {e.command} #{e.id} to {p(e.peer_id)}: {body}", e, e.ts)
     if isinstance(e, ev.Reply):
         if e.ok:
             return LogEntry("reply", f"← REPLY #{e.id} from {p(e.peer_id)} in {e.rtt_ms:.1f} ms: "
-                            f"{_brief(e.result)}", e.to_json(), e.ts)
-        return LogEntry("error", f"← ERROR #{e.id} from {p(e.peer_id)}: {_brief(e.error)}", e.to_json(), e.ts)
+                            f"{_brief(e.result)}", e, e.ts)
+        return LogEntry("error", f"← ERROR #{e.id} from {p(e.peer_id)}: {_brief(e.error)}", e, e.ts)
     if isinstance(e, ev.MessageReceived):
         body = e.args.get("text") if e.command == "message" and "text" in e.args else _brief(e.args)
-        return LogEntry("received", f"← RECV {e.command} #{e.id} from {p(e.peer_id)}: {body}", e.to_json(), e.ts)
+        return LogEntry("received", f"← RECV {e.command} #{e.id} from {p(e.peer_id)}: {body}", e, e.ts)
     if isinstance(e, ev.ErrorEvent) and e.where in ("dialer", "cmd", "send", "tui"):
-        return LogEntry("error", f"! {e.message}", e.to_json(), e.ts)
+        return LogEntry("error", f"! {e.message}", e, e.ts)
     return None
 
 

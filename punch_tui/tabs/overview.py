@@ -26,27 +26,27 @@ def event_entry(e: ev.Event) -> LogEntry | None:
     """A one-line, human summary of a node event for the Overview event log."""
     p = short_id
     if isinstance(e, ev.Listening):
-        return LogEntry("info", f"listening as {p(e.peer_id)} on {len(e.addrs)} address(es)", e.to_json(), e.ts)
+        return LogEntry("info", f"listening as {p(e.peer_id)} on {len(e.addrs)} address(es)", e, e.ts)
     if isinstance(e, ev.BootstrapRetry):
         return LogEntry("error", f"bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s",
-                        e.to_json(), e.ts)
+                        e, e.ts)
     if isinstance(e, ev.Bootstrapped):
-        return LogEntry("reply", f"✓ DHT bootstrapped ({e.routing_table_size} peers)", e.to_json(), e.ts)
+        return LogEntry("reply", f"✓ DHT bootstrapped ({e.routing_table_size} peers)", e, e.ts)
     if isinstance(e, ev.Registered):
-        return LogEntry("reply", f"✓ announced namespace '{e.namespace}'", e.to_json(), e.ts)
+        return LogEntry("reply", f"✓ announced namespace '{e.namespace}'", e, e.ts)
     if isinstance(e, ev.Discovered):
-        return LogEntry("info", f"discovered {p(e.peer_id)} in '{e.namespace}'", e.to_json(), e.ts)
+        return LogEntry("info", f"discovered {p(e.peer_id)} in '{e.namespace}'", e, e.ts)
     if isinstance(e, ev.PeerConnected):
-        return LogEntry("received", f"+ connected {p(e.peer_id)} ({e.direction}, {e.addr})", e.to_json(), e.ts)
+        return LogEntry("received", f"+ connected {p(e.peer_id)} ({e.direction}, {e.addr})", e, e.ts)
     if isinstance(e, ev.PeerDisconnected):
-        return LogEntry("info", f"- disconnected {p(e.peer_id)}", e.to_json(), e.ts)
+        return LogEntry("info", f"- disconnected {p(e.peer_id)}", e, e.ts)
     if isinstance(e, ev.DHTUpdated):
-        return LogEntry("info", f"routing table now {e.size} peers", e.to_json(), e.ts)
+        return LogEntry("info", f"routing table now {e.size} peers", e, e.ts)
     if isinstance(e, ev.ErrorEvent):
-        return LogEntry("error", f"! {e.where + ': ' if e.where else ''}{e.message}", e.to_json(), e.ts)
+        return LogEntry("error", f"! {e.where + ': ' if e.where else ''}{e.message}", e, e.ts)
     if isinstance(e, ev.MessageSent | ev.Reply | ev.MessageReceived):
         return None  # the Messages tab shows these
-    return LogEntry("info", f"{e.kind}", e.to_json(), e.ts)
+    return LogEntry("info", f"{e.kind}", e, e.ts)
 
 
 class OverviewTab(NodeTab):

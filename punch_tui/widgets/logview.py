@@ -22,13 +22,16 @@ from textual.strip import Strip
 DEFAULT_LIMIT = 10_000
 
 
-@dataclass
+@dataclass(slots=True)
 class LogEntry:
-    """One log line: `kind` picks the colour (sent, received, reply, error, info)."""
+    """One log line: `kind` picks the colour (sent, received, reply, error, info).
+
+    `source` is the node event (or a dict) behind the line; its JSON is only built when
+    the line is selected, so 10,000 kept lines cost little memory."""
 
     kind: str
     text: str
-    payload: dict[str, Any] = field(default_factory=dict)
+    source: Any = None
     ts: float = field(default_factory=time.time)
     seq: int = 0
 
@@ -36,7 +39,8 @@ class LogEntry:
         return f"{time.strftime('%H:%M:%S', time.localtime(self.ts))} {self.text}"
 
     def detail(self) -> str:
-        return json.dumps(self.payload, indent=2, default=str, sort_keys=False)
+        data = self.source.to_json() if hasattr(self.source, "to_json") else (self.source or {})
+        return json.dumps(data, indent=2, default=str, sort_keys=False)
 
 
 class LogView(ScrollView, can_focus=True):

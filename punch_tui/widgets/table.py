@@ -105,6 +105,8 @@ class FilterTable(DataTable[Cell]):
         col_keys = [k for k, _ in self._column_defs]
         for key, cells in visible.items():
             old = self._shown.get(key)
+            if old is cells:
+                continue
             if old is None:
                 self.add_row(*cells, key=key)
                 changed = True
