@@ -291,6 +291,7 @@ class Node:
                     nursery.start_soon(self.relay.run)
                     nursery.start_soon(self.connmgr.run)
                     nursery.start_soon(dht_hygiene.maintain, self, cfg.dht_refresh_interval)
+                    nursery.start_soon(testnet_control.serve_stdin, self)
                     task_status.started()
                     code = 0
                     if self.role is not None:

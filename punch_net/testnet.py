@@ -3,10 +3,13 @@
 A bootstrap server starts first; every other node (`punch listener`, `punch server`, or
 `punch torrent-server` when that role exists) bootstraps to a few random nodes that are
 already up, so start-up never has everyone dial one node. The controller reads each
-child's `--json` events (listening, bootstrapped), polls `testnet.stats` over the
-JSON command protocol for the live status, and stops every child on ctrl+c, SIGTERM or
+child's `--json` events (listening, bootstrapped), polls `testnet.stats` through the
+child's stdin/stdout (testnet_control.serve_stdin: no libp2p connection, so watching
+adds nothing to the network it measures), and stops every child on ctrl+c, SIGTERM or
 after `--duration`. Children run with PUNCH_TESTNET=1 (enables the testnet commands),
-in their own session, and die with the controller (PR_SET_PDEATHSIG) if it is killed.
+in their own session, and stop when their stdin closes, i.e. when the controller is
+gone, even if it was SIGKILLed. (Not PR_SET_PDEATHSIG: trio forks from a worker
+thread, and that signal fires when the forking *thread* exits.)
 
 `Testnet` is the programmatic API the benchmark and the tests use.
 """
@@ -14,11 +17,12 @@ in their own session, and die with the controller (PR_SET_PDEATHSIG) if it is ki
 from __future__ import annotations
 
 import argparse
-import ctypes
+import array
 import json
 import os
 import random
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,12 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
-
-from punch_net.config import NodeConfig
-from punch_net.node import Node, NodeError
-from punch_net.p2p.addresses import parse_dial_target
 
 HELP = "start a local test network of N node processes on 127.0.0.1"
 BOOTSTRAP_FANOUT = 2  # random earlier nodes each new node bootstraps to
@@ -52,12 +50,16 @@ class TestnetError(Exception):
     """The network cannot be started as asked; one line for humans."""
 
 
+class ControlError(Exception):
+    """A node did not answer a control request (or answered with an error)."""
+
+
 @dataclass(eq=False)  # hashable by identity (trio limiter borrower)
 class Child:
     index: int
     role: str
     argv: list[str]
-    proc: trio.Process | None = None
+    proc: Any = None  # trio.Process or ForkedProc: pid, stdin, stdout, returncode, wait(), send_signal()
     peer_id: str = ""
     addrs: list[str] = field(default_factory=list)
     listening: trio.Event = field(default_factory=trio.Event)
@@ -68,6 +70,8 @@ class Child:
     returncode: int | None = None
     killed: bool = False
     stats: dict[str, Any] | None = None
+    next_id: int = 0
+    pending: dict[int, Any] = field(default_factory=dict)  # request id -> [Event, reply]
 
     @property
     def pid(self) -> int | None:
@@ -83,14 +87,6 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.proc is not None and not self.exited.is_set()
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 def plan_roles(nodes: int, listeners: int, torrent_servers: int) -> list[str]:
@@ -112,13 +108,141 @@ def summarise(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "avg": round(statistics.fmean(values), 1), "max": max(values)}
 
 
+class ForkedProc:
+    """A node process forked by the zygote: the subset of trio.Process the controller uses."""
+
+    def __init__(self, pid: int, stdin_fd: int, stdout_fd: int) -> None:
+        self.pid = pid
+        self.stdin = trio.lowlevel.FdStream(stdin_fd)
+        self.stdout = trio.lowlevel.FdStream(stdout_fd)
+        self.returncode: int | None = None
+        self._exited = trio.Event()
+
+    def _set_exit(self, code: int) -> None:
+        self.returncode = code
+        self._exited.set()
+
+    async def wait(self) -> int:
+        """Exit code from the zygote, or -1 once the pid is gone (reaped) without a report
+        reaching us (the controller stops reading the zygote while shutting down)."""
+        while not self._exited.is_set():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                self._set_exit(-1)
+                break
+            with trio.move_on_after(0.05):
+                await self._exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class ForkServer:
+    """Controller side of punch_net.testnet_zygote: one preloaded interpreter forks nodes."""
+
+    def __init__(self) -> None:
+        self.proc: trio.Process | None = None
+        self._sock: Any = None
+        self._lock = trio.Lock()
+        self._replies: trio.MemorySendChannel[dict[str, Any]] | None = None
+        self._recv: trio.MemoryReceiveChannel[dict[str, Any]] | None = None
+        self._by_pid: dict[int, ForkedProc] = {}
+
+    async def start(self, nursery: trio.Nursery, log: Any) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "punch_net.testnet_zygote", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                pass_fds=[theirs.fileno()], start_new_session=True,
+                env=dict(os.environ, PUNCH_TESTNET="1"))
+        finally:
+            theirs.close()
+        self._sock = trio.socket.from_stdlib_socket(ours)
+        self._replies, self._recv = trio.open_memory_channel(16)
+        nursery.start_soon(self._reader)
+        with trio.fail_after(START_TIMEOUT):
+            ready = await self._recv.receive()
+        if "ready" not in ready:
+            raise TestnetError(f"fork server failed to start: {ready}")
+
+    async def _reader(self) -> None:
+        assert self._replies is not None
+        while True:
+            try:
+                data = await self._sock.recv(65536)
+            except (OSError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                await self._replies.aclose()
+                for proc in self._by_pid.values():
+                    if proc.returncode is None:
+                        proc._set_exit(-1)
+                return
+            msg = json.loads(data)
+            if "exit" in msg:
+                proc = self._by_pid.pop(int(msg["exit"]), None)  # type: ignore[arg-type]
+                if proc is not None:
+                    proc._set_exit(int(msg["code"]))
+            else:
+                await self._replies.send(msg)
+
+    async def spawn(self, argv: list[str], stderr_fd: int) -> ForkedProc:
+        """Fork `punch ARGV[3:]` (argv as for a fresh interpreter: python -m punch_net.cli ...)."""
+        assert self._recv is not None
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            async with self._lock:
+                fds = array.array("i", [in_r, out_w, stderr_fd])
+                await self._sock.sendmsg([json.dumps({"argv": argv[3:]}).encode()],
+                                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                with trio.fail_after(10):
+                    reply = await self._recv.receive()
+        except (OSError, trio.EndOfChannel, trio.TooSlowError) as exc:
+            for fd in (in_w, out_r):
+                os.close(fd)
+            raise TestnetError(f"fork server: {exc or 'no reply'}") from None
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        if "pid" not in reply:
+            for fd in (in_w, out_r):
+                os.close(fd)
+            raise TestnetError(f"fork server: {reply.get('error', reply)}")
+        proc = ForkedProc(int(reply["pid"]), in_w, out_r)
+        self._by_pid[proc.pid] = proc
+        return proc
+
+    async def stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self.proc is not None:
+            with trio.move_on_after(STOP_GRACE):
+                await self.proc.wait()
+            if self.proc.returncode is None:
+                self.proc.kill()
+                with trio.move_on_after(STOP_GRACE):
+                    await self.proc.wait()
+
+
 class Testnet:
     """Start, watch, drive and stop a local network of Punch node processes."""
 
     def __init__(self, nodes: int, listeners: int = 0, torrent_servers: int = 0,
                  base_port: int | None = None, emit: Emit | None = None,
                  start_concurrency: int | None = None, log_dir: Path | None = None,
-                 config_file: Path | None = None) -> None:
+                 config_file: Path | None = None, preload: bool = True) -> None:
         from punch_net.roles import ROLES
 
         roles = plan_roles(nodes, listeners, torrent_servers)
@@ -132,8 +256,8 @@ class Testnet:
         self.start_concurrency = start_concurrency or max(4, 2 * (os.cpu_count() or 2))
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="punch-testnet-"))
         self.config_file = config_file
+        self.fork_server: ForkServer | None = ForkServer() if preload else None
         self.children = [Child(i, role, []) for i, role in enumerate(roles)]
-        self.controller: Node | None = None
         self.started_at = 0.0
         self.all_up_at: float | None = None
         self._nursery: trio.Nursery | None = None
@@ -156,12 +280,10 @@ class Testnet:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                cfg = NodeConfig(role="testnet", listen_addr="127.0.0.1", port=0, bootstrap=[],
-                                 ephemeral=True, dht_mode="client", conn_low=100_000,
-                                 conn_high=100_000, dht_refresh_interval=0)
-                self.controller = Node(cfg)
-                await nursery.start(self.controller.run)
                 self.started_at = time.monotonic()
+                if self.fork_server is not None:
+                    with (self.log_dir / "zygote.log").open("wb") as log:
+                        await self.fork_server.start(nursery, log)
                 await self._launch_all(nursery)
                 task_status.started()
                 await trio.sleep_forever()
@@ -169,6 +291,8 @@ class Testnet:
                 # Inside the nursery: the per-child readers are still draining stdout.
                 with trio.CancelScope(shield=True):
                     await self.stop_all()
+                    if self.fork_server is not None:
+                        await self.fork_server.stop()
 
     async def _launch_all(self, nursery: trio.Nursery) -> None:
         first = self.children[0]
@@ -195,10 +319,13 @@ class Testnet:
         env = dict(os.environ, PUNCH_TESTNET="1")
         log = (self.log_dir / f"node-{child.index:03d}-{child.role}.log").open("wb")
         try:
-            child.proc = await trio.lowlevel.open_process(
-                child.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent)
-        except OSError as exc:
+            if self.fork_server is not None:
+                child.proc = await self.fork_server.spawn(child.argv, log.fileno())
+            else:
+                child.proc = await trio.lowlevel.open_process(
+                    child.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                    start_new_session=True)
+        except (OSError, TestnetError) as exc:
             log.close()
             if limited:
                 self._limiter.release_on_behalf_of(child)
@@ -246,7 +373,12 @@ class Testnet:
         if not isinstance(event, dict):
             return
         kind = event.get("event")
-        if kind == "listening":
+        if kind == "control_reply":
+            slot = child.pending.get(event.get("id"))  # type: ignore[arg-type]
+            if slot is not None:
+                slot[1] = event
+                slot[0].set()
+        elif kind == "listening":
             child.peer_id = str(event.get("peer_id", ""))
             child.addrs = [str(a) for a in event.get("addrs", [])]
             child.listening.set()
@@ -275,20 +407,31 @@ class Testnet:
 
     # ------------------------------------------------------------------ drive
 
-    def _ctl(self) -> Node:
-        if self.controller is None:
-            raise TestnetError("testnet is not running")
-        return self.controller
-
     async def call(self, child: Child, command: str, args: dict[str, Any] | None = None,
                    timeout: float = 30.0) -> Any:
-        """Send a testnet command to one child over /punch/cmd (connecting if needed)."""
-        node = self._ctl()
-        peer = ID.from_base58(child.peer_id)
-        if not node.host.get_network().get_connections(peer):
-            target = parse_dial_target(child.dial_addr)
-            await node.connect_peer(PeerInfo(peer, [target.addr]))
-        return await node.send_command(peer, command, args or {}, timeout=timeout)
+        """Send a testnet command to one child through its stdin; its reply comes back
+        as a `control_reply` line on its stdout. Raises ControlError."""
+        if child.proc is None or child.proc.stdin is None or not child.alive:
+            raise ControlError(f"node {child.index} is not running")
+        child.next_id += 1
+        req_id = child.next_id
+        slot: list[Any] = [trio.Event(), None]
+        child.pending[req_id] = slot
+        line = json.dumps({"id": req_id, "command": command, "args": args or {}}) + "\n"
+        try:
+            with trio.fail_after(timeout):
+                await child.proc.stdin.send_all(line.encode())
+                await slot[0].wait()
+        except trio.TooSlowError:
+            raise ControlError(f"node {child.index}: no reply to {command} within {timeout:g}s") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            raise ControlError(f"node {child.index} is not running") from None
+        finally:
+            child.pending.pop(req_id, None)
+        reply = slot[1]
+        if not reply.get("ok"):
+            raise ControlError(f"node {child.index}: {reply.get('error')}")
+        return reply.get("result")
 
     async def poll_stats(self, timeout: float = POLL_TIMEOUT) -> list[dict[str, Any]]:
         """`testnet.stats` of every live node (bounded concurrency; failures skipped)."""
@@ -298,10 +441,9 @@ class Testnet:
         async def one(child: Child) -> None:
             async with limiter:
                 try:
-                    with trio.fail_after(timeout):
-                        child.stats = await self.call(child, "testnet.stats", timeout=timeout)
+                    child.stats = await self.call(child, "testnet.stats", timeout=timeout)
                     out.append(child.stats)
-                except (NodeError, trio.TooSlowError, ValueError):
+                except ControlError:
                     pass
 
         async with trio.open_nursery() as nursery:
@@ -342,19 +484,22 @@ class Testnet:
                 c.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        with trio.move_on_after(STOP_GRACE):
-            for c in live:
-                assert c.proc is not None
-                await c.proc.wait()
+        await _wait_all(live, STOP_GRACE)
         for c in live:
-            assert c.proc is not None
             if c.proc.returncode is None:
                 try:
                     c.proc.kill()
                 except ProcessLookupError:
                     pass
-                with trio.move_on_after(STOP_GRACE):
-                    await c.proc.wait()
+        await _wait_all(live, STOP_GRACE)
+
+
+async def _wait_all(children: list[Child], timeout: float) -> None:
+    with trio.move_on_after(timeout):
+        async with trio.open_nursery() as nursery:
+            for c in children:
+                if c.proc.returncode is None:
+                    nursery.start_soon(c.proc.wait)
 
 
 # ---------------------------------------------------------------------- CLI
@@ -483,4 +628,4 @@ def main(args: argparse.Namespace) -> int:
         return 130
 
 
-__all__ = ["Child", "Testnet", "TestnetError", "plan_roles", "summarise"]
+__all__ = ["Child", "ControlError", "Testnet", "TestnetError", "plan_roles", "summarise"]

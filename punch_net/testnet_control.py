@@ -1,13 +1,18 @@
 """Commands a `punch testnet` controller uses to watch and drive its nodes.
 
-`testnet.stats` is read-only. `testnet.provide`, `testnet.find` and `testnet.refresh`
-make the node do DHT work for the caller, so they exist only in processes started with
-PUNCH_TESTNET=1 (set by `punch testnet` for its children), never on a normal node.
+They exist only in processes started with PUNCH_TESTNET=1 (set by `punch testnet` for
+its children), never on a normal node: `testnet.provide/find/refresh` make the node do
+DHT work for the caller. The controller reaches them over the child's stdin/stdout
+(`serve_stdin`: one JSON request per line in, one `control_reply` event per line out),
+not over libp2p, so watching a network adds no connections or load to it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +20,7 @@ import trio
 
 from punch_net import dht_hygiene
 from punch_net.discovery import dht_key, namespace_multihash
+from punch_net.messaging.codec import Request
 from punch_net.messaging.commands import Call, CommandError
 
 if TYPE_CHECKING:
@@ -23,6 +29,8 @@ if TYPE_CHECKING:
 ENV_FLAG = "PUNCH_TESTNET"
 MAX_KEY_LEN = 256
 MAX_FIND_TIMEOUT = 30.0
+MAX_LINE = 64 * 1024
+CONTROLLER = "controller"  # the caller id stdin requests carry
 
 
 def enabled() -> bool:
@@ -107,3 +115,59 @@ def register(node: Node) -> None:
     reg.register("testnet.provide", provide)
     reg.register("testnet.find", find)
     reg.register("testnet.refresh", refresh)
+
+
+def _reply(req_id: Any, ok: bool, result: Any = None, error: str = "") -> None:
+    line = {"event": "control_reply", "id": req_id, "ok": ok}
+    if ok:
+        line["result"] = result
+    else:
+        line["error"] = error
+    sys.stdout.write(json.dumps(line, default=str) + "\n")
+    sys.stdout.flush()
+
+
+async def _dispatch(node: Node, raw: bytes) -> None:
+    try:
+        msg = json.loads(raw)
+        req_id, command, args = msg["id"], msg["command"], msg.get("args", {})
+        if not isinstance(command, str) or not isinstance(args, dict):
+            raise ValueError("command must be a string and args an object")
+    except (ValueError, KeyError, TypeError) as exc:
+        _reply(None, False, error=f"bad control request: {exc}")
+        return
+    handler = node.registry.get(command)
+    if handler is None or not command.startswith("testnet."):
+        _reply(req_id, False, error=f"unknown control command {command!r}")
+        return
+    try:
+        result = await handler(Call(CONTROLLER, Request(str(req_id), command, args)))
+    except CommandError as exc:
+        _reply(req_id, False, error=f"{exc.code}: {exc}")
+    except Exception as exc:
+        _reply(req_id, False, error=f"{type(exc).__name__}: {exc}")
+    else:
+        _reply(req_id, True, result)
+
+
+async def serve_stdin(node: Node) -> None:
+    """Answer control requests read from stdin; when stdin closes the controller is gone
+    (even if it was SIGKILLed), so this node stops too."""
+    if not enabled():
+        return
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buf = b""
+    async with stream:
+        while True:
+            chunk = await stream.receive_some(MAX_LINE)
+            if not chunk:  # the controller is gone: stop like on SIGTERM (clean shutdown)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            buf += chunk
+            if len(buf) > MAX_LINE and b"\n" not in buf:
+                buf = b""  # a runaway line: drop it rather than grow without bound
+                continue
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    node.spawn(_dispatch, node, line)
