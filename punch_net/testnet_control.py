@@ -89,10 +89,13 @@ def register(node: Node) -> None:
         timeout = call.request.args.get("timeout", 10.0)
         if not isinstance(timeout, int | float) or not 0 < timeout <= MAX_FIND_TIMEOUT:
             raise CommandError("bad_args", f"'timeout' must be a number in (0, {MAX_FIND_TIMEOUT:g}]")
+        count = call.request.args.get("count", 20)
+        if not isinstance(count, int) or not 1 <= count <= 100:
+            raise CommandError("bad_args", "'count' must be an integer in [1, 100]")
         found: list[Any] = []
         start = time.perf_counter()
         with dht_hygiene.trace_lookup() as trace, trio.move_on_after(timeout):
-            found = await node.dht.find_providers(key)
+            found = await node.dht.find_providers(key, count)
         ms = (time.perf_counter() - start) * 1000
         providers = sorted({str(p.peer_id) for p in found})
         return {
