@@ -16,6 +16,7 @@ from punch_net.torrent.metainfo import Metainfo, MetainfoError, decode
 from punch_net.torrent.names import UnsafeName, check_name
 
 READ_SIZE = 1 << 20
+COALESCE_BELOW = 256 * 1024
 MAX_CATALOGUE_ENTRIES = 10_000
 
 
@@ -28,10 +29,12 @@ class BadMetainfo(PeerError):
 
 
 class MessageStream:
-    """Reads whole messages from a stream; EOF -> PeerError."""
+    """Reads whole messages from a stream; EOF -> PeerError. With `coalesce` (seconds), a
+    read that returned little is followed by a short sleep, for bulk transfers."""
 
-    def __init__(self, stream: INetStream) -> None:
+    def __init__(self, stream: INetStream, coalesce: float = 0.0) -> None:
         self.stream = stream
+        self.coalesce = coalesce
         self.decoder = wire.Decoder(wire.SERVER_TYPES)
         self.pending: list[wire.Message] = []
 
@@ -45,6 +48,8 @@ class MessageStream:
             if not data:
                 raise PeerError("peer closed the stream")
             self.pending = self.decoder.feed(data)
+            if self.coalesce and len(data) < COALESCE_BELOW:
+                await trio.sleep(self.coalesce)  # let frames pile up: one read (and window update) for many
         out, self.pending = self.pending, []
         return out
 

@@ -16,7 +16,7 @@ from punch_net.torrent.names import UnsafeName, check_name
 from punch_net.torrent.picker import PiecePicker
 from punch_net.torrent.rates import RateMeter, eta_seconds
 from punch_net.torrent.resume import ResumeError, ResumeRecord, decode_record
-from punch_net.torrent.storage import PartFile, existing_matches
+from punch_net.torrent.storage import PartFile, StorageError, existing_matches
 
 
 def meta_for(data: bytes, name: str = "f.bin") -> Metainfo:
@@ -305,3 +305,19 @@ def test_share_index_skips_symlinks_dirs_hidden_and_caches(tmp_path: Path) -> No
     (share / "a.bin").unlink()
     added3, removed3 = again.rescan()
     assert [f.meta.name for f in added3] == ["b.bin"] and removed3 == ["a.bin"]
+
+
+def test_part_file_disk_full_is_one_clear_error(tmp_path: Path) -> None:
+    meta = meta_for(os.urandom(PIECE_LENGTH))
+    part = PartFile(tmp_path, meta)
+    part.open()
+    os.close(part.fd)
+    part._fd = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+    with pytest.raises(StorageError, match="disk full"):
+        part.write_piece(0, b"x" * 10)
+    part.close()
+
+
+def test_part_file_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        PartFile(tmp_path / "nope", meta_for(b"x")).open()

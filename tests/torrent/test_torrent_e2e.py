@@ -194,6 +194,27 @@ def test_sigkill_mid_download_then_resume(net: Net) -> None:
     assert not record.exists() and not (dest / "r.bin.part").exists()
 
 
+def test_disk_full_is_a_clear_error_and_progress_is_kept(net: Net, shared: Shared) -> None:
+    """RLIMIT_FSIZE makes writes past 4 MiB fail as a full disk would (EFBIG instead of ENOSPC)."""
+    _, hashes, share = shared
+    name = "twenty-mib.bin"
+    dest = net.root / "dl-full"
+    dest.mkdir()
+    proc = PunchProcess("torrent-client", "--bootstrap", net.boot.addr, "--info-hash", hashes[name],
+                        "--download-dir", str(dest), "--no-seed", env=net.f.env, cwd=net.root, name="client-full")
+    proc.argv = ["prlimit", f"--fsize={4 * 1024 * 1024}", *proc.argv]
+    net.f.procs.append(proc)
+    proc.start()
+    assert proc.wait_exit(DOWNLOAD_TIMEOUT) == 1, proc.describe()
+    message = proc.wait_event("error")["message"]
+    assert "cannot write" in message and name in message, message
+    assert "Traceback" not in proc.stderr_text()
+    assert (dest / f"{name}.part").exists() and not (dest / name).exists()
+    again = net.download(hashes[name], dest, name="client-after-full")
+    assert again.wait_exit(DOWNLOAD_TIMEOUT) == 0, again.describe()
+    assert again.wait_event("complete")["sha256"] == sha256(share / name) == sha256(dest / name)
+
+
 def test_malicious_metainfo_name_is_refused(net: Net) -> None:
     share = net.root / "share-evil"
     share.mkdir()
