@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+import psutil
 import trio
 
 from punch_net.p2p.workarounds import quiet_libp2p_logging
@@ -37,9 +38,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-async def measure(n: int, pairs: int, settle: float, seed: int) -> dict[str, Any]:
+def uss_mb(pid: int | None) -> float | None:
+    """Private memory of a process (what forking from a preloaded zygote does not share)."""
+    try:
+        return float(psutil.Process(pid).memory_full_info().uss) / 2**20
+    except Exception:
+        return None
+
+
+async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, count: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    net = Testnet(n)
+    net = Testnet(n, preload=preload)
     row: dict[str, Any] = {"nodes": n}
     async with trio.open_nursery() as nursery:
         t0 = time.monotonic()
@@ -56,6 +65,8 @@ async def measure(n: int, pairs: int, settle: float, seed: int) -> dict[str, Any
         row["dht_avg"] = round(statistics.fmean(s["routing_table_size"] for s in stats), 1)
         row["rss_avg_mb"] = round(statistics.fmean(rss), 1)
         row["rss_max_mb"] = round(max(rss), 1)
+        uss = [u for u in (uss_mb(c.pid) for c in net.children) if u is not None]
+        row["uss_avg_mb"] = round(statistics.fmean(uss), 1) if uss else None
 
         # Baseline: one request/response over an open connection (controller -> node).
         rtts = []
@@ -84,7 +95,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int) -> dict[str, Any
             for a, _b, key in plan:
                 prov.start_soon(provide, a, key)
         for a, b, key in plan:  # one lookup at a time: latency without self-inflicted contention
-            res = await net.call(b, "testnet.find", {"key": key, "timeout": 10}, timeout=40)
+            res = await net.call(b, "testnet.find", {"key": key, "timeout": 10, "count": count}, timeout=40)
             if a.peer_id in res["providers"]:
                 ok += 1
                 latencies.append(res["ms"])
@@ -109,7 +120,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int) -> dict[str, Any
 
 COLUMNS = [
     ("nodes", "N"), ("up_s", "up s"), ("conns_avg", "conn avg"), ("conns_max", "conn max"),
-    ("conns_after_max", "conn max*"), ("dht_avg", "dht avg"), ("rss_avg_mb", "RSS MB"),
+    ("conns_after_max", "conn max*"), ("dht_avg", "dht avg"), ("rss_avg_mb", "RSS MB"), ("uss_avg_mb", "USS MB"),
     ("success", "found"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
     ("hops_avg", "hops"), ("provide_p50_ms", "provide p50"), ("baseline_rr_ms", "1 req ms"),
 ]
@@ -120,7 +131,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("  ".join(t.rjust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)))
     for r in rows:
         print("  ".join(str(r.get(k)).rjust(w) for (k, _), w in zip(COLUMNS, widths, strict=True)))
-    print("conn max* = after the lookups; 1 req ms = baseline, one JSON request over an open connection")
+    print("conn max* = after the lookups; USS = private memory per node (RSS counts pages shared with the")
+    print("fork server); 1 req ms = baseline: one control request/reply to a node (pipe + JSON + scheduling)")
     print(TARGETS)
 
 
@@ -132,10 +144,13 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=5.0, help="seconds after all up before measuring")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-preload", action="store_true", help="fresh interpreter per node (no fork server)")
+    p.add_argument("--count", type=int, default=1,
+                   help="providers a lookup waits for (1: time to the first provider, like findprovs -n 1)")
     args = p.parse_args()
     rows = []
     for n in args.nodes:
-        row = trio.run(measure, n, args.pairs, args.settle, args.seed)
+        row = trio.run(measure, n, args.pairs, args.settle, args.seed, not args.no_preload, args.count)
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)

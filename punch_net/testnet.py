@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import functools
 import json
 import os
 import random
@@ -236,8 +237,23 @@ class ForkServer:
                     await self.proc.wait()
 
 
+@functools.cache
+def _accepts(role: str, flag: str) -> bool:
+    """Whether `punch ROLE` has FLAG (roles grow flags as other work lands)."""
+    from punch_net.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._subparsers._group_actions if parser._subparsers else []:  # type: ignore[attr-defined]
+        sub = getattr(action, "choices", {}).get(role)
+        if sub is not None:
+            return flag in sub._option_string_actions
+    return False
+
+
 class Testnet:
     """Start, watch, drive and stop a local network of Punch node processes."""
+
+    __test__ = False  # not a pytest class
 
     def __init__(self, nodes: int, listeners: int = 0, torrent_servers: int = 0,
                  base_port: int | None = None, emit: Emit | None = None,
@@ -253,7 +269,7 @@ class Testnet:
             raise TestnetError(f"--base-port {base_port} leaves no room for {nodes} ports")
         self.base_port = base_port
         self.emit = emit or (lambda event: None)
-        self.start_concurrency = start_concurrency or max(4, 2 * (os.cpu_count() or 2))
+        self.start_concurrency = start_concurrency or max(8, 4 * (os.cpu_count() or 2))
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="punch-testnet-"))
         self.config_file = config_file
         self.fork_server: ForkServer | None = ForkServer() if preload else None
@@ -271,6 +287,13 @@ class Testnet:
                 "--port", str(port), "--ephemeral", "--json"]
         if self.config_file is not None:
             argv += ["--config", str(self.config_file)]
+        if _accepts(child.role, "--no-control"):
+            argv.append("--no-control")  # ephemeral nodes would all share one default socket path
+        if child.role == "torrent-server":
+            share = self.log_dir / f"share-{child.index:03d}"
+            share.mkdir(exist_ok=True)
+            (share / f"hello-{child.index}.txt").write_text(f"hello from testnet node {child.index}\n")
+            argv += ["--share-dir", str(share)]
         for addr in bootstrap:
             argv += ["--bootstrap", addr]
         return argv

@@ -1,0 +1,93 @@
+"""The connection manager's pruning policy (pure) and its trio adapter on real hosts."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from punch_net.config import NodeConfig
+from punch_net.connmgr import ConnManager, ConnSnapshot, select_prune
+from punch_net.node import Node, NodeError
+from punch_net.p2p.workarounds import quiet_libp2p_logging
+
+quiet_libp2p_logging()
+
+
+def snap(peer: str, age: float = 60.0, busy: bool = False, value: int = 0, protected: bool = False) -> ConnSnapshot:
+    return ConnSnapshot(peer, age, busy, value, protected)
+
+
+def test_nothing_pruned_at_or_below_high() -> None:
+    conns = [snap(f"p{i}") for i in range(10)]
+    assert select_prune(conns, low=5, high=10, grace=1) == []
+
+
+def test_prunes_down_to_low_least_valuable_oldest_first() -> None:
+    conns = [snap("old", age=100), snap("young", age=20), snap("dht", age=200, value=10)] + [
+        snap(f"x{i}", age=50, value=5) for i in range(3)]
+    victims = select_prune(conns, low=2, high=4, grace=1)
+    assert len(victims) == 4
+    assert victims[:2] == ["old", "young"]  # value 0 first, oldest first
+    assert "dht" not in victims  # the most valuable survives
+
+
+def test_protected_busy_and_new_connections_are_never_pruned() -> None:
+    conns = [snap("prot", protected=True), snap("busy", busy=True), snap("new", age=0.5)] + [
+        snap(f"x{i}") for i in range(5)]
+    victims = select_prune(conns, low=0, high=3, grace=2)
+    assert set(victims) == {f"x{i}" for i in range(5)}
+
+
+def test_may_return_fewer_than_needed_when_everything_is_protected() -> None:
+    conns = [snap(f"p{i}", protected=True) for i in range(10)]
+    assert select_prune(conns, low=1, high=2, grace=0) == []
+
+
+def test_bad_watermarks_are_one_line_errors() -> None:
+    with pytest.raises(NodeError, match="low <= high"):
+        Node(NodeConfig(ephemeral=True, conn_low=10, conn_high=5))
+
+
+def test_protect_and_tag_api_without_a_swarm() -> None:
+    cm = ConnManager.__new__(ConnManager)
+    ConnManager.__init__(cm, node=None, low=1, high=2)  # type: ignore[arg-type]
+    peer = "12D3KooWLUSqVybRLZ7CwyXNrTfecs6HibEwZBcZBqw8aR7wLG2E"
+    cm.protect(peer, "transfer")
+    cm.protect(peer, "session")
+    assert cm.is_protected(peer) and cm.is_protected(peer, "transfer")
+    assert cm.unprotect(peer, "transfer") is True  # still protected by "session"
+    assert cm.unprotect(peer, "session") is False
+    assert not cm.is_protected(peer)
+
+
+async def test_hub_prunes_idle_unprotected_connections_to_low() -> None:
+    """A hub with low=2/high=4 and 7 client-mode peers (not DHT neighbours): after the
+    grace period it keeps the protected peer and the one with an open command session,
+    and prunes idle ones down to the low watermark."""
+    def cfg(role: str = "server", **kw: object) -> NodeConfig:
+        return NodeConfig(role=role, listen_addr="127.0.0.1", port=0, bootstrap=[], ephemeral=True,
+                          dht_refresh_interval=0, **kw)  # type: ignore[arg-type]
+
+    hub = Node(cfg(conn_low=2, conn_high=4))
+    hub.connmgr.grace = 0.5
+    peers = [Node(cfg(dht_mode="client", role="dialer")) for _ in range(7)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        for p in peers:
+            await nursery.start(p.run)
+        with trio.fail_after(30):
+            for p in peers:
+                await p.dial(hub.listen_addrs()[0])
+            hub.connmgr.protect(peers[0].peer_id, "test")
+            await peers[1].send_command(hub.peer_id, "echo", {"keep": True})  # opens a session
+            while len(hub.connected_peers()) < 7:
+                await trio.sleep(0.05)
+            while len(hub.connected_peers()) > 2 + 2:  # low + (protected + busy) at most
+                await trio.sleep(0.1)
+        await trio.sleep(1.5)  # more passes change nothing
+        left = set(hub.connected_peers())
+        assert peers[0].peer_id in left, "protected peer was pruned"
+        assert peers[1].peer_id in left, "peer with an open command session was pruned"
+        assert len(left) <= 2 + 2
+        assert hub.connmgr.pruned >= 3
+        nursery.cancel_scope.cancel()
