@@ -4,8 +4,8 @@ For each N: seconds until every node is up and bootstrapped; connections and RSS
 node (after start-up and after the lookups); provider-lookup latency p50/p95/p99,
 success and hops over random provide/find pairs (provider A announces a fresh key,
 then a different node B looks it up; latency is timed inside B). The baseline, measured
-in the same run, is one JSON request/response to a node over an open libp2p connection:
-the floor of one DHT hop.
+in the same run, is a libp2p ping between two nodes over an open connection (the floor of
+one DHT hop), plus the controller's own request/reply time over a node's stdin/stdout.
 
     .venv/bin/python benchmarks/dht_scale.py                 # N = 25 50 100 200
     .venv/bin/python benchmarks/dht_scale.py --nodes 25 --pairs 50 --json
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import statistics
 import sys
 import time
@@ -38,6 +39,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    """ctrl+c / SIGTERM: stop the measurement; Testnet.run then stops every node."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            raise SystemExit(130)
+
+
 def uss_mb(pid: int | None) -> float | None:
     """Private memory of a process (what forking from a preloaded zygote does not share)."""
     try:
@@ -51,6 +60,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
     net = Testnet(n, preload=preload)
     row: dict[str, Any] = {"nodes": n}
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
         t0 = time.monotonic()
         await nursery.start(net.run)
         row["up_s"] = round(await net.wait_all_up(timeout=60 + 3 * n), 1)
@@ -75,6 +85,14 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
             await net.call(child, "testnet.stats")
             rtts.append((time.perf_counter() - start) * 1000)
         row["baseline_rr_ms"] = round(statistics.median(rtts), 1)
+        # Baseline: one libp2p ping between two nodes on an open connection (one DHT hop's floor).
+        pings = []
+        for _ in range(20):
+            a, b = rng.sample(net.children, 2)
+            args = {"peer": b.peer_id, "addrs": b.addrs}
+            await net.call(a, "testnet.ping", args)  # the first may have to dial
+            pings.append((await net.call(a, "testnet.ping", args))["ms"])
+        row["ping_ms"] = round(statistics.median(pings), 1)
 
         latencies: list[float] = []
         hops: list[int] = []
@@ -122,7 +140,7 @@ COLUMNS = [
     ("nodes", "N"), ("up_s", "up s"), ("conns_avg", "conn avg"), ("conns_max", "conn max"),
     ("conns_after_max", "conn max*"), ("dht_avg", "dht avg"), ("rss_avg_mb", "RSS MB"), ("uss_avg_mb", "USS MB"),
     ("success", "found"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
-    ("hops_avg", "hops"), ("provide_p50_ms", "provide p50"), ("baseline_rr_ms", "1 req ms"),
+    ("hops_avg", "hops"), ("provide_p50_ms", "provide p50"), ("ping_ms", "ping ms"), ("baseline_rr_ms", "ctl ms"),
 ]
 
 
@@ -132,7 +150,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         print("  ".join(str(r.get(k)).rjust(w) for (k, _), w in zip(COLUMNS, widths, strict=True)))
     print("conn max* = after the lookups; USS = private memory per node (RSS counts pages shared with the")
-    print("fork server); 1 req ms = baseline: one control request/reply to a node (pipe + JSON + scheduling)")
+    print("fork server); baselines in the same run: ping ms = one libp2p ping between two nodes on an open")
+    print("connection (a DHT hop's floor), ctl ms = one control request/reply to a node over its stdin/stdout")
     print(TARGETS)
 
 

@@ -16,7 +16,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+import multiaddr
 import trio
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
 from punch_net import dht_hygiene
 from punch_net.discovery import dht_key, namespace_multihash
@@ -114,7 +117,25 @@ def register(node: Node) -> None:
         result["reprovided"] = reprovided
         return result
 
+    async def ping(call: Call) -> dict[str, Any]:
+        """libp2p ping to another node (dialing it first if needed): the one-hop floor."""
+        peer = call.request.args.get("peer")
+        if not isinstance(peer, str) or not 30 <= len(peer) <= 100:
+            raise CommandError("bad_args", "'peer' must be a peer id")
+        addrs = call.request.args.get("addrs", [])
+        from punch_net.node import NodeError  # node.py imports this module
+
+        try:
+            peer_id = ID.from_base58(peer)
+            if addrs and not node.host.get_network().get_connections(peer_id):
+                await node.connect_peer(PeerInfo(peer_id, [multiaddr.Multiaddr(a) for a in addrs[:4]]))
+            rtt = await node.ping(peer_id)
+        except (NodeError, ValueError) as exc:
+            raise CommandError("ping_failed", str(exc)) from None
+        return {"ms": round(rtt * 1000, 3)}
+
     reg.register("testnet.stats", stats)
+    reg.register("testnet.ping", ping)
     reg.register("testnet.provide", provide)
     reg.register("testnet.find", find)
     reg.register("testnet.refresh", refresh)

@@ -16,6 +16,7 @@ zygote exits (children then see EOF on stdin and stop themselves).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -33,12 +34,23 @@ def _preload() -> None:
     import punch_net.testnet_control  # noqa: F401
 
 
+def _set_comm(name: str) -> None:
+    """Name the process for top/ps -o comm (its argv stays the zygote's: it was forked)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except Exception:
+        pass
+
+
 def _child(argv: list[str], fds: list[int], sock: socket.socket) -> None:
     """In the forked child: become `punch ARGV` with the given stdio, never return."""
     code = 1
     try:
         sock.close()
         os.setsid()
+        _set_comm(f"punch-{argv[0] if argv else 'node'}")
         for target, fd in zip((0, 1, 2), fds, strict=True):
             os.dup2(fd, target)
         for fd in fds:
@@ -116,6 +128,10 @@ def main() -> int:
     fd = int(sys.argv[1])
     sock = socket.socket(fileno=fd)
     _preload()
+    # Move every preloaded object into the permanent generation: the children's garbage
+    # collector then never walks (and so never writes to, and copies) these shared pages.
+    gc.collect()
+    gc.freeze()
     _send(sock, {"ready": os.getpid()})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when we stop
     serve(sock)
