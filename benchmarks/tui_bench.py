@@ -217,6 +217,35 @@ def events_key(key: str) -> Any:
     return events.Key(key, key)
 
 
+class GcWatch:
+    """Collector pauses while measuring (full collections were the worst stalls)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.pauses: list[tuple[int, float]] = []
+        self._t = 0.0
+        self._gc = gc
+
+    def __enter__(self) -> GcWatch:
+        self._gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._gc.callbacks.remove(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._t) * 1000))
+
+    def summary(self) -> str:
+        full = [d for g, d in self.pauses if g == 2]
+        return (f"{len(self.pauses)} collections, {sum(d for _, d in self.pauses):.0f} ms in all; "
+                f"{len(full)} full, longest {max(full, default=0):.0f} ms")
+
+
 def rss_mb() -> float:
     import psutil
 
@@ -320,7 +349,9 @@ async def bench(server_addr: str, sink: dict[str, str]) -> dict[str, Any]:
             if app.query_one("#dht-peers").row_count >= ROUTING_ROWS:
                 break
         dht_rows = app.query_one("#dht-peers").row_count
-        busy = await measure(app, pilot, PRESSES)
+        with GcWatch() as gcw:
+            busy = await measure(app, pilot, PRESSES)
+        results["gc"] = gcw.summary()
         stop["flag"] = True
         await asyncio.wait_for(transfer, 10)
         results["busy"] = busy
@@ -431,6 +462,7 @@ def main() -> int:
     print(f"DHT table rows shown:     {res['dht_rows']}")
     print(f"log lines appended/kept:  {res['log_appended']:,} / {res['log_kept']:,} "
           f"(filled in {res['log_fill_s']:.2f} s)")
+    print(f"GC during busy presses:   {res['gc']}")
     print(f"stream throughput:        {res['throughput_mb_s']:.1f} MB/s during the busy run")
     print(f"RSS idle / busy:          {res['rss_idle']:.0f} MB / {res['rss_busy']:.0f} MB "
           f"(target ≤ {TARGET_RSS_MB:g} MB)")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -41,6 +42,10 @@ from punch_tui.widgets.keybar import KeyBar
 from punch_tui.widgets.logview import LogEntry, LogView
 from punch_tui.widgets.table import FilterTable
 
+GC_THRESHOLDS = (20_000, 20, 1_000_000)  # young batches; full collections only from _idle_gc
+IDLE_GC_INTERVAL = 15.0  # seconds between checks
+IDLE_GC_QUIET = 3.0  # no key for this long: a full collection will not be noticed
+IDLE_GC_FORCE = 300.0  # collect anyway after this long (someone typing non-stop)
 HIDDEN_REFRESH = 5.0  # seconds between snapshot updates of tabs not on screen
 TAB_IDS = ["overview", "dht", "connections", "messages", "transfers", "relay"]
 
@@ -88,6 +93,8 @@ class PunchApp(App[int]):
         self._last_suggestions: list[str] = []
         self.last_snapshot: Snapshot | None = None
         self.exit_code = 0
+        self._gc_saved: tuple[int, int, int] | None = None
+        self._last_input = self._last_full_gc = time.monotonic()
         for theme in themes or []:
             self.register_theme(theme)
 
@@ -137,10 +144,7 @@ class PunchApp(App[int]):
     # ---------------------------------------------------------------- node messages
 
     def on_node_started(self, msg: NodeStarted) -> None:
-        # py-libp2p, Textual and their caches are ~150k long-lived objects; freezing them
-        # keeps full garbage collections (seen at 100-300 ms) off the key-to-frame path.
-        gc.collect()
-        gc.freeze()
+        self._tune_gc()
         self.peers.me = msg.peer_id
         self.my_addrs = msg.addrs
         self.sub_title = f"{short_id(msg.peer_id, 12)} · {len(msg.addrs)} addr"
@@ -388,8 +392,36 @@ class PunchApp(App[int]):
         self.switch_theme(names[(names.index(current) + 1) % len(names)])
         self.notify(f"theme {self.theme}", timeout=2)
 
+    def _tune_gc(self) -> None:
+        """Keep the cyclic collector's long pauses away from key presses.
+
+        py-libp2p, Textual and their caches are ~150k long-lived objects: a full collection
+        took 100-300 ms, and with the default thresholds one ran every few seconds under
+        load. Freeze what exists after start-up, collect young objects in bigger batches,
+        and run full collections ourselves when nobody has pressed a key for a while."""
+        gc.collect()
+        gc.freeze()
+        self._gc_saved = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
+        self.set_interval(IDLE_GC_INTERVAL, self._idle_gc)
+
+    def _idle_gc(self) -> None:
+        now = time.monotonic()
+        quiet = now - self._last_input >= IDLE_GC_QUIET
+        if quiet or now - self._last_full_gc >= IDLE_GC_FORCE:
+            gc.collect()
+            self._last_full_gc = now
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown):  # the app sees every input first
+            self._last_input = time.monotonic()
+        await super().on_event(event)
+
     async def on_unmount(self) -> None:
         """However the app ends (quit, crash, test teardown), stop the node cleanly."""
+        if self._gc_saved is not None:
+            gc.set_threshold(*self._gc_saved)
+            gc.unfreeze()
         if not self.bridge.finished:
             await self.bridge.stop(5.0)
 

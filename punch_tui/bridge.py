@@ -20,6 +20,7 @@ from punch_net import events as ev
 from punch_net.node import Node
 from punch_tui.messages import NodeEvents, NodeStarted, NodeStopped, SnapshotReady
 from punch_tui.snapshot import take_snapshot
+from punch_tui.traffic import TrafficMeter
 
 T = TypeVar("T")
 
@@ -61,6 +62,7 @@ class NodeBridge:
         self._stopping = False
         self.running = False
         self.failure: str | None = None
+        self.traffic = TrafficMeter()
 
     # ------------------------------------------------------------ asyncio side
 
@@ -192,7 +194,7 @@ class NodeBridge:
         while True:
             started = time.perf_counter()
             if self.node.running:
-                self.target.post_message(SnapshotReady(take_snapshot(self.node)))
+                self.target.post_message(SnapshotReady(take_snapshot(self.node, self.traffic)))
             await trio.sleep(max(0.05, self.poll_interval - (time.perf_counter() - started)))
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from punch_net.node import ConnectionInfo, Node, RoutingTableInfo
+from punch_tui.traffic import TrafficMeter
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Snapshot:
     transfers: list[dict[str, Any]] | None = None  # None: the role has no transfers
     relay: dict[str, Any] | None = None  # None: the role has no relay
     extra_errors: list[str] = field(default_factory=list)
+    traffic: tuple[int, int] | None = None  # cumulative bytes (in, out); None: unknown
 
 
 def _optional(node: Node, name: str, errors: list[str]) -> Any:
@@ -50,7 +52,20 @@ def as_data(value: Any) -> dict[str, Any]:
     return dict(vars(value))
 
 
-def take_snapshot(node: Node) -> Snapshot:
+def _traffic(node: Node, meter: TrafficMeter | None) -> tuple[int, int] | None:
+    stats_in, stats_out = int(node.counters.bytes_in), int(node.counters.bytes_out)
+    if stats_in or stats_out:  # the core counts traffic: trust it
+        return stats_in, stats_out
+    if meter is None:
+        return None
+    try:
+        conns = [c for cs in node.host.get_network().get_connections_map().values() for c in cs]
+    except Exception:
+        return None
+    return meter.sample(conns)
+
+
+def take_snapshot(node: Node, meter: TrafficMeter | None = None) -> Snapshot:
     """Read every snapshot the node offers; cheap, synchronous, no network."""
     errors: list[str] = []
     routing: RoutingTableInfo | None
@@ -70,4 +85,5 @@ def take_snapshot(node: Node) -> Snapshot:
         transfers=[as_data(t) for t in transfers] if transfers is not None else None,
         relay=as_data(relay) if relay is not None else None,
         extra_errors=errors,
+        traffic=_traffic(node, meter),
     )

@@ -103,8 +103,8 @@ class OverviewTab(NodeTab):
             ("DHT", f"{stats.get('routing_table_size', '-')} peers ({dht_mode})"),
             ("Messages", f"in {stats.get('messages_in', 0)} · out {stats.get('messages_out', 0)}"),
             ("Replies", f"{stats.get('replies', 0)} · errors {stats.get('errors', 0)}"),
-            ("Traffic", f"in {size(float(stats.get('bytes_in', 0)))} · "  # type: ignore[arg-type]
-                        f"out {size(float(stats.get('bytes_out', 0)))}"),  # type: ignore[arg-type]
+            ("Traffic", "-" if snap is None else f"in {size(snap.traffic[0])} · out {size(snap.traffic[1])}"
+             if snap.traffic is not None else "not measured on this system"),
             ("Reachability", reach),
             ("Dropped", f"{stats.get('events_dropped', 0)} events"),
         ]
@@ -132,7 +132,7 @@ class OverviewTab(NodeTab):
         stats = snap.stats
         self.peer_id = str(stats.get("peer_id", self.peer_id))
         self._set_addrs(snap.listen_addrs)
-        b_in, b_out = int(stats.get("bytes_in", 0)), int(stats.get("bytes_out", 0))
+        b_in, b_out = snap.traffic or (0, 0)
         if self._prev is not None:
             dt = max(1e-3, snap.ts - self._prev[0])
             self.rate_in.append(max(0.0, (b_in - self._prev[1]) / dt))

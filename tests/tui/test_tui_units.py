@@ -193,3 +193,38 @@ def test_main_rejects_unknown_theme_in_process(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("PUNCH_CONFIG", str(tmp_path / "c.toml"))
     assert tui_main(["--theme", "nope"]) == 2
     assert "unknown theme 'nope'" in capsys.readouterr().err
+
+
+def test_tcp_info_parsing_and_meter() -> None:
+    import struct
+
+    from punch_tui.traffic import TrafficMeter, find_socket, parse_tcp_info
+
+    raw = bytes(120) + struct.pack("=QQ", 5000, 7000)
+    assert parse_tcp_info(raw) == (7000, 5000)  # (received, acked)
+    assert parse_tcp_info(bytes(100)) is None
+
+    class Sock:
+        def __init__(self) -> None:
+            self.acked, self.received = 0, 0
+
+        def fileno(self) -> int:
+            return 7
+
+        def getsockopt(self, level: int, opt: int, size: int) -> bytes:
+            return bytes(120) + struct.pack("=QQ", self.acked, self.received)
+
+    class Conn:  # the shape of a py-libp2p SwarmConn, two levels deep
+        def __init__(self, sock: Sock) -> None:
+            self.muxed_conn = type("M", (), {"secured_conn": type("S", (), {"conn": sock})()})()
+
+    sock = Sock()
+    conn = Conn(sock)
+    assert find_socket(conn) is sock
+    meter = TrafficMeter()
+    sock.received, sock.acked = 100, 50
+    assert meter.sample([conn]) == (100, 50)
+    sock.received, sock.acked = 300, 80
+    assert meter.sample([conn]) == (300, 80)
+    assert meter.sample([]) == (300, 80)  # a closed connection keeps its bytes in the totals
+    assert TrafficMeter().sample([object()]) == (0, 0)  # no TCP socket: nothing to count
