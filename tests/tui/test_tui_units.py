@@ -228,3 +228,15 @@ def test_tcp_info_parsing_and_meter() -> None:
     assert meter.sample([conn]) == (300, 80)
     assert meter.sample([]) == (300, 80)  # a closed connection keeps its bytes in the totals
     assert TrafficMeter().sample([object()]) == (0, 0)  # no TCP socket: nothing to count
+
+
+def test_saved_theme_is_read_from_the_config(tmp_path: Path) -> None:
+    from punch_net.config import update_config_file
+    from punch_tui.main import _saved_theme
+
+    cfg = tmp_path / "config.toml"
+    assert _saved_theme(cfg) is None
+    update_config_file(cfg, "tui", "theme", "punch-light")
+    assert _saved_theme(cfg) == "punch-light"
+    cfg.write_text("[tui\n")  # a broken file: the default theme is used
+    assert _saved_theme(cfg) is None
