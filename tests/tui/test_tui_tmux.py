@@ -65,6 +65,8 @@ class Tmux:
 
     def kill(self) -> None:
         self.tmux("kill-server", check=False)
+        tmpdir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (tmpdir / self.sock).unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -88,12 +88,16 @@ class Network:
         self.namespace = namespace
         self.env = {"PUNCH_DATA_DIR": str(tmp / "data"), "PUNCH_CONFIG": str(tmp / "config.toml")}
         self.children: list[Child] = []
-        self.server = self.start("server")
-        self.server.wait("listening")
-        self.listeners = [self.start("listener", "--bootstrap", self.server.addr, "--namespace", namespace)
-                          for _ in range(2)]
-        for listener in self.listeners:
-            listener.wait("registered")
+        try:
+            self.server = self.start("server")
+            self.server.wait("listening")
+            self.listeners = [self.start("listener", "--bootstrap", self.server.addr, "--namespace", namespace)
+                              for _ in range(2)]
+            for listener in self.listeners:
+                listener.wait("registered")
+        except BaseException:
+            self.close()  # a half-started network must not outlive the test run
+            raise
 
     def start(self, role: str, *args: str) -> Child:
         child = Child(role, *args, cwd=self.tmp, env=self.env)
