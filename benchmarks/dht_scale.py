@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import statistics
@@ -47,6 +48,10 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
             raise SystemExit(130)
 
 
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def uss_mb(pid: int | None) -> float | None:
     """Private memory of a process (what forking from a preloaded zygote does not share)."""
     try:
@@ -64,6 +69,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         t0 = time.monotonic()
         await nursery.start(net.run)
         row["up_s"] = round(await net.wait_all_up(timeout=60 + 3 * n), 1)
+        progress(f"N={n}: all up in {row['up_s']} s")
         row["launch_overhead_s"] = round(net.started_at - t0, 2)
         await trio.sleep(settle)
         stats = await net.poll_stats(timeout=20)
@@ -112,6 +118,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         async with trio.open_nursery() as prov:
             for a, _b, key in plan:
                 prov.start_soon(provide, a, key)
+        progress(f"N={n}: {pairs} keys provided (p50 {pct(provide_ms, 50):.0f} ms); looking them up")
         for a, b, key in plan:  # one lookup at a time: latency without self-inflicted contention
             res = await net.call(b, "testnet.find", {"key": key, "timeout": 10, "count": count}, timeout=40)
             if a.peer_id in res["providers"]:
@@ -132,6 +139,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         row["conns_after_max"] = max(conns)
         row["pruned_total"] = sum((s.get("connmgr") or {}).get("pruned", 0) for s in stats)
         nursery.cancel_scope.cancel()
+    row["load_avg_1m"] = round(os.getloadavg()[0], 1)  # other work on the machine skews every figure
     row["left_running"] = sum(1 for c in net.children if c.proc is not None and c.proc.returncode is None)
     return row
 
@@ -141,6 +149,7 @@ COLUMNS = [
     ("conns_after_max", "conn max*"), ("dht_avg", "dht avg"), ("rss_avg_mb", "RSS MB"), ("uss_avg_mb", "USS MB"),
     ("success", "found"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
     ("hops_avg", "hops"), ("provide_p50_ms", "provide p50"), ("ping_ms", "ping ms"), ("baseline_rr_ms", "ctl ms"),
+    ("load_avg_1m", "load"),
 ]
 
 
