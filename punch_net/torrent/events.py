@@ -28,6 +28,16 @@ class Shared(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Announced(Event):
+    kind: ClassVar[str] = "announced"
+    name: str
+    info_hash: str
+
+    def human(self) -> str | None:
+        return None  # `shared` already told the user; this is for scripts and tests
+
+
+@dataclass(frozen=True, kw_only=True)
 class Unshared(Event):
     kind: ClassVar[str] = "unshared"
     name: str

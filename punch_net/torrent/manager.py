@@ -132,6 +132,8 @@ class TorrentManager:
                         from punch_net.discovery import namespace_cid
 
                         self.node.bus.publish(ev.Registered(namespace=NAMESPACE, key=namespace_cid(NAMESPACE)))
+                    else:  # an info hash: key is the hex multihash 1220 + info hash
+                        self.node.bus.publish(tev.Announced(name=what, info_hash=key[4:]))
                 else:
                     failed = True
             self._provide_wake = trio.Event()

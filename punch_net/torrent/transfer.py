@@ -414,6 +414,7 @@ class Transfer:
                 except Exception:
                     found = []
             now = trio.current_time()
+            fresh = False
             for info in dedupe_providers(found):
                 pid = info.peer_id
                 if pid == me or pid in self.banned or pid in self.sessions:
@@ -422,9 +423,12 @@ class Transfer:
                 if known is not None and now - known.ended_at < RETRY_PEER_AFTER:
                     continue
                 self.sessions.add(pid)
+                fresh = True
                 assert self._nursery is not None
                 self._nursery.start_soon(self._peer_task, info)
-            wait = DISCOVERY_MAX if self.sessions else min(wait * 2, DISCOVERY_MAX / 2)
+            # Provider records spread through the DHT over time: look again soon after
+            # finding someone new, then back off.
+            wait = DISCOVERY_MIN if fresh else min(wait * 2, DISCOVERY_MAX)
             await trio.sleep(wait)
 
     def _peer(self, pid: ID) -> _Peer:

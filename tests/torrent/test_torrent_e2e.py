@@ -73,14 +73,15 @@ def shared(net: Net) -> tuple[PunchProcess, dict[str, str], Path]:
     share = net.root / "share"
     make_files(share, SIZES)
     server = net.torrent_server(share)
-    hashes = {}
-    for name in SIZES:
-        hashes[name] = server.wait_event("shared", pred=lambda e, n=name: e["name"] == n, timeout=60)["info_hash"]
+    hashes = {name: wait_shared(server, name) for name in SIZES}
     return server, hashes, share
 
 
 def wait_shared(server: PunchProcess, name: str) -> str:
-    return str(server.wait_event("shared", pred=lambda e: e["name"] == name, timeout=60)["info_hash"])
+    """The info hash of `name`, once the server has announced it in the DHT."""
+    info_hash = str(server.wait_event("shared", pred=lambda e: e["name"] == name, timeout=60)["info_hash"])
+    server.wait_event("announced", pred=lambda e: e["info_hash"] == info_hash, timeout=60)
+    return info_hash
 
 
 def test_listing_shows_every_shared_file(net: Net, shared: tuple[PunchProcess, dict[str, str], Path]) -> None:
@@ -222,6 +223,7 @@ def test_malicious_metainfo_name_is_refused(net: Net) -> None:
     evil = net.torrent_server(share, mode="evil-name", name="evil")
     shared = evil.wait_event("shared", timeout=60)
     assert shared["name"] == "../evil-payload"
+    evil.wait_event("announced", timeout=60)
     dest = net.root / "dl-evil" / "inner"
     client = net.download(shared["info_hash"], dest, "--timeout", "5")
     assert client.wait_exit(DOWNLOAD_TIMEOUT) == 1, client.describe()

@@ -1,0 +1,170 @@
+"""Torrent transfer widgets: a pieces map coloured by the peer each piece came from, a
+per-peer rate table, and a details panel combining them.
+
+They take plain mappings — `dataclasses.asdict(TransferInfo)` from
+`manager_for(node).snapshot()` (see docs/TORRENT.md, "Data API") — so the UI never
+imports the network stack. Keys used: name, state, have, total, size, bytes_per_s, eta_s,
+peers, info_hash, error, piece_from, peer_stats[].{peer_id, number, state, bytes_per_s,
+pieces, bad_pieces, outstanding}.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from punch_tui.widgets.table import Cell, FilterTable, cell
+
+# Peer k (1-based) gets PALETTE[(k - 1) % len]; missing and from-disk pieces are neutral.
+PALETTE = ("green", "cyan", "magenta", "yellow", "blue", "bright_red", "bright_green", "bright_cyan",
+           "bright_magenta", "orange3", "purple", "spring_green3")
+MISSING_STYLE = "grey30"
+DISK_STYLE = "grey62"
+FULL, EMPTY = "█", "·"
+
+
+def peer_style(number: int) -> str:
+    if number < 0:
+        return MISSING_STYLE
+    if number == 0:
+        return DISK_STYLE
+    return PALETTE[(number - 1) % len(PALETTE)]
+
+
+def _bucket_source(sources: Sequence[int]) -> int:
+    """One cell stands for several pieces: missing if any is missing, else the most common source."""
+    if not sources or any(s < 0 for s in sources):
+        return -1
+    return Counter(sources).most_common(1)[0][0]
+
+
+def pieces_map_text(piece_from: Sequence[int], width: int, max_rows: int = 8) -> Text:
+    """The pieces map as rich Text: up to width x max_rows cells; a cell covers
+    ceil(pieces / cells) pieces when there are more pieces than cells."""
+    n = len(piece_from)
+    out = Text(no_wrap=True)
+    if n == 0:
+        out.append("(no pieces: empty file)", style="dim")
+        return out
+    width = max(1, width)
+    cells = min(n, width * max(1, max_rows))
+    per = -(-n // cells)
+    cells = -(-n // per)
+    for i in range(cells):
+        src = _bucket_source(piece_from[i * per:(i + 1) * per])
+        out.append(EMPTY if src < 0 else FULL, style=peer_style(src))
+        if (i + 1) % width == 0 and i + 1 < cells:
+            out.append("\n")
+    return out
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _eta(seconds: Any) -> str:
+    if seconds is None:
+        return "--:--"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def summary_line(info: Mapping[str, Any]) -> Text:
+    total, have = int(info.get("total") or 0), int(info.get("have") or 0)
+    pct = 100.0 * have / total if total else (100.0 if info.get("state") in ("seeding", "complete") else 0.0)
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(str(info.get("name") or info.get("info_hash", "")[:16]), style="bold")
+    text.append(f"  {info.get('state', '?')}  {pct:5.1f}%  {have}/{total} pieces  {_size(info.get('size') or 0)}  ")
+    text.append(f"↓ {_size(info.get('bytes_per_s') or 0)}/s  ETA {_eta(info.get('eta_s'))}  "
+                f"{info.get('peers', 0)} peers")
+    if info.get("error"):
+        text.append(f"  {info['error']}", style="red")
+    return text
+
+
+def legend_text(peer_stats: Sequence[Mapping[str, Any]]) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(FULL, style=DISK_STYLE)
+    text.append(" on disk  ")
+    text.append(EMPTY, style=MISSING_STYLE)
+    text.append(" missing  ")
+    for p in peer_stats:
+        text.append(FULL, style=peer_style(int(p.get("number", 0))))
+        text.append(f" {str(p.get('peer_id', ''))[-8:]}  ")
+    return text
+
+
+PEER_COLUMNS = [("peer", "Peer"), ("state", "State"), ("rate", "Rate"), ("pieces", "Pieces"),
+                ("bad", "Bad"), ("outstanding", "Asked")]
+
+
+def peer_rows(peer_stats: Sequence[Mapping[str, Any]]) -> dict[str, list[Cell]]:
+    rows: dict[str, list[Cell]] = {}
+    for p in peer_stats:
+        pid = str(p.get("peer_id", ""))
+        rate = float(p.get("bytes_per_s") or 0.0)
+        state = str(p.get("state", ""))
+        rows[pid] = [
+            cell(f"█ …{pid[-12:]}", pid, peer_style(int(p.get("number", 0)))),
+            cell(state, state, "red" if state == "bad" else ""),
+            cell(f"{_size(rate)}/s", rate),
+            cell(p.get("pieces", 0), int(p.get("pieces", 0))),
+            cell(p.get("bad_pieces", 0), int(p.get("bad_pieces", 0)), "red" if p.get("bad_pieces") else ""),
+            cell(p.get("outstanding", 0), int(p.get("outstanding", 0))),
+        ]
+    return rows
+
+
+class PiecesMap(Static):
+    """Every piece of one transfer, coloured by the peer it came from."""
+
+    DEFAULT_CSS = "PiecesMap { height: auto; max-height: 10; }"
+
+    def __init__(self, max_rows: int = 8, **kwargs: Any) -> None:
+        super().__init__("", **kwargs)
+        self.max_rows = max_rows
+        self._pieces: list[int] = []
+
+    def show(self, piece_from: Sequence[int]) -> None:
+        self._pieces = list(piece_from)
+        self._render_map()
+
+    def on_resize(self) -> None:
+        self._render_map()
+
+    def _render_map(self) -> None:
+        width = max(10, self.size.width or 60)
+        self.update(pieces_map_text(self._pieces, width, self.max_rows))
+
+
+class TransferDetails(Vertical):
+    """Details of one transfer: summary, pieces map with its legend, per-peer rates."""
+
+    DEFAULT_CSS = """
+    TransferDetails { height: auto; }
+    TransferDetails #td-summary, TransferDetails #td-legend { height: 1; }
+    TransferDetails FilterTable { height: auto; max-height: 12; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="td-summary")
+        yield PiecesMap(id="td-map")
+        yield Static("", id="td-legend")
+        yield FilterTable(PEER_COLUMNS, id="td-peers")
+
+    def show(self, info: Mapping[str, Any]) -> None:
+        peers = list(info.get("peer_stats") or [])
+        self.query_one("#td-summary", Static).update(summary_line(info))
+        self.query_one("#td-map", PiecesMap).show(list(info.get("piece_from") or []))
+        self.query_one("#td-legend", Static).update(legend_text(peers))
+        self.query_one("#td-peers", FilterTable).set_rows(peer_rows(peers))

@@ -1,0 +1,78 @@
+"""punch_tui/widgets/transfers.py: the pieces map and the transfer details panel."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.widgets import Static
+
+from punch_tui.widgets.table import FilterTable
+from punch_tui.widgets.transfers import (
+    DISK_STYLE,
+    EMPTY,
+    FULL,
+    MISSING_STYLE,
+    PiecesMap,
+    TransferDetails,
+    peer_style,
+    pieces_map_text,
+)
+
+
+def styles(text: Any) -> list[tuple[str, str]]:
+    return [(text.plain[s.start:s.end], str(s.style)) for s in text.spans]
+
+
+def test_one_cell_per_piece_coloured_by_source() -> None:
+    text = pieces_map_text([-1, 0, 1, 2, 1], width=10)
+    assert text.plain == EMPTY + FULL * 4
+    assert [st for _, st in styles(text)] == [MISSING_STYLE, DISK_STYLE, peer_style(1), peer_style(2), peer_style(1)]
+    assert peer_style(1) != peer_style(2)
+
+
+def test_wraps_and_downsamples_large_transfers() -> None:
+    pieces = [1] * 1000 + [-1] * 24
+    text = pieces_map_text(pieces, width=20, max_rows=4)
+    rows = text.plain.split("\n")
+    assert len(rows) <= 4 and all(len(r) <= 20 for r in rows)
+    assert rows[-1].endswith(EMPTY) and rows[0].startswith(FULL)  # a cell with a missing piece shows missing
+
+
+def test_empty_file_has_no_pieces() -> None:
+    assert "empty" in pieces_map_text([], width=10).plain
+
+
+class _Host(App[None]):
+    def compose(self) -> ComposeResult:
+        yield TransferDetails(id="details")
+
+
+def test_details_panel_shows_summary_map_and_peers() -> None:
+    info = {
+        "info_hash": "ab" * 32, "name": "big.bin", "size": 5 * 65536, "have": 3, "total": 5,
+        "bytes_per_s": 2_000_000.0, "eta_s": 12.0, "peers": 2, "state": "downloading", "error": "",
+        "piece_from": [1, 2, 1, -1, -1],
+        "peer_stats": [
+            {"peer_id": "12D3KooWpeerAAAAAAAAAAAA", "number": 1, "state": "active", "bytes_per_s": 1e6,
+             "pieces": 2, "bad_pieces": 0, "outstanding": 4},
+            {"peer_id": "12D3KooWpeerBBBBBBBBBBBB", "number": 2, "state": "bad", "bytes_per_s": 0.0,
+             "pieces": 1, "bad_pieces": 1, "outstanding": 0},
+        ],
+    }
+    async def scenario() -> None:
+        app = _Host()
+        async with app.run_test(size=(100, 30)) as pilot:
+            details = app.query_one(TransferDetails)
+            details.show(info)
+            await pilot.pause()
+            summary = str(details.query_one("#td-summary", Static).render())
+            assert "big.bin" in summary and "downloading" in summary and "3/5" in summary
+            pieces_map = details.query_one(PiecesMap)
+            assert str(pieces_map.render()).startswith(FULL * 3 + EMPTY * 2)
+            table = details.query_one(FilterTable)
+            assert table.total_rows == 2
+            assert any("bad" in t for t in table.column_texts("state"))
+
+    asyncio.run(scenario())
