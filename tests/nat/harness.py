@@ -14,6 +14,7 @@ from typing import Any
 from rig import RELAY_IP, NatRig, Proc
 
 RELAY_PORT = 4001
+START_TIMEOUT = 90.0  # a loaded 2-core CI box can take tens of seconds to start Python + libp2p
 Event = dict[str, Any]
 
 
@@ -99,7 +100,7 @@ class Punch:
 
     @property
     def peer_id(self) -> str:
-        return str(self.wait_for(lambda e: e.get("event") == "listening", 30, "listening event")["peer_id"])
+        return str(self.wait_for(lambda e: e.get("event") == "listening", START_TIMEOUT, "listening event")["peer_id"])
 
 
 def tail(path: Path, n: int = 600) -> str:
