@@ -236,10 +236,10 @@ class TorrentManager:
         """Stop a download for good (NAME.part is kept: adding it again resumes); stop seeding."""
         key = bytes.fromhex(info_hash) if isinstance(info_hash, str) else info_hash
         t = self.transfers.get(key)
+        self.service.remove(key)
         if t is not None and t.state not in ("seeding", "complete"):
             t.cancel()
             return
-        self.service.remove(key)
         if t is not None:
             t.state = "complete"
             t.uploaded_source = None
@@ -249,7 +249,11 @@ class TorrentManager:
         key = bytes.fromhex(info_hash) if isinstance(info_hash, str) else info_hash
         t = self.transfers.get(key)
         if t is not None:
-            return await t.verify()
+            bad = await t.verify()
+            if bad and t.state == "error":  # a finished file changed on disk: stop serving it
+                self.service.remove(key)
+                t.uploaded_source = None
+            return bad
         src = self.service.sources.get(key)
         if src is None:
             raise KeyError(f"no transfer {key.hex()}")

@@ -181,7 +181,7 @@ class Transfer:
 
     async def verify(self) -> list[int]:
         """Re-hash what we claim to have; bad pieces are fetched again. Returns them."""
-        if self.meta is None or self.part is None:
+        if self.meta is None:
             return []
         if self.state in ("complete", "seeding"):
             before = self.state
@@ -192,11 +192,17 @@ class Transfer:
                 self.error = f"{self.path} no longer matches its metainfo"
             return [] if ok else list(range(self.meta.num_pieces))
         picker = self.picker
-        if picker is None:
+        if picker is None or self.part is None:
             return []
-        claimed = [i for i in range(self.meta.num_pieces) if picker.have[i]]
+        claimed = {i for i in range(self.meta.num_pieces) if picker.have[i]}
         part = self.part
-        bad = await trio.to_thread.run_sync(lambda: [i for i in part.verify_all() if i in set(claimed)])
+        before = self.state
+        self.state = "verifying"
+        try:
+            bad = [i for i in await trio.to_thread.run_sync(part.verify_all) if i in claimed]
+        finally:
+            if self.state == "verifying":
+                self.state = before
         for i in bad:
             picker.unverify(i)
             self.piece_from[i] = -1

@@ -53,8 +53,11 @@ class Net:
         return self.f.start("torrent-client", "--bootstrap", self.boot.addr, *extra, name=name)
 
     def download(self, info_hash: str, dest: Path, *extra: str, name: str = "tclient") -> PunchProcess:
+        """A downloading client; `--timeout 60` (generous: the machine may be busy) unless given."""
         dest.mkdir(parents=True, exist_ok=True)
-        return self.client("--info-hash", info_hash, "--download-dir", str(dest), "--no-seed", *extra, name=name)
+        timeout = () if "--timeout" in extra else ("--timeout", "60")
+        return self.client("--info-hash", info_hash, "--download-dir", str(dest), "--no-seed", *timeout, *extra,
+                           name=name)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +89,7 @@ def wait_shared(server: PunchProcess, name: str) -> str:
 
 def test_listing_shows_every_shared_file(net: Net, shared: tuple[PunchProcess, dict[str, str], Path]) -> None:
     _, hashes, _ = shared
-    client = net.client("--timeout", "15")
+    client = net.client("--timeout", "30")
     assert client.wait_exit(60) == 0, client.describe()
     available = {e["name"]: e for e in client.find_events("available")}
     assert set(available) >= set(SIZES), client.describe()

@@ -1,0 +1,84 @@
+"""The transfers data API the TUI uses (TorrentManager.snapshot/pause/resume/verify/cancel,
+catalogue, add), on two real in-process nodes over 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import trio
+
+from punch_net.config import NodeConfig
+from punch_net.node import Node
+from punch_net.torrent.manager import TorrentManager, manager_for
+from punch_net.torrent.transfer import TransferInfo
+
+TIMEOUT = 90.0
+
+
+def config(role: str, tmp: Path, **kw: object) -> NodeConfig:
+    cfg = NodeConfig(role=role, listen_addr="127.0.0.1", port=0, bootstrap=[], ephemeral=True,
+                     data_dir=tmp / f"data-{role}", dht_mode="server")
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+async def wait_for(pred, what: str, timeout: float = TIMEOUT) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout):
+        while not pred():
+            await trio.sleep(0.05)
+
+
+async def test_manager_api_end_to_end(tmp_path: Path) -> None:
+    share, dl = tmp_path / "share", tmp_path / "dl"
+    share.mkdir()
+    dl.mkdir()
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    (share / "f.bin").write_bytes(data)
+    server = Node(config("torrent-server", tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        smgr = TorrentManager(server, share_dir=share)
+        await nursery.start(smgr.run)
+        await wait_for(lambda: len(smgr.service.sources) == 1, "shared")
+        [seed_row] = smgr.snapshot()
+        assert seed_row.direction == "seed" and seed_row.state == "seeding" and seed_row.have == seed_row.total == 49
+        assert server.transfers()[0]["name"] == "f.bin"  # type: ignore[attr-defined]
+
+        client = Node(config("torrent-client", tmp_path, bootstrap=[server.listen_addrs()[0]]))
+        await nursery.start(client.run)
+        cmgr = TorrentManager(client, download_dir=dl, seed=True, timeout=60)
+        await nursery.start(cmgr.run)
+        assert manager_for(client) is cmgr and client.torrent is cmgr  # type: ignore[attr-defined]
+        with trio.fail_after(TIMEOUT):
+            await client.bootstrapped.wait()
+            entries = await cmgr.catalogue(timeout=30)
+        assert [(e.name, e.size, e.providers) for e in entries] == [("f.bin", len(data), 1)]
+
+        smgr.pause(seed_row.info_hash)  # the server stops serving: the download cannot start
+        assert smgr.snapshot()[0].state == "paused"
+        transfer = cmgr.add(bytes.fromhex(entries[0].info_hash))
+        assert cmgr.add(bytes.fromhex(entries[0].info_hash)) is transfer  # one transfer per info hash
+        await trio.sleep(1.0)
+        info: TransferInfo = cmgr.snapshot()[0]
+        assert info.have == 0 and info.state in ("finding", "downloading")
+        cmgr.pause(info.info_hash)
+        assert cmgr.snapshot()[0].state == "paused"
+        smgr.resume(seed_row.info_hash)
+        cmgr.resume(info.info_hash)
+        with trio.fail_after(TIMEOUT):
+            await transfer.done.wait()
+        info = cmgr.snapshot()[0]
+        assert info.state == "seeding", info.error
+        assert info.have == info.total == 49 and info.name == "f.bin" and info.path == str(dl / "f.bin")
+        assert set(info.piece_from) == {1} and info.peer_stats[0].pieces == 49
+        assert hashlib.sha256((dl / "f.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+        assert await cmgr.verify(info.info_hash) == []
+        (dl / "f.bin").write_bytes(b"tampered")
+        assert await cmgr.verify(info.info_hash) != []
+        assert cmgr.snapshot()[0].state == "error"
+        cmgr.cancel(info.info_hash)  # stops serving it
+        assert bytes.fromhex(info.info_hash) not in cmgr.service.sources
+        nursery.cancel_scope.cancel()
