@@ -311,22 +311,25 @@ class TorrentManager:
         entries: dict[str, dict[str, Any]] = {}
         providers: dict[str, set[ID]] = {}
         asked: set[ID] = set()
-        with trio.move_on_after(timeout):
-            await self.node.bootstrapped.wait()
-            wait = 0.25
-            quiet_rounds = 0
-            while True:
-                found = await self.node.find_peers(NAMESPACE, timeout=max(1.0, timeout / 2))
-                fresh = [p for p in found if p.peer_id not in asked]
-                async with trio.open_nursery() as nursery:
+        # `timeout` bounds the search for servers; a server found in time still gets its
+        # own request deadline (so a busy machine does not lose answers already on the way).
+        async with trio.open_nursery() as asks:
+            with trio.move_on_after(timeout):
+                await self.node.bootstrapped.wait()
+                wait = 0.25
+                quiet_rounds = 0
+                while True:
+                    found = await self.node.find_peers(NAMESPACE, timeout=max(1.0, timeout / 2))
+                    fresh = [p for p in found if p.peer_id not in asked]
                     for info in fresh:
                         asked.add(info.peer_id)
-                        nursery.start_soon(self._ask_catalogue, info, entries, providers, timeout)
-                quiet_rounds = quiet_rounds + 1 if asked and not fresh else 0
-                if quiet_rounds >= 2:
-                    break  # two rounds found no one new: we have heard from everyone we can find
-                await trio.sleep(wait)
-                wait = min(wait * 2, 2.0)
+                        asks.start_soon(self._ask_catalogue, info, entries, providers,
+                                        max(timeout, self.node.config.dial_timeout))
+                    quiet_rounds = quiet_rounds + 1 if asked and not fresh else 0
+                    if quiet_rounds >= 2:
+                        break  # two rounds found no one new: we have heard from everyone we can find
+                    await trio.sleep(wait)
+                    wait = min(wait * 2, 2.0)
         return [CatalogueEntry(e["name"], e["size"], ih, len(providers[ih]))
                 for ih, e in sorted(entries.items(), key=lambda kv: (kv[1]["name"], kv[0]))]
 
@@ -334,6 +337,11 @@ class TorrentManager:
                              providers: dict[str, set[ID]], timeout: float) -> None:
         try:
             await self.node.connect_peer(info)
+        except Exception:
+            self.node.bus.publish(ev.ErrorEvent(
+                message=f"torrent server {info.peer_id} unreachable (a stale DHT record?)", where="torrent"))
+            return
+        try:
             got = await fetch_catalogue(self.node.host, info.peer_id, timeout)
         except (PeerError, Exception) as exc:
             self.node.bus.publish(ev.ErrorEvent(message=f"catalogue from {info.peer_id}: {exc}", where="torrent"))
