@@ -199,7 +199,12 @@ async def measure(app: Any, pilot: Any, presses: int) -> list[float]:
             t1 = await asyncio.wait_for(fut, 5.0)
         except TimeoutError:
             t1 = time.perf_counter()
-            print(f"  (press {i}: no frame within 5 s)", file=sys.stderr)
+            failure = getattr(getattr(app, "bridge", None), "failure", None)
+            print(f"  (press {i}: no frame within 5 s; screen {type(app.screen).__name__}, active {tabs.active}, "
+                  f"node failure {failure!r})", file=sys.stderr)
+            if type(app.screen).__name__ != "Screen":
+                raise SystemExit(f"the app left its main screen ({type(app.screen).__name__}); "
+                                 f"node failure: {failure!r}") from None
         samples.append((t1 - t0) * 1000)
         await asyncio.sleep(random.uniform(0.01, 0.04))  # a fast typist, not a flood
     app.frame_waiter = None
