@@ -37,7 +37,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-EVENT_TIMEOUT = 30.0  # default seconds to wait for one event
+EVENT_TIMEOUT = 60.0  # default seconds to wait for one event (generous: CI machines get busy)
 STOP_TIMEOUT = 10.0  # seconds a process gets to exit after SIGTERM before SIGKILL
 REPO = Path(__file__).resolve().parent.parent
 
@@ -341,6 +341,23 @@ def punch(tmp_path: Path) -> Iterator[PunchFactory]:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture(scope="module")
+def punch_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PunchFactory]:
+    """Like `punch`, but its processes live for the whole test module."""
+    factory = PunchFactory(tmp_path_factory.mktemp("punch-module"))
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def shared_server(punch_module: PunchFactory) -> PunchProcess:
+    """One bootstrap server for a whole module (saves a process start per test). Tests
+    that use it must pick their own `--namespace`, and must not stop it."""
+    return punch_module.server(name="shared-server")
 
 
 def free_port() -> int:
