@@ -269,8 +269,8 @@ async def bench(server_addr: str, sink: dict[str, str]) -> dict[str, Any]:
     load_routing = {"on": False}
     real_take = bridge_mod.take_snapshot
 
-    def take(node: Any) -> Any:
-        snap = real_take(node)
+    def take(node: Any, meter: Any = None) -> Any:
+        snap = real_take(node, meter)
         if load_routing["on"]:
             import dataclasses
 

@@ -191,10 +191,20 @@ class NodeBridge:
             self.target.post_message(NodeEvents(batch))
 
     async def _poll(self) -> None:
+        last_error = ""
         while True:
             started = time.perf_counter()
             if self.node.running:
-                self.target.post_message(SnapshotReady(take_snapshot(self.node, self.traffic)))
+                try:
+                    snap = take_snapshot(self.node, self.traffic)
+                except Exception as exc:  # a broken snapshot must not stop the node
+                    error = f"snapshot failed: {describe_failure(exc)}"
+                    if error != last_error:
+                        self.target.post_message(NodeEvents([ev.ErrorEvent(message=error, where="tui")]))
+                    last_error = error
+                else:
+                    last_error = ""
+                    self.target.post_message(SnapshotReady(snap))
             await trio.sleep(max(0.05, self.poll_interval - (time.perf_counter() - started)))
 
 
