@@ -105,10 +105,19 @@ class RelayService(CircuitV2Protocol):
     # ------------------------------------------------------------ reservations
 
     def _live_reservations(self) -> dict[ID, ServedReservation]:
+        """Unexpired reservations, read from the library's resource manager (the source of
+        truth, updated before the RESERVE answer is written) plus what we noted (IP, renewals)."""
         now = time.time()
-        for peer in [p for p, r in self.track.reservations.items() if r.expires < now]:
-            del self.track.reservations[peer]
-        return self.track.reservations
+        out: dict[ID, ServedReservation] = {}
+        for peer, res in list(self.resource_manager._reservations.items()):
+            if res.expires_at < now:
+                continue
+            noted = self.track.reservations.get(peer)
+            out[peer] = ServedReservation(str(peer), noted.ip if noted else "?", res.created_at, res.expires_at,
+                                          noted.renewals if noted else 0)
+        for peer in [p for p, r in self.track.reservations.items() if p not in out and r.expires]:
+            del self.track.reservations[peer]  # gone from the library (expiry 0.0: being answered now)
+        return out
 
     async def _refuse(self, stream: INetStream, code: StatusCode) -> None:
         await write_delimited_msg(stream, HopMessage(type=HopMessage.STATUS, status=to_proto_status(code)))
@@ -125,21 +134,22 @@ class RelayService(CircuitV2Protocol):
                 self._on_change("reservation_refused", peer=str(peer), ip=ip)
                 await self._refuse(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED)
                 return
+        noted = self.track.reservations.get(peer)
+        if noted is None or not renewing:
+            noted = ServedReservation(str(peer), ip, time.time(), 0.0)
+            self.track.reservations[peer] = noted  # before the library answers: no window without the IP
         msg.ClearField("peer")  # reserve for the authenticated peer only
-        before = self.resource_manager._reservations.get(peer)
         await super()._handle_reserve(stream, msg)
         res = self.resource_manager._reservations.get(peer)
         if res is None or res.is_expired():
+            self.track.reservations.pop(peer, None)
             self.track.counters.reservations_refused += 1
             return
-        if renewing or before is not None:
-            rec = live.get(peer) or ServedReservation(str(peer), ip, res.created_at, res.expires_at)
-            rec.renewals += 1
-            rec.expires = res.expires_at
-            live[peer] = rec
+        noted.expires = res.expires_at
+        if renewing:
+            noted.renewals += 1
             self.track.counters.reservations_renewed += 1
         else:
-            live[peer] = ServedReservation(str(peer), ip, time.time(), res.expires_at)
             self.track.counters.reservations_accepted += 1
         self._on_change("reservation_served", peer=str(peer))
 
