@@ -1,0 +1,44 @@
+"""Fixtures for the NAT rig: one small internet per test, torn down by name afterwards."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from rig import NatRig, rig_unavailable_reason
+
+_REASON: list[str | None] = []
+
+
+def _unavailable() -> str | None:
+    if not _REASON:
+        _REASON.append(rig_unavailable_reason())
+    return _REASON[0]
+
+
+@pytest.fixture
+def make_rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., NatRig]]:
+    """`make_rig(symmetric=("b",))` → a running rig; skipped where namespaces cannot be made."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(f"NAT rig unavailable: {reason}")
+    rigs: list[NatRig] = []
+    tag = "".join(ch for ch in request.node.name if ch.isalnum())[-6:]
+
+    def make(symmetric: tuple[str, ...] = ()) -> NatRig:
+        rig = NatRig(prefix=f"pn{os.getpid() % 10000}{tag}{len(rigs)}_", symmetric=symmetric, log_dir=tmp_path)
+        rigs.append(rig)
+        rig.__enter__()
+        return rig
+
+    try:
+        yield make
+    finally:
+        for rig in rigs:
+            rig.close()
