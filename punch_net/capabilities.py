@@ -45,7 +45,7 @@ SUBSCRIPTION_TTL = 600.0  # seconds a peer that asked keeps getting re-announcem
 ANNOUNCE_INTERVAL = 30.0
 ANNOUNCE_TIMEOUT = 5.0
 MAX_SUBSCRIBERS = 256
-OVERRIDE_ENV = "PUNCH_CAPS_OVERRIDE"  # JSON merged into our answer; test networks only
+OVERRIDE_ENV = "PUNCH_CAPS_OVERRIDE"  # JSON merged into our answer (test networks); flagged "simulated"
 
 
 def _num(caps: dict[str, Any], key: str) -> float | None:
@@ -89,10 +89,11 @@ def headroom(caps: dict[str, Any] | None, disk_target: float = DISK_TARGET_BYTES
 
 
 def local_capabilities(data_dir: Path | None) -> dict[str, Any]:
-    """`capabilities()`, plus the test-network override (PUNCH_TESTNET=1 only) that lets
-    one machine play nodes of different sizes."""
+    """`capabilities()`, plus the test-network override (PUNCH_CAPS_OVERRIDE) that lets one
+    machine play nodes of different sizes; the answer then lists the replaced keys under
+    `simulated`, so nobody mistakes it for a measurement."""
     caps = capabilities(data_dir)
-    if os.environ.get("PUNCH_TESTNET") == "1" and os.environ.get(OVERRIDE_ENV):
+    if os.environ.get(OVERRIDE_ENV):
         import json
 
         try:

@@ -11,7 +11,6 @@ at start in the URL, and in the `web` event). The child dies with the node.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
@@ -29,11 +28,6 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 30.0
 STOP_GRACE = 3.0
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -61,11 +55,12 @@ async def serve(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> N
     # Loopback by default needs no token; an explicit --web-host (even 127.0.0.1) does.
     token = "" if cfg.web_host is None else secrets.token_urlsafe(18)
     env = {**os.environ, "PUNCH_WEB_TOKEN": token}
+    # The child watches our pid and exits when we are gone, even after a SIGKILL (PDEATHSIG
+    # would fire when trio's spawning thread ends, not when the node does).
     argv = [sys.executable, "-m", "punch_tui.web", "--socket", str(path), "--host", host, "--port", str(port),
-            "--title", f"Punch {cfg.role}"]
+            "--title", f"Punch {cfg.role}", "--parent-pid", str(os.getpid())]
     proc = await trio.lowlevel.open_process(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
-                                            start_new_session=True)
+                                            stderr=subprocess.PIPE, start_new_session=True)
     stderr_tail: list[bytes] = []
 
     async def drain() -> None:

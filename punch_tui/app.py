@@ -21,6 +21,7 @@ from textual.widgets import Header, Input, Label, TabbedContent, TabPane
 
 from punch_net.config import ConfigError, NodeConfig, update_config_file
 from punch_net.node import Node
+from punch_tui.attach import AttachBridge, AttachStatus
 from punch_tui.bridge import BridgeError, NodeBridge
 from punch_tui.format import short_id
 from punch_tui.messages import NodeEvents, NodeStarted, NodeStopped, SnapshotReady
@@ -34,6 +35,7 @@ from punch_tui.tabs.base import NodeTab
 from punch_tui.tabs.connections import ConnectionsTab
 from punch_tui.tabs.dht import DhtTab
 from punch_tui.tabs.messages import MessagesTab
+from punch_tui.tabs.network import NetworkTab
 from punch_tui.tabs.overview import OverviewTab
 from punch_tui.tabs.relay import RelayTab
 from punch_tui.tabs.transfers import TransfersTab
@@ -47,7 +49,7 @@ IDLE_GC_INTERVAL = 15.0  # seconds between checks
 IDLE_GC_QUIET = 3.0  # no key for this long: a full collection will not be noticed
 IDLE_GC_FORCE = 300.0  # collect anyway after this long (someone typing non-stop)
 HIDDEN_REFRESH = 5.0  # seconds between snapshot updates of tabs not on screen
-TAB_IDS = ["overview", "dht", "connections", "messages", "transfers", "relay"]
+TAB_IDS = ["overview", "dht", "connections", "messages", "transfers", "relay", "network"]
 
 
 class FilterInput(Input):
@@ -75,16 +77,20 @@ class PunchApp(App[int]):
     def __init__(
         self,
         config: NodeConfig,
-        node: Node,
+        node: Node | None,
         *,
         theme_name: str = DEFAULT_THEME,
         themes: list[Theme] | None = None,
         config_path: Path | None = None,
         poll_interval: float = 1.0,
+        attach: Path | None = None,
+        hello: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.node_config = config
-        self.bridge = NodeBridge(node, self, poll_interval)
+        # --attach: the same console on a running node, through its control socket
+        self.bridge: Any = (NodeBridge(node, self, poll_interval) if attach is None and node is not None
+                            else AttachBridge(attach or "", self, poll_interval, hello))
         self.peers = PeerBook()
         self.my_addrs: list[str] = []
         self.config_path = config_path
@@ -115,6 +121,8 @@ class PunchApp(App[int]):
                 yield TransfersTab(id="tab-transfers")
             with TabPane("6 Relay", id="relay"):
                 yield RelayTab(id="tab-relay")
+            with TabPane("7 Network", id="network"):
+                yield NetworkTab(id="tab-network")
         with Horizontal(id="filter-bar"):
             yield Label("/")
             yield FilterInput(placeholder="filter the current table (esc clears)", id="filter-input", compact=True)
@@ -123,6 +131,9 @@ class PunchApp(App[int]):
     def on_mount(self) -> None:
         self.title = f"Punch · {self.node_config.role}"
         self.sub_title = "starting node…"
+        if getattr(self.bridge, "attached", False):
+            self.title += " · attached"
+            self.sub_title = "attaching…"
         if self.start_theme in self.available_themes:
             self.theme = self.start_theme
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
@@ -321,7 +332,7 @@ class PunchApp(App[int]):
 
     def action_help(self) -> None:
         sections: list[tuple[str, list[BindingType]]] = [
-            ("Everywhere", [*self.BINDINGS, Binding("1-6", "", "jump to tab 1…6"),
+            ("Everywhere", [*self.BINDINGS, Binding("1-7", "", "jump to tab 1…7"),
                             Binding("tab,shift+tab", "", "move focus")]),
             ("Tables (DHT, Connections, …)", [*FilterTable.BINDINGS,
                                                Binding("click header", "", "sort by that column")]),
@@ -425,7 +436,16 @@ class PunchApp(App[int]):
         if not self.bridge.finished:
             await self.bridge.stop(5.0)
 
+    def on_attach_status(self, msg: AttachStatus) -> None:
+        """--attach: the node went away (we keep retrying) or is back."""
+        if msg.state == "connected":
+            if self.bridge.reconnects:
+                self.notify("attached again", timeout=3)
+        else:
+            self.sub_title = "disconnected, retrying…"
+
     async def action_quit(self) -> None:
-        self.sub_title = "stopping node…"
+        self.sub_title = "detaching (the node keeps running)…" if getattr(self.bridge, "attached", False) \
+            else "stopping node…"
         await self.bridge.stop()
         self.exit(self.exit_code, return_code=self.exit_code)

@@ -28,6 +28,9 @@ def build_parser(role: str | None) -> OneLineParser:
     parser.add_argument("--theme", help="punch-dark (default), punch-light, punch-high-contrast, or any "
                                         "Textual theme; saved to the config file when changed in the app")
     parser.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.add_argument("--attach", nargs="?", const="", metavar="SOCKET",
+                        help="open the console on a RUNNING node through its control socket (a path, or a data "
+                             "dir; default: the data dir's control.sock); quitting leaves the node running")
     add_node_flags(parser, role or "listener")
     if role in ROLES:
         ROLES[role].add_arguments(parser)
@@ -78,6 +81,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"(choose from {', '.join(sorted(available))})\n")
             return EXIT_USAGE
         name = DEFAULT_THEME if DEFAULT_THEME in available else "textual-dark"
+
+    if args.attach is not None:
+        from punch_tui.attach import AttachError, read_hello, resolve_socket
+
+        try:
+            sock = resolve_socket(args.attach or None, cfg.data_dir)
+            hello = read_hello(sock)
+        except AttachError as exc:
+            sys.stderr.write(f"punch-tui: error: {exc}\n")
+            return EXIT_USAGE
+        from punch_tui.app import PunchApp
+
+        cfg.role = str(hello.get("role") or cfg.role)
+        app = PunchApp(cfg, None, theme_name=name, themes=themes, config_path=config_path,
+                       poll_interval=args.poll, attach=sock, hello=hello)
+        app.run()
+        return int(app.return_code or 0)
 
     from punch_net.node import Node
     from punch_net.roles import ROLES

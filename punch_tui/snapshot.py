@@ -28,6 +28,7 @@ class Snapshot:
     relay: dict[str, Any] | None = None  # None: the role has no relay
     extra_errors: list[str] = field(default_factory=list)
     traffic: tuple[int, int] | None = None  # cumulative bytes (in, out); None: unknown
+    network: dict[str, Any] | None = None  # monitor: the crawler's map (punch_net/crawler.py)
 
 
 def _optional(node: Node, name: str, errors: list[str]) -> Any:
@@ -76,6 +77,8 @@ def take_snapshot(node: Node, meter: TrafficMeter | None = None) -> Snapshot:
         routing = None
     transfers = _optional(node, "transfers", errors)
     relay = _optional(node, "relay_status", errors)
+    netmap = getattr(node, "network_map", None)
+    network = _optional(netmap, "snapshot", errors) if netmap is not None else None
     return Snapshot(
         ts=time.time(),
         stats=node.stats(),
@@ -86,4 +89,5 @@ def take_snapshot(node: Node, meter: TrafficMeter | None = None) -> Snapshot:
         relay=as_data(relay) if relay is not None else None,
         extra_errors=errors,
         traffic=_traffic(node, meter),
+        network=network,
     )

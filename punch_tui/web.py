@@ -13,9 +13,11 @@ as `python -m punch_tui.web --socket PATH --host H --port P` with PUNCH_WEB_TOKE
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import os
 import shlex
+import signal
 import sys
 from typing import Any
 
@@ -32,9 +34,11 @@ def token_ok(request: web.Request, token: str) -> bool:
 
 
 class PunchWebServer(Server):
-    def __init__(self, command: str, host: str, port: int, token: str = "", title: str = "Punch") -> None:
+    def __init__(self, command: str, host: str, port: int, token: str = "", title: str = "Punch",
+                 parent_pid: int | None = None) -> None:
         super().__init__(command, host=host, port=port, title=title)
         self.token = token
+        self.parent_pid = parent_pid
 
     async def _make_app(self) -> web.Application:
         app = await super()._make_app()
@@ -62,6 +66,14 @@ class PunchWebServer(Server):
     async def on_startup(self, app: web.Application) -> None:
         sys.stdout.write(f"serving on {self.host}:{self.port}\n")
         sys.stdout.flush()
+        if self.parent_pid is not None:
+            app["punch_watch_parent"] = asyncio.get_running_loop().create_task(self._watch_parent())
+
+    async def _watch_parent(self) -> None:
+        """Exit when the node that started us is gone (it may have been SIGKILLed)."""
+        while os.getppid() == self.parent_pid:
+            await asyncio.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # textual-serve's graceful exit path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--title", default="Punch")
+    p.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     args = p.parse_args(argv)
     command = f"{shlex.quote(sys.executable)} -m punch_tui.main --attach {shlex.quote(args.socket)}"
-    server = PunchWebServer(command, args.host, args.port, os.environ.get(TOKEN_ENV, ""), args.title)
+    server = PunchWebServer(command, args.host, args.port, os.environ.get(TOKEN_ENV, ""), args.title,
+                            args.parent_pid)
     server.serve()
     return 0
 

@@ -46,6 +46,12 @@ def event_entry(e: ev.Event) -> LogEntry | None:
         return LogEntry("error", f"! {e.where + ': ' if e.where else ''}{e.message}", e, e.ts)
     if isinstance(e, ev.MessageSent | ev.Reply | ev.MessageReceived):
         return None  # the Messages tab shows these
+    own = getattr(e, "human", None)  # events of other capabilities render themselves (rich markup)
+    if callable(own):
+        from rich.text import Text
+
+        text = own()
+        return None if text is None else LogEntry("info", Text.from_markup(text).plain, e, e.ts)
     return LogEntry("info", f"{e.kind}", e, e.ts)
 
 

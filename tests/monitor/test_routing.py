@@ -1,7 +1,7 @@
 """Weighted routing over three real listener processes with different (simulated) loads.
 
-PUNCH_TESTNET=1 + PUNCH_CAPS_OVERRIDE let one machine play nodes of different sizes: each
-listener reports the CPU, memory and disk figures given to it. The dialer (`--weighted`)
+PUNCH_CAPS_OVERRIDE lets one machine play nodes of different sizes: each listener reports
+the CPU, memory and disk figures given to it (flagged "simulated"). The dialer (`--weighted`)
 sends each message to one node picked with probability proportional to its score and
 prints a `routed` event with every candidate's score and parts."""
 
@@ -36,7 +36,7 @@ def full_rounds(dialer: Any, after: int = 0) -> list[dict[str, Any]]:
 def test_weighted_routing_picks_by_score_and_fails_over(punch: PunchFactory, tmp_path: Path) -> None:
     server = punch.server()
     nodes = {name: punch.start("listener", "--bootstrap", server.addr, name=name,
-                               env={"PUNCH_TESTNET": "1", "PUNCH_CAPS_OVERRIDE": json.dumps(caps)})
+                               env={"PUNCH_CAPS_OVERRIDE": json.dumps(caps)})
              for name, caps in LOADS.items()}
     for proc in nodes.values():
         proc.wait_event("registered", 60)

@@ -1,0 +1,271 @@
+"""Attach to a running node: `punch-tui --attach` in tmux, and the web view in headless
+Chromium (driven over the DevTools protocol), both on a real `punch listener` process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from monitor_helpers import PunchFactory, free_port
+
+from punch_tui.format import short_id
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class Tmux:
+    """A private tmux server with one 120x30 session running one command."""
+
+    def __init__(self, name: str) -> None:
+        self.sock = f"punch-attach-{os.getpid()}-{name}"
+
+    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null", *args], capture_output=True, text=True,
+                              timeout=20, check=check)
+
+    def start(self, command: str, env: dict[str, str]) -> None:
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        self.tmux("new-session", "-d", "-x", "120", "-y", "30", "-s", "t", f"env {exports} {command}")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "t", check=False).stdout
+
+    def keys(self, *keys: str) -> None:
+        for k in keys:
+            self.tmux("send-keys", "-t", "t", k)
+            time.sleep(0.2)
+
+    def alive(self) -> bool:
+        return self.tmux("has-session", "-t", "t", check=False).returncode == 0
+
+    def wait_for(self, text: str, timeout: float = 60.0, gone: bool = False) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if (text in screen) != gone:
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} {'still' if gone else 'not'} on screen within {timeout:g}s:\n{screen}")
+
+    def wait_exit(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"console still running after {timeout:g}s:\n{self.screen()}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        self.tmux("kill-server", check=False)
+
+
+@pytest.fixture
+def tmux_pair() -> Iterator[tuple[Tmux, Tmux]]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux not installed (make system-deps)")
+    pair = (Tmux("one"), Tmux("two"))
+    try:
+        yield pair
+    finally:
+        for t in pair:
+            t.kill()
+
+
+def attach_command(sock: Path) -> str:
+    return f"{shlex.quote(sys.executable)} -m punch_tui.main --attach {shlex.quote(str(sock))}"
+
+
+def test_attach_in_tmux(punch: PunchFactory, tmux_pair: tuple[Tmux, Tmux], tmp_path: Path) -> None:
+    server = punch.server()
+    sock = tmp_path / "listener.sock"
+    data = tmp_path / "listener-data"
+    listener_args = ("--bootstrap", server.addr, "--control-socket", str(sock), "--data-dir", str(data))
+    listener = punch.start("listener", *listener_args)
+    listener.wait_event("registered")
+    env = {"TERM": "xterm-256color", "COLORTERM": "truecolor", "PUNCH_DATA_DIR": str(tmp_path / "data"),
+           "PUNCH_CONFIG": str(tmp_path / "config.toml"), "PYTHONPATH": str(REPO)}
+    one, two = tmux_pair
+    one.start(attach_command(sock), env)
+    two.start(attach_command(sock), env)  # two consoles on one node at once
+    server_tail = short_id(server.peer_id, 12)
+    for console in (one, two):
+        console.wait_for("Punch · listener")
+        console.keys("3")  # Connections
+        console.wait_for(server_tail)
+    screen = one.screen()
+    assert "1 Overview" in screen and "3 Connections" in screen
+
+    one.keys("q")
+    one.wait_exit()
+    assert listener.alive(), "quitting an attached console must leave the node running"
+    two.wait_for(server_tail)
+
+    listener.stop()  # the node goes away: the console says so and keeps trying
+    two.wait_for("disconnected, retrying", 30)
+    assert two.alive()
+    again = punch.start("listener", *listener_args, name="listener-again")
+    again.wait_event("registered")
+    two.wait_for("disconnected, retrying", 60, gone=True)
+    two.wait_for(server_tail, 60)
+    two.keys("q")
+    two.wait_exit()
+    assert again.alive()
+
+
+def test_attach_without_a_node_is_one_line(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "punch_tui.main", "--attach", str(tmp_path / "nope.sock")],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "no control socket" in res.stderr, res.stderr
+
+
+# ------------------------------------------------------------------ web view
+
+async def browse(url: str, shot: Path, want: list[str], timeout: float = 90.0) -> dict[str, Any]:
+    """Open `url` in headless Chromium, wait until the terminal received all of `want`,
+    screenshot it; returns what the page showed."""
+    import aiohttp
+
+    profile = tempfile.mkdtemp(prefix="punch-chromium-")
+    proc = subprocess.Popen(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                             "--window-size=1280,800", "about:blank"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        ws_url = ""
+        deadline = time.monotonic() + 30
+        while not ws_url and time.monotonic() < deadline:
+            line = await asyncio.to_thread(proc.stderr.readline)
+            if not line and proc.poll() is not None:
+                raise AssertionError("chromium exited before listening")
+            m = re.search(r"DevTools listening on (ws://\S+)", line)
+            ws_url = m.group(1) if m else ""
+        assert ws_url, "chromium did not open its DevTools port"
+        port = int(ws_url.split(":")[2].split("/")[0])
+        threading_drain(proc)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                page = next(t for t in await resp.json() if t["type"] == "page")
+            async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                seq = 0
+                frames: list[str] = []  # what the terminal's websocket received (DevTools Network events)
+
+                async def call(method: str, **params: Any) -> dict[str, Any]:
+                    nonlocal seq
+                    seq += 1
+                    mine = seq
+                    await ws.send_json({"id": mine, "method": method, "params": params})
+                    while True:
+                        msg = json.loads((await asyncio.wait_for(ws.receive(), 30)).data)
+                        if msg.get("method") == "Network.webSocketFrameReceived":
+                            frame = msg["params"]["response"]
+                            data = frame.get("payloadData", "")
+                            frames.append(base64.b64decode(data).decode(errors="replace") if frame.get("opcode") == 2
+                                          else data)
+                        if msg.get("id") == mine:
+                            return dict(msg.get("result") or {})
+
+                await call("Page.enable")
+                await call("Network.enable")
+                await call("Page.navigate", url=url)
+                seen: dict[str, Any] = {}
+                end = time.monotonic() + timeout
+                while time.monotonic() < end:
+                    await asyncio.sleep(0.5)
+                    res = await call("Runtime.evaluate", returnByValue=True, expression=(
+                        "JSON.stringify({started: document.body.classList.contains('-first-byte'),"
+                        " closed: document.body.classList.contains('-closed')})"))
+                    value = res.get("result", {}).get("value")
+                    if not isinstance(value, str):  # the page is still loading (no context yet)
+                        continue
+                    seen = json.loads(value)
+                    seen["text"] = "".join(frames)
+                    if seen["started"] and all(w in seen["text"] for w in want):
+                        await asyncio.sleep(1.0)  # let the last frame paint
+                        break
+                png = await call("Page.captureScreenshot", format="png")
+                shot.write_bytes(base64.b64decode(png["data"]))
+                return seen
+    finally:
+        proc.kill()
+        proc.wait(10)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def threading_drain(proc: subprocess.Popen[str]) -> None:
+    import threading
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for _ in proc.stderr:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (make system-deps)")
+def test_web_view_in_headless_chromium(punch: PunchFactory, tmp_path: Path) -> None:
+    from PIL import Image
+
+    server = punch.server()
+    port = free_port()
+    listener = punch.start("listener", "--bootstrap", server.addr, "--web-port", str(port), "--web-host", "127.0.0.1")
+    web = listener.wait_event("web", 60)
+    token = web["token"]
+    assert len(token) >= 16 and web["url"] == f"http://127.0.0.1:{port}/?token={token}"
+    listener.wait_event("registered")
+
+    # a wrong or missing token is refused, for the page and for the terminal's websocket
+    base = f"http://127.0.0.1:{port}"
+    assert http_status(f"{base}/") == 403
+    assert http_status(f"{base}/?token=wrong") == 403
+    assert http_status(f"{base}/ws?token=wrong") == 403
+    assert http_status(f"{base}/static/js/textual.js") == 403
+    assert http_status(web["url"]) == 200
+
+    shot = tmp_path / "web-console.png"
+    seen = asyncio.run(browse(web["url"], shot, ["Overview", "Connections", "listener"]))
+    assert seen.get("started") and not seen.get("closed"), seen
+    for word in ("Overview", "Connections", "listener"):
+        assert word in seen["text"], f"{word!r} never reached the browser"
+    # The screenshot shows the console, not textual-serve's splash: Textual's header row and
+    # tab bar give the top of the page many colours, the splash is one flat background.
+    img = Image.open(shot).convert("RGB")
+    assert img.size[0] >= 1000
+    top = img.crop((0, 0, img.size[0], 60))
+    assert len(set(top.getdata())) > 8, "the top of the page is flat: no console drawn"
+    assert listener.alive()
+
+    # every browser session is a `punch-tui --attach` on the node's control socket
+    import psutil
+
+    kids = [" ".join(p.cmdline()) for p in psutil.Process(listener.pid).children(recursive=True)]
+    assert any("punch_tui.web" in k for k in kids), kids
+    bad = asyncio.run(browse(f"{base}/?token=nope", tmp_path / "refused.png", ["Overview"], timeout=3))
+    assert "Overview" not in bad.get("text", "")
