@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -104,7 +103,7 @@ class Proc:
                     if e.get("event") == kind and pred(e):
                         return e
                 left = deadline - time.monotonic()
-                if left <= 0 or self.p.poll() is not None and not any(e.get("event") == kind for e in self.events):
+                if left <= 0 or (self.p.poll() is not None and not any(e.get("event") == kind for e in self.events)):
                     raise SystemExit(f"no {kind!r} event (process rc={self.p.poll()}); last: {self.events[-3:]}")
                 self.cv.wait(min(left, 0.5))
 
@@ -191,7 +190,7 @@ def main() -> int:
             mbs1 = size / done1["transfer_s"] / MB
             rows.append(("torrent, 1 server", mbs1, f"{done1['transfer_s']:.2f} s transfer, {wall1:.2f} s wall, "
                                                     f"RSS {rss1 / 2**20:.0f} MiB"))
-            done3, wall3, rss3 = download(boot_addr, info_hash, root / "dl3", env)
+            done3, wall3, _rss3 = download(boot_addr, info_hash, root / "dl3", env)
             assert done3["sha256"] == digest, "x3 download corrupt"
             mbs3 = size / done3["transfer_s"] / MB
             rows.append(("torrent, 3 servers", mbs3, f"{done3['transfer_s']:.2f} s transfer, {wall3:.2f} s wall, "
