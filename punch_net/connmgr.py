@@ -36,7 +36,8 @@ NEIGHBOURS = 8  # routing-table peers closest to us: always kept (DHT neighbours
 DHT_TAG_VALUE = 10
 # Streams of these protocols are short request/response exchanges: they do not make a
 # connection "busy". Any other open stream (commands, transfers) protects it.
-SHORT_PROTOCOLS = ("/ipfs/kad/", "/ipfs/id/", "/ipfs/ping/", "/libp2p/autonat/", "/libp2p/circuit/relay")
+# Relay streams are not short: a hop stream carries a whole relayed connection.
+SHORT_PROTOCOLS = ("/ipfs/kad/", "/ipfs/id/", "/ipfs/ping/", "/libp2p/autonat/")
 TAG_DHT = "dht"
 PROTECT_BOOTSTRAP = "bootstrap"
 PROTECT_NEIGHBOUR = "dht-neighbour"
