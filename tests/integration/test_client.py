@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import REPO, PunchFactory
+from punch_harness import REPO, PunchFactory
 
 from punch_net.client import P2PClient
 from punch_net.messaging.commands import Call, CommandError
@@ -70,7 +70,7 @@ async def test_two_clients_with_custom_commands(punch: PunchFactory) -> None:
 
 
 async def test_client_without_bootstrap_fails_cleanly(punch: PunchFactory) -> None:
-    from conftest import dead_port
+    from punch_harness import dead_port
 
     with trio.fail_after(30), pytest.raises(NodeError, match="no bootstrap node answered"):
         async with P2PClient(bootstrap=[f"/ip4/127.0.0.1/tcp/{dead_port()}"], timeout=2):

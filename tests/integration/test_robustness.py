@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import (
+from libp2p.abc import IHost, INetStream
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
+from libp2p.peer.id import ID
+from punch_harness import (
     PunchFactory,
     PunchProcess,
     SilentPeer,
@@ -20,9 +23,6 @@ from conftest import (
     open_stalled_streams,
     peer_info_of,
 )
-from libp2p.abc import IHost, INetStream
-from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
-from libp2p.peer.id import ID
 
 from punch_net.messaging import codec
 from punch_net.messaging.protocol import read_some

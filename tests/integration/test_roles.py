@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import PunchFactory, PunchProcess, dead_port, free_port, port_accepts
+from punch_harness import PunchFactory, PunchProcess, dead_port, free_port, port_accepts
 
 pytestmark = pytest.mark.slow
 

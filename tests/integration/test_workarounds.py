@@ -14,7 +14,14 @@ from contextlib import asynccontextmanager
 import multiaddr
 import pytest
 import trio
-from conftest import (
+from libp2p.abc import IHost
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.tools.anyio_service import background_trio_service
+from punch_harness import (
     SilentPeer,
     host_addr,
     kad_find_node,
@@ -23,13 +30,6 @@ from conftest import (
     peer_info_of,
     port_accepts,
 )
-from libp2p.abc import IHost
-from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
-from libp2p.network.stream.exceptions import StreamEOF
-from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
-from libp2p.tools.anyio_service import background_trio_service
 
 from punch_net.config import NodeConfig
 from punch_net.discovery import dht_key, namespace_multihash

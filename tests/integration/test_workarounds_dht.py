@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import libp2p_host, peer_info_of
 from libp2p.abc import IHost
 from libp2p.kad_dht import kad_dht as kad_module
 from libp2p.kad_dht import peer_routing as routing_module
@@ -21,6 +20,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.peer_routing import PeerRouting
 from libp2p.peer.id import ID
 from libp2p.tools.anyio_service import background_trio_service
+from punch_harness import libp2p_host, peer_info_of
 
 from punch_net.p2p.workarounds import (
     disable_auto_connector,

@@ -1,4 +1,4 @@
-"""Small helpers for tests/monitor (kept here: `from conftest import ...` is ambiguous when
+"""Small helpers for tests/monitor (kept here: `from conftest import ...` was ambiguous when
 several test directories have a conftest.py). The `punch` fixture comes from tests/conftest.py."""
 
 from __future__ import annotations

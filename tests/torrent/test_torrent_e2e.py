@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PunchFactory, PunchProcess
+from punch_harness import PunchFactory, PunchProcess
 
 from punch_net.torrent import PIECE_LENGTH
 
