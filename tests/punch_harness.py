@@ -44,6 +44,15 @@ REPO = Path(__file__).resolve().parent.parent
 EventPredicate = Callable[[dict[str, Any]], bool]
 
 
+def die_with_parent() -> None:
+    """Child side of Popen: get SIGKILL when the test process dies, even by SIGKILL or a
+    CI timeout, when fixtures never get to clean up (Linux prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
 class PunchExited(AssertionError):
     """The process ended while a test was waiting for one of its events."""
 
@@ -110,6 +119,7 @@ class PunchProcess:
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,  # a ctrl+c on the test run does not hit children twice
+            preexec_fn=die_with_parent,
         )
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()

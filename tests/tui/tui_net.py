@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from punch_harness import die_with_parent
+
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 45.0  # generous: other test runs share the 2-core machine
 
@@ -30,7 +32,7 @@ class Child:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, cwd=cwd,
                                      env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent)
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
