@@ -12,8 +12,13 @@ from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.network.config import ConnectionConfig, RetryConfig
 
+from punch_net import AGENT_VERSION
 from punch_net.p2p.addresses import expand_unspecified
-from punch_net.p2p.workarounds import bound_security_handshake, no_happy_eyeballs_tail_delay
+from punch_net.p2p.workarounds import (
+    bound_security_handshake,
+    keep_agent_version,
+    no_happy_eyeballs_tail_delay,
+)
 
 
 class ListenError(Exception):
@@ -52,6 +57,7 @@ def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
     host.get_network().retry_config = retry  # type: ignore[attr-defined]
     bound_security_handshake(host, dial_timeout)
     no_happy_eyeballs_tail_delay()
+    keep_agent_version(AGENT_VERSION)
     return host
 
 

@@ -116,6 +116,39 @@ def no_happy_eyeballs_tail_delay() -> None:
     swarm._HAPPY_EYEBALLS_DELAY = 0.0  # type: ignore[attr-defined]
 
 
+AGENT_KEY = "AgentVersion"
+
+
+def keep_agent_version(agent: str) -> None:
+    """Say who we are in identify, and remember who the peer says it is.
+
+    py-libp2p's identify handler parses the peer's agent version and then drops it
+    (`identity/update.py` `update_peerstore_from_identify` stores only protocols, addrs,
+    key and record), and announces itself as plain "py-libp2p/…". We wrap that function
+    where basic_host imports it so the agent lands in the peerstore under "AgentVersion"
+    (go-libp2p's key), and set our own agent string. Process-wide; idempotent.
+    Upstream: libp2p/py-libp2p identity/update.py.
+    """
+    from libp2p.host import basic_host
+    from libp2p.identity.identify import identify
+
+    identify.AGENT_VERSION = agent  # type: ignore[attr-defined]
+    original = basic_host.update_peerstore_from_identify
+    if getattr(original, "_punch_keeps_agent", False):
+        return
+
+    async def update_and_keep_agent(peerstore: Any, peer_id: ID, msg: Any) -> None:
+        await original(peerstore, peer_id, msg)
+        if getattr(msg, "agent_version", ""):
+            try:
+                peerstore.put(peer_id, AGENT_KEY, str(msg.agent_version))
+            except Exception:
+                pass
+
+    update_and_keep_agent._punch_keeps_agent = True  # type: ignore[attr-defined]
+    basic_host.update_peerstore_from_identify = update_and_keep_agent  # type: ignore[assignment]
+
+
 def dedupe_providers(providers: Iterable[PeerInfo]) -> list[PeerInfo]:
     """`find_providers` can return one provider twice; merge them by peer id, keeping addrs."""
     merged: dict[ID, PeerInfo] = {}

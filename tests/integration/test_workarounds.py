@@ -286,3 +286,33 @@ async def test_bug_and_fix_happy_eyeballs_delay_on_every_dial() -> None:
         assert await connect_time(plain=True) >= 0.25  # the bug: a floor of 250 ms per dial
     finally:
         no_happy_eyeballs_tail_delay()
+
+
+async def test_bug_and_fix_identify_drops_the_agent_version() -> None:
+    """py-libp2p's identify parses the peer's agent version and drops it; with
+    keep_agent_version (installed by build_host) it lands in the peerstore."""
+    from libp2p.identity import update as identify_update
+    from libp2p.identity.identify.pb.identify_pb2 import Identify
+    from libp2p.peer.peerstore import PeerStore, PeerStoreError
+
+    from punch_net import AGENT_VERSION
+    from punch_net.p2p.workarounds import AGENT_KEY
+
+    remote = ID.from_pubkey(new_identity().public_key)
+    msg = Identify(agent_version="go-libp2p/0.40.0", protocols=["/ipfs/id/1.0.0"])
+    store = PeerStore()
+    await identify_update.update_peerstore_from_identify(store, remote, msg)  # the bug
+    with pytest.raises(PeerStoreError):
+        store.get(remote, AGENT_KEY)
+
+    # The fix, end to end over a real connection: each side learns the other's agent.
+    async with libp2p_host() as a, libp2p_host() as b:
+        await a.connect(peer_info_of(host_addr(b)))
+        with trio.fail_after(10):
+            while True:
+                try:
+                    agent = a.get_peerstore().get(b.get_id(), AGENT_KEY)
+                    break
+                except Exception:
+                    await trio.sleep(0.05)
+    assert agent == AGENT_VERSION
