@@ -196,6 +196,7 @@ class Node:
         self._sessions: dict[ID, CommandSession] = {}
         self._session_locks: dict[ID, trio.Lock] = {}
         self._peer_meta: dict[ID, _PeerMeta] = {}
+        self._discovered: set[tuple[str, ID]] = set()
         self.bootstrap_peers: set[ID] = set()
         self._bootstrap_epoch = 0
         self._bootstrap_changed = trio.Event()
@@ -560,6 +561,9 @@ class Node:
         me = self.peer_id
         peers = [p for p in dedupe_providers(found) if p.peer_id != me]
         for p in peers:
+            if (namespace, p.peer_id) in self._discovered:
+                continue  # lookups repeat every few seconds: report each peer once
+            self._discovered.add((namespace, p.peer_id))
             self.bus.publish(
                 ev.Discovered(peer_id=str(p.peer_id), addrs=[str(a) for a in p.addrs],
                               namespace=namespace)
