@@ -97,11 +97,27 @@ def choose_socket_path(data_dir: Path, wanted: Path | None = None) -> Path:
 
 
 def sweep_stale(data_dir: Path) -> None:
-    """Remove `control-<pid>.sock` files left by killed nodes (nobody accepts on them)."""
+    """Remove `control-<pid>.sock` files left by killed nodes.
+
+    Judged by the pid in the name, not by connecting: a node that has bound its socket
+    but not yet called listen() refuses connections, and must not lose its file."""
     for path in data_dir.glob("control-*.sock"):
+        pid_text = path.stem.removeprefix("control-")
+        if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            continue
         if not socket_alive(path, timeout=0.2):
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def find_sockets(data_dir: Path) -> list[Path]:
@@ -463,8 +479,9 @@ async def serve(node: Node, path: Path | None = None, *, task_status: Any = trio
         return problem(f"control socket {sock_path}: {exc.strerror}")
     finally:
         os.umask(old)
-    os.chmod(sock_path, 0o600)
     sock.listen(MAX_CLIENTS)
+    with contextlib.suppress(OSError):
+        os.chmod(sock_path, 0o600)  # the umask already made it 0600; this is belt and braces
     listener = trio.SocketListener(sock)
     node.control_path = sock_path  # type: ignore[attr-defined]
     node.bus.publish(ev.ControlListening(path=str(sock_path)))
