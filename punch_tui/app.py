@@ -319,6 +319,11 @@ class PunchApp(App[int]):
             self.push_screen(PromptScreen("Send: PEER text   or   PEER command {json}", check_send,
                                           [f"{p} " for p in book.peer_ids()], "peer text…",
                                           f"{initial} " if initial else ""), sent)
+        elif verb == "download":
+            self.tab("transfers").prompt_download(initial)
+        elif verb == "catalogue":
+            self.action_show_tab("transfers")
+            self.tab("transfers").action_catalogue()
         elif verb == "theme":
             self.search_themes()
         elif verb == "copy":

@@ -15,6 +15,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from punch_tui.format import short_id
 from punch_tui.peers import InputError, check_command, check_dial
+from punch_tui.tabs.transfers import check_info_hash
 
 if TYPE_CHECKING:
     from punch_tui.app import PunchApp
@@ -26,6 +27,8 @@ ACTIONS: list[tuple[str, str, str]] = [
     ("find", "Find peers of a namespace", "DHT provider lookup"),
     ("send", "Send a message or command to a peer", "send PEER text | send PEER cmd {json}"),
     ("ping", "Ping a peer", "libp2p ping, shows the RTT"),
+    ("download", "Download…", "fetch a file by its info hash (64 hex digits) — torrent roles"),
+    ("catalogue", "Browse catalogue", "files offered by torrent servers in the DHT; enter fetches one"),
     ("theme", "Switch theme", "saved in the config file"),
     ("copy", "Copy my address", "to the clipboard (OSC 52)"),
 ]
@@ -113,6 +116,15 @@ class NodeCommands(Provider):
                 return [error_hit(f"no theme '{rest}'", rest)]
             return [Hit(1.0 if n.startswith("punch") else 0.8, Text(f"Theme: {n}"), partial(app.switch_theme, n),
                         text=f"theme {n}") for n in matching]
+        if verb == "download":
+            try:
+                info_hash = check_info_hash(rest)
+            except InputError as exc:
+                return [error_hit(str(exc), rest)]
+            return [Hit(1.0, Text(f"Download {info_hash}"), partial(app.tab("transfers").download, info_hash),
+                        text=f"download {info_hash}")]
+        if verb == "catalogue":
+            return [Hit(1.0, Text("Browse catalogue"), partial(app.open_prompt, "catalogue"), text="catalogue")]
         if verb == "copy":
             return [Hit(1.0, Text(f"Copy {a}"), partial(app.copy_my_address, a), text=f"copy {a}")
                     for a in app.my_addrs] or [error_hit("the node is not listening yet", rest)]

@@ -1,0 +1,159 @@
+"""The Transfers tab of `punch-tui --role torrent-client` against real child processes: a
+`punch server` (bootstrap) and a `punch torrent-server` sharing a file of random bytes.
+
+The console's own node runs the torrent client in trio guest mode, exactly as in
+production; every action goes through keys, the catalogue screen and the palette."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tui_net import Child, make_app, screen_text, wait_until
+
+from punch_tui.screens.prompt import PromptScreen
+from punch_tui.screens.torrent import CatalogueScreen, ConfirmScreen, TransferDetailsScreen
+from punch_tui.widgets.table import FilterTable
+
+SIZE = (100, 30)
+FILE_SIZE = 3 * 65536 + 1234  # four pieces, the last one short
+
+
+class TorrentNet:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        env = {"PUNCH_DATA_DIR": str(tmp / "data"), "PUNCH_CONFIG": str(tmp / "config.toml")}
+        share = tmp / "share"
+        share.mkdir()
+        self.data = os.urandom(FILE_SIZE)
+        (share / "random.bin").write_bytes(self.data)
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.children: list[Child] = []
+        try:
+            self.server = Child("server", cwd=tmp, env=env)
+            self.children.append(self.server)
+            self.torrent = Child("torrent-server", "--share-dir", str(share), "--bootstrap", self.server.addr,
+                                 cwd=tmp, env=env)
+            self.children.append(self.torrent)
+            self.info_hash = str(self.torrent.wait("shared")["info_hash"])
+            self.torrent.wait("announced")
+            self.torrent.wait("registered")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+
+@pytest.fixture(scope="module")
+def tnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorrentNet]:
+    net = TorrentNet(tmp_path_factory.mktemp("tui-torrent"))
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+def client_app(tmp: Path, net: TorrentNet) -> Any:
+    download = tmp / "downloads"
+    download.mkdir(exist_ok=True)
+    return make_app(tmp, "torrent-client", [net.server.addr], download_dir=download, torrent_interactive=True,
+                    timeout=30.0)
+
+
+def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path) -> None:
+    """d lists the shared file; enter fetches it; the row reaches seeding at 100 % and the
+    file on disk has the right SHA-256; enter on the row shows the pieces map and the peer."""
+
+    async def scenario() -> None:
+        app = client_app(tmp_path, tnet)
+        async with app.run_test(size=SIZE) as pilot:
+            tab = app.tab("transfers")
+            await wait_until(pilot, lambda: tab.rich, what="the torrent manager answering")
+            await pilot.press("5")
+            await pilot.pause(0.3)
+            assert app.focused is tab.table
+            await pilot.press("d")
+            await wait_until(pilot, lambda: isinstance(app.screen, CatalogueScreen), what="catalogue screen")
+            screen = app.screen
+            await wait_until(pilot, lambda: tnet.info_hash in screen.entries, what="the shared file listed")
+            table = screen.query_one("#cat-table", FilterTable)
+            assert table.column_texts("name") == ["random.bin"]
+            assert table.column_texts("info_hash") == [tnet.info_hash]
+            assert table.column_texts("providers") == ["1"]
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: not isinstance(app.screen, CatalogueScreen), what="catalogue closed")
+            await wait_until(pilot, lambda: tab.infos.get(tnet.info_hash, {}).get("state") in ("seeding", "complete"),
+                             what="download complete")
+            await wait_until(pilot, lambda: tab.table.column_texts("state") == ["seeding"], what="row shows seeding")
+            assert tab.table.column_texts("progress")[0].endswith("100.0%")
+            assert tab.table.column_texts("name") == ["↑ random.bin"]
+            got = (tmp_path / "downloads" / "random.bin").read_bytes()
+            assert hashlib.sha256(got).hexdigest() == tnet.sha256
+            assert not (tmp_path / "downloads" / "random.bin.part").exists()
+            # details: pieces map (4 pieces, all from peer 1) and the per-peer table
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, TransferDetailsScreen), what="details screen")
+            await pilot.pause(0.3)
+            text = screen_text(app)
+            assert "████" in text and "4/4 pieces" in text
+            peers = app.screen.query_one("#td-peers", FilterTable)
+            assert any(tnet.torrent.peer_id[-12:] in p for p in peers.column_texts("peer"))
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not isinstance(app.screen, TransferDetailsScreen), what="details closed")
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+
+
+def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> None:
+    """A bad info hash gives an inline error (palette and prompt); a valid unknown one is
+    added and sits in 'finding'; p pauses and resumes it; c asks, then cancels."""
+    unknown = "ab" * 32
+
+    async def scenario() -> None:
+        app = client_app(tmp_path, tnet)
+        async with app.run_test(size=SIZE) as pilot:
+            tab = app.tab("transfers")
+            await wait_until(pilot, lambda: tab.rich, what="the torrent manager answering")
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.2)
+            await pilot.press(*"download 12zz")
+            await wait_until(pilot, lambda: "✗ an info hash is 64 hex digits, this is 4 characters" in screen_text(app),
+                             timeout=10, what="inline error in the palette")
+            await pilot.press("escape")
+            app.open_prompt("download")
+            await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), what="download prompt")
+            await pilot.press(*("g" * 64), "enter")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, PromptScreen)  # not accepted
+            assert "✗ an info hash is hexadecimal; 'g' is not a hex digit" in screen_text(app)
+            await pilot.press(*(["backspace"] * 64), *unknown, "enter")
+            await wait_until(pilot, lambda: not isinstance(app.screen, PromptScreen), what="prompt accepted")
+            await wait_until(pilot, lambda: tab.infos.get(unknown, {}).get("state") == "finding",
+                             what="the unknown hash is looking for providers")
+            assert app.query_one("#tabs").active == "transfers"
+            tab.table.focus()
+            await pilot.press("p")
+            await wait_until(pilot, lambda: tab.table.column_texts("state") == ["paused"], what="paused")
+            await pilot.press("p")
+            await wait_until(pilot, lambda: tab.table.column_texts("state") == ["finding"], what="resumed")
+            await pilot.press("c")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+            await pilot.press("n")
+            await pilot.pause(0.5)
+            assert tab.infos[unknown]["state"] == "finding"
+            await pilot.press("c")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+            await pilot.press("y")
+            await wait_until(pilot, lambda: tab.table.column_texts("state") == ["cancelled"], what="cancelled")
+            await pilot.press("q")
+
+    asyncio.run(scenario())
