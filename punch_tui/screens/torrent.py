@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from punch_tui.tabs.transfers import TransfersTab
 
 CATALOGUE_TIMEOUT = 10.0
-CATALOGUE_COLUMNS = [("name", "Name"), ("size", "Size"), ("info_hash", "Info hash"), ("providers", "Providers")]
+CATALOGUE_COLUMNS = [("name", "Name"), ("size", "Size"), ("providers", "Servers"), ("info_hash", "Info hash")]
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -51,7 +51,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
 def catalogue_rows(entries: list[dict[str, Any]]) -> dict[str, list[Cell]]:
     return {str(e["info_hash"]): [cell(e.get("name", "?")), cell(size(e.get("size") or 0), int(e.get("size") or 0)),
-                                  cell(str(e["info_hash"])), cell(e.get("providers", 0), int(e.get("providers") or 0))]
+                                  cell(e.get("providers", 0), int(e.get("providers") or 0)), cell(str(e["info_hash"]))]
             for e in entries}
 
 

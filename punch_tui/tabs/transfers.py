@@ -29,11 +29,14 @@ from punch_tui.widgets.table import Cell, FilterTable, cell
 
 NOT_RUNNING = "Transfers are not running in this role (start a torrent role to see them)."
 NO_MANAGER = "the torrent manager is not running on this node"
-COLUMNS = [("name", "Name"), ("progress", "Progress"), ("size", "Size"), ("down", "↓ Rate"), ("up", "↑ Rate"),
-           ("eta", "ETA"), ("peers", "Peers"), ("state", "State")]
+COLUMNS = [("name", "Name"), ("progress", "Progress"), ("size", "Size"), ("rate", "Rate"), ("eta", "ETA"),
+           ("peers", "Peers"), ("state", "State")]
+# Cell texts are padded to these widths: the table's columns then fit 80 columns from the
+# first row on (a DataTable column does not grow when a cell is updated in place).
+NAME_WIDTH, SIZE_WIDTH, RATE_WIDTH, ETA_WIDTH, STATE_WIDTH = 14, 8, 10, 5, 11
 STATE_STYLE = {"downloading": "green", "seeding": "cyan", "complete": "green", "paused": "yellow",
                "error": "bold red", "cancelled": "dim", "verifying": "magenta", "finding": ""}
-BAR_WIDTH = 10
+BAR_WIDTH = 6
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
@@ -54,12 +57,12 @@ def check_info_hash(text: str) -> str:
 
 
 def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
-    """`█████▌···· 55.0%`: a bar in eighths of a cell, then the percentage."""
+    """`███▎·· 55%`: a bar in eighths of a cell, then the percentage (floored: 100% means done)."""
     fraction = min(1.0, max(0.0, fraction))
     eighths = round(fraction * width * 8)
     full, part = divmod(eighths, 8)
     bar = "█" * full + (_EIGHTHS[part] if part and full < width else "")
-    return f"{bar.ljust(width, '·')} {fraction * 100:5.1f}%"
+    return f"{bar.ljust(width, '·')} {int(fraction * 100):3d}%"
 
 
 def fraction_done(info: dict[str, Any]) -> float:
@@ -70,25 +73,30 @@ def fraction_done(info: dict[str, Any]) -> float:
 
 
 def transfer_row(info: dict[str, Any]) -> list[Cell]:
-    """One table row from a TransferInfo mapping (`dataclasses.asdict`)."""
+    """One table row from a TransferInfo mapping (`dataclasses.asdict`). The arrow says the
+    direction (↓ download, ↑ seed) and the rate is that direction's."""
     state = str(info.get("state", "?"))
     done = fraction_done(info)
-    down = float(info.get("bytes_per_s") or 0.0)
-    up = float(info.get("upload_bytes_per_s") or 0.0)
+    seed = info.get("direction") == "seed"
+    speed = float(info.get("upload_bytes_per_s" if seed else "bytes_per_s") or 0.0)
     eta = info.get("eta_s")
     active = state in ("downloading", "finding")
-    name = str(info.get("name") or "(metainfo pending)")
-    mark = "↑" if info.get("direction") == "seed" else "↓"
+    name = str(info.get("name") or f"{str(info.get('info_hash', ''))[:10]}…")
     return [
-        cell(f"{mark} {name}", name.lower()),
+        cell(fit(f"{'↑' if seed else '↓'} {name}", NAME_WIDTH), name.lower()),
         cell(progress_bar(done), done, "green" if done >= 1.0 else ""),
-        cell(size(info.get("size") or 0), int(info.get("size") or 0)),
-        cell(rate(down) if down or active else "-", down),
-        cell(rate(up) if up else "-", up),
-        cell(age(eta) if eta is not None and active else "-", eta if eta is not None and active else float("inf")),
-        cell(info.get("peers", 0), int(info.get("peers") or 0)),
-        cell(state, state, STATE_STYLE.get(state, "")),
+        cell(size(info.get("size") or 0).rjust(SIZE_WIDTH), int(info.get("size") or 0)),
+        cell((rate(speed) if speed or active else "-").rjust(RATE_WIDTH), speed),
+        cell((age(eta) if eta is not None and active else "-").rjust(ETA_WIDTH),
+             eta if eta is not None and active else float("inf")),
+        cell(str(info.get("peers", 0)).rjust(3), int(info.get("peers") or 0)),
+        cell(state.ljust(STATE_WIDTH), state, STATE_STYLE.get(state, "")),
     ]
+
+
+def fit(text: str, width: int) -> str:
+    """Exactly `width` characters: padded, or cut with an ellipsis."""
+    return text.ljust(width) if len(text) <= width else text[:width - 1] + "…"
 
 
 def flat_row(row: dict[str, Any]) -> list[Cell]:
@@ -98,9 +106,10 @@ def flat_row(row: dict[str, Any]) -> list[Cell]:
     except ValueError:
         done = 0.0
     state = str(row.get("state", "?"))
-    return [cell(str(row.get("name", "?"))), cell(progress_bar(done), done), cell(_fmt(row.get("size"))),
-            cell(_fmt(row.get("down"))), cell(_fmt(row.get("up"))), cell(_fmt(row.get("eta"))),
-            cell(_fmt(row.get("peers")), row.get("peers")), cell(state, state, STATE_STYLE.get(state, ""))]
+    return [cell(fit(str(row.get("name", "?")), NAME_WIDTH)), cell(progress_bar(done), done),
+            cell(_fmt(row.get("size")).rjust(SIZE_WIDTH)), cell(_fmt(row.get("down")).rjust(RATE_WIDTH)),
+            cell(_fmt(row.get("eta")).rjust(ETA_WIDTH)), cell(_fmt(row.get("peers")).rjust(3), row.get("peers")),
+            cell(state.ljust(STATE_WIDTH), state, STATE_STYLE.get(state, ""))]
 
 
 def summary_text(infos: list[dict[str, Any]]) -> Text:
@@ -111,7 +120,6 @@ def summary_text(infos: list[dict[str, Any]]) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{len(infos)} transfer(s) · {downloading} active · {seeding} seeding · ")
     text.append(f"↓ {rate(down)} ↑ {rate(up)}")
-    text.append("  ·  d catalogue · ^p Download…", style="dim")
     return text
 
 
@@ -194,7 +202,7 @@ class TransfersTab(NodeTab):
         Binding("d", "catalogue", "Catalogue"),
     ]
     DEFAULT_CSS = """
-    TransfersTab #tr-status { height: auto; color: $foreground-muted; padding: 0 1; }
+    TransfersTab #tr-status { height: 1; color: $foreground-muted; padding: 0 1; }
     TransfersTab #tr-table { height: 1fr; }
     TransfersTab #tr-detail { height: auto; max-height: 4; border-top: solid $primary; padding: 0 1; }
     """
@@ -271,7 +279,7 @@ class TransfersTab(NodeTab):
         detail = self.query_one("#tr-detail", Static)
         info = self.selected()
         detail.update(detail_text(info) if info else
-                      "no transfers yet — d browses the catalogue, ctrl+p › Download… takes an info hash"
+                      "no transfers yet — d: catalogue of shared files · ^p › Download…: by info hash"
                       if not self.infos else "select a transfer (↑/↓)")
 
     def selected(self) -> dict[str, Any] | None:

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from tui_net import Child, make_app, screen_text, wait_until
 
+from punch_tui.peers import InputError
 from punch_tui.screens.prompt import PromptScreen
 from punch_tui.screens.torrent import CatalogueScreen, ConfirmScreen, TransferDetailsScreen
+from punch_tui.tabs.transfers import check_info_hash, progress_bar, transfer_row
 from punch_tui.widgets.table import FilterTable
 
 SIZE = (100, 30)
@@ -61,6 +63,10 @@ def tnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorrentNet]:
         net.close()
 
 
+def texts(table: FilterTable, column: str) -> list[str]:
+    return [t.strip() for t in table.column_texts(column)]
+
+
 def client_app(tmp: Path, net: TorrentNet) -> Any:
     download = tmp / "downloads"
     download.mkdir(exist_ok=True)
@@ -92,9 +98,9 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
             await wait_until(pilot, lambda: not isinstance(app.screen, CatalogueScreen), what="catalogue closed")
             await wait_until(pilot, lambda: tab.infos.get(tnet.info_hash, {}).get("state") in ("seeding", "complete"),
                              what="download complete")
-            await wait_until(pilot, lambda: tab.table.column_texts("state") == ["seeding"], what="row shows seeding")
-            assert tab.table.column_texts("progress")[0].endswith("100.0%")
-            assert tab.table.column_texts("name") == ["↑ random.bin"]
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["seeding"], what="row shows seeding")
+            assert texts(tab.table, "progress")[0].endswith("100%")
+            assert texts(tab.table, "name") == ["↑ random.bin"]
             got = (tmp_path / "downloads" / "random.bin").read_bytes()
             assert hashlib.sha256(got).hexdigest() == tnet.sha256
             assert not (tmp_path / "downloads" / "random.bin.part").exists()
@@ -142,9 +148,9 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
             assert app.query_one("#tabs").active == "transfers"
             tab.table.focus()
             await pilot.press("p")
-            await wait_until(pilot, lambda: tab.table.column_texts("state") == ["paused"], what="paused")
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["paused"], what="paused")
             await pilot.press("p")
-            await wait_until(pilot, lambda: tab.table.column_texts("state") == ["finding"], what="resumed")
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["finding"], what="resumed")
             await pilot.press("c")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
             await pilot.press("n")
@@ -153,7 +159,41 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
             await pilot.press("c")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
             await pilot.press("y")
-            await wait_until(pilot, lambda: tab.table.column_texts("state") == ["cancelled"], what="cancelled")
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["cancelled"], what="cancelled")
             await pilot.press("q")
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("", "type an info hash"), ("ab" * 31, "this is 62 characters"), ("ab" * 33, "this is 66 characters"),
+    ("ab" * 31 + "zz", "'z' is not a hex digit"), ("/" * 64, "'/' is not a hex digit"),
+])
+def test_check_info_hash_rejects(text: str, error: str) -> None:
+    with pytest.raises(InputError, match=error):
+        check_info_hash(text)
+
+
+def test_check_info_hash_accepts_and_normalises() -> None:
+    assert check_info_hash("  " + "AB" * 32 + " ") == "ab" * 32
+
+
+def test_progress_bar_and_row() -> None:
+    assert progress_bar(0.0) == "······   0%"
+    assert progress_bar(1.0) == "██████ 100%"
+    assert progress_bar(0.5) == "███···  50%"
+    assert progress_bar(0.999).endswith(" 99%")  # 100 % only when done
+    assert len({len(progress_bar(i / 97)) for i in range(98)}) == 1  # fixed width
+    info = {"info_hash": "ab" * 32, "name": "a-rather-long-file-name.iso", "size": 2_000_000, "have": 10,
+            "total": 31, "bytes_per_s": 1_500_000.0, "eta_s": 75.0, "peers": 3, "state": "downloading",
+            "direction": "download", "upload_bytes_per_s": 0.0}
+    row = [c.text.strip() for c in transfer_row(info)]
+    assert row == ["↓ a-rather-lo…", "█▉····  32%", "2.0 MB", "1.5 MB/s", "1m15s", "3", "downloading"]
+    pending = transfer_row({**info, "name": "", "state": "finding", "total": 0, "have": 0, "eta_s": None})
+    assert pending[0].text.strip() == "↓ abababab…"
+    assert pending[4].text.strip() == "-"
+    seed = transfer_row({**info, "direction": "seed", "state": "seeding", "have": 31, "upload_bytes_per_s": 2e3})
+    assert [c.text.strip() for c in seed][3:] == ["2.0 KB/s", "-", "3", "seeding"]
