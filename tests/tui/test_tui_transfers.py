@@ -193,7 +193,7 @@ def test_progress_bar_and_row() -> None:
     row = [c.text.strip() for c in transfer_row(info)]
     assert row == ["↓ a-rather-lo…", "█▉····  32%", "2.0 MB", "1.5 MB/s", "1m15s", "3", "downloading"]
     pending = transfer_row({**info, "name": "", "state": "finding", "total": 0, "have": 0, "eta_s": None})
-    assert pending[0].text.strip() == "↓ abababab…"
+    assert pending[0].text.strip() == "↓ ababababab…"
     assert pending[4].text.strip() == "-"
     seed = transfer_row({**info, "direction": "seed", "state": "seeding", "have": 31, "upload_bytes_per_s": 2e3})
     assert [c.text.strip() for c in seed][3:] == ["2.0 KB/s", "-", "3", "seeding"]
