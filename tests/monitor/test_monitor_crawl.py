@@ -38,7 +38,7 @@ async def test_monitor_finds_every_node(punch: PunchFactory) -> None:
     for pid in ids:
         p = peers[pid]
         assert p["alive"] and p["reachability"] == "direct" and p["last_alive"]
-        assert p["agent"].startswith("py-libp2p/"), p["agent"]
+        assert p["agent"].startswith("punch/"), p["agent"]
         assert "/ipfs/kad/1.0.0" in p["protocols"] and "/punch/cmd/1.0.0" in p["protocols"]
         assert p["dht_server"] and p["punch"]
         assert p["rtt_ms"] is not None and p["rtt_ms"] >= 0
