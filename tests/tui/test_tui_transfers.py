@@ -165,6 +165,33 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
     asyncio.run(scenario())
 
 
+def test_server_role_pause_resume_verify(tnet: TorrentNet, tmp_path: Path) -> None:
+    """`--role torrent-server`: each shared file is a seeding row; p stops and restarts
+    serving it (paused / seeding), v re-hashes it."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "one.bin").write_bytes(os.urandom(70_000))
+
+    async def scenario() -> None:
+        app = make_app(tmp_path, "torrent-server", [tnet.server.addr], share_dir=share)
+        async with app.run_test(size=SIZE) as pilot:
+            tab = app.tab("transfers")
+            await pilot.press("5")
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["seeding"], what="the shared file's row")
+            assert texts(tab.table, "name") == ["↑ one.bin"]
+            tab.table.focus()
+            await pilot.press("p")
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["paused"], what="paused")
+            await pilot.press("p")
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["seeding"], what="serving again")
+            await pilot.press("v")
+            await wait_until(pilot, lambda: any("every piece is good" in n.message for n in app._notifications),
+                             what="the verify result notification")
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------- pure helpers
 
 
