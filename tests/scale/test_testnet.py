@@ -171,16 +171,11 @@ def test_controller_killed_hard_leaves_no_process_behind() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--nodes", "3", "--torrent-servers", "1"], "needs the torrent-server role"),
     (["--nodes", "2", "--listeners", "2"], "must leave the bootstrap node"),
     (["--nodes", "0"], None),
     (["--nodes", "5", "--base-port", "65534"], "leaves no room"),
 ])
 def test_bad_flags_exit_2_with_one_line(args: list[str], message: str | None) -> None:
-    from punch_net.roles import ROLES
-
-    if "--torrent-servers" in args and "torrent-server" in ROLES:
-        pytest.skip("this build has the torrent-server role (test_torrent_servers_start covers it)")
     res = subprocess.run([sys.executable, "-m", "punch_net.cli", "testnet", *args], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 2
@@ -192,10 +187,6 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], message: str | None) ->
 
 @pytest.mark.slow
 async def test_torrent_servers_start() -> None:
-    from punch_net.roles import ROLES
-
-    if "torrent-server" not in ROLES:
-        pytest.skip("no torrent-server role in this build")
     net = Testnet(3, torrent_servers=1)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(120):
