@@ -104,6 +104,10 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
             got = (tmp_path / "downloads" / "random.bin").read_bytes()
             assert hashlib.sha256(got).hexdigest() == tnet.sha256
             assert not (tmp_path / "downloads" / "random.bin.part").exists()
+            await pilot.press("p")  # stop seeding it, then serve it again
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["paused"], what="seeding paused")
+            await pilot.press("p")
+            await wait_until(pilot, lambda: texts(tab.table, "state") == ["seeding"], what="seeding again")
             # details: pieces map (4 pieces, all from peer 1) and the per-peer table
             await pilot.press("enter")
             await wait_until(pilot, lambda: isinstance(app.screen, TransferDetailsScreen), what="details screen")
