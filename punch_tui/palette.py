@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from punch_tui.app import PunchApp
 
 MAX_COMPLETIONS = 12
+TORRENT_VERBS = {"download", "catalogue"}  # only offered when the role runs a torrent manager
 
 ACTIONS: list[tuple[str, str, str]] = [
     ("dial", "Dial a multiaddr", "connect to /ip4/…/tcp/PORT/p2p/ID (the /p2p part is optional)"),
@@ -50,8 +51,12 @@ class NodeCommands(Provider):
     def punch(self) -> PunchApp:
         return cast("PunchApp", self.app)
 
+    def _actions(self) -> list[tuple[str, str, str]]:
+        torrent = self.punch.node_config.role.startswith("torrent")
+        return [a for a in ACTIONS if torrent or a[0] not in TORRENT_VERBS]
+
     async def discover(self) -> Hits:
-        for verb, title, help_text in ACTIONS:
+        for verb, title, help_text in self._actions():
             yield DiscoveryHit(title, partial(self.punch.open_prompt, verb), help=help_text)
 
     async def search(self, query: str) -> Hits:
@@ -59,12 +64,12 @@ class NodeCommands(Provider):
         verb, _, rest = q.partition(" ")
         verb = verb.lower()
         rest = rest.strip()
-        if verb in {v for v, _, _ in ACTIONS} and (rest or query.endswith(" ")):
+        if verb in {v for v, _, _ in self._actions()} and (rest or query.endswith(" ")):
             for hit in self._verb_hits(verb, rest):
                 yield hit
             return
         matcher = self.matcher(q)
-        for verb_name, title, help_text in ACTIONS:
+        for verb_name, title, help_text in self._actions():
             score = max(matcher.match(title), matcher.match(verb_name))
             if score > 0:
                 yield Hit(score, matcher.highlight(title), partial(self.punch.open_prompt, verb_name),
