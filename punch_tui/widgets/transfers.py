@@ -19,6 +19,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from punch_tui.format import rate as format_rate
+from punch_tui.format import size
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
 # Peer k (1-based) gets PALETTE[(k - 1) % len]; missing and from-disk pieces are neutral.
@@ -65,11 +67,8 @@ def pieces_map_text(piece_from: Sequence[int], width: int, max_rows: int = 8) ->
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    """Decimal units, as in the rest of the console (punch_tui.format.size)."""
+    return size(n)
 
 
 def _eta(seconds: Any) -> str:
@@ -85,7 +84,7 @@ def summary_line(info: Mapping[str, Any]) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(str(info.get("name") or info.get("info_hash", "")[:16]), style="bold")
     text.append(f"  {info.get('state', '?')}  {pct:5.1f}%  {have}/{total} pieces  {_size(info.get('size') or 0)}  ")
-    text.append(f"↓ {_size(info.get('bytes_per_s') or 0)}/s  ETA {_eta(info.get('eta_s'))}  "
+    text.append(f"↓ {format_rate(info.get('bytes_per_s') or 0)}  ETA {_eta(info.get('eta_s'))}  "
                 f"{info.get('peers', 0)} peers")
     if info.get("error"):
         text.append(f"  {info['error']}", style="red")
@@ -117,7 +116,7 @@ def peer_rows(peer_stats: Sequence[Mapping[str, Any]]) -> dict[str, list[Cell]]:
         rows[pid] = [
             cell(f"█ …{pid[-12:]}", pid, peer_style(int(p.get("number", 0)))),
             cell(state, state, "red" if state == "bad" else ""),
-            cell(f"{_size(rate)}/s", rate),
+            cell(format_rate(rate), rate),
             cell(p.get("pieces", 0), int(p.get("pieces", 0))),
             cell(p.get("bad_pieces", 0), int(p.get("bad_pieces", 0)), "red" if p.get("bad_pieces") else ""),
             cell(p.get("outstanding", 0), int(p.get("outstanding", 0))),
