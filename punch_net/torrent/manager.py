@@ -7,6 +7,7 @@ TransferInfo per transfer. The TUI gets it with `manager_for(node)`; see docs/TO
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import weakref
 from dataclasses import dataclass
@@ -264,7 +265,12 @@ class TorrentManager:
 
     def snapshot(self) -> list[TransferInfo]:
         """Every transfer: downloads first (in the order added), then shared files."""
-        out = [t.snapshot() for t in self.transfers.values()]
+        out = []
+        for ih, t in self.transfers.items():
+            info = t.snapshot()
+            if info.state == "seeding" and ih in self.service.paused:  # finished, serving paused
+                info = dataclasses.replace(info, state="paused")
+            out.append(info)
         seen = set(self.transfers)
         now = time.monotonic()
         for ih, src in sorted(self.service.sources.items(), key=lambda kv: kv[1].meta.name):

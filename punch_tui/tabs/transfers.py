@@ -211,9 +211,6 @@ class TransfersTab(NodeTab):
         super().__init__(**kwargs)
         self.infos: dict[str, dict[str, Any]] = {}  # info hash -> TransferInfo mapping (newest)
         self.rich = False  # the manager answers (else flat rows or nothing)
-        # Finished downloads we stopped seeding: the manager's snapshot still says "seeding"
-        # for them (TorrentManager.snapshot reads the Transfer, not service.paused).
-        self.paused_seeds: set[str] = set()
         self._fetching = False
 
     def compose(self) -> ComposeResult:
@@ -267,8 +264,6 @@ class TransfersTab(NodeTab):
 
     def show_infos(self, infos: list[dict[str, Any]]) -> None:
         self.rich = True
-        infos = [{**i, "state": "paused"} if i.get("state") == "seeding" and i["info_hash"] in self.paused_seeds
-                 else i for i in infos]
         self.infos = {str(i["info_hash"]): i for i in infos}
         table = self.table
         table.display = True
@@ -329,17 +324,11 @@ class TransfersTab(NodeTab):
         name = info.get("name") or info["info_hash"][:16]
         ih = str(info["info_hash"])
         if info.get("state") == "paused":
-            self.paused_seeds.discard(ih)
             self._run(f"resume {name}", "resume", ih, on_ok=lambda _: self.app.notify(f"resumed {name}", timeout=3))
         elif info.get("state") in ("cancelled", "error", "complete"):
             self.app.notify(f"{name} is {info.get('state')}: nothing to pause", severity="warning")
         else:
-            def paused(_: Any) -> None:
-                if info.get("state") == "seeding":
-                    self.paused_seeds.add(ih)
-                self.app.notify(f"paused {name}", timeout=3)
-
-            self._run(f"pause {name}", "pause", ih, on_ok=paused)
+            self._run(f"pause {name}", "pause", ih, on_ok=lambda _: self.app.notify(f"paused {name}", timeout=3))
 
     def action_cancel(self, info_hash: str | None = None) -> None:
         from punch_tui.screens.torrent import ConfirmScreen
