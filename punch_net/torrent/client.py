@@ -95,22 +95,27 @@ def check_catalogue(entries: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-async def fetch_catalogue(host: IHost, peer: ID, timeout: float) -> list[dict[str, Any]]:
+async def _ask(host: IHost, peer: ID, request: bytes, what: str, timeout: float) -> wire.Message:
+    """One request on a fresh stream, one message back; every failure is a PeerError."""
     stream = await open_stream(host, peer, timeout)
     try:
         with trio.fail_after(timeout):
-            await stream.write(wire.encode_list())
-            msg = await MessageStream(stream).read_one()
+            await stream.write(request)
+            return await MessageStream(stream).read_one()
     except trio.TooSlowError:
-        raise PeerError(f"catalogue from {peer}: no answer within {timeout:g}s") from None
+        raise PeerError(f"{what} from {peer}: no answer within {timeout:g}s") from None
     except wire.ProtocolError as exc:
-        raise PeerError(f"catalogue from {peer}: {exc}") from None
+        raise PeerError(f"{what} from {peer}: {exc}") from None
     except PeerError:
         raise
     except Exception as exc:
-        raise PeerError(f"catalogue from {peer}: {exc or type(exc).__name__}") from None
+        raise PeerError(f"{what} from {peer}: {exc or type(exc).__name__}") from None
     finally:
         await _close(stream)
+
+
+async def fetch_catalogue(host: IHost, peer: ID, timeout: float) -> list[dict[str, Any]]:
+    msg = await _ask(host, peer, wire.encode_list(), "catalogue", timeout)
     if msg.type != wire.CATALOGUE:
         raise PeerError(f"catalogue from {peer}: unexpected answer 0x{msg.type:02x}")
     return check_catalogue(msg.json())
@@ -118,21 +123,7 @@ async def fetch_catalogue(host: IHost, peer: ID, timeout: float) -> list[dict[st
 
 async def fetch_metainfo(host: IHost, peer: ID, info_hash: bytes, timeout: float) -> Metainfo:
     """Metainfo whose SHA-256 is `info_hash` and whose name is safe, or PeerError."""
-    stream = await open_stream(host, peer, timeout)
-    try:
-        with trio.fail_after(timeout):
-            await stream.write(wire.encode_get_meta(info_hash))
-            msg = await MessageStream(stream).read_one()
-    except trio.TooSlowError:
-        raise PeerError(f"metainfo from {peer}: no answer within {timeout:g}s") from None
-    except wire.ProtocolError as exc:
-        raise PeerError(f"metainfo from {peer}: {exc}") from None
-    except PeerError:
-        raise
-    except Exception as exc:
-        raise PeerError(f"metainfo from {peer}: {exc or type(exc).__name__}") from None
-    finally:
-        await _close(stream)
+    msg = await _ask(host, peer, wire.encode_get_meta(info_hash), "metainfo", timeout)
     if msg.type == wire.ERROR:
         raise PeerError(f"metainfo from {peer}: {msg.data.decode(errors='replace')}")
     if msg.type != wire.META or msg.info_hash != info_hash:
