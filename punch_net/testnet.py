@@ -73,6 +73,7 @@ class Child:
     stats: dict[str, Any] | None = None
     next_id: int = 0
     pending: dict[int, Any] = field(default_factory=dict)  # request id -> [Event, reply]
+    send_lock: trio.Lock = field(default_factory=trio.Lock)  # one writer at a time on stdin
 
     @property
     def pid(self) -> int | None:
@@ -443,7 +444,8 @@ class Testnet:
         line = json.dumps({"id": req_id, "command": command, "args": args or {}}) + "\n"
         try:
             with trio.fail_after(timeout):
-                await child.proc.stdin.send_all(line.encode())
+                async with child.send_lock:
+                    await child.proc.stdin.send_all(line.encode())
                 await slot[0].wait()
         except trio.TooSlowError:
             raise ControlError(f"node {child.index}: no reply to {command} within {timeout:g}s") from None

@@ -195,3 +195,25 @@ async def test_torrent_servers_start() -> None:
         assert [c.role for c in net.children] == ["server", "torrent-server", "server"]
         assert all(c.alive for c in net.children)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_concurrent_calls_to_one_node_share_its_stdin() -> None:
+    """Many tasks may drive the same node at once (the benchmark provides in parallel);
+    their request lines must not collide on the child's stdin."""
+    net = Testnet(2)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(120):
+            await nursery.start(net.run)
+            await net.wait_all_up(timeout=120)
+            child = net.children[1]
+            results: list[Any] = []
+
+            async def one() -> None:
+                results.append(await net.call(child, "testnet.stats", timeout=60))
+
+            async with trio.open_nursery() as calls:
+                for _ in range(20):
+                    calls.start_soon(one)
+        assert len(results) == 20 and all(isinstance(r, dict) for r in results)
+        nursery.cancel_scope.cancel()
