@@ -20,7 +20,6 @@ node's own thread and never race it.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,7 @@ from prometheus_client.registry import Collector
 
 from punch_net import __version__
 from punch_net import events as ev
+from punch_net.plain import as_plain_dict
 
 if TYPE_CHECKING:
     from punch_net.node import Node
@@ -179,9 +179,9 @@ class NodeMetrics:
         except Exception:
             return
         for row in rows or []:
-            d = _as_dict(row)
+            d = as_plain_dict(row)
             key = str(d.get("info_hash") or d.get("name") or id(row))
-            peers = [_as_dict(p) for p in d.get("peer_stats") or []]
+            peers = [as_plain_dict(p) for p in d.get("peer_stats") or []]
             figures = {("bytes", "down"): sum(int(p.get("downloaded") or 0) for p in peers),
                        ("bytes", "up"): int(d.get("uploaded") or 0),
                        ("pieces", "verified"): sum(int(p.get("pieces") or 0) for p in peers),
@@ -318,16 +318,6 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily("punch_relay_reservations_held", "Reservations we hold on relays",
                                 value=len(status.reservations))
         yield _reachability(status.reachability)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if hasattr(value, "to_json"):
-        return dict(value.to_json())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return dict(getattr(value, "__dict__", {}))
 
 
 def _reachability(value: str) -> GaugeMetricFamily:

@@ -260,12 +260,7 @@ class Testnet:
                  base_port: int | None = None, emit: Emit | None = None,
                  start_concurrency: int | None = None, log_dir: Path | None = None,
                  config_file: Path | None = None, preload: bool = True) -> None:
-        from punch_net.roles import ROLES
-
         roles = plan_roles(nodes, listeners, torrent_servers)
-        if torrent_servers and "torrent-server" not in ROLES:
-            raise TestnetError("--torrent-servers needs the torrent-server role, which this build "
-                               "does not have")
         if base_port is not None and not 1 <= base_port <= 65535 - nodes:
             raise TestnetError(f"--base-port {base_port} leaves no room for {nodes} ports")
         self.base_port = base_port
@@ -636,10 +631,6 @@ def main(args: argparse.Namespace) -> int:
     out = _Output(bool(args.json))
     try:
         plan_roles(args.nodes, args.listeners, args.torrent_servers)
-        from punch_net.roles import ROLES
-
-        if args.torrent_servers and "torrent-server" not in ROLES:
-            raise TestnetError("--torrent-servers needs the torrent-server role, which this build does not have")
         if args.base_port is not None and args.base_port + args.nodes > 65535:
             raise TestnetError(f"--base-port {args.base_port} leaves no room for {args.nodes} ports")
     except TestnetError as exc:

@@ -8,12 +8,12 @@ node has no such method the tab says "not running in this role".
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from punch_net.node import ConnectionInfo, Node, RoutingTableInfo
+from punch_net.plain import as_plain_dict
 from punch_tui.traffic import TrafficMeter
 
 
@@ -40,17 +40,6 @@ def _optional(node: Node, name: str, errors: list[str]) -> Any:
     except Exception as exc:  # a capability's snapshot must never kill the UI
         errors.append(f"{name}(): {exc}")
         return None
-
-
-def as_data(value: Any) -> dict[str, Any]:
-    """A capability's status object as a plain dict (`to_json()`, a dataclass, or a dict)."""
-    if isinstance(value, dict):
-        return value
-    if hasattr(value, "to_json"):
-        return dict(value.to_json())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return dict(vars(value))
 
 
 def _traffic(node: Node, meter: TrafficMeter | None) -> tuple[int, int] | None:
@@ -85,8 +74,8 @@ def take_snapshot(node: Node, meter: TrafficMeter | None = None) -> Snapshot:
         listen_addrs=node.listen_addrs(),
         connections=node.connections(),
         routing=routing,
-        transfers=[as_data(t) for t in transfers] if transfers is not None else None,
-        relay=as_data(relay) if relay is not None else None,
+        transfers=[as_plain_dict(t) for t in transfers] if transfers is not None else None,
+        relay=as_plain_dict(relay) if relay is not None else None,
         extra_errors=errors,
         traffic=_traffic(node, meter),
         network=network,
