@@ -7,7 +7,8 @@ node's DHT, a periodic routing-table refresh, and lookup tracing (hops per looku
 - A peer that fails a query and is not connected is removed (install_dead_peer_eviction).
 - No blind dialing of peerstore entries (workarounds.disable_auto_connector).
 - Every `refresh_interval` seconds (jittered so a testnet does not refresh in step) we
-  look ourselves up and one random key per non-empty bucket, as the spec says.
+  look ourselves up and one random key per non-empty bucket, as the spec says; while
+  refreshes change nothing the interval doubles up to 10 minutes (`next_interval`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_REFRESH_INTERVAL = 120.0
 REFRESH_LOOKUP_TIMEOUT = 15.0
+MAX_REFRESH_INTERVAL = 600.0  # a quiet table is refreshed at least this often
 MAX_BUCKET_LOOKUPS = 8  # random-key lookups per refresh (the deepest buckets are tiny)
 
 
@@ -138,11 +140,23 @@ async def refresh(node: Node, timeout: float = REFRESH_LOOKUP_TIMEOUT) -> dict[s
     }
 
 
+def next_interval(current: float, base: float, result: dict[str, Any]) -> float:
+    """After a refresh: back to `base` if the table shrank or held client peers (churn), else twice as
+    long, up to MAX_REFRESH_INTERVAL (kubo refreshes every 10 minutes). A refresh is up
+    to 1 + MAX_BUCKET_LOOKUPS lookups with new dials; in a quiet network of hundreds of
+    nodes on two cores, refreshing every 2 minutes for ever was most of the idle load."""
+    if result.get("after", 0) < result.get("before", 0) or result.get("evicted_clients"):
+        return base
+    return min(current * 2, max(base, MAX_REFRESH_INTERVAL))
+
+
 async def maintain(node: Node, interval: float = DEFAULT_REFRESH_INTERVAL) -> None:
-    """Refresh the routing table every `interval` seconds (±20 %) until cancelled."""
+    """Refresh the routing table every `interval` seconds (±20 %, backing off while
+    nothing changes: `next_interval`) until cancelled."""
     if interval <= 0:
         await trio.sleep_forever()
     await node.bootstrapped.wait()
+    current = interval
     while True:
-        await trio.sleep(interval * random.uniform(0.8, 1.2))
-        await refresh(node)
+        await trio.sleep(current * random.uniform(0.8, 1.2))
+        current = next_interval(current, interval, await refresh(node))

@@ -52,6 +52,7 @@ from punch_net.p2p.workarounds import (
 from punch_net.relay import RelayManager, RelayStatus
 
 BOOTSTRAP_CHECK_INTERVAL = 2.0
+BOOTSTRAP_IDLE_CHECK_INTERVAL = 30.0  # with a healthy routing table
 BOOTSTRAP_MAX_BACKOFF = 30.0
 BOOTSTRAP_HEALTHY_TABLE = 8  # routing-table size from which a lost bootstrap link is not redialed
 IDENTIFY_WAIT = 5.0
@@ -333,6 +334,7 @@ class Node:
             )
         )
         self.spawn(self._add_if_dht_server, peer)
+        self.connmgr.connected()  # wakes the connection manager only above its high watermark
 
     def _on_disconnected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
@@ -421,8 +423,10 @@ class Node:
             if peer is not None and (self.host.get_network().get_connections(peer)
                                      or self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE):
                 # With a healthy table the DHT no longer needs this node: do not fight a
-                # busy bootstrap node's connection manager by redialing it.
-                await trio.sleep(BOOTSTRAP_CHECK_INTERVAL)
+                # busy bootstrap node's connection manager by redialing it, and look again
+                # only now and then (idle wake-ups add up in a testnet of hundreds).
+                healthy = self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE
+                await trio.sleep(BOOTSTRAP_IDLE_CHECK_INTERVAL if healthy else BOOTSTRAP_CHECK_INTERVAL)
                 continue
             try:
                 peer = await self.dial(str(target))

@@ -164,7 +164,8 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "punch_net.testnet_zygote", str(theirs.fileno())],
+                # -OO: no docstrings in the preloaded code objects (~3 MB less in every node).
+                [sys.executable, "-OO", "-m", "punch_net.testnet_zygote", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 pass_fds=[theirs.fileno()], start_new_session=True,
                 env=dict(os.environ, PUNCH_TESTNET="1"))

@@ -29,9 +29,24 @@ MAX_MSG = 64 * 1024
 
 
 def _preload() -> None:
+    from punch_net.p2p import import_guard
+
+    if import_guard.wanted():
+        import_guard.install()  # before libp2p: its unused transports stay out of every node
     import punch_net.cli
     import punch_net.roles
     import punch_net.testnet_control  # noqa: F401
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the kernel before forking: a child's RSS counts
+    every resident page it inherits, free or not (glibc malloc_trim; no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except Exception:
+        pass
 
 
 def _set_comm(name: str) -> None:
@@ -132,6 +147,7 @@ def main() -> int:
     # collector then never walks (and so never writes to, and copies) these shared pages.
     gc.collect()
     gc.freeze()
+    _trim_heap()
     _send(sock, {"ready": os.getpid()})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when we stop
     serve(sock)

@@ -44,6 +44,7 @@ RENEW_FRACTION = 0.75  # renew when this much of the TTL has passed
 RESERVE_MAX_BACKOFF = 30.0
 REACH_RETRY = 3.0
 REACH_RECHECK = 120.0
+REACH_MAX_BACKOFF = 30.0  # no verdict: retry after 3, 6, 12, 24, then every 30 s
 DIRECT_FIRST_TIMEOUT = 3.0  # try a peer's direct addresses this long before its circuits
 RELAY_CLOSE_GRACE = 10.0  # keep the relayed connection this long after a direct upgrade
 DCUTR_START_DELAY = 0.2  # let identify start on a new relayed connection
@@ -323,11 +324,9 @@ class RelayManager:
     async def _reachability_loop(self) -> None:
         assert self.autonat is not None
         await self.node.bootstrapped.wait()
+        retry = REACH_RETRY
         while True:
             servers = self._autonat_servers()
-            if not servers:
-                await trio.sleep(REACH_RETRY)
-                continue
             addrs = self.punch_addrs()
             results: list[Reachability] = []
             for server in servers[:3]:
@@ -335,8 +334,13 @@ class RelayManager:
                 if got is not None:
                     results.append(got)
             if not results:
-                await trio.sleep(REACH_RETRY)
+                # No verdict (no servers yet, or all refused: e.g. loopback-only addresses,
+                # which AutoNAT servers will not dial): back off instead of asking three
+                # peers every 3 s for ever (most of an idle testnet node's CPU).
+                await trio.sleep(retry)
+                retry = min(retry * 2, REACH_MAX_BACKOFF)
                 continue
+            retry = REACH_RETRY
             new = Reachability.PUBLIC if Reachability.PUBLIC in results else Reachability.PRIVATE
             self.reachability_checked = time.time()
             if new != self.reachability:

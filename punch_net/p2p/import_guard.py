@@ -1,0 +1,182 @@
+"""Keep py-libp2p's unused transports and services out of a node's memory.
+
+`import libp2p` runs `libp2p/__init__.py`, which imports every transport and service the
+library has: QUIC (aioquic), WebTransport, WebSocket (trio-websocket), WebRTC, mDNS
+(zeroconf), UPnP (miniupnpc), AutoTLS (httpx, requests), TLS, SECIO (fastecdsa), the
+persistent peerstore (sqlite), pubsub, IPNS records (cbor2), observability. That is
+~1,250 modules and ~81 MB RSS per interpreter; a Punch node speaks TCP + Noise + Yamux +
+Kademlia + identify/ping/AutoNAT/relay v2 and uses none of them. In `punch testnet` every
+node is forked from one preloaded interpreter (punch_net/testnet_zygote.py), and a forked
+child's RSS counts every resident page it inherits, so the fork server's imports are paid
+by every node.
+
+`install()` puts a finder first on `sys.meta_path` that answers the modules in STUBBED
+with an empty stand-in: importing them (and `from X import Y`) succeeds, `Y` is a
+placeholder class, and *using* it (calling or instantiating it) raises
+StubbedModuleError naming the module. `isinstance`/`except` against a placeholder are
+simply never true. Nothing Punch runs touches these names (the whole test suite and a
+200-node testnet run with the guard on in the fork server), and a node built with the
+guard stays TCP-only (`build_host` passes no QUIC/WebSocket/WebRTC option).
+
+Must run before anything imports libp2p; this module imports nothing from it. Only the
+testnet fork server installs it (PUNCH_IMPORT_GUARD=0 turns it off there);
+tests/scale/test_import_guard.py checks that the stubbed modules stay out of a started
+node and that the node's RSS stays within the issue's bound.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import types
+from collections.abc import Sequence
+from typing import Any
+
+ENV_FLAG = "PUNCH_IMPORT_GUARD"
+
+# Module prefixes a TCP + Noise + Yamux + Kad node never uses, and why they are loaded.
+STUBBED: tuple[str, ...] = (
+    "aioquic",  # QUIC transport
+    "libp2p.transport.quic",
+    "libp2p.transport.webtransport",
+    "trio_websocket",  # WebSocket transport
+    "libp2p.transport.websocket",
+    "libp2p.transport.webrtc",
+    "zeroconf",  # mDNS discovery
+    "libp2p.discovery.mdns",
+    "miniupnpc",  # UPnP port mapping
+    "libp2p.discovery.upnp",
+    "httpx",  # AutoTLS ACME client
+    "requests",
+    "OpenSSL",
+    "libp2p.peer.persistent",  # sqlite/leveldb peerstores
+    "libp2p.pubsub",  # gossipsub/floodsub
+    "libp2p.observability",
+    "dns",  # dnspython (~100 modules and asyncio), for multiaddr's /dns resolver: see INERT
+)
+# Stubs whose placeholders may be *called* at import time and hand back an inert object
+# that fails only when awaited. `libp2p.discovery.bootstrap` builds a multiaddr
+# DNSResolver (which builds a dnspython Resolver) when imported; Punch resolves /dns
+# addresses itself (punch_net.p2p.addresses.resolve_dns) and gives libp2p IP addresses.
+INERT: tuple[str, ...] = ("dns",)
+
+
+class StubbedModuleError(ImportError):
+    """A stubbed module was actually used: Punch must import it for real (remove it from STUBBED)."""
+
+
+def _refuse(what: str) -> StubbedModuleError:
+    return StubbedModuleError(f"{what} is not loaded (punch_net.p2p.import_guard stubs it)")
+
+
+def _is_inert(module: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in INERT)
+
+
+class _Inert:
+    """What an INERT placeholder returns when called: anything goes until it is awaited."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Inert(f"{self._what}.{name}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _Inert(f"{self._what}()")
+
+    def __await__(self) -> Any:
+        raise _refuse(self._what)
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class _Placeholder(type):
+    """Metaclass of the stand-in names: a class that refuses to be called (or, in an INERT
+    module, returns an inert object)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        what = f"{cls.__module__}.{cls.__qualname__}"
+        if _is_inert(cls.__module__):
+            return _Inert(f"{what}()")
+        raise _refuse(what)
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _placeholder(cls.__module__, f"{cls.__qualname__}.{name}")
+
+
+def _placeholder(module: str, name: str) -> Any:
+    # An Exception subclass, so that `except (Real, Placeholder):` stays legal.
+    return _Placeholder(name.rsplit(".", 1)[-1], (Exception,), {"__module__": module, "__qualname__": name})
+
+
+class StubModule(types.ModuleType):
+    """A stand-in package: every attribute is a placeholder, every submodule a stub."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = _placeholder(self.__name__, name)
+        setattr(self, name, value)
+        return value
+
+
+class _StubLoader(importlib.abc.Loader):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = StubModule(spec.name)
+        module.__path__ = []  # a package: `import stub.sub` comes back to the finder
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        return None
+
+
+class ImportGuard(importlib.abc.MetaPathFinder):
+    def __init__(self, prefixes: Sequence[str]) -> None:
+        self.prefixes = tuple(prefixes)
+        self.stubbed: set[str] = set()
+
+    def matches(self, name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in self.prefixes)
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if not self.matches(fullname):
+            return None
+        self.stubbed.add(fullname)
+        return importlib.machinery.ModuleSpec(fullname, _StubLoader(), is_package=True)
+
+
+def installed() -> ImportGuard | None:
+    for finder in sys.meta_path:
+        if isinstance(finder, ImportGuard):
+            return finder
+    return None
+
+
+def install(prefixes: Sequence[str] = STUBBED) -> ImportGuard:
+    """Stub `prefixes` from now on (idempotent). Raises RuntimeError if one is already imported
+    for real: the guard would then save nothing and hide nothing."""
+    guard = installed()
+    if guard is not None:
+        return guard
+    loaded = sorted(m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in prefixes))
+    if loaded:
+        raise RuntimeError(f"import guard installed too late: {', '.join(loaded[:3])} already imported")
+    guard = ImportGuard(prefixes)
+    sys.meta_path.insert(0, guard)
+    return guard
+
+
+def wanted() -> bool:
+    """The fork server installs the guard unless PUNCH_IMPORT_GUARD=0."""
+    return os.environ.get(ENV_FLAG, "1") != "0"
+
+
+__all__ = ["STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed", "wanted"]
