@@ -13,6 +13,7 @@ node's DHT, a periodic routing-table refresh, and lookup tracing (hops per looku
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Iterator
@@ -22,8 +23,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from libp2p.kad_dht.routing_table import gen_random_key_in_bucket
+from libp2p.kad_dht.common import MAX_DHT_MESSAGE_SIZE, QUERY_TIMEOUT
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
+from libp2p.kad_dht.routing_table import gen_random_key_in_bucket, peer_id_to_key
+from libp2p.kad_dht.utils import maybe_consume_signed_record
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import env_to_send_in_RPC
+from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
+from multiaddr import Multiaddr
 
 from punch_net.p2p.workarounds import (
     disable_auto_connector,
@@ -109,8 +118,151 @@ def install(host: Any, dht: Any) -> None:
     limit_kad_concurrency()
     disable_auto_connector(host)
     install_server_only_routing(host, dht)
+    dht.provider_store._get_providers_from_peer_with_closers = _get_providers_query(host, dht)
     install_dead_peer_eviction(host, dht)
     _install_tracing(dht)
+    dht.provider_store.find_providers = _provider_walk(dht)
+
+
+# ---------------------------------------------------------------------- provider lookups
+
+LOOKUP_ALPHA = 3  # queries in flight (the spec's α)
+LOOKUP_K = 20  # a walk ends when the k closest peers it knows have all answered
+LOOKUP_MAX_QUERIES = 60  # a bound on one walk, whatever the network answers
+CLOSER_ADDR_TTL = 3600
+
+
+def _get_providers_query(host: Any, dht: Any) -> Any:
+    """GET_PROVIDERS to one peer that keeps the closer peers' addresses.
+
+    py-libp2p's `_get_providers_from_peer_with_closers` returns closer peers as bare ids
+    and drops their addresses, so a walk made of GET_PROVIDERS alone cannot dial them;
+    that is why its `find_providers` first runs a whole FIND_NODE lookup and only then
+    asks for providers (two lookups, the first to convergence). Same message, same
+    signed-record checks; the addresses go into the peerstore as FIND_NODE's do."""
+    store = host.get_peerstore()
+    me = host.get_id()
+
+    async def query(peer_id: ID, key: bytes) -> tuple[list[PeerInfo], list[ID]]:
+        providers: list[PeerInfo] = []
+        closer: list[ID] = []
+        try:
+            stream = await host.new_stream(peer_id, [KAD_PROTOCOL])
+            try:
+                msg = Message()
+                msg.type = Message.MessageType.GET_PROVIDERS
+                msg.key = key
+                msg.senderRecord = env_to_send_in_RPC(host)[0]
+                await stream.write(encode_varint_prefixed(msg.SerializeToString()))
+                response = Message()
+                response.ParseFromString(await read_varint_prefixed_bytes_limited(stream, MAX_DHT_MESSAGE_SIZE))
+            finally:
+                await stream.close()
+        except Exception:
+            return [], []
+        if response.type != Message.MessageType.GET_PROVIDERS:
+            return [], []
+        if not maybe_consume_signed_record(response, host, peer_id):
+            return [], []
+        for proto in response.providerPeers:
+            try:
+                if maybe_consume_signed_record(proto, host):
+                    providers.append(PeerInfo(ID(proto.id), _addrs(proto.addrs)))
+            except Exception:
+                continue
+        for proto in response.closerPeers:
+            try:
+                if not proto.id or not maybe_consume_signed_record(proto, host):
+                    continue
+                peer = ID(proto.id)
+            except Exception:
+                continue
+            if peer == me:
+                continue
+            addrs = _addrs(proto.addrs)
+            if addrs:
+                store.add_addrs(peer, addrs, CLOSER_ADDR_TTL)
+            closer.append(peer)
+        return providers, closer
+
+    return query
+
+
+def _addrs(raw: Any) -> list[Multiaddr]:
+    out = []
+    for item in raw:
+        try:
+            out.append(Multiaddr(item))
+        except Exception:
+            continue
+    return out
+
+
+def _provider_walk(dht: Any) -> Any:
+    """`find_providers` as one GET_PROVIDERS walk that stops at `count` providers.
+
+    py-libp2p 0.8.1 runs a full FIND_NODE lookup to convergence, then asks the closest
+    peers for providers in lock-step batches of α, each batch waiting for its slowest
+    peer. Here (as go-libp2p's FindProvidersAsync does) every GET_PROVIDERS answer both
+    may carry providers and brings closer peers, α queries stay in flight (a new one
+    starts as soon as one returns), and the walk ends at `count` providers, when the
+    LOOKUP_K closest known peers have all answered, or after LOOKUP_MAX_QUERIES."""
+    store = dht.provider_store
+    me = dht.local_peer_id
+
+    async def find_providers(key: bytes, count: int = 20) -> list[PeerInfo]:
+        local = store.get_providers(key)
+        if local:
+            return list(local[:count])
+        target = int.from_bytes(hashlib.sha256(key).digest(), "big")
+        distance: dict[ID, int] = {}
+
+        def learn(peer: ID) -> None:
+            if peer != me and peer not in distance:
+                distance[peer] = int.from_bytes(peer_id_to_key(peer), "big") ^ target
+
+        for peer in dht.routing_table.find_local_closest_peers(key, LOOKUP_K):
+            learn(peer)
+        found: dict[ID, PeerInfo] = {}
+        queried: set[ID] = set()
+        in_flight = 0
+        changed = trio.Event()
+
+        async def ask(peer: ID) -> None:
+            nonlocal in_flight
+            providers: list[PeerInfo] = []
+            closer: list[ID] = []
+            try:
+                with trio.move_on_after(QUERY_TIMEOUT):
+                    providers, closer = await store._get_providers_from_peer_with_closers(peer, key)
+            except Exception:
+                pass
+            finally:
+                in_flight -= 1
+            for info in providers:
+                store.add_provider(key, info)
+                found.setdefault(info.peer_id, info)
+            for p in closer:
+                learn(p)
+            changed.set()
+
+        async with trio.open_nursery() as nursery:
+            while len(found) < count:
+                closest = sorted(distance, key=distance.__getitem__)[:LOOKUP_K]
+                pending = [p for p in closest if p not in queried]
+                while pending and in_flight < LOOKUP_ALPHA and len(queried) < LOOKUP_MAX_QUERIES:
+                    peer = pending.pop(0)
+                    queried.add(peer)
+                    in_flight += 1
+                    nursery.start_soon(ask, peer)
+                if in_flight == 0:
+                    break  # nothing left to ask (or the query budget is spent)
+                changed = trio.Event()
+                await changed.wait()
+            nursery.cancel_scope.cancel()
+        return list(found.values())[:count]
+
+    return find_providers
 
 
 async def refresh(node: Node, timeout: float = REFRESH_LOOKUP_TIMEOUT) -> dict[str, Any]:

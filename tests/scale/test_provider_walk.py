@@ -1,0 +1,77 @@
+"""Provider lookups as one GET_PROVIDERS walk (punch_net/dht_hygiene.py), shown on a chain
+A - B - C of in-process py-libp2p hosts where only C holds the record and A knows only B.
+
+Bug half: py-libp2p's GET_PROVIDERS query returns B's closer peer C without C's address,
+so a walk built on it cannot go on to C (hence py-libp2p's extra FIND_NODE lookup first).
+Fix half: our query stores the address, and the walk reaches C and stops at the first
+provider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.tools.anyio_service import background_trio_service
+from punch_harness import libp2p_host, peer_info_of
+
+from punch_net import dht_hygiene
+from punch_net.p2p.workarounds import quiet_libp2p_logging
+
+quiet_libp2p_logging()
+
+
+@asynccontextmanager
+async def dht_host() -> AsyncIterator[tuple[IHost, KadDHT]]:
+    async with libp2p_host() as host:
+        dht = KadDHT(host, DHTMode.SERVER)
+        async with background_trio_service(dht):
+            yield host, dht
+
+
+def known_addrs(host: IHost, peer: object) -> list[object]:
+    try:
+        return list(host.get_peerstore().addrs(peer))  # type: ignore[arg-type]
+    except Exception:
+        return []
+
+
+async def test_walk_reaches_a_provider_two_hops_away_and_stops_there() -> None:
+    key = hashlib.sha256(b"punch-walk-test").digest()
+    async with dht_host() as (ha, a), dht_host() as (hb, b), dht_host() as (hc, c):
+        with trio.fail_after(20):
+            await ha.connect(peer_info_of(str(hb.get_addrs()[0])))
+            await hb.connect(peer_info_of(str(hc.get_addrs()[0])))
+            await a.add_peer(hb.get_id())
+            await b.add_peer(hc.get_id())
+        c.provider_store.add_provider(key, PeerInfo(hc.get_id(), hc.get_addrs()))
+        cid = hc.get_id()
+
+        with trio.fail_after(20):
+            _, closer = await a.provider_store._get_providers_from_peer_with_closers(hb.get_id(), key)
+        assert cid in closer
+        assert known_addrs(ha, cid) == [], "bug: py-libp2p keeps C's address (upstream fixed?)"
+
+        query = dht_hygiene._get_providers_query(ha, a)
+        with trio.fail_after(20):
+            providers, closer = await query(hb.get_id(), key)
+        assert providers == [] and cid in closer
+        assert known_addrs(ha, cid), "fix: C's address from B's answer is in A's peerstore"
+
+        asked: list[object] = []
+
+        async def counting(peer: object, k: bytes) -> tuple[list[PeerInfo], list[object]]:
+            asked.append(peer)
+            return await query(peer, k)  # type: ignore[arg-type]
+
+        a.provider_store._get_providers_from_peer_with_closers = counting  # type: ignore[method-assign, assignment]
+        walk = dht_hygiene._provider_walk(a)
+        with trio.fail_after(30):
+            found = await walk(key, 1)
+        assert [p.peer_id for p in found] == [cid]
+        assert asked == [hb.get_id(), cid], f"walk asked {asked}"
