@@ -13,6 +13,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.network.config import ConnectionConfig, RetryConfig
 
 from punch_net import AGENT_VERSION
+from punch_net.p2p import fastpath
 from punch_net.p2p.addresses import expand_unspecified
 from punch_net.p2p.workarounds import (
     bound_security_handshake,
@@ -58,6 +59,7 @@ def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
     bound_security_handshake(host, dial_timeout)
     no_happy_eyeballs_tail_delay()
     keep_agent_version(AGENT_VERSION)
+    fastpath.install()
     return host
 
 

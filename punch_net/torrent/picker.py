@@ -1,4 +1,8 @@
-"""Which piece to ask which peer for: rarest first, random among equals, endgame at the end.
+"""Which piece to ask which peer for: rarest first, in file order among equals, endgame at the end.
+
+File order among equals (not BitTorrent's random order): a Punch client serves only
+finished files, so spreading pieces across downloaders buys nothing, while in-order
+pieces are written sequentially and let the whole-file SHA-256 follow the download.
 
 Pure state machine, no I/O. The downloader tells it what peers have, what it asked for,
 what arrived (verified) and what failed; it answers `pick(peer, n)`.
@@ -6,7 +10,6 @@ what arrived (verified) and what failed; it answers `pick(peer, n)`.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Hashable
 
 Peer = Hashable
@@ -14,7 +17,7 @@ ENDGAME_DUPLICATES = 2  # at most this many peers fetch the same piece in endgam
 
 
 class PiecePicker:
-    def __init__(self, num_pieces: int, have: bytearray | None = None, rng: random.Random | None = None) -> None:
+    def __init__(self, num_pieces: int, have: bytearray | None = None) -> None:
         self.num_pieces = num_pieces
         self.have = bytearray(have) if have is not None else bytearray(num_pieces)
         if len(self.have) != num_pieces:
@@ -23,7 +26,6 @@ class PiecePicker:
         self.peer_bits: dict[Peer, bytearray] = {}
         self.in_flight: dict[int, set[Peer]] = {}  # piece -> peers asked
         self.peer_requests: dict[Peer, set[int]] = {}
-        self._rng = rng or random.Random()
         self._order: list[int] = []
         self._dirty = True
         self.missing = num_pieces - sum(self.have)
@@ -79,9 +81,8 @@ class PiecePicker:
 
     def _rebuild(self) -> None:
         missing = [i for i in range(self.num_pieces) if not self.have[i]]
-        self._rng.shuffle(missing)
         avail = self.availability
-        missing.sort(key=avail.__getitem__)  # stable: random among equal availability
+        missing.sort(key=avail.__getitem__)  # stable: file order among equal availability
         self._order = missing
         self._dirty = False
 

@@ -75,10 +75,28 @@ class TorrentService:
                 if ih not in self.paused]
 
     def read_batch(self, path: Path, meta: Metainfo, indexes: list[int]) -> list[bytes]:
-        """Read pieces (blocking: runs in a thread). Tests override this to serve bad data."""
+        """Read pieces (blocking: runs in a thread). Tests override this to serve bad data.
+
+        Each run of consecutive pieces is one pread: a thread that releases the GIL once
+        per batch, not once per piece, is not kept waiting for it by the event loop."""
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
-            return [os.pread(fd, meta.piece_size(i), i * meta.piece_length) for i in indexes]
+            out: list[bytes] = []
+            start = 0
+            while start < len(indexes):
+                end = start + 1
+                while end < len(indexes) and indexes[end] == indexes[end - 1] + 1:
+                    end += 1
+                first, last = indexes[start], indexes[end - 1]
+                offset = first * meta.piece_length
+                size = last * meta.piece_length + meta.piece_size(last) - offset
+                block = os.pread(fd, size, offset)
+                with memoryview(block) as view:
+                    for i in indexes[start:end]:
+                        at = i * meta.piece_length - offset
+                        out.append(bytes(view[at:at + meta.piece_size(i)]))
+                start = end
+            return out
         finally:
             os.close(fd)
 

@@ -163,25 +163,39 @@ class Decoder:
 
     def feed(self, data: bytes) -> list[Message]:
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = data  # the common case for bulk transfers: parse in place, keep only the tail
         out: list[Message] = []
         pos = 0
-        end = len(buf)
-        while end - pos >= 5:
-            length, mtype = _LEN_TYPE.unpack_from(buf, pos)
-            if length < 1 or length > MAX_FRAME:
-                raise ProtocolError(f"frame length {length} out of range")
-            if self._allowed is not None and mtype not in self._allowed:
-                raise ProtocolError(f"unexpected message type 0x{mtype:02x}")
-            lo, hi = LIMITS.get(mtype, (0, -1))
-            if not lo <= length - 1 <= hi:
-                raise ProtocolError(f"message 0x{mtype:02x} has a bad length {length - 1}")
-            if end - pos < 4 + length:
-                break
-            body = bytes(buf[pos + 5:pos + 4 + length])
-            pos += 4 + length
-            out.append(parse(mtype, body))
-        if pos:
+        end = len(src)
+        with memoryview(src) as view:
+            while end - pos >= 5:
+                length, mtype = _LEN_TYPE.unpack_from(src, pos)
+                if length < 1 or length > MAX_FRAME:
+                    raise ProtocolError(f"frame length {length} out of range")
+                if self._allowed is not None and mtype not in self._allowed:
+                    raise ProtocolError(f"unexpected message type 0x{mtype:02x}")
+                lo, hi = LIMITS.get(mtype, (0, -1))
+                if not lo <= length - 1 <= hi:
+                    raise ProtocolError(f"message 0x{mtype:02x} has a bad length {length - 1}")
+                if end - pos < 4 + length:
+                    break
+                if mtype == PIECE:  # one copy of the piece, straight out of the read
+                    index = _LEN.unpack_from(src, pos + 5)[0]
+                    out.append(Message(PIECE, index=index, data=bytes(view[pos + 9:pos + 4 + length])))
+                else:
+                    out.append(parse(mtype, bytes(view[pos + 5:pos + 4 + length])))
+                pos += 4 + length
+            if src is buf:
+                tail = None
+            else:
+                tail = view[pos:] if pos < end else None
+                if tail is not None:
+                    buf += tail
+        if src is buf and pos:
             del buf[:pos]
         return out
 

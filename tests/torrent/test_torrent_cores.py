@@ -16,7 +16,7 @@ from punch_net.torrent.names import UnsafeName, check_name
 from punch_net.torrent.picker import PiecePicker
 from punch_net.torrent.rates import RateMeter, eta_seconds
 from punch_net.torrent.resume import ResumeError, ResumeRecord, decode_record
-from punch_net.torrent.storage import PartFile, StorageError, existing_matches
+from punch_net.torrent.storage import PartFile, StorageError, WholeHasher, existing_matches
 
 
 def meta_for(data: bytes, name: str = "f.bin") -> Metainfo:
@@ -167,7 +167,7 @@ def test_bitfield_pack_unpack() -> None:
 
 
 def test_picker_rarest_first_and_no_duplicates() -> None:
-    p = PiecePicker(6, rng=random.Random(0))
+    p = PiecePicker(6)
     p.add_peer("a", bytearray([1, 1, 1, 1, 1, 1]))
     p.add_peer("b", bytearray([1, 1, 1, 1, 0, 0]))
     first = p.pick("a", 2)
@@ -178,7 +178,7 @@ def test_picker_rarest_first_and_no_duplicates() -> None:
 
 
 def test_picker_endgame_duplicates_and_cancels() -> None:
-    p = PiecePicker(2, rng=random.Random(0))
+    p = PiecePicker(2)
     p.add_peer("a", bytearray([1, 1]))
     p.add_peer("b", bytearray([1, 1]))
     assert sorted(p.pick("a", 5)) == [0, 1]
@@ -192,7 +192,7 @@ def test_picker_endgame_duplicates_and_cancels() -> None:
 
 
 def test_picker_failure_and_peer_loss_free_pieces() -> None:
-    p = PiecePicker(3, rng=random.Random(0))
+    p = PiecePicker(3)
     p.add_peer("a", bytearray([1, 1, 1]))
     picked = p.pick("a", 3)
     p.failed("a", picked[0])
@@ -263,7 +263,13 @@ def test_part_file_resume_and_finish(tmp_path: Path) -> None:
     assert again.verify_all() == [1]  # piece 1 never written
     again.write_piece(1, data[PIECE_LENGTH:2 * PIECE_LENGTH])
     assert again.verify_all() == []
-    assert again.finish() == hashlib.sha256(data).hexdigest()
+    assert again.verify_range(0, 1) == [] and again.verify_range(1, 3) == []
+    whole = WholeHasher()
+    again.hash_prefix(whole, PIECE_LENGTH)  # what the follower does while pieces arrive
+    assert whole.offset == PIECE_LENGTH
+    again.hash_prefix(whole, meta.length)
+    assert whole.hexdigest() == hashlib.sha256(data).hexdigest()
+    again.finish()
     again.close()
     assert (tmp_path / "f.bin").read_bytes() == data
     assert not (tmp_path / "f.bin.part").exists() and not (tmp_path / "f.bin.part.resume").exists()

@@ -1,0 +1,150 @@
+"""punch_net.p2p.fastpath: the faster Noise/yamux data path keeps every byte and the wire
+format — between two patched hosts, and with a plain py-libp2p host in another process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import trio
+from libp2p.security.noise.io import NoiseTransportReadWriter
+from libp2p.security.secure_session import SecureSession
+from punch_harness import die_with_parent, host_addr, libp2p_host, peer_info_of
+
+from punch_net.p2p import fastpath
+from punch_net.p2p.workarounds import quiet_libp2p_logging
+
+quiet_libp2p_logging()
+
+ECHO = "/punch/test-echo/1"
+# sizes around the Noise (65,519-byte plaintext) and yamux (64 KiB + 12-byte header) limits
+SIZES = [1, 12, 65_518, 65_519, 65_520, 65_548, 200_003, 3 * 1024 * 1024 + 7]
+
+PLAIN_ECHO_PEER = r"""
+import sys, trio, multiaddr
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.network.stream.exceptions import StreamEOF
+
+async def echo(stream):
+    try:
+        while True:
+            data = await stream.read(1 << 16)
+            if not data:
+                break
+            await stream.write(data)
+    except StreamEOF:
+        pass
+    await stream.close()
+
+async def main():
+    host = new_host(key_pair=create_new_key_pair())
+    host.set_stream_handler("/punch/test-echo/1", echo)
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        print(host.get_addrs()[0], flush=True)
+        await trio.sleep(120)
+
+trio.run(main)
+"""
+
+
+async def echo(stream) -> None:  # type: ignore[no-untyped-def]
+    try:
+        while True:
+            data = await stream.read(1 << 16)
+            if not data:
+                break
+            await stream.write(data)
+    except Exception:
+        pass
+    await stream.close()
+
+
+async def round_trip(host, peer, payload: bytes) -> bytes:  # type: ignore[no-untyped-def]
+    """Send `payload` on a fresh echo stream while reading the echo back."""
+    stream = await host.new_stream(peer, [ECHO])
+    got = bytearray()
+
+    async def send() -> None:
+        await stream.write(payload)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        while len(got) < len(payload):
+            got += await stream.read(1 << 20)
+    await stream.close()
+    return bytes(got)
+
+
+def test_installed_by_the_host_builder() -> None:
+    from punch_net.p2p.host import build_host
+    from punch_net.p2p.identity import new_identity
+
+    build_host(new_identity())
+    assert NoiseTransportReadWriter.read_msg.__module__ == fastpath.__name__
+    assert SecureSession.read.__module__ == fastpath.__name__
+
+
+async def test_patched_hosts_move_every_byte() -> None:
+    async with libp2p_host() as a, libp2p_host() as b:
+        b.set_stream_handler(ECHO, echo)  # type: ignore[arg-type]
+        with trio.fail_after(60):
+            await a.connect(peer_info_of(host_addr(b)))
+            for size in SIZES:
+                payload = os.urandom(size)
+                back = await round_trip(a, b.get_id(), payload)
+                assert hashlib.sha256(back).digest() == hashlib.sha256(payload).digest(), size
+
+
+async def test_interop_with_a_plain_py_libp2p_process() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", PLAIN_ECHO_PEER], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    try:
+        assert proc.stdout is not None
+        with trio.fail_after(60):
+            addr = (await trio.to_thread.run_sync(proc.stdout.readline)).strip()
+        assert "/p2p/" in addr, f"plain peer did not start: {addr!r}"
+        async with libp2p_host() as a:
+            with trio.fail_after(60):
+                info = peer_info_of(addr)
+                await a.connect(info)
+                for size in (65_520, 5 * 1024 * 1024 + 3):
+                    payload = os.urandom(size)
+                    assert await round_trip(a, info.peer_id, payload) == payload
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_grow_receive_window_gives_the_sender_credit() -> None:
+    async with libp2p_host() as a, libp2p_host() as b:
+        streams: list = []
+        opened = trio.Event()
+
+        async def hold(stream) -> None:  # type: ignore[no-untyped-def]
+            streams.append(stream)
+            opened.set()
+            await trio.sleep(30)
+
+        b.set_stream_handler(ECHO, hold)  # type: ignore[arg-type]
+        with trio.fail_after(30):
+            await a.connect(peer_info_of(host_addr(b)))
+            stream = await a.new_stream(b.get_id(), [ECHO])
+            await stream.write(b"x")
+            await opened.wait()
+            sender = streams[0].muxed_stream
+            before = sender.send_window
+            assert await fastpath.grow_receive_window(stream, 16 << 20)
+            while sender.send_window == before:
+                await trio.sleep(0.01)
+        assert sender.send_window == 16 << 20  # nothing in flight: the whole new window is credit
+        await stream.reset()
+
+
+async def test_grow_receive_window_ignores_a_non_yamux_stream() -> None:
+    class NotYamux:
+        muxed_stream = object()
+
+    assert not await fastpath.grow_receive_window(NotYamux(), 16 << 20)  # type: ignore[arg-type]
