@@ -35,6 +35,7 @@ def install() -> None:
         return
     _patch_noise_transport()
     _patch_secure_session()
+    _yamux_read_exactly()
     _installed = True
 
 
@@ -98,33 +99,56 @@ def _patch_secure_session() -> None:
 
     async def read(self: Any, n: int | None = None) -> bytes:
         """As SecureSession.read: n=None -> what is buffered or the next message;
-        otherwise exactly n bytes (fewer only at end of stream)."""
+        otherwise exactly n bytes (fewer only at end of stream). What is left of the last
+        message is kept as (message, offset): a read that spans messages copies once."""
         if n == 0:
             return b""
-        buf: bytearray | None = self.__dict__.get("_punch_buf")
-        if buf is None:
-            buf = self._punch_buf = bytearray()
-        if n is None and buf:
-            out = bytes(buf)
-            buf.clear()
-            return out
-        while n is None or len(buf) < n:
-            msg = await self.conn.read_msg()
-            if msg == b"":
-                if buf:
-                    out = bytes(buf)
-                    buf.clear()
-                    return out
+        msg, off = self.__dict__.get("_punch_pending", (b"", 0))
+        left = len(msg) - off
+        if left and (n is None or n <= left):
+            end = len(msg) if n is None else off + n
+            self._punch_pending = (msg, end)
+            return msg if off == 0 and end == len(msg) else msg[off:end]
+        parts: list[bytes | memoryview] = [memoryview(msg)[off:]] if left else []
+        got = left
+        self._punch_pending = (b"", 0)
+        while n is None or got < n:
+            nxt: bytes = await self.conn.read_msg()
+            if nxt == b"":
+                if parts:
+                    return b"".join(parts)
                 raise ConnectionClosedError("Connection closed")
-            if not buf and (n is None or len(msg) == n):
-                return msg  # the common case: no copy
-            buf += msg
-        with memoryview(buf) as view:
-            out = bytes(view[:n])
-        del buf[:n]
-        return out
+            if n is None:
+                return nxt
+            need = n - got
+            if len(nxt) <= need:
+                parts.append(nxt)
+                got += len(nxt)
+            else:
+                parts.append(memoryview(nxt)[:need])
+                got = n
+                self._punch_pending = (nxt, need)
+        first = parts[0]
+        return first if len(parts) == 1 and isinstance(first, bytes) else b"".join(parts)
 
     SecureSession.read = read  # type: ignore[method-assign]
+
+
+def _yamux_read_exactly() -> None:
+    """yamux reads every frame header and body with `read_exactly`, which copies the
+    bytes twice even when one read returned them all; ours returns that read as it is."""
+    from libp2p.io.utils import read_exactly as copying_read_exactly
+    from libp2p.stream_muxer.yamux import yamux
+
+    async def read_exactly(reader: Any, n: int, retry_count: int = 100) -> bytes:
+        first: bytes = await reader.read(n)
+        if len(first) == n:
+            return first
+        if not first:
+            return await copying_read_exactly(reader, n, retry_count)  # raises its error for a closed stream
+        return first + await copying_read_exactly(reader, n - len(first), retry_count)
+
+    yamux.read_exactly = read_exactly
 
 
 async def grow_receive_window(stream: INetStream, size: int) -> bool:

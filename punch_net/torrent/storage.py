@@ -161,12 +161,18 @@ class PartFile:
         except OSError as exc:
             raise StorageError(describe_os_error("cannot read", self.part, exc)) from None
 
-    def finish(self) -> None:
-        """Truncate to length, fsync, rename into place, drop the resume record (blocking).
-        The caller has verified every piece on disk first."""
+    def sync(self) -> None:
+        """Cut the file to its length and fsync it (blocking: run it beside the final hashing)."""
         try:
             os.ftruncate(self.fd, self.meta.length)
             os.fsync(self.fd)
+        except OSError as exc:
+            raise StorageError(describe_os_error("cannot finish", self.final, exc)) from None
+
+    def finish(self) -> None:
+        """Rename into place and drop the resume record (blocking). The caller has synced
+        the file and verified every piece on disk first."""
+        try:
             os.replace(self.part, self.final)
             try:
                 self.resume_path.unlink()

@@ -340,23 +340,20 @@ class Transfer:
         return False
 
     async def _final_check(self, part: PartFile) -> tuple[list[int], str]:
-        """Re-hash every piece on disk (two threads, one per half) beside the whole-file
-        SHA-256 (a third): all hash in multi-KiB calls that release the GIL, so the check
-        takes the time of one pass on this machine's two cores, not three."""
-        meta = self.meta
-        assert meta is not None
-        whole = WholeHasher()
-        half = meta.num_pieces // 2
+        """Re-hash every piece on disk beside the whole-file SHA-256 and the fsync: three
+        threads, two of them hashing in multi-KiB calls that release the GIL, so the check
+        takes about one hashing pass on this machine's two cores."""
         out: dict[str, Any] = {}
 
         async def run(key: str, fn: Callable[..., Any], *args: Any) -> None:
             out[key] = await trio.to_thread.run_sync(fn, *args)
 
+        whole = WholeHasher()
         async with trio.open_nursery() as inner:
-            inner.start_soon(run, "bad1", part.verify_range, 0, half)
-            inner.start_soon(run, "bad2", part.verify_range, half, meta.num_pieces)
-            inner.start_soon(run, "sha", part.hash_prefix, whole, meta.length)
-        return out["bad1"] + out["bad2"], whole.hexdigest()
+            inner.start_soon(run, "bad", part.verify_all)
+            inner.start_soon(run, "sha", part.hash_prefix, whole, part.meta.length)
+            inner.start_soon(run, "sync", part.sync)
+        return out["bad"], whole.hexdigest()
 
     async def _finish(self) -> None:
         assert self.part is not None and self.meta is not None

@@ -269,6 +269,7 @@ def test_part_file_resume_and_finish(tmp_path: Path) -> None:
     assert whole.offset == PIECE_LENGTH
     again.hash_prefix(whole, meta.length)
     assert whole.hexdigest() == hashlib.sha256(data).hexdigest()
+    again.sync()
     again.finish()
     again.close()
     assert (tmp_path / "f.bin").read_bytes() == data
