@@ -1,6 +1,6 @@
 """Torrent throughput on loopback, beside a raw TCP copy of the same bytes measured in the same run.
 
-    .venv/bin/python benchmarks/torrent_bench.py [--size-mib 256] [--rss-gib 1] [--skip-rss]
+    .venv/bin/python benchmarks/torrent_bench.py [--size-mib 256] [--runs 3] [--rss-gib 1] [--skip-rss]
 
 Runs real processes: a bootstrap `punch server`, one or three `punch torrent-server`s sharing
 the file, and `punch torrent-client --no-seed --json`. Reports MB/s for
@@ -9,6 +9,8 @@ the file, and `punch torrent-client --no-seed --json`. Reports MB/s for
               metainfo in hand -> every piece verified, written, file re-hashed and renamed)
   torrent x3  the same from three servers
 the ratio torrent/raw TCP, and the client's peak RSS (ru_maxrss) downloading a 1 GiB file.
+Each path runs --runs times (the raw copy twice as often: it takes ~0.13 s, so one run is
+at the mercy of the scheduler); the table shows the median and the spread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,6 +134,12 @@ def download(boot: str, info_hash: str, dest: Path, env: dict[str, str]) -> tupl
     return done, wall, usage.ru_maxrss * 1024
 
 
+def spread(size: int, seconds: list[float]) -> str:
+    """'min-max MB/s' over the runs."""
+    rates = sorted(size / s / MB for s in seconds)
+    return f"{rates[0]:.0f}-{rates[-1]:.0f} MB/s"
+
+
 def make_file(path: Path, size: int) -> str:
     h = hashlib.sha256()
     with path.open("wb") as f:
@@ -146,6 +155,7 @@ def make_file(path: Path, size: int) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3, help="downloads per path (median reported; default 3)")
     ap.add_argument("--rss-gib", type=float, default=1.0)
     ap.add_argument("--skip-rss", action="store_true")
     args = ap.parse_args()
@@ -161,10 +171,14 @@ def main() -> int:
             os.link(shares[0] / "bench.bin", s / "bench.bin")
         rows: list[tuple[str, float, str]] = []
 
-        raw_s = raw_tcp(shares[0] / "bench.bin", root / "raw.out", size)
-        (root / "raw.out").unlink()
+        raw_runs = []
+        for _ in range(2 * args.runs):
+            raw_runs.append(raw_tcp(shares[0] / "bench.bin", root / "raw.out", size))
+            (root / "raw.out").unlink()
+        raw_s = statistics.median(raw_runs)
         raw = size / raw_s / MB
-        rows.append(("raw TCP copy (2 processes, to disk)", raw, f"{raw_s:.2f} s"))
+        rows.append(("raw TCP copy (2 processes, to disk)", raw, f"{raw_s:.3f} s median of {len(raw_runs)} "
+                                                               f"({spread(size, raw_runs)})"))
 
         procs: list[Proc] = []
         try:
@@ -181,25 +195,34 @@ def main() -> int:
                 srv.wait("registered")
                 return str(ih)
 
+            def downloads(dest: Path, peers: int) -> tuple[list[float], float, int]:
+                """--runs downloads; returns transfer seconds, the median wall and the peak RSS."""
+                secs, walls, rss = [], [], 0
+                for _ in range(args.runs):
+                    done, wall, peak = download(boot_addr, info_hash, dest, env)
+                    assert done["sha256"] == digest, "download corrupt"
+                    assert len(done["from_peers"]) == peers, done["from_peers"]
+                    secs.append(done["transfer_s"])
+                    walls.append(wall)
+                    rss = max(rss, peak)
+                    (dest / "bench.bin").unlink()
+                return secs, statistics.median(walls), rss
+
             info_hash = start_server(shares[0])
-            done1, wall1, rss1 = download(boot_addr, info_hash, root / "dl1", env)
+            secs1, wall1, rss1 = downloads(root / "dl1", 1)
             for s in shares[1:]:
                 start_server(s)
-            assert done1["sha256"] == digest, "x1 download corrupt"
-            assert len(done1["from_peers"]) == 1
-            mbs1 = size / done1["transfer_s"] / MB
-            rows.append(("torrent, 1 server", mbs1, f"{done1['transfer_s']:.2f} s transfer, {wall1:.2f} s wall, "
-                                                    f"RSS {rss1 / 2**20:.0f} MiB"))
-            done3, wall3, _rss3 = download(boot_addr, info_hash, root / "dl3", env)
-            assert done3["sha256"] == digest, "x3 download corrupt"
-            mbs3 = size / done3["transfer_s"] / MB
-            rows.append(("torrent, 3 servers", mbs3, f"{done3['transfer_s']:.2f} s transfer, {wall3:.2f} s wall, "
-                                                     f"{len(done3['from_peers'])} peers sent pieces"))
+            t1 = statistics.median(secs1)
+            rows.append(("torrent, 1 server", size / t1 / MB,
+                         f"{t1:.3f} s transfer ({spread(size, secs1)}), {wall1:.2f} s wall, "
+                         f"RSS {rss1 / 2**20:.0f} MiB"))
+            secs3, wall3, _rss3 = downloads(root / "dl3", 3)
+            t3 = statistics.median(secs3)
+            rows.append(("torrent, 3 servers", size / t3 / MB,
+                         f"{t3:.3f} s transfer ({spread(size, secs3)}), {wall3:.2f} s wall, all 3 sent pieces"))
             rss_row = None
             if not args.skip_rss:
                 big = int(args.rss_gib * 1024**3)
-                for f in (root / "dl1" / "bench.bin", root / "dl3" / "bench.bin"):
-                    f.unlink()
                 rss_share = root / "share-rss"
                 rss_share.mkdir()
                 make_file(rss_share / "big.bin", big)
