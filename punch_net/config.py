@@ -156,8 +156,14 @@ CONFIG_KEYS: dict[str, dict[str, str]] = {
         "web_host": "Interface for the web console (default 127.0.0.1); when set, the printed token is required.",
         "crawl_interval": "monitor: seconds between crawl rounds.",
     },
+    "torrent": {
+        "share_dir": "torrent-server: share every regular file directly inside this directory.",
+        "download_dir": "torrent-client: where downloads go (default: the current directory).",
+    },
     "tui": {"theme": "Theme name for punch-tui (see themes/)."},
 }
+# Example values shown (commented out) for keys without a shared default.
+CONFIG_EXAMPLES: dict[str, Any] = {"port": DEFAULT_PORT, "share_dir": "~/shared", "download_dir": "~/Downloads"}
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -180,9 +186,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def apply_config(cfg: NodeConfig, data: dict[str, Any]) -> NodeConfig:
-    """Copy the [node] and [dialer] values of a config file into `cfg`, checking types."""
+    """Copy a config file's values (every section but [tui]) into `cfg`, checking types."""
     types = {f.name: f.type for f in fields(NodeConfig)}
-    for section in ("node", "dialer", "relay", "selection", "operations"):
+    for section in ("node", "dialer", "relay", "selection", "operations", "torrent"):
         for key, value in data.get(section, {}).items():
             want = str(types[key])
             ok = (
@@ -244,6 +250,7 @@ def default_config_text() -> str:
             "auto_relay": defaults.auto_relay,
             "hole_punch": defaults.hole_punch,
         },
+        "torrent": {"share_dir": None, "download_dir": None},
         "tui": {"theme": "punch-dark"},
     }
     out = ["# Punch configuration. Flags given on the command line override these values.\n"]
@@ -252,7 +259,7 @@ def default_config_text() -> str:
         for key, value in items.items():
             out.append(f"# {CONFIG_KEYS[section][key]}\n")
             if value is None:  # no sensible shared default: shown, left commented out
-                out.append(f"# {key} = {DEFAULT_PORT}\n")
+                out.append(f"# {tomli_w.dumps({key: CONFIG_EXAMPLES[key]})}")
             else:
                 out.append(tomli_w.dumps({key: value}))
     return "".join(out)

@@ -20,8 +20,9 @@ async def run_torrent_server(node: Node) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("torrent server")
-    g.add_argument("--share-dir", type=Path, metavar="DIR", required=True,
-                   help="share every regular file directly inside DIR (and files added later)")
+    g.add_argument("--share-dir", type=Path, metavar="DIR",
+                   help="share every regular file directly inside DIR (and files added later); "
+                        "required here or as [torrent] share_dir in the config file")
 
 
 def configure(cfg: NodeConfig, args: argparse.Namespace) -> None:
@@ -29,7 +30,7 @@ def configure(cfg: NodeConfig, args: argparse.Namespace) -> None:
     if share is not None:
         cfg.share_dir = share
     if cfg.share_dir is None:
-        raise ConfigError("--share-dir is required")
+        raise ConfigError("--share-dir is required (or share_dir in the [torrent] section of the config file)")
     cfg.share_dir = cfg.share_dir.expanduser()
     if not cfg.share_dir.is_dir():
         raise ConfigError(f"share directory {cfg.share_dir} does not exist or is not a directory")

@@ -261,3 +261,18 @@ def test_download_unknown_info_hash_times_out(net: Net) -> None:
     client = net.download("cd" * 32, net.root / "dl-unknown", "--timeout", "3")
     assert client.wait_exit(60) == 1
     assert "no provider" in client.wait_event("error")["message"]
+
+
+def test_share_and_download_dirs_from_the_config_file(net: Net) -> None:
+    share, dest = net.root / "cfg-share", net.root / "cfg-dl"
+    make_files(share, {"from-config.bin": 3 * PIECE_LENGTH + 9}, seed=7)
+    dest.mkdir()
+    config = net.root / "torrent.toml"
+    config.write_text(f"[torrent]\nshare_dir = {str(share)!r}\ndownload_dir = {str(dest)!r}\n")
+    server = net.f.start("torrent-server", "--bootstrap", net.boot.addr, "--config", str(config), name="cfg-server")
+    info_hash = wait_shared(server, "from-config.bin")
+    client = net.client("--config", str(config), "--info-hash", info_hash, "--no-seed", "--timeout", "60",
+                        name="cfg-client")
+    assert client.wait_exit(DOWNLOAD_TIMEOUT) == 0, client.describe()
+    assert client.wait_event("complete")["path"] == str(dest / "from-config.bin")
+    assert sha256(dest / "from-config.bin") == sha256(share / "from-config.bin")
