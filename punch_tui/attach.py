@@ -38,6 +38,7 @@ REQUEST_TIMEOUT = 60.0
 RETRY_MIN = 0.5
 RETRY_MAX = 5.0
 CONNECT_TIMEOUT = 5.0
+TORRENT_ROLES = {"torrent-server", "torrent-client"}  # roles whose node runs a torrent manager
 
 
 class AttachError(Exception):
@@ -225,6 +226,41 @@ class RemoteNode:
 
     async def rank(self, namespace: str) -> list[dict[str, Any]]:
         return list(await self._bridge.request("rank", {"namespace": namespace}))
+
+    @property
+    def torrent(self) -> RemoteTorrent | None:
+        """The node's torrent manager, when its role runs one."""
+        return RemoteTorrent(self._bridge) if TORRENT_ROLES & {self._bridge.hello.get("role")} else None
+
+
+class RemoteTorrent:
+    """The TorrentManager methods the Transfers tab calls, as `torrent.*` control requests."""
+
+    def __init__(self, bridge: AttachBridge) -> None:
+        self._bridge = bridge
+
+    async def snapshot(self) -> list[dict[str, Any]]:
+        return list(await self._bridge.request("torrent.snapshot"))
+
+    async def add(self, info_hash: bytes) -> None:
+        await self._bridge.request("torrent.add", {"info_hash": info_hash.hex()})
+
+    async def pause(self, info_hash: str) -> None:
+        await self._bridge.request("torrent.pause", {"info_hash": info_hash})
+
+    async def resume(self, info_hash: str) -> None:
+        await self._bridge.request("torrent.resume", {"info_hash": info_hash})
+
+    async def cancel(self, info_hash: str) -> None:
+        await self._bridge.request("torrent.cancel", {"info_hash": info_hash})
+
+    async def verify(self, info_hash: str) -> list[int]:
+        return list((await self._bridge.request("torrent.verify", {"info_hash": info_hash}))["bad_pieces"])
+
+    async def catalogue(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        args = {} if timeout is None else {"timeout": timeout}
+        wait = (timeout or 10.0) + REQUEST_TIMEOUT
+        return list(await self._bridge.request("torrent.catalogue", args, timeout=wait))
 
 
 class AttachBridge:

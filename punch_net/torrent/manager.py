@@ -19,7 +19,7 @@ from libp2p.peer.id import ID
 
 from punch_net import events as ev
 from punch_net.discovery import dht_key, digest_multihash
-from punch_net.torrent import NAMESPACE, PROTOCOL_ID
+from punch_net.torrent import NAMESPACE, PROTOCOL_ID, control_ops
 from punch_net.torrent import events as tev
 from punch_net.torrent.catalogue import SharedFile, ShareIndex
 from punch_net.torrent.client import PeerError, fetch_catalogue
@@ -34,6 +34,8 @@ RESCAN_EVERY = 2.0
 REPROVIDE_INTERVAL = 6 * 60 * 60.0
 PROVIDE_RETRY = 2.0
 HASH_PROGRESS_EVERY = 0.25
+
+control_ops.register()  # torrent.* on the control socket (punch-tui --attach)
 
 _MANAGERS: weakref.WeakKeyDictionary[Any, TorrentManager] = weakref.WeakKeyDictionary()
 

@@ -169,7 +169,17 @@ async def torrent_snapshot(node: Any) -> list[dict[str, Any]] | None:
     mgr = getattr(node, "torrent", None)
     if mgr is None:
         return None
-    return [dataclasses.asdict(info) for info in mgr.snapshot()]
+    infos = mgr.snapshot()
+    if inspect.isawaitable(infos):  # attached: the node's answer, already plain
+        infos = await infos
+    return [as_dict(info) for info in infos]
+
+
+def as_dict(value: Any) -> Any:
+    """A dataclass (this process's manager) or a mapping (an attached node's) as a dict."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return dict(value)
 
 
 async def torrent_call(node: Any, method: str, *args: Any) -> Any:
@@ -185,7 +195,7 @@ async def torrent_call(node: Any, method: str, *args: Any) -> Any:
     if method == "add":
         return None  # the Transfer object stays on the node's side
     if method == "catalogue":
-        return [dataclasses.asdict(e) for e in result]
+        return [as_dict(e) for e in result]
     return result
 
 

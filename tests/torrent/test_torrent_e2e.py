@@ -276,3 +276,79 @@ def test_share_and_download_dirs_from_the_config_file(net: Net) -> None:
     assert client.wait_exit(DOWNLOAD_TIMEOUT) == 0, client.describe()
     assert client.wait_event("complete")["path"] == str(dest / "from-config.bin")
     assert sha256(dest / "from-config.bin") == sha256(share / "from-config.bin")
+
+
+def test_torrent_ops_on_the_control_socket(net: Net, shared: Shared) -> None:
+    """What `punch-tui --attach` uses: the torrent manager's data and actions over the socket."""
+    import asyncio
+
+    import trio
+
+    from punch_net.control import ControlClient, ControlError
+    from punch_tui.attach import AttachBridge
+    from punch_tui.tabs.transfers import torrent_call, torrent_snapshot
+
+    server, hashes, share = shared
+    name = "one-piece"
+    first = hashes[name]
+    sock = Path(server.wait_event("control")["path"])
+    dest = net.root / "dl-ctl"
+    dest.mkdir()
+    seeder = net.client("--info-hash", hashes["one-byte"], "--download-dir", str(dest), "--timeout", "60",
+                        name="ctl-client")  # stays up, seeding, after its download
+    seeder.wait_event("complete", timeout=DOWNLOAD_TIMEOUT)
+    client_sock = Path(seeder.wait_event("control")["path"])
+
+    async def server_side() -> None:
+        async with ControlClient(sock) as ctl:
+            rows = {r["name"]: r for r in await ctl.call("torrent.snapshot")}
+            assert set(rows) >= set(SIZES) and rows[name]["state"] == "seeding", rows.keys()
+            await ctl.call("torrent.pause", {"info_hash": first})
+            rows = {r["name"]: r for r in await ctl.call("torrent.snapshot")}
+            assert rows[name]["state"] == "paused"
+            await ctl.call("torrent.resume", {"info_hash": first})
+            assert {r["name"]: r for r in await ctl.call("torrent.snapshot")}[name]["state"] == "seeding"
+            assert await ctl.call("torrent.verify", {"info_hash": first}) == {"bad_pieces": []}
+            for args, code in (({"info_hash": "zz"}, "bad_args"), ({}, "bad_args"),
+                               ({"info_hash": "ab" * 32}, "not_found")):
+                with pytest.raises(ControlError) as err:
+                    await ctl.call("torrent.pause", args)
+                assert err.value.code == code, (args, err.value)
+            names = {e["name"] for e in await ctl.call("torrent.catalogue", {"timeout": 10})}
+            assert "one-byte" in names  # from the seeding client (a node lists the others, not itself)
+        async with ControlClient(client_sock) as ctl:  # a download started over the socket
+            added = hashes["piece-plus-one"]
+            assert (await ctl.call("torrent.add", {"info_hash": added}))["info_hash"] == added
+            with trio.fail_after(DOWNLOAD_TIMEOUT):
+                while True:
+                    rows = {r["info_hash"]: r for r in await ctl.call("torrent.snapshot")}
+                    if rows[added]["state"] in ("seeding", "complete"):
+                        break
+                    assert rows[added]["state"] not in ("error", "cancelled"), rows[added]
+                    await trio.sleep(0.2)
+        assert sha256(dest / "piece-plus-one") == sha256(share / "piece-plus-one")
+
+    trio.run(server_side)
+
+    class Sink:
+        def post_message(self, message: object) -> bool:
+            return True
+
+    async def attached() -> None:  # the console's own calls, through the attach proxy
+        bridge = AttachBridge(sock, Sink(), hello={"role": "torrent-server"})
+        bridge.start()
+        try:
+            for _ in range(200):
+                if bridge.running:
+                    break
+                await asyncio.sleep(0.05)
+            infos = await torrent_snapshot(bridge.node)
+            assert infos is not None and {i["name"] for i in infos} >= set(SIZES)
+            assert all("piece_from" in i and "peer_stats" in i for i in infos)
+            await torrent_call(bridge.node, "pause", first)
+            assert {i["name"]: i for i in await torrent_snapshot(bridge.node)}[name]["state"] == "paused"
+            await torrent_call(bridge.node, "resume", first)
+        finally:
+            await bridge.stop()
+
+    asyncio.run(attached())
