@@ -60,7 +60,36 @@ def uss_mb(pid: int | None) -> float | None:
         return None
 
 
-async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, count: int) -> dict[str, Any]:
+async def idle_cpu_pct(pids: list[int | None], window: float) -> float | None:
+    """Average CPU per node (% of one core) over `window` seconds with nothing asked of them."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except Exception:
+            continue
+
+    def used() -> list[float]:
+        out = []
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                out.append(t.user + t.system)
+            except Exception:
+                out.append(float("nan"))
+        return out
+
+    if not procs or window <= 0:
+        return None
+    before, start = used(), time.monotonic()
+    await trio.sleep(window)
+    after, elapsed = used(), time.monotonic() - start
+    deltas = [b - a for a, b in zip(before, after, strict=True) if b == b and a == a]
+    return round(100 * statistics.fmean(deltas) / elapsed, 2) if deltas else None
+
+
+async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, count: int,
+                  idle_window: float = 20.0) -> dict[str, Any]:
     rng = random.Random(seed)
     net = Testnet(n, preload=preload)
     row: dict[str, Any] = {"nodes": n}
@@ -83,6 +112,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         row["rss_max_mb"] = round(max(rss), 1)
         uss = [u for u in (uss_mb(c.pid) for c in net.children) if u is not None]
         row["uss_avg_mb"] = round(statistics.fmean(uss), 1) if uss else None
+        row["idle_cpu_pct"] = await idle_cpu_pct([c.pid for c in net.children], idle_window)
 
         # Baseline: one request/response over an open connection (controller -> node).
         rtts = []
@@ -149,7 +179,7 @@ COLUMNS = [
     ("conns_after_max", "conn max*"), ("dht_avg", "dht avg"), ("rss_avg_mb", "RSS MB"), ("uss_avg_mb", "USS MB"),
     ("success", "found"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
     ("hops_avg", "hops"), ("provide_p50_ms", "provide p50"), ("ping_ms", "ping ms"), ("baseline_rr_ms", "ctl ms"),
-    ("load_avg_1m", "load"),
+    ("idle_cpu_pct", "idle %cpu"), ("load_avg_1m", "load"),
 ]
 
 
@@ -160,7 +190,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(str(r.get(k)).rjust(w) for (k, _), w in zip(COLUMNS, widths, strict=True)))
     print("conn max* = after the lookups; USS = private memory per node (RSS counts pages shared with the")
     print("fork server); baselines in the same run: ping ms = one libp2p ping between two nodes on an open")
-    print("connection (a DHT hop's floor), ctl ms = one control request/reply to a node over its stdin/stdout")
+    print("connection (a DHT hop's floor), ctl ms = one control request/reply to a node over its stdin/stdout;")
+    print("idle %cpu = CPU per node (% of one core) over --idle-window s after start-up, before any lookup")
     print(TARGETS)
 
 
@@ -171,6 +202,7 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=100)
     p.add_argument("--settle", type=float, default=5.0, help="seconds after all up before measuring")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--idle-window", type=float, default=20.0, help="seconds of idle CPU measurement per N")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-preload", action="store_true", help="fresh interpreter per node (no fork server)")
     p.add_argument("--count", type=int, default=1,
@@ -178,7 +210,8 @@ def main() -> int:
     args = p.parse_args()
     rows = []
     for n in args.nodes:
-        row = trio.run(measure, n, args.pairs, args.settle, args.seed, not args.no_preload, args.count)
+        row = trio.run(measure, n, args.pairs, args.settle, args.seed, not args.no_preload, args.count,
+                       args.idle_window)
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)

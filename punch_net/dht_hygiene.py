@@ -239,12 +239,16 @@ def _provider_walk(dht: Any) -> Any:
                 pass
             finally:
                 in_flight -= 1
-            for info in providers:
-                store.add_provider(key, info)
-                found.setdefault(info.peer_id, info)
-            for p in closer:
-                learn(p)
-            changed.set()
+            try:
+                for info in providers:
+                    found.setdefault(info.peer_id, info)
+                    store.add_provider(key, info)  # the next lookup of this key ends locally
+                for p in closer:
+                    learn(p)
+            except Exception:  # a malformed answer spoils this query, not the walk
+                pass
+            finally:
+                changed.set()
 
         async with trio.open_nursery() as nursery:
             while len(found) < count:
