@@ -50,8 +50,6 @@ DISCOVERY_MAX = 10.0
 CHECKPOINT_EVERY = 1.0
 PROGRESS_EVERY = 0.5
 MAX_VERIFY_ROUNDS = 3
-VERIFY_QUEUE = 64  # received pieces (4 MiB) waiting to be verified and written; more blocks the readers
-VERIFY_BATCH = 32
 
 
 def unwrap_group(group: BaseExceptionGroup) -> BaseException:
@@ -151,8 +149,6 @@ class Transfer:
         self._last_checkpoint_have = -1
         self.resumed = 0
         self.started = 0.0  # monotonic time the metainfo was known (the transfer began)
-        # pieces received, waiting to be verified and written off the event loop
-        self._verify_send, self._verify_recv = trio.open_memory_channel[tuple[_Peer, int, bytes]](VERIFY_QUEUE)
         self.on_complete: list[Callable[[Transfer], None]] = []  # once the file is in place
         self.uploaded_source: Source | None = None  # set by the manager when seeding
 
@@ -302,7 +298,6 @@ class Transfer:
                 self.started = time.monotonic()
             self.state = "downloading"
             nursery.start_soon(self._checkpointer)
-            nursery.start_soon(self._storage_worker)
             nursery.start_soon(self._reporter)
             for rounds in range(MAX_VERIFY_ROUNDS):
                 await self._wait_complete()
@@ -595,8 +590,8 @@ class Transfer:
                 await wake.wait()
 
     async def _reader(self, peer: _Peer, ms: MessageStream) -> None:
-        meta, picker, part = self.meta, self.picker, self.part
-        assert meta is not None and picker is not None and part is not None
+        meta, picker = self.meta, self.picker
+        assert meta is not None and picker is not None
         pid = peer.peer_id
         have = picker.have
         while not picker.complete:
@@ -604,19 +599,20 @@ class Transfer:
             with trio.fail_after(limit):
                 batch = await ms.read_batch()
             got = 0
-            now = time.monotonic()
+            received = 0
+            pieces: list[tuple[int, bytes]] = []
             for msg in batch:
                 t = msg.type
                 if t == wire.PIECE:
                     index = msg.index
                     if not 0 <= index < meta.num_pieces:
                         raise PeerError(f"piece index {index} out of range")
-                    peer.meter.add(len(msg.data), now)
+                    received += len(msg.data)
                     if have[index]:
                         picker.failed(pid, index)  # a duplicate from endgame, or after a cancel
                         got += 1
                         continue
-                    await self._verify_send.send((peer, index, msg.data))
+                    pieces.append((index, msg.data))
                 elif t == wire.REJECT:
                     picker.failed(pid, msg.index)
                     picker.peer_lacks(pid, msg.index)
@@ -626,58 +622,44 @@ class Transfer:
                     got += 1
                 elif t == wire.ERROR:
                     raise PeerError(msg.data.decode(errors="replace"))
-            if got:
-                self._notify()
-
-    def _verify_and_write(self, batch: list[tuple[_Peer, int, bytes]]) -> list[bool]:
-        """SHA-256 each piece, write the good ones into the page cache (~45 µs a piece).
-
-        On the event loop, not in a thread: measured on 256 MiB, handing batches to a thread
-        made this work take three times as long, the thread waiting for the GIL after each
-        hash and write while the loop decrypted the next frames."""
-        meta, part = self.meta, self.part
-        assert meta is not None and part is not None
-        out = []
-        for _, index, data in batch:
-            ok = meta.verify_piece(index, data)
-            if ok:
-                part.write_piece(index, data)
-            out.append(ok)
-        return out
-
-    async def _storage_worker(self) -> None:
-        """Verify and write received pieces, many at a time, then account for them."""
-        picker = self.picker
-        assert picker is not None
-        have = picker.have
-        while True:
-            batch = [await self._verify_recv.receive()]
-            while len(batch) < VERIFY_BATCH:
-                try:
-                    batch.append(self._verify_recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            results = self._verify_and_write(batch)
             now = time.monotonic()
-            for (peer, index, data), ok in zip(batch, results, strict=True):
-                pid = peer.peer_id
-                if not ok:
-                    picker.failed(pid, index)
-                    peer.bad_pieces += 1
-                    self._mark_bad(peer, f"piece {index} failed its SHA-256 check")
-                    continue
-                if have[index]:
-                    picker.failed(pid, index)
-                    continue
-                for other in picker.received(pid, index):
-                    other_peer = self.peers.get(other)  # type: ignore[call-overload]
-                    if other_peer is not None:
-                        other_peer.cancels.append(index)
-                        other_peer.wake.set()
-                self.piece_from[index] = peer.number
-                peer.pieces += 1
-                self.meter.add(len(data), now)
-                peer.wake.set()
-            if picker.complete or picker.endgame:
+            if received:
+                peer.meter.add(received, now)
+            if pieces:
+                self._store(peer, pieces, now)
+            if got or picker.complete or picker.endgame:
                 self._notify()
-            await trio.lowlevel.checkpoint()  # let the readers run between batches
+
+    def _store(self, peer: _Peer, pieces: list[tuple[int, bytes]], now: float) -> None:
+        """Verify each piece's SHA-256, write the good ones, account for them (~45 µs a piece).
+
+        On the event loop, by the reader that received them, not in a thread: measured on
+        256 MiB, handing batches to a thread made this work take three times as long, the
+        thread waiting for the GIL after each hash and write while the loop decrypted the
+        next frames. A write lands in the page cache; the checkpointer fsyncs in a thread."""
+        meta, part, picker = self.meta, self.part, self.picker
+        assert meta is not None and part is not None and picker is not None
+        pid, have = peer.peer_id, picker.have
+        stored = 0
+        for index, data in pieces:
+            if have[index]:  # another peer's copy landed first
+                picker.failed(pid, index)
+                continue
+            if not meta.verify_piece(index, data):
+                picker.failed(pid, index)
+                peer.bad_pieces += 1
+                self._mark_bad(peer, f"piece {index} failed its SHA-256 check")
+                continue
+            part.write_piece(index, data)
+            for other in picker.received(pid, index):
+                other_peer = self.peers.get(other)  # type: ignore[call-overload]
+                if other_peer is not None:
+                    other_peer.cancels.append(index)
+                    other_peer.wake.set()
+            self.piece_from[index] = peer.number
+            peer.pieces += 1
+            stored += len(data)
+        if stored:
+            self.meter.add(stored, now)
+        if DEPTH - len(picker.peer_requests.get(pid, ())) >= REFILL:
+            peer.wake.set()  # its requester has room for another round of requests
