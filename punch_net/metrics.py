@@ -239,7 +239,13 @@ class _NodeCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         node = self.node
+        node.update_traffic()
         c = node.counters
+        traffic = CounterMetricFamily("punch_transport_bytes", "Bytes on the wire after each Noise handshake",
+                                      labels=["direction"])
+        traffic.add_metric(["in"], c.bytes_in)
+        traffic.add_metric(["out"], c.bytes_out)
+        yield traffic
         msgs = CounterMetricFamily("punch_messages", "JSON command messages", labels=["direction"])
         msgs.add_metric(["in"], c.messages_in)
         msgs.add_metric(["out"], c.messages_out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from punch_net.messaging.protocol import (
     ServeHooks,
     SessionClosed,
 )
+from punch_net.p2p import fastpath
 from punch_net.p2p.addresses import AddressError, DialTarget, parse_dial_target, resolve_dns
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
@@ -189,6 +191,7 @@ class Node:
         self.bus = ev.EventBus()
         self.registry = registry or CommandRegistry()
         self.counters = Counters()
+        self._traffic_seen: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
         self.started_at = time.time()
         self._key_pair = key_pair
         self._host: IHost | None = None
@@ -339,6 +342,7 @@ class Node:
     def _on_disconnected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
         self.counters.connections_closed += 1
+        self._count_traffic(conn)
         if self.relay is not None:
             self.relay.on_disconnected(conn)
         if not self.host.get_network().get_connections(peer):
@@ -759,7 +763,28 @@ class Node:
             last_refresh=self.last_refresh,
         )
 
+    def _count_traffic(self, conn: Any) -> None:
+        """Add what `conn` moved since we last looked to counters.bytes_in/out."""
+        now = fastpath.connection_bytes(conn)
+        before = self._traffic_seen.get(conn, (0, 0))
+        self.counters.bytes_in += max(0, now[0] - before[0])
+        self.counters.bytes_out += max(0, now[1] - before[1])
+        self._traffic_seen[conn] = now
+
+    def update_traffic(self) -> None:
+        """Bring counters.bytes_in/out up to date (wire bytes after each Noise handshake,
+        all connections, closed ones included). Cheap: a few attribute reads per connection."""
+        if self._host is None:
+            return
+        try:
+            conns = [c for cs in self._host.get_network().get_connections_map().values() for c in cs]
+        except Exception:
+            return
+        for conn in conns:
+            self._count_traffic(conn)
+
     def stats(self) -> dict[str, Any]:
+        self.update_traffic()
         return {
             "role": self.config.role,
             "peer_id": str(self.peer_id),

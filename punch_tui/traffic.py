@@ -1,6 +1,7 @@
 """Bytes in/out of the node's TCP connections, read from the kernel (Linux TCP_INFO:
-tcpi_bytes_received / tcpi_bytes_acked), because the core does not count traffic yet
-(`node.stats()["bytes_in"]` stays 0; when it does, the Overview prefers it).
+tcpi_bytes_received / tcpi_bytes_acked). A fallback: the core counts its own traffic
+(`node.stats()["bytes_in"]`, from punch_net.p2p.fastpath) and the Overview prefers that;
+this is used only while those counters are still zero.
 
 Runs on the trio side (from `take_snapshot`), reads only socket options, never blocks.
 A connection without a TCP socket (a relayed circuit) is carried by one that has one,

@@ -13,7 +13,9 @@ every protocol rule; they only change how many bytes each Python-level step hand
 - a large write is encrypted into all its Noise messages and sent with one `send_all`;
 - a secured session's reads are served from one buffer instead of copying each message
   through a BytesIO;
-- `grow_receive_window` opens one yamux stream's receive window up front (below).
+- `grow_receive_window` opens one yamux stream's receive window up front (below);
+- the transport counts the bytes it moves (`connection_bytes`), which the node's traffic
+  counters add up.
 
 `install()` is idempotent and is called by the host builder. Tests:
 tests/integration/test_fastpath.py (a real two-host transfer, byte-exact).
@@ -26,6 +28,7 @@ from typing import Any
 from libp2p.abc import INetStream
 
 RAW_READ = 256 * 1024  # bytes asked of the socket per recv
+NOISE_OVERHEAD = 2 + 16  # length prefix and Poly1305 tag around each Noise message
 _installed = False
 
 
@@ -71,6 +74,7 @@ def _patch_noise_transport() -> None:
                     del buf[:end]  # O(1) at the front of a bytearray
                     return result
             data = await raw.read(RAW_READ)
+            self._punch_in = self.__dict__.get("_punch_in", 0) + len(data)
             if not data:
                 raise IncompleteReadError(
                     f"Connection closed during read operation: {len(buf)} bytes of a Noise message",
@@ -80,6 +84,7 @@ def _patch_noise_transport() -> None:
     async def write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
         if prefix_encoded or len(msg) <= limit:
             await original_write(self, msg, prefix_encoded)
+            self._punch_out = self.__dict__.get("_punch_out", 0) + len(msg) + NOISE_OVERHEAD
             return
         view = memoryview(msg)
         parts: list[bytes] = []
@@ -87,7 +92,9 @@ def _patch_noise_transport() -> None:
             encrypted = self.encrypt(bytes(view[off:off + limit]))
             parts.append(len(encrypted).to_bytes(2, "big"))
             parts.append(encrypted)
-        await self.read_writer.read_write_closer.write(b"".join(parts))
+        wire = b"".join(parts)
+        await self.read_writer.read_write_closer.write(wire)
+        self._punch_out = self.__dict__.get("_punch_out", 0) + len(wire)
 
     cls.read_msg = read_msg  # type: ignore[method-assign]
     cls.write_msg = write_msg  # type: ignore[method-assign]
@@ -149,6 +156,18 @@ def _yamux_read_exactly() -> None:
         return first + await copying_read_exactly(reader, n - len(first), retry_count)
 
     yamux.read_exactly = read_exactly
+
+
+def connection_bytes(conn: Any) -> tuple[int, int]:
+    """(received, sent) bytes on a connection's wire since its Noise handshake, as counted
+    by the patched transport; (0, 0) for a connection without one."""
+    transport = conn
+    for attr in ("muxed_conn", "secured_conn", "conn"):
+        transport = getattr(transport, attr, None)
+        if transport is None:
+            return 0, 0
+    counts = getattr(transport, "__dict__", {})
+    return int(counts.get("_punch_in", 0)), int(counts.get("_punch_out", 0))
 
 
 async def grow_receive_window(stream: INetStream, size: int) -> bool:
