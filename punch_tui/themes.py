@@ -7,6 +7,7 @@ and skipped; the built-in Textual themes stay available."""
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,15 @@ class ThemeError(Exception):
     """A theme file cannot be used."""
 
 
-def themes_dir() -> Path:
-    """`$PUNCH_THEMES_DIR`, else the `themes/` directory next to the package."""
+def themes_dir(prefix: Path | None = None) -> Path:
+    """`$PUNCH_THEMES_DIR`; else `themes/` next to the package (a source checkout or an
+    editable install); else `<prefix>/share/punch/themes`, where a regular install puts it."""
     env = os.environ.get("PUNCH_THEMES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "themes"
+    beside = Path(__file__).resolve().parent.parent / "themes"
+    installed = Path(prefix or sys.prefix) / "share" / "punch" / "themes"
+    return beside if beside.is_dir() or not installed.is_dir() else installed
 
 
 def parse_theme(data: dict[str, object], origin: str) -> Theme:

@@ -95,6 +95,31 @@ def test_theme_files(tmp_path: Path) -> None:
     assert [t.name for t in themes] == ["ok"] and len(errors) == 1 and "broken.toml" in errors[0]
 
 
+def test_themes_are_found_after_a_regular_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wheel carries themes/ as data files under share/punch/themes, where themes_dir()
+    looks when there is no themes/ beside the package (a non-editable install)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import punch_tui.themes as themes_mod
+
+    repo = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                          "-w", str(tmp_path / "wheel"), str(repo)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    wheel = next((tmp_path / "wheel").glob("punch-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.rsplit("/", 1)[-1] for n in names if "/data/share/punch/themes/" in n}
+    assert shipped == {p.name for p in (repo / "themes").glob("*.toml")}, names
+
+    prefix = tmp_path / "prefix"
+    (prefix / "share" / "punch" / "themes").mkdir(parents=True)
+    monkeypatch.delenv("PUNCH_THEMES_DIR", raising=False)
+    monkeypatch.setattr(themes_mod, "__file__", str(tmp_path / "site-packages" / "punch_tui" / "themes.py"))
+    assert themes_mod.themes_dir(prefix) == prefix / "share" / "punch" / "themes"
+
+
 def test_cells_sort_by_value_not_text() -> None:
     a, b = cell("9.00 ms", 9.0), cell("10 ms", 10.0)
     assert a < b and not (b < a)
