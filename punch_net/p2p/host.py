@@ -8,9 +8,13 @@ import socket
 
 import multiaddr
 from libp2p import new_host
-from libp2p.abc import IHost
+from libp2p.abc import IHost, ISecureTransport
 from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig, RetryConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from punch_net import AGENT_VERSION
 from punch_net.p2p import fastpath
@@ -40,8 +44,14 @@ def check_port_free(host: str, port: int) -> None:
             raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
+def noise_only(key_pair: KeyPair) -> dict[TProtocol, ISecureTransport]:
+    """Noise and nothing else. py-libp2p's default also offers TLS, SECIO and
+    `/plaintext/2.0.0`, so a peer could open an unencrypted connection to us."""
+    return {NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)}
+
+
 def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
-    """A host whose advertised addresses are real interface addresses, never 0.0.0.0."""
+    """A host that speaks only Noise and advertises real interface addresses, never 0.0.0.0."""
     connection_config = ConnectionConfig(
         dial_timeout=dial_timeout,
         inbound_upgrade_timeout=dial_timeout,
@@ -54,6 +64,7 @@ def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
         connection_config=connection_config,
         addrs_factory=_advertised_addrs,
         negotiate_timeout=int(max(dial_timeout, 1)),
+        sec_opt=noise_only(key_pair),
     )
     host.get_network().retry_config = retry  # type: ignore[attr-defined]
     bound_security_handshake(host, dial_timeout)

@@ -1,5 +1,6 @@
 """punch_net.p2p.fastpath: the faster Noise/yamux data path keeps every byte and the wire
-format — between two patched hosts, and with a plain py-libp2p host in another process."""
+format — between two patched hosts, and with a plain py-libp2p host in another process;
+the node's traffic counters; and the host's Noise-only security."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import trio
 from libp2p.security.noise.io import NoiseTransportReadWriter
 from libp2p.security.secure_session import SecureSession
@@ -178,3 +180,29 @@ async def test_node_counts_the_bytes_on_its_connections() -> None:
                 await trio.sleep(0.05)
         assert a.stats()["bytes_in"] >= sa["bytes_in"] and b.stats()["bytes_out"] >= sb["bytes_out"]
         nursery.cancel_scope.cancel()
+
+
+async def test_bug_and_fix_plaintext_peer_refused() -> None:
+    """py-libp2p's default host also accepts `/plaintext/2.0.0` (and SECIO, TLS): a peer can
+    connect unencrypted. Punch's host offers Noise only, so that peer is refused."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.network.exceptions import SwarmException
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+    def plaintext_host():  # type: ignore[no-untyped-def]
+        key = create_new_key_pair()
+        return new_host(key_pair=key, sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(key)})  # type: ignore[dict-item]
+
+    async with libp2p_host(plain=True) as default, libp2p_host() as ours:
+        attacker = plaintext_host()
+        async with attacker.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            with trio.fail_after(30):
+                await attacker.connect(peer_info_of(host_addr(default)))  # the bug: no encryption
+            assert attacker.get_network().get_connections(default.get_id())
+            with trio.fail_after(30), pytest.raises(SwarmException):  # "failed to negotiate the secure protocol"
+                await attacker.connect(peer_info_of(host_addr(ours)))
+            assert not attacker.get_network().get_connections(ours.get_id())
+            with trio.fail_after(30):  # a default (Noise-capable) py-libp2p peer still connects
+                await default.connect(peer_info_of(host_addr(ours)))
