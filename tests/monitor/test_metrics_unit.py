@@ -29,7 +29,12 @@ class Transfer:
 
 
 def fake_node(transfers: list[Transfer] | None = None) -> Any:
-    node = SimpleNamespace(config=SimpleNamespace(role="listener"), counters=Counters(messages_in=4, dial_errors=2),
+    counters = Counters(messages_in=4, dial_errors=2)
+
+    def update_traffic() -> None:  # the real node sums its connections; here: fixed figures
+        counters.bytes_in, counters.bytes_out = 1000, 2000
+
+    node = SimpleNamespace(config=SimpleNamespace(role="listener"), counters=counters, update_traffic=update_traffic,
                            bus=EventBus(), running=False, reputation=ReputationStore())
     if transfers is not None:
         node.transfers = lambda: transfers
@@ -55,6 +60,8 @@ def test_counters_hooks_and_events() -> None:
     node.reputation.record_bad_data("p")
     s = samples(m)
     assert s[("punch_messages_total", (("direction", "in"),))] == 4
+    assert s[("punch_transport_bytes_total", (("direction", "in"),))] == 1000
+    assert s[("punch_transport_bytes_total", (("direction", "out"),))] == 2000
     assert s[("libp2p_swarm_dial_errors_total", (("error", "other"), ("transport", "tcp")))] == 2
     assert s[("punch_dht_lookups_total", (("op", "find_providers"), ("result", "fail")))] == 1
     assert s[("punch_dht_lookup_duration_seconds_count", (("op", "find_providers"),))] == 2
