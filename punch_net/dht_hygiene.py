@@ -211,9 +211,11 @@ def _provider_walk(dht: Any) -> Any:
     me = dht.local_peer_id
 
     async def find_providers(key: bytes, count: int = 20) -> list[PeerInfo]:
-        local = store.get_providers(key)
-        if local:
-            return list(local[:count])
+        # What we already know counts, but does not end the walk short of `count`: a
+        # catalogue or a download asks again to find providers that joined since.
+        found: dict[ID, PeerInfo] = {info.peer_id: info for info in store.get_providers(key)}
+        if len(found) >= count:
+            return list(found.values())[:count]
         target = int.from_bytes(hashlib.sha256(key).digest(), "big")
         distance: dict[ID, int] = {}
 
@@ -223,7 +225,6 @@ def _provider_walk(dht: Any) -> Any:
 
         for peer in dht.routing_table.find_local_closest_peers(key, LOOKUP_K):
             learn(peer)
-        found: dict[ID, PeerInfo] = {}
         queried: set[ID] = set()
         in_flight = 0
         changed = trio.Event()
@@ -242,7 +243,7 @@ def _provider_walk(dht: Any) -> Any:
             try:
                 for info in providers:
                     found.setdefault(info.peer_id, info)
-                    store.add_provider(key, info)  # the next lookup of this key ends locally
+                    store.add_provider(key, info)  # remembered: the next lookup starts with it
                 for p in closer:
                     learn(p)
             except Exception:  # a malformed answer spoils this query, not the walk

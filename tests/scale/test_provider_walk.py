@@ -75,3 +75,26 @@ async def test_walk_reaches_a_provider_two_hops_away_and_stops_there() -> None:
             found = await walk(key, 1)
         assert [p.peer_id for p in found] == [cid]
         assert asked == [hb.get_id(), cid], f"walk asked {asked}"
+
+
+async def test_a_known_provider_does_not_hide_one_that_joined_later() -> None:
+    """A catalogue or a download asks again to find new providers: what the walk found (and
+    remembered) before must not end the next walk early."""
+    key = hashlib.sha256(b"punch-walk-rejoin").digest()
+    async with dht_host() as (ha, a), dht_host() as (hb, b), dht_host() as (hc, c):
+        with trio.fail_after(20):
+            await ha.connect(peer_info_of(str(hb.get_addrs()[0])))
+            await ha.connect(peer_info_of(str(hc.get_addrs()[0])))
+            await a.add_peer(hb.get_id())
+            await a.add_peer(hc.get_id())
+        walk = dht_hygiene._provider_walk(a)
+        b.provider_store.add_provider(key, PeerInfo(hb.get_id(), hb.get_addrs()))
+        with trio.fail_after(20):
+            first = await walk(key, 20)
+        assert [p.peer_id for p in first] == [hb.get_id()]
+        c.provider_store.add_provider(key, PeerInfo(hc.get_id(), hc.get_addrs()))  # joins later
+        with trio.fail_after(20):
+            again = await walk(key, 20)
+        assert {p.peer_id for p in again} == {hb.get_id(), hc.get_id()}
+        with trio.fail_after(20):
+            assert len(await walk(key, 1)) == 1  # enough known already: no walk needed
