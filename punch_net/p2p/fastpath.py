@@ -7,18 +7,20 @@ trip through trio's scheduler; the writer sends each Noise message with its own
 not the wire, bounds a stream at ~200 MB/s. The patches here keep the wire format and
 every protocol rule; they only change how many bytes each Python-level step handles:
 
-- the post-handshake Noise reader receives up to 256 KiB per `recv` and cuts Noise
-  messages out of its own buffer (the handshake reader is untouched, so nothing it reads
-  can be over-read);
+- the post-handshake Noise reader receives up to 256 KiB per `recv`, cuts Noise messages
+  out of its own buffer and decrypts them in place (the handshake reader is untouched, so
+  nothing it reads can be over-read);
 - a large write is encrypted into all its Noise messages and sent with one `send_all`;
-- a secured session's reads are served from one buffer instead of copying each message
-  through a BytesIO;
+- a secured session keeps the rest of the last message as (message, offset) instead of
+  copying each message through a BytesIO, and yamux's `read_exactly` stops copying a read
+  that was already complete;
 - `grow_receive_window` opens one yamux stream's receive window up front (below);
 - the transport counts the bytes it moves (`connection_bytes`), which the node's traffic
   counters add up.
 
 `install()` is idempotent and is called by the host builder. Tests:
-tests/integration/test_fastpath.py (a real two-host transfer, byte-exact).
+tests/integration/test_fastpath.py (byte-exact transfers between patched hosts and with a
+plain py-libp2p process, the window, the counters).
 """
 
 from __future__ import annotations

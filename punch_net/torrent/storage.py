@@ -106,10 +106,6 @@ class PartFile:
             raise StorageError(describe_os_error("cannot write", self.part, exc)) from None
         self.dirty = True
 
-    def read_piece(self, index: int) -> bytes:
-        size = self.meta.piece_size(index)
-        return os.pread(self.fd, size, index * self.meta.piece_length)
-
     def checkpoint(self, have: bytearray) -> None:
         """fsync the data, then record which pieces it holds (blocking: run in a thread)."""
         try:
