@@ -42,8 +42,7 @@ REFILL = 16  # top up requests in batches of this many (fewer, larger writes)
 # ~20% and the server's too (measured: 256 MiB, 2.2 -> 1.85 s client user CPU).
 READ_COALESCE = 0.003
 RECEIVE_WINDOW = 16 << 20  # yamux window per peer stream: well above DEPTH pieces, so a server never waits for credit
-PEER_STALL = 30.0
-FOLLOW_POLL = 0.05  # a peer with requests outstanding that sends nothing this long is dropped
+PEER_STALL = 30.0  # a peer with requests outstanding that sends nothing this long is dropped
 RETRY_PEER_AFTER = 5.0
 DISCOVERY_MIN = 0.5
 DISCOVERY_MAX = 10.0
