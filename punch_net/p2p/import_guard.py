@@ -20,7 +20,7 @@ guard stays TCP-only (`build_host` passes no QUIC/WebSocket/WebRTC option).
 
 Must run before anything imports libp2p; this module imports nothing from it. Only the
 testnet fork server installs it (PUNCH_IMPORT_GUARD=0 turns it off there);
-tests/scale/test_import_guard.py checks that the stubbed modules stay out of a started
+tests/scale/test_node_footprint.py checks that the stubbed modules stay out of a started
 node and that the node's RSS stays within the issue's bound.
 """
 

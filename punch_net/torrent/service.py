@@ -127,53 +127,38 @@ class TorrentService:
         queued: set[int] = set()
         state: dict[str, Any] = {"source": None, "wake": trio.Event(), "done": False}
 
-        # The loader reads the next batch off disk while the sender writes this one.
-        loaded_send, loaded_recv = trio.open_memory_channel[tuple[Source, list[int], list[bytes] | None]](1)
-
-        async def loader() -> None:
-            async with loaded_send:
-                while True:
-                    while not queue:
-                        if state["done"]:
-                            return
-                        state["wake"] = trio.Event()
-                        await state["wake"].wait()
-                    src: Source = state["source"]
-                    batch: list[int] = []
-                    size = 0
-                    while queue and size < BATCH_BYTES:
-                        index = queue.popleft()
-                        queued.discard(index)
-                        batch.append(index)
-                        size += src.meta.piece_size(index)
-                    try:
-                        pieces: list[bytes] | None = await trio.to_thread.run_sync(
-                            self.read_batch, src.path, src.meta, batch)
-                    except OSError:
-                        pieces = None
-                    await loaded_send.send((src, batch, pieces))
-
-        async def sender() -> None:
-            async with loaded_recv:
-                async for src, batch, pieces in loaded_recv:
-                    if pieces is None:
-                        await _write(stream, b"".join(wire.encode_index(wire.REJECT, i) for i in batch))
-                        continue
-                    parts: list[bytes] = []
-                    size = 0
-                    for index, data in zip(batch, pieces, strict=True):
-                        parts.append(wire.encode_piece_header(index, len(data)))
-                        parts.append(data)
-                        size += len(data)
-                    await _write(stream, b"".join(parts))
-                    now = time.monotonic()
-                    src.uploaded += size
-                    src.meter.add(size, now)
-                    src.peers.setdefault(peer, RateMeter()).add(size, now)
+        async def writer() -> None:
+            while True:
+                while not queue:
+                    if state["done"]:
+                        return
+                    state["wake"] = trio.Event()
+                    await state["wake"].wait()
+                src: Source = state["source"]
+                batch: list[int] = []
+                size = 0
+                while queue and size < BATCH_BYTES:
+                    index = queue.popleft()
+                    queued.discard(index)
+                    batch.append(index)
+                    size += src.meta.piece_size(index)
+                try:
+                    pieces = await trio.to_thread.run_sync(self.read_batch, src.path, src.meta, batch)
+                except OSError:
+                    await _write(stream, b"".join(wire.encode_index(wire.REJECT, i) for i in batch))
+                    continue
+                parts: list[bytes] = []
+                for index, data in zip(batch, pieces, strict=True):
+                    parts.append(wire.encode_piece_header(index, len(data)))
+                    parts.append(data)
+                await _write(stream, b"".join(parts))
+                now = time.monotonic()
+                src.uploaded += size
+                src.meter.add(size, now)
+                src.peers.setdefault(peer, RateMeter()).add(size, now)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(loader)
-            nursery.start_soon(sender)
+            nursery.start_soon(writer)
             while True:
                 try:
                     with trio.fail_after(IDLE_TIMEOUT):
@@ -183,7 +168,7 @@ class TorrentService:
                 if not data:
                     state["done"] = True
                     state["wake"].set()
-                    return  # loader and sender drain what was asked, then the nursery ends
+                    return  # writer drains what was asked, then the nursery ends
                 replies: list[bytes] = []
                 for msg in decoder.feed(data):
                     replies += self._handle(msg, state, queue, queued)

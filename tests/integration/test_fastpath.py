@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import trio
@@ -24,23 +25,29 @@ ECHO = "/punch/test-echo/1"
 # sizes around the Noise (65,519-byte plaintext) and yamux (64 KiB + 12-byte header) limits
 SIZES = [1, 12, 65_518, 65_519, 65_520, 65_548, 200_003, 3 * 1024 * 1024 + 7]
 
-PLAIN_ECHO_PEER = r"""
-import sys, trio, multiaddr
-from libp2p import new_host
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.network.stream.exceptions import StreamEOF
-
+# One echo handler, run in this process and in the plain py-libp2p peer process below.
+ECHO_SOURCE = r"""
 async def echo(stream):
+    # send back what arrives until the other side closes its half
     try:
         while True:
             data = await stream.read(1 << 16)
             if not data:
                 break
             await stream.write(data)
-    except StreamEOF:
+    except Exception:  # EOF (py-libp2p raises StreamEOF) or a reset: done
         pass
     await stream.close()
+"""
+_echo_namespace: dict[str, Any] = {}
+exec(ECHO_SOURCE, _echo_namespace)
+echo = _echo_namespace["echo"]
 
+PLAIN_ECHO_PEER = r"""
+import sys, trio, multiaddr
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+""" + ECHO_SOURCE + r"""
 async def main():
     host = new_host(key_pair=create_new_key_pair())
     host.set_stream_handler("/punch/test-echo/1", echo)
@@ -50,18 +57,6 @@ async def main():
 
 trio.run(main)
 """
-
-
-async def echo(stream) -> None:  # type: ignore[no-untyped-def]
-    try:
-        while True:
-            data = await stream.read(1 << 16)
-            if not data:
-                break
-            await stream.write(data)
-    except Exception:
-        pass
-    await stream.close()
 
 
 async def round_trip(host, peer, payload: bytes) -> bytes:  # type: ignore[no-untyped-def]
