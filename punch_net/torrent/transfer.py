@@ -44,6 +44,7 @@ READ_COALESCE = 0.003
 RECEIVE_WINDOW = 16 << 20  # yamux window per peer stream: well above DEPTH pieces, so a server never waits for credit
 PEER_STALL = 30.0  # a peer with requests outstanding that sends nothing this long is dropped
 RETRY_PEER_AFTER = 5.0
+METAINFO_RETRY = 2.0  # a provider whose metainfo request failed (not a bad answer) is asked again after this
 DISCOVERY_MIN = 0.5
 DISCOVERY_MAX = 10.0
 CHECKPOINT_EVERY = 1.0
@@ -509,15 +510,20 @@ class Transfer:
         """From any provider; a provider with wrong or unsafe metainfo is marked bad."""
         deadline = trio.current_time() + self.timeout
         tried: set[ID] = set()
+        retry_at: dict[ID, float] = {}  # a provider that failed for a passing reason is asked again
         errors: list[str] = []
         while True:
-            for pid in [p for p in self.providers if p not in tried]:
+            now = trio.current_time()
+            for pid in [p for p in self.providers
+                        if p not in self.banned and retry_at.get(p, now) <= now]:
                 tried.add(pid)
                 try:
                     meta = await fetch_metainfo(self.node.host, pid, self.info_hash, self.node.config.dial_timeout)
                 except PeerError as exc:
                     errors.append(str(exc))
+                    retry_at[pid] = trio.current_time() + METAINFO_RETRY
                     if isinstance(exc, BadMetainfo):
+                        retry_at[pid] = math.inf
                         self.banned.add(pid)
                         self._peer(pid).state = "bad"
                         self._peer(pid).error = str(exc)

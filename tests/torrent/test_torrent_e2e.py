@@ -330,7 +330,7 @@ def test_torrent_ops_on_the_control_socket(net: Net, shared: Shared) -> None:
                     rows = {r["info_hash"]: r for r in await ctl.call("torrent.snapshot")}
                     if rows[added]["state"] in ("seeding", "complete"):
                         break
-                    assert rows[added]["state"] not in ("error", "cancelled"), rows[added]
+                    assert rows[added]["state"] not in ("error", "cancelled"), rows[added]["error"]
                     await trio.sleep(0.2)
         assert sha256(dest / "piece-plus-one") == sha256(share / "piece-plus-one")
 

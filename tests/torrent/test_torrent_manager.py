@@ -61,13 +61,14 @@ async def test_manager_api_end_to_end(tmp_path: Path) -> None:
         assert smgr.snapshot()[0].state == "paused"
         transfer = cmgr.add(bytes.fromhex(entries[0].info_hash))
         assert cmgr.add(bytes.fromhex(entries[0].info_hash)) is transfer  # one transfer per info hash
-        await trio.sleep(1.0)
-        info: TransferInfo = cmgr.snapshot()[0]
-        assert info.have == 0 and info.state in ("finding", "downloading")
-        cmgr.pause(info.info_hash)
+        cmgr.pause(transfer.hex)
         assert cmgr.snapshot()[0].state == "paused"
-        smgr.resume(seed_row.info_hash)
-        cmgr.resume(info.info_hash)
+        cmgr.resume(transfer.hex)
+        await wait_for(lambda: bool(transfer.providers), "the provider found")
+        await trio.sleep(0.5)  # ... and asked for the metainfo, which the paused server refuses
+        info: TransferInfo = cmgr.snapshot()[0]
+        assert info.have == 0 and info.state == "finding"
+        smgr.resume(seed_row.info_hash)  # a refusal is not final: the provider is asked again
         with trio.fail_after(TIMEOUT):
             await transfer.done.wait()
         info = cmgr.snapshot()[0]
