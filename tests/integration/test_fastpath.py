@@ -14,6 +14,7 @@ import pytest
 import trio
 from libp2p.security.noise.io import NoiseTransportReadWriter
 from libp2p.security.secure_session import SecureSession
+from libp2p.stream_muxer.yamux.yamux import Yamux
 from punch_harness import die_with_parent, host_addr, libp2p_host, peer_info_of
 
 from punch_net.p2p import fastpath
@@ -82,6 +83,7 @@ def test_installed_by_the_host_builder() -> None:
     build_host(new_identity())
     assert NoiseTransportReadWriter.read_msg.__module__ == fastpath.__name__
     assert SecureSession.read.__module__ == fastpath.__name__
+    assert Yamux.handle_incoming.__module__ == fastpath.__name__
 
 
 async def test_patched_hosts_move_every_byte() -> None:
@@ -93,6 +95,27 @@ async def test_patched_hosts_move_every_byte() -> None:
                 payload = os.urandom(size)
                 back = await round_trip(a, b.get_id(), payload)
                 assert hashlib.sha256(back).digest() == hashlib.sha256(payload).digest(), size
+
+
+async def test_many_streams_at_once_on_one_connection() -> None:
+    """Frames of concurrent streams interleave; DATA frames go through the fast path,
+    everything else (SYN, ACK, FIN, window updates) through py-libp2p's loop."""
+    async with libp2p_host() as a, libp2p_host() as b:
+        b.set_stream_handler(ECHO, echo)  # type: ignore[arg-type]
+        before = fastpath.counts["fast_data_frames"]
+        payloads = [os.urandom(size) for size in (*SIZES, 12, 1, 700_001, 12)]
+        backs: dict[int, bytes] = {}
+
+        async def one(i: int) -> None:
+            backs[i] = await round_trip(a, b.get_id(), payloads[i])
+
+        with trio.fail_after(60):
+            await a.connect(peer_info_of(host_addr(b)))
+            async with trio.open_nursery() as nursery:
+                for i in range(len(payloads)):
+                    nursery.start_soon(one, i)
+        assert all(backs[i] == p for i, p in enumerate(payloads))
+        assert fastpath.counts["fast_data_frames"] - before >= 2 * sum(len(p) for p in payloads) // (64 * 1024)
 
 
 async def test_interop_with_a_plain_py_libp2p_process() -> None:
