@@ -204,7 +204,7 @@ def _yamux_read_exactly() -> None:
             mux = mux_ref()
             _version, typ, flags, stream_id, length = unpack(header)
             if mux is None or typ != yamux.TYPE_DATA or flags or not 0 < length <= max_frame \
-                    or stream_id not in mux.streams:
+                    or stream_id not in mux.streams or mux.event_shutting_down.is_set():
                 if typ == yamux.TYPE_DATA and length > 0:
                     body_next[reader] = length  # its body is handle_incoming's next read
                 return header
