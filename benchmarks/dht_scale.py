@@ -90,8 +90,36 @@ async def idle_cpu_pct(pids: list[int | None], window: float) -> float | None:
     return round(100 * statistics.fmean(deltas) / elapsed, 2) if deltas else None
 
 
+def cpu_seconds(pids: list[int | None]) -> float:
+    """CPU time (user + system) all these processes have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except Exception:
+            continue
+    return total
+
+
+def trace_summary(traced: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the lookups' time went, from their per-query steps (`--trace`)."""
+    steps = [s for r in traced for s in r.get("steps", [])]
+    out: dict[str, Any] = {"queries": len(steps), "lookups": len(traced)}
+    for label, group in (("connected", [s for s in steps if s["connected"]]),
+                         ("dialed", [s for s in steps if not s["connected"]])):
+        opens = [s["open_ms"] for s in group]
+        rpcs = [s["rpc_ms"] for s in group if s.get("rpc_ms") is not None]
+        out[label] = {"n": len(group), "errors": sum("error" in s for s in group),
+                      "open_p50": pct(opens, 50), "open_p90": pct(opens, 90), "open_max": max(opens, default=None),
+                      "rpc_p50": pct(rpcs, 50), "rpc_p90": pct(rpcs, 90), "rpc_max": max(rpcs, default=None)}
+    lag = [r.get("lag_total_ms", 0.0) for r in traced]
+    out["lag_total_p50"], out["lag_total_p90"] = pct(lag, 50), pct(lag, 90)
+    return out
+
+
 async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, count: int,
-                  idle_window: float = 20.0) -> dict[str, Any]:
+                  idle_window: float = 20.0, trace: str | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
     net = Testnet(n, preload=preload)
     row: dict[str, Any] = {"nodes": n}
@@ -161,12 +189,27 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         row["quiet_wait_s"] = round(time.monotonic() - quiet_start, 1)
         progress(f"N={n}: {pairs} keys provided (p50 {pct(provide_ms, 50):.0f} ms); "
                  f"quiet after {row['quiet_wait_s']} s; looking them up")
+        traced: list[dict[str, Any]] = []
+        pids = [c.pid for c in net.children]
+        cpu_before, lookups_start = cpu_seconds(pids), time.monotonic()
         for a, b, key in plan:  # one lookup at a time: latency without self-inflicted contention
-            res = await net.call(b, "testnet.find", {"key": key, "timeout": 10, "count": count}, timeout=40)
+            find_args = {"key": key, "timeout": 10, "count": count, "trace": trace is not None}
+            res = await net.call(b, "testnet.find", find_args, timeout=40)
             if a.peer_id in res["providers"]:
                 ok += 1
                 latencies.append(res["ms"])
                 hops.append(res["hops"] or 0)
+            if trace is not None:
+                found = a.peer_id in res["providers"]
+                traced.append({**res, "looker": b.peer_id, "provider": a.peer_id, "found": found})
+        elapsed = time.monotonic() - lookups_start
+        # What the whole network burnt while one lookup at a time ran: cores busy (of 2).
+        row["lookup_cores"] = round((cpu_seconds(pids) - cpu_before) / elapsed, 2)
+        if trace is not None:
+            row["trace"] = trace_summary(traced)
+            with open(trace, "a") as out:
+                out.write(json.dumps({"nodes": n, "lookups": traced, "summary": row["trace"]}) + "\n")
+            progress(f"N={n}: trace {json.dumps(row['trace'])}")
         row["provide_p50_ms"] = round(pct(provide_ms, 50), 1)
         row["success"] = f"{ok}/{pairs}"
         row["success_pct"] = round(100 * ok / pairs, 1)
@@ -192,7 +235,7 @@ COLUMNS = [
     ("success", "found"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
     ("hops_avg", "hops"), ("provide_p50_ms", "provide p50"),
     ("quiet_wait_s", "quiet s"), ("ping_ms", "ping ms"), ("baseline_rr_ms", "ctl ms"),
-    ("idle_cpu_pct", "idle %cpu"), ("load_avg_1m", "load"),
+    ("idle_cpu_pct", "idle %cpu"), ("lookup_cores", "lookup cores"), ("load_avg_1m", "load"),
 ]
 
 
@@ -205,6 +248,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("fork server); baselines in the same run: ping ms = one libp2p ping between two nodes on an open")
     print("connection (a DHT hop's floor), ctl ms = one control request/reply to a node over its stdin/stdout;")
     print("idle %cpu = CPU per node (% of one core) over --idle-window s after start-up, before any lookup;")
+    print("lookup cores = CPU all nodes used while the lookups ran, in cores (this machine has 2);")
     print(f"quiet s = wait after the provides until nodes average <= {QUIET_CPU_PCT} % CPU (max {QUIET_MAX_WAIT:g} s)")
     print(TARGETS)
 
@@ -221,11 +265,14 @@ def main() -> int:
     p.add_argument("--no-preload", action="store_true", help="fresh interpreter per node (no fork server)")
     p.add_argument("--count", type=int, default=1,
                    help="providers a lookup waits for (1: time to the first provider, like findprovs -n 1)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="lookups report each query's timing (peer connected?, stream open/dial, request); "
+                        "appends them to FILE (JSON lines) and prints a summary")
     args = p.parse_args()
     rows = []
     for n in args.nodes:
         row = trio.run(measure, n, args.pairs, args.settle, args.seed, not args.no_preload, args.count,
-                       args.idle_window)
+                       args.idle_window, args.trace)
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)

@@ -7,13 +7,17 @@ node's DHT, a periodic routing-table refresh, and lookup tracing (hops per looku
 - A peer that fails a query and is not connected is removed (install_dead_peer_eviction).
 - No blind dialing of peerstore entries (workarounds.disable_auto_connector).
 - Every `refresh_interval` seconds (jittered so a testnet does not refresh in step) we
-  look ourselves up and one random key per non-empty bucket, as the spec says; while
-  refreshes change nothing the interval doubles up to 10 minutes (`next_interval`).
+  look ourselves up, then one random key per common-prefix length (CPL) with our key that
+  the self-lookup did not already cover and no lookup of ours visited lately, as
+  go-libp2p's refresh manager does (`refresh_cpls`); while refreshes change nothing the
+  interval doubles up to 10 minutes (`next_interval`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -26,7 +30,7 @@ import trio
 from libp2p.kad_dht.common import MAX_DHT_MESSAGE_SIZE, QUERY_TIMEOUT
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
-from libp2p.kad_dht.routing_table import gen_random_key_in_bucket, peer_id_to_key
+from libp2p.kad_dht.routing_table import peer_id_to_key
 from libp2p.kad_dht.utils import maybe_consume_signed_record
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
@@ -48,7 +52,9 @@ if TYPE_CHECKING:
 DEFAULT_REFRESH_INTERVAL = 120.0
 REFRESH_LOOKUP_TIMEOUT = 15.0
 MAX_REFRESH_INTERVAL = 600.0  # a quiet table is refreshed at least this often
-MAX_BUCKET_LOOKUPS = 8  # random-key lookups per refresh (the deepest buckets are tiny)
+MAX_BUCKET_LOOKUPS = 8  # CPL lookups per refresh, at most
+MAX_REFRESH_CPL = 15  # go-libp2p's maxCplForRefresh
+KEY_BITS = 256
 
 
 @dataclass
@@ -61,18 +67,27 @@ class LookupTrace:
     queries: int = 0
     found_at: int | None = None
     max_hop: int = 0
+    # With trace_lookup(detail=True): one entry per GET_PROVIDERS query (where its time went).
+    steps: list[dict[str, Any]] | None = None
+    started: float = field(default_factory=time.perf_counter)
 
     def hop(self, peer: ID) -> int:
         return self.depth.get(peer, 1)
+
+    def step(self, **fields: Any) -> None:
+        if self.steps is not None:
+            self.steps.append(fields)
 
 
 _trace: ContextVar[LookupTrace | None] = ContextVar("punch_lookup_trace", default=None)
 
 
 @contextmanager
-def trace_lookup() -> Iterator[LookupTrace]:
-    """Trace the DHT queries made inside this block (trio child tasks inherit it)."""
-    trace = LookupTrace()
+def trace_lookup(detail: bool = False) -> Iterator[LookupTrace]:
+    """Trace the DHT queries made inside this block (trio child tasks inherit it); with
+    `detail`, also each query's timing: was the peer connected, stream open (a dial if
+    not), request/response, and when it started (`LookupTrace.steps`)."""
+    trace = LookupTrace(steps=[] if detail else None)
     token = _trace.set(trace)
     try:
         yield trace
@@ -122,6 +137,7 @@ def install(host: Any, dht: Any) -> None:
     install_dead_peer_eviction(host, dht)
     _install_tracing(dht)
     dht.provider_store.find_providers = _provider_walk(dht)
+    _install_lookup_memory(dht)
 
 
 # ---------------------------------------------------------------------- provider lookups
@@ -146,8 +162,13 @@ def _get_providers_query(host: Any, dht: Any) -> Any:
     async def query(peer_id: ID, key: bytes) -> tuple[list[PeerInfo], list[ID]]:
         providers: list[PeerInfo] = []
         closer: list[ID] = []
+        trace = _trace.get()
+        t0 = time.perf_counter()
+        connected = bool(host.get_network().get_connections(peer_id))
+        t_open = t_rpc = t0
         try:
             stream = await host.new_stream(peer_id, [KAD_PROTOCOL])
+            t_open = time.perf_counter()
             try:
                 msg = Message()
                 msg.type = Message.MessageType.GET_PROVIDERS
@@ -156,10 +177,19 @@ def _get_providers_query(host: Any, dht: Any) -> Any:
                 await stream.write(encode_varint_prefixed(msg.SerializeToString()))
                 response = Message()
                 response.ParseFromString(await read_varint_prefixed_bytes_limited(stream, MAX_DHT_MESSAGE_SIZE))
+                t_rpc = time.perf_counter()
             finally:
                 await stream.close()
-        except Exception:
+        except Exception as exc:
+            if trace is not None:
+                trace.step(peer=str(peer_id)[-8:], connected=connected, at_ms=_ms(t0 - trace.started),
+                           open_ms=_ms(t_open - t0), rpc_ms=_ms(t_rpc - t_open) if t_rpc > t0 else None,
+                           total_ms=_ms(time.perf_counter() - t0), error=type(exc).__name__)
             return [], []
+        if trace is not None:
+            trace.step(peer=str(peer_id)[-8:], connected=connected, at_ms=_ms(t0 - trace.started),
+                       open_ms=_ms(t_open - t0), rpc_ms=_ms(t_rpc - t_open), total_ms=_ms(time.perf_counter() - t0),
+                       providers=len(response.providerPeers), closer=len(response.closerPeers))
         if response.type != Message.MessageType.GET_PROVIDERS:
             return [], []
         if not maybe_consume_signed_record(response, host, peer_id):
@@ -186,6 +216,10 @@ def _get_providers_query(host: Any, dht: Any) -> Any:
         return providers, closer
 
     return query
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _addrs(raw: Any) -> list[Multiaddr]:
@@ -270,29 +304,124 @@ def _provider_walk(dht: Any) -> Any:
     return find_providers
 
 
-async def refresh(node: Node, timeout: float = REFRESH_LOOKUP_TIMEOUT) -> dict[str, Any]:
+# ---------------------------------------------------------------------- refresh
+
+
+def key_cpl(a: bytes, b: bytes) -> int:
+    """Common prefix length of two 256-bit keys (KEY_BITS if equal)."""
+    x = int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    return KEY_BITS - x.bit_length()
+
+
+def target_with_cpl(me: bytes, cpl: int) -> bytes | None:
+    """Random lookup target whose key (its sha256: every lookup hashes its target) shares
+    exactly `cpl` leading bits with `me`. A preimage search, as go-libp2p's refresh does
+    with peer ids: 2^(cpl+1) hashes on average; None if unlucky within a bound."""
+    for _ in range(1 << min(cpl + 5, 22)):
+        candidate = os.urandom(32)
+        if key_cpl(hashlib.sha256(candidate).digest(), me) == cpl:
+            return candidate
+    return None
+
+
+def _lookup_memory(dht: Any) -> dict[int, float]:
+    memory: dict[int, float] | None = getattr(dht, "_punch_lookup_cpls", None)
+    if memory is None:
+        memory = {}
+        dht._punch_lookup_cpls = memory
+    return memory
+
+
+def _note_lookup(dht: Any, target: bytes) -> None:
+    """A lookup for `target` finished: the CPL region it lies in counts as refreshed."""
+    me = peer_id_to_key(dht.local_peer_id)
+    _lookup_memory(dht)[key_cpl(hashlib.sha256(target).digest(), me)] = time.monotonic()
+
+
+def _install_lookup_memory(dht: Any) -> None:
+    """Remember when our lookups (provides, provider walks, refreshes) visited each CPL
+    region, so a refresh skips regions visited within its interval (go-libp2p's
+    RtRefreshManager tracks the same per CPL)."""
+    routing, store = dht.peer_routing, dht.provider_store
+    closest, find = routing.find_closest_peers_network, store.find_providers
+
+    async def find_closest_peers_network(target: bytes, count: int = 20) -> list[ID]:
+        result = await closest(target, count)
+        if result:
+            _note_lookup(dht, target)
+        return list(result)
+
+    async def find_providers(key: bytes, count: int = 20) -> list[PeerInfo]:
+        found = await find(key, count)
+        _note_lookup(dht, key)
+        return list(found)
+
+    routing.find_closest_peers_network = find_closest_peers_network
+    store.find_providers = find_providers
+
+
+def refresh_cpls(me: bytes, nearest: list[bytes], k: int, visited: dict[int, float], now: float,
+                 max_age: float) -> list[int]:
+    """Which CPL regions a refresh looks up after its self-lookup found `nearest` (keys).
+
+    Keys sharing exactly c leading bits with ours are at distance [2^(255-c), 2^(256-c)).
+    Once that whole range lies within the self-lookup's k-th distance, the self-lookup
+    has already seen every peer there (fewer than k found: it saw the whole network), so
+    this and deeper regions need no lookup of their own. A region visited by one of our
+    lookups less than `max_age` ago is skipped too."""
+    if len(nearest) < k:
+        return []
+    mine = int.from_bytes(me, "big")
+    radius = max(mine ^ int.from_bytes(key, "big") for key in nearest)
+    out = []
+    for cpl in range(MAX_REFRESH_CPL + 1):
+        if (1 << (KEY_BITS - cpl)) - 1 <= radius:
+            break
+        if now - visited.get(cpl, -math.inf) < max_age:
+            continue
+        out.append(cpl)
+    return out[:MAX_BUCKET_LOOKUPS]
+
+
+async def refresh(node: Node, timeout: float = REFRESH_LOOKUP_TIMEOUT,
+                  max_age: float = DEFAULT_REFRESH_INTERVAL) -> dict[str, Any]:
     """One routing-table refresh: evict client peers, look ourselves up, then one random
-    key in each non-empty bucket. Bounded in time; returns what changed."""
+    key per CPL region the self-lookup did not cover and no lookup of ours visited in
+    the last `max_age` seconds (`refresh_cpls`). Bounded in time; returns what changed.
+
+    py-libp2p's own refresh looks up `gen_random_key_in_bucket(bucket)`, but lookups hash
+    their target, so those keys land anywhere but in the bucket: random lookups. Here each
+    target is chosen so that its hash is in the region meant."""
     dht = node.dht
     start = time.perf_counter()
     before = dht.get_routing_table_size()
     evicted = evict_client_peers(node.host, dht)
+    me = peer_id_to_key(node.peer_id)
+    lookups = 0
     with trio.move_on_after(timeout):
+        nearest: list[ID] = []
         try:
-            await dht.peer_routing.find_closest_peers_network(node.peer_id.to_bytes())
+            nearest = list(await dht.peer_routing.find_closest_peers_network(node.peer_id.to_bytes()))
         except Exception:
             pass
-        buckets = [b for b in dht.routing_table.buckets if b.size() > 0][:MAX_BUCKET_LOOKUPS]
-        for bucket in buckets:
+        lookups += 1
+        plan = refresh_cpls(me, [peer_id_to_key(p) for p in nearest], LOOKUP_K, _lookup_memory(dht),
+                            time.monotonic(), max_age)
+        for cpl in plan:
+            target = target_with_cpl(me, cpl)
+            if target is None:
+                continue
             try:
-                await dht.peer_routing.find_closest_peers_network(gen_random_key_in_bucket(bucket))
+                await dht.peer_routing.find_closest_peers_network(target)
             except Exception:
                 pass
+            lookups += 1
     node.last_refresh = time.time()
     return {
         "before": before,
         "after": dht.get_routing_table_size(),
         "evicted_clients": evicted,
+        "lookups": lookups,
         "ms": round((time.perf_counter() - start) * 1000, 1),
     }
 
@@ -309,11 +438,12 @@ def next_interval(current: float, base: float, result: dict[str, Any]) -> float:
 
 async def maintain(node: Node, interval: float = DEFAULT_REFRESH_INTERVAL) -> None:
     """Refresh the routing table every `interval` seconds (±20 %, backing off while
-    nothing changes: `next_interval`) until cancelled."""
+    nothing changes: `next_interval`) until cancelled. Regions our own lookups visited
+    within the last half interval are not looked up again (`refresh_cpls`)."""
     if interval <= 0:
         await trio.sleep_forever()
     await node.bootstrapped.wait()
     current = interval
     while True:
         await trio.sleep(current * random.uniform(0.8, 1.2))
-        current = next_interval(current, interval, await refresh(node))
+        current = next_interval(current, interval, await refresh(node, max_age=current / 2))

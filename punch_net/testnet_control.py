@@ -95,21 +95,32 @@ def register(node: Node) -> None:
         count = call.request.args.get("count", 20)
         if not isinstance(count, int) or not 1 <= count <= 100:
             raise CommandError("bad_args", "'count' must be an integer in [1, 100]")
+        detail = call.request.args.get("trace", False) is True
         found: list[Any] = []
+        lag: list[float] = []
         start = time.perf_counter()
-        with dht_hygiene.trace_lookup() as trace, trio.move_on_after(timeout):
-            found = await node.dht.find_providers(key, count)
-        ms = (time.perf_counter() - start) * 1000
+        async with trio.open_nursery() as nursery:
+            if detail:
+                nursery.start_soon(_loop_lag, lag)
+            with dht_hygiene.trace_lookup(detail) as trace, trio.move_on_after(timeout):
+                found = await node.dht.find_providers(key, count)
+            ms = (time.perf_counter() - start) * 1000
+            nursery.cancel_scope.cancel()
         providers = sorted({str(p.peer_id) for p in found})
-        return {
+        result = {
             "providers": providers,
             "ms": round(ms, 2),
             "hops": trace.found_at if trace.queries or trace.found_at is not None else 0,
             "queries": trace.queries,
         }
+        if detail:
+            result["steps"] = trace.steps
+            result["lag_max_ms"] = round(max(lag, default=0.0), 1)
+            result["lag_total_ms"] = round(sum(lag), 1)
+        return result
 
     async def refresh(call: Call) -> dict[str, Any]:
-        result = await dht_hygiene.refresh(node)
+        result = await dht_hygiene.refresh(node, max_age=0)  # asked for: every region, however recent
         reprovided = 0
         for raw in list(node.dht.provider_store.providing_keys):
             with trio.move_on_after(MAX_FIND_TIMEOUT):
@@ -139,6 +150,20 @@ def register(node: Node) -> None:
     reg.register("testnet.provide", provide)
     reg.register("testnet.find", find)
     reg.register("testnet.refresh", refresh)
+
+
+LAG_TICK = 0.005
+
+
+async def _loop_lag(out: list[float]) -> None:
+    """How late this node's event loop wakes a 5 ms sleeper (ms past due, one entry per
+    tick above 1 ms): time a traced lookup spent waiting for the CPU or for other tasks."""
+    while True:
+        due = time.perf_counter() + LAG_TICK
+        await trio.sleep(LAG_TICK)
+        late = (time.perf_counter() - due) * 1000
+        if late > 1.0:
+            out.append(late)
 
 
 def _reply(req_id: Any, ok: bool, result: Any = None, error: str = "") -> None:
