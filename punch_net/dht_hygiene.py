@@ -145,6 +145,7 @@ def install(host: Any, dht: Any) -> None:
 LOOKUP_ALPHA = 3  # queries in flight (the spec's α)
 LOOKUP_K = 20  # a walk ends when the k closest peers it knows have all answered
 LOOKUP_MAX_QUERIES = 60  # a bound on one walk, whatever the network answers
+DIAL_HOLD = 0.25  # s a query on an open connection holds back the walk's dials (see _provider_walk)
 CLOSER_ADDR_TTL = 3600
 
 
@@ -240,9 +241,24 @@ def _provider_walk(dht: Any) -> Any:
     peer. Here (as go-libp2p's FindProvidersAsync does) every GET_PROVIDERS answer both
     may carry providers and brings closer peers, α queries stay in flight (a new one
     starts as soon as one returns), and the walk ends at `count` providers, when the
-    LOOKUP_K closest known peers have all answered, or after LOOKUP_MAX_QUERIES."""
+    LOOKUP_K closest known peers have all answered, or after LOOKUP_MAX_QUERIES.
+
+    Among the LOOKUP_K closest candidates, peers we are already connected to are asked
+    first, and while such a query is in flight (at most DIAL_HOLD seconds) no dial starts:
+    any of the k closest peers holds the record, a query on an open connection costs a
+    stream, and a dial costs TCP, Noise, yamux and identify on both sides (at 200 nodes on
+    two cores, 90 ms against 25 ms at p50). Dials that would be cancelled the moment a
+    connected peer answers are not started at all. The walk still ends only when the
+    LOOKUP_K closest known peers have answered, so it finds what it found before."""
     store = dht.provider_store
     me = dht.local_peer_id
+    network = dht.host.get_network()
+
+    def is_connected(peer: ID) -> bool:
+        try:
+            return bool(network.get_connections(peer))
+        except Exception:
+            return False
 
     async def find_providers(key: bytes, count: int = 20) -> list[PeerInfo]:
         # What we already know counts, but does not end the walk short of `count`: a
@@ -261,6 +277,7 @@ def _provider_walk(dht: Any) -> Any:
             learn(peer)
         queried: set[ID] = set()
         in_flight = 0
+        warm: dict[ID, float] = {}  # queries in flight on open connections: when each started
         changed = trio.Event()
 
         async def ask(peer: ID) -> None:
@@ -274,6 +291,7 @@ def _provider_walk(dht: Any) -> Any:
                 pass
             finally:
                 in_flight -= 1
+                warm.pop(peer, None)
             try:
                 for info in providers:
                     found.setdefault(info.peer_id, info)
@@ -285,19 +303,33 @@ def _provider_walk(dht: Any) -> Any:
             finally:
                 changed.set()
 
+        def start(nursery: trio.Nursery, peer: ID, connected: bool) -> None:
+            nonlocal in_flight
+            queried.add(peer)
+            in_flight += 1
+            if connected:
+                warm[peer] = trio.current_time()
+            nursery.start_soon(ask, peer)
+
         async with trio.open_nursery() as nursery:
             while len(found) < count:
                 closest = sorted(distance, key=distance.__getitem__)[:LOOKUP_K]
                 pending = [p for p in closest if p not in queried]
-                while pending and in_flight < LOOKUP_ALPHA and len(queried) < LOOKUP_MAX_QUERIES:
-                    peer = pending.pop(0)
-                    queried.add(peer)
-                    in_flight += 1
-                    nursery.start_soon(ask, peer)
+                live = [p for p in pending if is_connected(p)]
+                cold = [p for p in pending if p not in live]
+                while live and in_flight < LOOKUP_ALPHA and len(queried) < LOOKUP_MAX_QUERIES:
+                    start(nursery, live.pop(0), True)
+                hold_until = min(warm.values(), default=-math.inf) + DIAL_HOLD
+                wait = hold_until - trio.current_time() if cold else math.inf
+                if wait <= 0:
+                    while cold and in_flight < LOOKUP_ALPHA and len(queried) < LOOKUP_MAX_QUERIES:
+                        start(nursery, cold.pop(0), False)
+                    wait = math.inf
                 if in_flight == 0:
                     break  # nothing left to ask (or the query budget is spent)
                 changed = trio.Event()
-                await changed.wait()
+                with trio.move_on_after(wait):  # a held dial goes ahead after DIAL_HOLD
+                    await changed.wait()
             nursery.cancel_scope.cancel()
         return list(found.values())[:count]
 

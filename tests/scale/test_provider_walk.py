@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
@@ -98,3 +99,59 @@ async def test_a_known_provider_does_not_hide_one_that_joined_later() -> None:
         assert {p.peer_id for p in again} == {hb.get_id(), hc.get_id()}
         with trio.fail_after(20):
             assert len(await walk(key, 1)) == 1  # enough known already: no walk needed
+
+
+async def test_walk_asks_connected_peers_before_dialing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """B (connected), C and D (known, not connected, closer to the key) all hold the record.
+    The walk used to ask the three closest at once, dialing C and D, whose dials were then
+    cancelled when B answered; now it asks B alone and dials nobody. When B does not have
+    the record, the dials go ahead and the walk still finds it."""
+    monkeypatch.setattr(dht_hygiene, "DIAL_HOLD", 30.0)  # deterministic on a slow machine
+    async with dht_host() as (ha, a), dht_host() as (hb, b), dht_host() as (hc, c), dht_host() as (hd, d):
+        with trio.fail_after(20):
+            await ha.connect(peer_info_of(str(hb.get_addrs()[0])))
+            await a.add_peer(hb.get_id())
+        for host in (hc, hd):  # in A's table and peerstore, not connected
+            ha.get_peerstore().add_addrs(host.get_id(), host.get_addrs(), 3600)
+            await a.routing_table.add_peer(PeerInfo(host.get_id(), host.get_addrs()))
+        assert not ha.get_network().get_connections(hc.get_id())
+
+        def distance(peer: object, key: bytes) -> int:
+            mine = hashlib.sha256(peer.to_bytes()).digest()  # type: ignore[attr-defined]
+            return int.from_bytes(mine, "big") ^ int.from_bytes(hashlib.sha256(key).digest(), "big")
+
+        def key_where_b_is_farthest(tag: str) -> bytes:
+            for i in range(1000):
+                key = hashlib.sha256(f"{tag}-{i}".encode()).digest()
+                if distance(hb.get_id(), key) > max(distance(hc.get_id(), key), distance(hd.get_id(), key)):
+                    return key
+            raise AssertionError("no key found")
+
+        query = dht_hygiene._get_providers_query(ha, a)
+        asked: list[object] = []
+
+        async def counting(peer: object, k: bytes) -> tuple[list[PeerInfo], list[object]]:
+            asked.append(peer)
+            return await query(peer, k)  # type: ignore[arg-type]
+
+        a.provider_store._get_providers_from_peer_with_closers = counting  # type: ignore[method-assign, assignment]
+        walk = dht_hygiene._provider_walk(a)
+        provider = PeerInfo(hd.get_id(), hd.get_addrs())
+
+        key = key_where_b_is_farthest("everyone-has-it")
+        for store in (b, c, d):
+            store.provider_store.add_provider(key, provider)
+        with trio.fail_after(30):
+            found = await walk(key, 1)
+        assert [p.peer_id for p in found] == [hd.get_id()]
+        assert asked == [hb.get_id()], f"walk asked {asked}: it dialed while a connected peer could answer"
+        assert not ha.get_network().get_connections(hc.get_id())
+
+        asked.clear()
+        key = key_where_b_is_farthest("only-c-and-d")
+        for store in (c, d):
+            store.provider_store.add_provider(key, provider)
+        with trio.fail_after(30):
+            found = await walk(key, 1)
+        assert [p.peer_id for p in found] == [hd.get_id()]
+        assert asked[0] == hb.get_id() and len(asked) >= 2
