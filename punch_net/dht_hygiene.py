@@ -476,6 +476,17 @@ async def maintain(node: Node, interval: float = DEFAULT_REFRESH_INTERVAL) -> No
         await trio.sleep_forever()
     await node.bootstrapped.wait()
     current = interval
+    first = True
     while True:
-        await trio.sleep(current * random.uniform(0.8, 1.2))
+        await trio.sleep(refresh_delay(current, first))
+        first = False
         current = next_interval(current, interval, await refresh(node, max_age=current / 2))
+
+
+def refresh_delay(interval: float, first: bool, rng: random.Random | None = None) -> float:
+    """Seconds until the next refresh: `interval` ±20 %, but the first one anywhere in
+    0.5-1.5 × `interval`. Nodes that start together (a testnet, a restart after an outage)
+    would otherwise all refresh within the same minute: at 200 nodes on two cores that
+    wave kept both cores busy for a minute and pushed connection counts towards the cap."""
+    draw = (rng or random).uniform
+    return interval * (draw(0.5, 1.5) if first else draw(0.8, 1.2))

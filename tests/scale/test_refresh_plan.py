@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -109,3 +110,13 @@ def test_refresh_plan_stops_where_the_self_lookup_reaches() -> None:
     assert refresh_cpls(me, near, 20, {}, 0.0, 60.0) == [0, 1, 2, 3]
     assert refresh_cpls(me, near, 20, {0: 100.0, 3: 1.0}, 120.0, 60.0) == [1, 2, 3]
     assert refresh_cpls(me, near[:19], 20, {}, 0.0, 60.0) == []
+
+
+def test_first_refresh_is_spread_over_a_whole_interval() -> None:
+    """Nodes started together must not refresh in step: the first delay spans 0.5-1.5 ×
+    the interval (a spread of one interval), later ones stay within ±20 %."""
+    rng = random.Random(7)
+    first = [dht_hygiene.refresh_delay(120.0, True, rng) for _ in range(2000)]
+    later = [dht_hygiene.refresh_delay(120.0, False, rng) for _ in range(2000)]
+    assert 60.0 <= min(first) < 66.0 and 174.0 < max(first) <= 180.0
+    assert 96.0 <= min(later) and max(later) <= 144.0
