@@ -17,6 +17,8 @@ every protocol rule; they only change how many bytes each Python-level step hand
 - a plain DATA frame (most of a transfer) is buffered for its stream straight from the
   header reader, without a turn through py-libp2p's per-frame loop (see
   `_yamux_read_exactly`); every other frame still goes through that loop;
+- a large yamux write cuts up to four frames at a time and writes them as one (see
+  `_yamux_batched_write`);
 - `grow_receive_window` opens one yamux stream's receive window up front (below);
 - the transport counts the bytes it moves (`connection_bytes`), which the node's traffic
   counters add up.
@@ -34,6 +36,7 @@ import trio
 from libp2p.abc import INetStream
 
 RAW_READ = 256 * 1024  # bytes asked of the socket per recv
+WRITE_BATCH = 4  # yamux frames per Noise write at most: 256 KiB, so other streams' frames wait little
 counts = {"fast_data_frames": 0}  # DATA frames buffered by the fast path (tests look at it)
 NOISE_OVERHEAD = 2 + 16  # length prefix and Poly1305 tag around each Noise message
 _installed = False
@@ -46,6 +49,7 @@ def install() -> None:
     _patch_noise_transport()
     _patch_secure_session()
     _yamux_read_exactly()
+    _yamux_batched_write()
     _installed = True
 
 
@@ -225,6 +229,57 @@ def _yamux_read_exactly() -> None:
 
     yamux.read_exactly = read_exactly
     yamux.Yamux.handle_incoming = handle_incoming  # type: ignore[method-assign]
+
+
+def _yamux_batched_write() -> None:
+    """py-libp2p writes a large yamux write one 64 KiB frame at a time, each frame taking
+    three locks (two of them yielding to the scheduler), a debug-log f-string and its own
+    Noise `send_all`. Ours cuts up to WRITE_BATCH frames' worth, as far as the send window
+    allows, under one pass through those locks and hands them to Noise as one write. The
+    frames are the same; small writes and a stream out of window take py-libp2p's path
+    (which waits for credit)."""
+    import struct
+
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+    from libp2p.stream_muxer.yamux import yamux
+
+    pack = struct.Struct(yamux.YAMUX_HEADER_FORMAT).pack
+    max_payload = yamux.MAX_MESSAGE_SIZE - yamux.HEADER_SIZE  # as py-libp2p cuts frames
+    original_write = yamux.YamuxStream.write
+
+    async def write(self: Any, data: bytes) -> None:
+        total = len(data)
+        if total <= max_payload:
+            await original_write(self, data)
+            return
+        view = memoryview(data)
+        sent = 0
+        while sent < total:
+            if self.send_closed:
+                raise MuxedStreamError("Stream is closed for sending")
+            parts: list[bytes | memoryview] = []
+            async with self.rw_lock.write_lock():
+                if self.send_closed:
+                    raise MuxedStreamError("Stream is closed for sending")
+                async with self.window_lock:
+                    if self.closed:
+                        raise MuxedStreamError("Stream is closed")
+                    budget = min(self.send_window, WRITE_BATCH * max_payload, total - sent)
+                    if budget > 0:
+                        self.send_window -= budget
+                        for off in range(sent, sent + budget, max_payload):
+                            n = min(max_payload, sent + budget - off)
+                            parts.append(pack(0, yamux.TYPE_DATA, 0, self.stream_id, n))
+                            parts.append(view[off:off + n])
+            if not parts:  # out of window: py-libp2p's write waits for credit, then sends a frame
+                step = min(max_payload, total - sent)
+                await original_write(self, bytes(view[sent:sent + step]))
+                sent += step
+                continue
+            await self.conn._write_frame(b"".join(parts))
+            sent += budget
+
+    yamux.YamuxStream.write = write  # type: ignore[method-assign]
 
 
 def connection_bytes(conn: Any) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import pytest
 import trio
 from libp2p.security.noise.io import NoiseTransportReadWriter
 from libp2p.security.secure_session import SecureSession
-from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 from punch_harness import die_with_parent, host_addr, libp2p_host, peer_info_of
 
 from punch_net.p2p import fastpath
@@ -84,6 +84,7 @@ def test_installed_by_the_host_builder() -> None:
     assert NoiseTransportReadWriter.read_msg.__module__ == fastpath.__name__
     assert SecureSession.read.__module__ == fastpath.__name__
     assert Yamux.handle_incoming.__module__ == fastpath.__name__
+    assert YamuxStream.write.__module__ == fastpath.__name__
 
 
 async def test_patched_hosts_move_every_byte() -> None:
