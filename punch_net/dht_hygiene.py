@@ -348,8 +348,9 @@ def key_cpl(a: bytes, b: bytes) -> int:
 def target_with_cpl(me: bytes, cpl: int) -> bytes | None:
     """Random lookup target whose key (its sha256: every lookup hashes its target) shares
     exactly `cpl` leading bits with `me`. A preimage search, as go-libp2p's refresh does
-    with peer ids: 2^(cpl+1) hashes on average; None if unlucky within a bound."""
-    for _ in range(1 << min(cpl + 5, 22)):
+    with peer ids: 2^(cpl+1) hashes on average; None if unlucky within a bound (at most
+    2^18 hashes, ~0.25 s, reached only for CPLs of networks with millions of nodes)."""
+    for _ in range(1 << min(cpl + 5, 18)):
         candidate = os.urandom(32)
         if key_cpl(hashlib.sha256(candidate).digest(), me) == cpl:
             return candidate
