@@ -233,3 +233,38 @@ def test_relay_config_section_is_type_checked(tmp_path: Path) -> None:
     applied = apply_config(NodeConfig(), {"relay": {"relay_max_reservations": 3, "hole_punch": False,
                                                    "relays": ["/ip4/1.2.3.4/tcp/5"]}})
     assert applied.relay_max_reservations == 3 and applied.hole_punch is False and applied.relays
+
+
+async def test_reachability_backs_off_while_there_is_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AutoNAT server will not dial loopback addresses, so a loopback node never gets a
+    verdict. It must back off (3, 6, 12, 24, then every 30 s) instead of asking every 3 s
+    for ever: that was most of an idle testnet node's CPU. Run with the times scaled down."""
+    from punch_net.relay import manager
+
+    monkeypatch.setattr(manager, "REACH_RETRY", 0.1)
+    monkeypatch.setattr(manager, "REACH_MAX_BACKOFF", 0.4)
+    asked: list[float] = []  # when the listener asked (the server runs the same loop: not counted)
+    real_ask = manager.ask
+
+    async def counting_ask(service, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if node.relay is not None and service is node.relay.autonat:
+            asked.append(trio.current_time())
+        return await real_ask(service, *args, **kwargs)
+
+    monkeypatch.setattr(manager, "ask", counting_ask)
+    base = dict(listen_addr="127.0.0.1", port=0, ephemeral=True, dial_timeout=5, hole_punch=False,
+                auto_relay=False)
+    async with trio.open_nursery() as nursery:
+        server = Node(NodeConfig(role="server", bootstrap=[], **base))  # type: ignore[arg-type]
+        await nursery.start(server.run)
+        node = Node(NodeConfig(role="listener", bootstrap=[server.listen_addrs()[0]], **base))  # type: ignore[arg-type]
+        await nursery.start(node.run)
+        with trio.fail_after(30):
+            while len(asked) < 5:  # the server answers (with a refusal) once identify has run
+                await trio.sleep(0.05)
+        await trio.sleep(1.5)
+        nursery.cancel_scope.cancel()
+    assert node.relay is not None and node.relay.reachability_checked is None  # never a verdict
+    gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
+    assert gaps[0] < 0.35 and all(g >= 0.35 for g in gaps[3:]), gaps  # 0.1, 0.2, 0.4, then 0.4 each
+    assert len(asked) <= 12, gaps  # at a fixed 0.1 s it would have asked ~25 times
