@@ -4,6 +4,7 @@ In-process hosts listen on 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -265,6 +266,6 @@ async def test_reachability_backs_off_while_there_is_no_verdict(monkeypatch: pyt
         await trio.sleep(1.5)
         nursery.cancel_scope.cancel()
     assert node.relay is not None and node.relay.reachability_checked is None  # never a verdict
-    gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
     assert gaps[0] < 0.35 and all(g >= 0.35 for g in gaps[3:]), gaps  # 0.1, 0.2, 0.4, then 0.4 each
     assert len(asked) <= 12, gaps  # at a fixed 0.1 s it would have asked ~25 times
