@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 DEFAULT_LOW = 32
 DEFAULT_HIGH = 48
 DEFAULT_GRACE = 5.0
+# Above high + (high - low) / 2 connections, connections younger than `grace` may go too,
+# if no stream is open on them and they are at least MIN_AGE old: a burst of one-shot dials
+# (a provide's 20 ADD_PROVIDER messages, a lookup) would otherwise overshoot for `grace` s.
+MIN_AGE = 1.0
 SWEEP_INTERVAL = 60.0  # a pass even when nothing asked for one (a safety net, not the trigger)
 NEIGHBOURS = 8  # routing-table peers closest to us: always kept (DHT neighbours)
 DHT_TAG_VALUE = 10
@@ -52,20 +56,36 @@ class ConnSnapshot:
     busy: bool  # an open long-lived stream (command session, transfer)
     value: int  # sum of tag values
     protected: bool
+    streams: int = 1  # streams open on the peer's connections (unknown: assume one)
 
 
-def select_prune(conns: list[ConnSnapshot], low: int, high: int, grace: float) -> list[Any]:
+def ceiling_of(low: int, high: int) -> int:
+    """Connection count above which young connections with no open stream are pruned too."""
+    return high + max(high - low, 0) // 2
+
+
+def select_prune(conns: list[ConnSnapshot], low: int, high: int, grace: float,
+                 min_age: float = MIN_AGE) -> list[Any]:
     """Peers to disconnect so that at most `low` remain, or [] while at most `high` are open.
 
     Only unprotected, idle connections older than `grace` are candidates; the least
-    valuable and oldest go first. May return fewer than needed if too many are protected.
+    valuable and oldest go first. While that still leaves more than `ceiling_of(low, high)`,
+    unprotected connections younger than `grace` but at least `min_age` old with no open
+    stream go as well, down to that ceiling (nothing is in flight on them). May return
+    fewer than needed if too many are protected.
     """
     if len(conns) <= high:
         return []
     want = len(conns) - max(low, 0)
     candidates = [c for c in conns if not c.protected and not c.busy and c.age >= grace]
     candidates.sort(key=lambda c: (c.value, -c.age))
-    return [c.peer for c in candidates[:want]]
+    victims = [c.peer for c in candidates[:want]]
+    over = len(conns) - len(victims) - ceiling_of(low, high)
+    if over > 0:
+        young = [c for c in conns if not c.protected and not c.busy and min_age <= c.age < grace and c.streams == 0]
+        young.sort(key=lambda c: (c.value, -c.age))
+        victims += [c.peer for c in young[:over]]
+    return victims
 
 
 def _xor_distance(a: ID, b: ID) -> int:
@@ -188,7 +208,10 @@ class ConnManager:
             timeout = SWEEP_INTERVAL
             try:
                 await self.trim()
-                if self._count() > self.high:
+                count = self._count()
+                if count > ceiling_of(self.low, self.high):
+                    timeout = MIN_AGE / 2  # a burst: young idle connections become prunable soon
+                elif count > self.high:
                     timeout = self.grace / 2 + 0.1  # over high but all too young, or a retry
             except trio.Cancelled:
                 raise
@@ -215,13 +238,16 @@ class ConnManager:
         for peer, peer_conns in conns.items():
             first = self._first_seen.setdefault(peer, now)
             busy = peer in sessions and not sessions[peer].closed
+            streams = 0
             for conn in peer_conns:
                 for stream in conn.get_streams():
+                    streams += 1
                     proto = str(stream.get_protocol() or "")
                     if proto and not proto.startswith(SHORT_PROTOCOLS):
                         busy = True
             protected = self._tags.is_protected(peer) or peer in node.bootstrap_peers
-            out.append(ConnSnapshot(peer, now - first, busy, int(self._tags.get_tag_value(peer)), protected))
+            out.append(ConnSnapshot(peer, now - first, busy, int(self._tags.get_tag_value(peer)), protected,
+                                    streams))
         return out
 
     def _refresh_dht_tags(self) -> None:
@@ -251,16 +277,21 @@ class ConnManager:
         if not victims:
             return 0
         self.last_trim = time.time()
-        closed = 0
-        for peer in victims:
-            with trio.move_on_after(5):
-                try:
-                    await self.node.host.disconnect(peer)
-                    closed += 1
-                except Exception:
-                    pass
-        self.pruned += closed
-        return closed
+        before = self.pruned
+        # All at once: closing a connection waits on its muxer, and one after the other a
+        # trim of 30 took seconds on a busy node while new connections kept arriving.
+        async with trio.open_nursery() as nursery:
+            for peer in victims:
+                nursery.start_soon(self._close, peer)
+        return self.pruned - before
+
+    async def _close(self, peer: ID) -> None:
+        with trio.move_on_after(5):
+            try:
+                await self.node.host.disconnect(peer)
+                self.pruned += 1
+            except Exception:
+                pass
 
 
 def _id(peer: ID | str) -> ID:

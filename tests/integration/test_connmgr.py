@@ -38,6 +38,45 @@ def test_protected_busy_and_new_connections_are_never_pruned() -> None:
     assert set(victims) == {f"x{i}" for i in range(5)}
 
 
+def test_a_burst_of_young_idle_connections_is_trimmed_to_the_ceiling() -> None:
+    """A provide dials 20 peers for one ADD_PROVIDER each: within the 5 s grace those
+    connections used to be unprunable, and single nodes of a 100-node testnet held 60-83.
+    Above high + (high - low) / 2 (here 8 + 4 = 12), young connections with no open stream
+    (and at least MIN_AGE old) go too, down to that ceiling; the rest keep their grace."""
+    burst = [ConnSnapshot(f"y{i}", 1.5 + i / 100, False, 0, False, 0) for i in range(12)]
+    streaming = [ConnSnapshot(f"s{i}", 2.0, False, 0, False, 1) for i in range(3)]
+    fresh = [ConnSnapshot(f"f{i}", 0.2, False, 0, False, 0) for i in range(3)]
+    conns = burst + streaming + fresh  # 18 open, all younger than the grace
+    victims = select_prune(conns, low=0, high=8, grace=5)
+    assert len(victims) == 18 - 12
+    assert set(victims) <= {c.peer for c in burst}, victims
+    assert victims[0] == "y11"  # oldest first
+    assert select_prune(conns[:12], low=0, high=8, grace=5) == []  # at the ceiling: grace holds
+
+
+async def test_trim_closes_its_victims_concurrently(autojump_clock: trio.abc.Clock) -> None:
+    """Closing a connection waits on its muxer; one victim after the other, a trim of 30
+    took seconds on a busy node while new connections kept arriving."""
+    from types import SimpleNamespace
+
+    conns = {f"peer{i}": [] for i in range(10)}
+    closed: list[str] = []
+
+    async def disconnect(peer: str) -> None:
+        await trio.sleep(1.0)  # a slow muxer close
+        conns.pop(peer, None)
+        closed.append(peer)
+
+    network = SimpleNamespace(get_connections_map=lambda: conns)
+    node = SimpleNamespace(host=SimpleNamespace(get_network=lambda: network, disconnect=disconnect),
+                           bootstrap_peers=set(), _sessions={}, peer_id="me")
+    manager = ConnManager(node, low=2, high=4, grace=0.0)  # type: ignore[arg-type]
+    start = trio.current_time()
+    assert await manager.trim() == 8
+    assert trio.current_time() - start < 1.5, "victims were closed one after the other"
+    assert len(closed) == 8 and manager.pruned == 8
+
+
 def test_may_return_fewer_than_needed_when_everything_is_protected() -> None:
     conns = [snap(f"p{i}", protected=True) for i in range(10)]
     assert select_prune(conns, low=1, high=2, grace=0) == []
