@@ -17,8 +17,11 @@ import argparse
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -102,6 +105,31 @@ def cpu_seconds(pids: list[int | None]) -> float:
     return total
 
 
+def tcp_per_pid(pids: set[int]) -> dict[int, int]:
+    """Established TCP connections each of these processes holds, seen from outside (one
+    `ss` call; the nodes are not asked, so sampling adds no work to them)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True, text=True,
+                         timeout=20).stdout
+    counts: dict[int, int] = {}
+    for line in out.splitlines():
+        for pid in {int(m) for m in re.findall(r"pid=(\d+)", line)} & pids:
+            counts[pid] = counts.get(pid, 0) + 1
+    return counts
+
+
+async def sample_conn_peak(pids: list[int | None], peak: list[int], interval: float = 2.0) -> None:
+    """Keep peak[0] = the most TCP connections any node held at one sample, until cancelled.
+    The connection target is about every moment, not just the two polls the table shows
+    (a burst of provides took single nodes of a 100-node testnet to 60-83 for seconds)."""
+    wanted = {p for p in pids if p is not None}
+    if shutil.which("ss") is None:
+        return
+    while True:
+        counts = await trio.to_thread.run_sync(tcp_per_pid, wanted)
+        peak[0] = max(peak[0], max(counts.values(), default=0))
+        await trio.sleep(interval)
+
+
 def trace_summary(traced: list[dict[str, Any]]) -> dict[str, Any]:
     """Where the lookups' time went, from their per-query steps (`--trace`)."""
     steps = [s for r in traced for s in r.get("steps", [])]
@@ -175,6 +203,14 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
                 res = await net.call(a, "testnet.provide", {"key": key}, timeout=40)
                 provide_ms.append(res["ms"])
 
+        peak = [0]
+        sampler = trio.CancelScope()
+
+        async def sample() -> None:
+            with sampler:
+                await sample_conn_peak([c.pid for c in net.children], peak)
+
+        nursery.start_soon(sample)
         async with trio.open_nursery() as prov:
             for a, _b, key in plan:
                 prov.start_soon(provide, a, key)
@@ -187,6 +223,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
             if busy is None or busy <= QUIET_CPU_PCT:
                 break
         row["quiet_wait_s"] = round(time.monotonic() - quiet_start, 1)
+        sampler.cancel()  # `ss -p` reads every process's fds: not while lookups are timed
         progress(f"N={n}: {pairs} keys provided (p50 {pct(provide_ms, 50):.0f} ms); "
                  f"quiet after {row['quiet_wait_s']} s; looking them up")
         traced: list[dict[str, Any]] = []
@@ -205,6 +242,9 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         elapsed = time.monotonic() - lookups_start
         # What the whole network burnt while one lookup at a time ran: cores busy (of 2).
         row["lookup_cores"] = round((cpu_seconds(pids) - cpu_before) / elapsed, 2)
+        if shutil.which("ss"):  # and once right after them
+            counts = tcp_per_pid({p for p in pids if p is not None})
+            row["conns_peak"] = max(peak[0], max(counts.values(), default=0))
         if trace is not None:
             row["trace"] = trace_summary(traced)
             with open(trace, "a") as out:
@@ -231,7 +271,8 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
 
 COLUMNS = [
     ("nodes", "N"), ("up_s", "up s"), ("conns_avg", "conn avg"), ("conns_max", "conn max"),
-    ("conns_after_max", "conn max*"), ("dht_avg", "dht avg"), ("rss_avg_mb", "RSS MB"), ("uss_avg_mb", "USS MB"),
+    ("conns_after_max", "conn max*"), ("conns_peak", "conn peak"), ("dht_avg", "dht avg"), ("rss_avg_mb", "RSS MB"),
+    ("uss_avg_mb", "USS MB"),
     ("success", "found"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
     ("hops_avg", "hops"), ("provide_p50_ms", "provide p50"),
     ("quiet_wait_s", "quiet s"), ("ping_ms", "ping ms"), ("baseline_rr_ms", "ctl ms"),
@@ -244,7 +285,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("  ".join(t.rjust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)))
     for r in rows:
         print("  ".join(str(r.get(k)).rjust(w) for (k, _), w in zip(COLUMNS, widths, strict=True)))
-    print("conn max* = after the lookups; USS = private memory per node (RSS counts pages shared with the")
+    print("conn max* = after the lookups; conn peak = most TCP connections one node held in any 2 s sample")
+    print("during the provides and the quiet wait, or right after the lookups (counted with ss from outside;")
+    print("dials in progress and a peer's second connection count too);")
+    print("USS = private memory per node (RSS counts pages shared with the")
     print("fork server); baselines in the same run: ping ms = one libp2p ping between two nodes on an open")
     print("connection (a DHT hop's floor), ctl ms = one control request/reply to a node over its stdin/stdout;")
     print("idle %cpu = CPU per node (% of one core) over --idle-window s after start-up, before any lookup;")
