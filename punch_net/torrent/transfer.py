@@ -39,7 +39,9 @@ DEPTH = 96  # pieces outstanding per peer (6 MiB): the pipe never drains between
 REFILL = 16  # top up requests in batches of this many (fewer, larger writes)
 # After a small read, wait this long so more frames pile up: py-libp2p sends a yamux
 # WINDOW_UPDATE (an encrypted frame) per read, so fewer, larger reads cut client CPU by
-# ~20% and the server's too (measured: 256 MiB, 2.2 -> 1.85 s client user CPU).
+# ~20% and the server's too (measured: 256 MiB, 2.2 -> 1.85 s client user CPU). Only
+# while one peer is sending: with several, the others' frames fill the wait, and the wait
+# cost the 3-server download ~8% (A/B, 4 runs each: 0.90 -> 0.83 s).
 READ_COALESCE = 0.003
 RECEIVE_WINDOW = 16 << 20  # yamux window per peer stream: well above DEPTH pieces, so a server never waits for credit
 PEER_STALL = 30.0  # a peer with requests outstanding that sends nothing this long is dropped
@@ -150,6 +152,7 @@ class Transfer:
         self.resumed = 0
         self.started = 0.0  # monotonic time the metainfo was known (the transfer began)
         self.on_complete: list[Callable[[Transfer], None]] = []  # once the file is in place
+        self._readers = 0  # peer sessions reading pieces now (READ_COALESCE applies to one)
         self.uploaded_source: Source | None = None  # set by the manager when seeding
 
     # ------------------------------------------------------------ control
@@ -560,6 +563,7 @@ class Transfer:
             picker.add_peer(pid, wire.unpack_bits(first.data, meta.num_pieces))
             peer.state = "active"
             self._notify()
+            self._readers += 1
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._requester, peer, stream)
@@ -567,6 +571,8 @@ class Transfer:
                     nursery.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 raise unwrap_group(group) from None
+            finally:
+                self._readers -= 1
         finally:
             try:
                 await stream.reset()
@@ -601,6 +607,7 @@ class Transfer:
         have = picker.have
         while not picker.complete:
             limit = PEER_STALL if picker.peer_requests.get(pid) else math.inf
+            ms.coalesce = READ_COALESCE if self._readers == 1 else 0.0
             with trio.fail_after(limit):
                 batch = await ms.read_batch()
             got = 0
