@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -42,6 +43,19 @@ def known_addrs(host: IHost, peer: object) -> list[object]:
         return []
 
 
+def counting_walk(dht: KadDHT, query: Any) -> tuple[Any, list[object]]:
+    """The provider walk of `dht`, its GET_PROVIDERS queries going through `query` and
+    recorded (peer by peer, in order) in the returned list."""
+    asked: list[object] = []
+
+    async def counting(peer: object, k: bytes) -> tuple[list[PeerInfo], list[object]]:
+        asked.append(peer)
+        return await query(peer, k)  # type: ignore[no-any-return]
+
+    dht.provider_store._get_providers_from_peer_with_closers = counting  # type: ignore[method-assign, assignment]
+    return dht_hygiene._provider_walk(dht), asked
+
+
 async def test_walk_reaches_a_provider_two_hops_away_and_stops_there() -> None:
     key = hashlib.sha256(b"punch-walk-test").digest()
     async with dht_host() as (ha, a), dht_host() as (hb, b), dht_host() as (hc, c):
@@ -64,14 +78,7 @@ async def test_walk_reaches_a_provider_two_hops_away_and_stops_there() -> None:
         assert providers == [] and cid in closer
         assert known_addrs(ha, cid), "fix: C's address from B's answer is in A's peerstore"
 
-        asked: list[object] = []
-
-        async def counting(peer: object, k: bytes) -> tuple[list[PeerInfo], list[object]]:
-            asked.append(peer)
-            return await query(peer, k)  # type: ignore[arg-type]
-
-        a.provider_store._get_providers_from_peer_with_closers = counting  # type: ignore[method-assign, assignment]
-        walk = dht_hygiene._provider_walk(a)
+        walk, asked = counting_walk(a, query)
         with trio.fail_after(30):
             found = await walk(key, 1)
         assert [p.peer_id for p in found] == [cid]
@@ -127,15 +134,7 @@ async def test_walk_asks_connected_peers_before_dialing(monkeypatch: pytest.Monk
                     return key
             raise AssertionError("no key found")
 
-        query = dht_hygiene._get_providers_query(ha, a)
-        asked: list[object] = []
-
-        async def counting(peer: object, k: bytes) -> tuple[list[PeerInfo], list[object]]:
-            asked.append(peer)
-            return await query(peer, k)  # type: ignore[arg-type]
-
-        a.provider_store._get_providers_from_peer_with_closers = counting  # type: ignore[method-assign, assignment]
-        walk = dht_hygiene._provider_walk(a)
+        walk, asked = counting_walk(a, dht_hygiene._get_providers_query(ha, a))
         provider = PeerInfo(hd.get_id(), hd.get_addrs())
 
         key = key_where_b_is_farthest("everyone-has-it")
