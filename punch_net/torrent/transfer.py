@@ -514,7 +514,7 @@ class Transfer:
         deadline = trio.current_time() + self.timeout
         tried: set[ID] = set()
         retry_at: dict[ID, float] = {}  # a provider that failed for a passing reason is asked again
-        errors: list[str] = []
+        last_error = ""
         while True:
             now = trio.current_time()
             for pid in [p for p in self.providers
@@ -523,10 +523,9 @@ class Transfer:
                 try:
                     meta = await fetch_metainfo(self.node.host, pid, self.info_hash, self.node.config.dial_timeout)
                 except PeerError as exc:
-                    errors.append(str(exc))
+                    last_error = str(exc)
                     retry_at[pid] = trio.current_time() + METAINFO_RETRY
-                    if isinstance(exc, BadMetainfo):
-                        retry_at[pid] = math.inf
+                    if isinstance(exc, BadMetainfo):  # banned: not asked again
                         self.banned.add(pid)
                         self._peer(pid).state = "bad"
                         self._peer(pid).error = str(exc)
@@ -535,8 +534,11 @@ class Transfer:
                 return meta
             remaining = deadline - trio.current_time()
             if remaining <= 0:
-                detail = f": {errors[-1]}" if errors else ""
+                detail = f": {last_error}" if last_error else ""
                 if not tried:
+                    reasons = "; ".join(sorted({p.error for p in self.peers.values() if p.error}))[:300]
+                    if reasons:  # the DHT named providers, but none could be reached
+                        raise TransferError(f"no provider of {self.hex} reachable within {self.timeout:g}s: {reasons}")
                     raise TransferError(f"no provider of {self.hex} found within {self.timeout:g}s")
                 raise TransferError(f"no provider gave valid metainfo for {self.hex}{detail}")
             changed = self._changed
