@@ -160,7 +160,9 @@ def test_corrupt_peer_is_marked_and_download_completes(net: Net) -> None:
         share.mkdir()
         (share / "c.bin").write_bytes(data)
         shares.append(share)
-    honest = net.torrent_server(shares[0], name="honest")
+    # the honest server is slow (~3 MB/s): at full speed it can deliver all 8 MiB before the
+    # corrupt one has sent a piece, and then nothing is there to be marked
+    honest = net.torrent_server(shares[0], mode="slow", name="honest")
     corrupt = net.torrent_server(shares[1], mode="corrupt", name="corrupt")
     info_hash = wait_shared(honest, "c.bin")
     assert wait_shared(corrupt, "c.bin") == info_hash
