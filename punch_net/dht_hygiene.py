@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -149,6 +149,14 @@ DIAL_HOLD = 0.25  # s a query on an open connection holds back the walk's dials 
 CLOSER_ADDR_TTL = 3600
 
 
+async def find_providers(dht: Any, key: bytes, count: int, *, timeout: float,
+                         on_provider: Callable[[PeerInfo], None] | None = None) -> list[PeerInfo]:
+    """Run the provider walk `install` put on `dht` (see `_provider_walk`), keeping what it
+    found by `timeout` and handing each provider to `on_provider` as it is named."""
+    walk = dht.provider_store.find_providers
+    return list(await walk(key, count, timeout=timeout, on_provider=on_provider))
+
+
 def _get_providers_query(host: Any, dht: Any) -> Any:
     """GET_PROVIDERS to one peer that keeps the closer peers' addresses.
 
@@ -249,7 +257,13 @@ def _provider_walk(dht: Any) -> Any:
     stream, and a dial costs TCP, Noise, yamux and identify on both sides (at 200 nodes on
     two cores, 90 ms against 25 ms at p50). Dials that would be cancelled the moment a
     connected peer answers are not started at all. The walk still ends only when the
-    LOOKUP_K closest known peers have answered, so it finds what it found before."""
+    LOOKUP_K closest known peers have answered, so it finds what it found before.
+
+    The walk is not all-or-nothing: each provider goes to `on_provider` the moment an
+    answer names it, and a walk stopped by `timeout` returns what it found so far. A
+    silent peer among the closest holds a walk for its whole dial or query deadline; a
+    caller that cancelled the walk from outside lost the provider named in the first
+    answer (a download then saw "no provider found" while one was a query away)."""
     store = dht.provider_store
     me = dht.local_peer_id
     network = dht.host.get_network()
@@ -260,10 +274,23 @@ def _provider_walk(dht: Any) -> Any:
         except Exception:
             return False
 
-    async def find_providers(key: bytes, count: int = 20) -> list[PeerInfo]:
+    async def find_providers(key: bytes, count: int = 20, *, timeout: float | None = None,
+                             on_provider: Callable[[PeerInfo], None] | None = None) -> list[PeerInfo]:
+        found: dict[ID, PeerInfo] = {}
+
+        def add(info: PeerInfo) -> None:
+            known = found.get(info.peer_id)
+            if known is not None:  # named again: keep every address we were told
+                known.addrs.extend(a for a in info.addrs if a not in known.addrs)
+                return
+            found[info.peer_id] = PeerInfo(info.peer_id, list(info.addrs))
+            if on_provider is not None:
+                on_provider(found[info.peer_id])
+
         # What we already know counts, but does not end the walk short of `count`: a
         # catalogue or a download asks again to find providers that joined since.
-        found: dict[ID, PeerInfo] = {info.peer_id: info for info in store.get_providers(key)}
+        for info in store.get_providers(key):
+            add(info)
         if len(found) >= count:
             return list(found.values())[:count]
         target = int.from_bytes(hashlib.sha256(key).digest(), "big")
@@ -292,16 +319,19 @@ def _provider_walk(dht: Any) -> Any:
             finally:
                 in_flight -= 1
                 warm.pop(peer, None)
+            named: list[PeerInfo] = []
             try:
                 for info in providers:
-                    found.setdefault(info.peer_id, info)
                     store.add_provider(key, info)  # remembered: the next lookup starts with it
+                    named.append(info)
                 for p in closer:
                     learn(p)
             except Exception:  # a malformed answer spoils this query, not the walk
                 pass
             finally:
                 changed.set()
+            for info in named:
+                add(info)
 
         def start(nursery: trio.Nursery, peer: ID, connected: bool) -> None:
             nonlocal in_flight
@@ -311,26 +341,27 @@ def _provider_walk(dht: Any) -> Any:
                 warm[peer] = trio.current_time()
             nursery.start_soon(ask, peer)
 
-        async with trio.open_nursery() as nursery:
-            while len(found) < count:
-                closest = sorted(distance, key=distance.__getitem__)[:LOOKUP_K]
-                pending = [p for p in closest if p not in queried]
-                live = [p for p in pending if is_connected(p)]
-                cold = [p for p in pending if p not in live]
-                while live and in_flight < LOOKUP_ALPHA and len(queried) < LOOKUP_MAX_QUERIES:
-                    start(nursery, live.pop(0), True)
-                hold_until = min(warm.values(), default=-math.inf) + DIAL_HOLD
-                wait = hold_until - trio.current_time() if cold else math.inf
-                if wait <= 0:
-                    while cold and in_flight < LOOKUP_ALPHA and len(queried) < LOOKUP_MAX_QUERIES:
-                        start(nursery, cold.pop(0), False)
-                    wait = math.inf
-                if in_flight == 0:
-                    break  # nothing left to ask (or the query budget is spent)
-                changed = trio.Event()
-                with trio.move_on_after(wait):  # a held dial goes ahead after DIAL_HOLD
-                    await changed.wait()
-            nursery.cancel_scope.cancel()
+        with trio.move_on_after(math.inf if timeout is None else timeout):  # keeps what it found
+            async with trio.open_nursery() as nursery:
+                while len(found) < count:
+                    closest = sorted(distance, key=distance.__getitem__)[:LOOKUP_K]
+                    pending = [p for p in closest if p not in queried]
+                    live = [p for p in pending if is_connected(p)]
+                    cold = [p for p in pending if p not in live]
+                    while live and in_flight < LOOKUP_ALPHA and len(queried) < LOOKUP_MAX_QUERIES:
+                        start(nursery, live.pop(0), True)
+                    hold_until = min(warm.values(), default=-math.inf) + DIAL_HOLD
+                    wait = hold_until - trio.current_time() if cold else math.inf
+                    if wait <= 0:
+                        while cold and in_flight < LOOKUP_ALPHA and len(queried) < LOOKUP_MAX_QUERIES:
+                            start(nursery, cold.pop(0), False)
+                        wait = math.inf
+                    if in_flight == 0:
+                        break  # nothing left to ask (or the query budget is spent)
+                    changed = trio.Event()
+                    with trio.move_on_after(wait):  # a held dial goes ahead after DIAL_HOLD
+                        await changed.wait()
+                nursery.cancel_scope.cancel()
         return list(found.values())[:count]
 
     return find_providers
@@ -384,8 +415,8 @@ def _install_lookup_memory(dht: Any) -> None:
             _note_lookup(dht, target)
         return list(result)
 
-    async def find_providers(key: bytes, count: int = 20) -> list[PeerInfo]:
-        found = await find(key, count)
+    async def find_providers(key: bytes, count: int = 20, **options: Any) -> list[PeerInfo]:
+        found = await find(key, count, **options)
         _note_lookup(dht, key)
         return list(found)
 

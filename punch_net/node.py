@@ -58,6 +58,7 @@ BOOTSTRAP_IDLE_CHECK_INTERVAL = 30.0  # with a healthy routing table
 BOOTSTRAP_MAX_BACKOFF = 30.0
 BOOTSTRAP_HEALTHY_TABLE = 8  # routing-table size from which a lost bootstrap link is not redialed
 IDENTIFY_WAIT = 5.0
+PROVIDERS_WANTED = 20  # a provider walk ends once it has this many (the spec's k)
 
 Role = Callable[["Node"], Awaitable[int]]
 
@@ -559,15 +560,26 @@ class Node:
             return bool(ok)
         return False
 
+    async def find_providers(self, key: str, timeout: float | None = None,
+                             on_provider: Callable[[PeerInfo], None] | None = None) -> list[PeerInfo]:
+        """Providers of a DHT key (`dht_key` form), from one walk bounded by `timeout`.
+
+        Returns what the walk found by then, not nothing, and hands each provider to
+        `on_provider` as soon as an answer names it: one silent peer among the closest
+        holds a walk for its whole query deadline (see dht_hygiene._provider_walk)."""
+        limit = timeout or self.config.dial_timeout
+        started = time.perf_counter()
+        found = await dht_hygiene.find_providers(self.dht, bytes.fromhex(key), PROVIDERS_WANTED,
+                                                 timeout=limit, on_provider=on_provider)
+        elapsed = time.perf_counter() - started
+        self.metrics.dht_lookup("find_providers", elapsed, elapsed < limit)
+        return dedupe_providers(found)
+
     async def find_peers(self, namespace: str, timeout: float | None = None) -> list[PeerInfo]:
         """Providers of the namespace key, de-duplicated, without ourselves."""
-        found: list[PeerInfo] = []
-        started = time.perf_counter()
-        with trio.move_on_after(timeout or self.config.dial_timeout) as scope:
-            found = await self.dht.find_providers(dht_key(namespace_multihash(namespace)))
-        self.metrics.dht_lookup("find_providers", time.perf_counter() - started, not scope.cancelled_caught)
+        found = await self.find_providers(dht_key(namespace_multihash(namespace)), timeout)
         me = self.peer_id
-        peers = [p for p in dedupe_providers(found) if p.peer_id != me]
+        peers = [p for p in found if p.peer_id != me]
         for p in peers:
             if (namespace, p.peer_id) in self._discovered:
                 continue  # lookups repeat every few seconds: report each peer once

@@ -22,7 +22,6 @@ from libp2p.peer.peerinfo import PeerInfo
 from punch_net import events as ev
 from punch_net.discovery import dht_key, digest_multihash
 from punch_net.p2p.fastpath import grow_receive_window
-from punch_net.p2p.workarounds import dedupe_providers
 from punch_net.torrent import events as tev
 from punch_net.torrent import wire
 from punch_net.torrent.client import BadMetainfo, MessageStream, PeerError, fetch_metainfo, open_stream
@@ -138,6 +137,7 @@ class Transfer:
         self.meter = RateMeter()
         self.peers: dict[ID, _Peer] = {}
         self.sessions: set[ID] = set()
+        self._peer_tasks_started = 0
         self.banned: set[ID] = set()
         self.providers: dict[ID, PeerInfo] = {}
         self.meta_ready = trio.Event()
@@ -424,35 +424,38 @@ class Transfer:
     # ------------------------------------------------------------ providers
 
     async def _discover(self) -> None:
-        """Keep asking the DHT for providers; start a peer task for each new one."""
+        """Keep walking the DHT for providers. Each new one gets a peer task the moment a
+        walk names it, not when the walk ends: a silent peer among the closest holds a
+        walk for its query deadline, and the download need not wait for it."""
         await self.node.bootstrapped.wait()
         key = dht_key(digest_multihash(self.info_hash))
         wait = DISCOVERY_MIN
-        me = self.node.peer_id
         while True:
-            found: list[PeerInfo] = []
-            with trio.move_on_after(max(self.node.config.dial_timeout, 5.0)):
-                try:
-                    found = await self.node.dht.find_providers(key)
-                except Exception:
-                    found = []
-            now = trio.current_time()
-            fresh = False
-            for info in dedupe_providers(found):
-                pid = info.peer_id
-                if pid == me or pid in self.banned or pid in self.sessions:
-                    continue
-                known = self.peers.get(pid)
-                if known is not None and now - known.ended_at < RETRY_PEER_AFTER:
-                    continue
-                self.sessions.add(pid)
-                fresh = True
-                assert self._nursery is not None
-                self._nursery.start_soon(self._peer_task, info)
+            before = self._peer_tasks_started
+            try:
+                await self.node.find_providers(key, timeout=max(self.node.config.dial_timeout, 5.0),
+                                               on_provider=self._offer_provider)
+            except Exception:  # a failed walk is retried after the back-off
+                pass
             # Provider records spread through the DHT over time: look again soon after
             # finding someone new, then back off.
+            fresh = self._peer_tasks_started > before
             wait = DISCOVERY_MIN if fresh else min(wait * 2, DISCOVERY_MAX)
             await trio.sleep(wait)
+
+    def _offer_provider(self, info: PeerInfo) -> None:
+        """Start a peer task for a provider, unless it is us, banned, already in a session
+        or ended one less than RETRY_PEER_AFTER ago."""
+        pid = info.peer_id
+        if pid == self.node.peer_id or pid in self.banned or pid in self.sessions:
+            return
+        known = self.peers.get(pid)
+        if known is not None and trio.current_time() - known.ended_at < RETRY_PEER_AFTER:
+            return
+        self.sessions.add(pid)
+        self._peer_tasks_started += 1
+        assert self._nursery is not None
+        self._nursery.start_soon(self._peer_task, info)
 
     def _peer(self, pid: ID) -> _Peer:
         peer = self.peers.get(pid)

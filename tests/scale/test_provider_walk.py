@@ -9,6 +9,7 @@ provider.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
-from punch_harness import libp2p_host, peer_info_of
+from punch_harness import libp2p_host, multiaddr_of, peer_info_of
 
 from punch_net import dht_hygiene
 from punch_net.p2p.workarounds import quiet_libp2p_logging
@@ -154,3 +155,53 @@ async def test_walk_asks_connected_peers_before_dialing(monkeypatch: pytest.Monk
             found = await walk(key, 1)
         assert [p.peer_id for p in found] == [hd.get_id()]
         assert asked[0] == hb.get_id() and len(asked) >= 2
+
+
+async def test_a_silent_peer_does_not_hide_a_provider_found_at_once() -> None:
+    """B answers at once that C provides the key; S, also in A's table, is a TCP port that
+    accepts and never speaks, so the walk's query to S lasts until A's dial deadline (5 s).
+
+    Bug half: the walk used to be all-or-nothing, so a caller's timeout shorter than that
+    (a download's discovery round, a catalogue) cancelled it and got nothing, although the
+    first answer had named C. Fix half: C reaches `on_provider` as soon as B answers, and a
+    walk stopped by its own `timeout` returns C."""
+    from libp2p.peer.id import ID
+
+    from punch_net.p2p.identity import new_identity
+
+    key = hashlib.sha256(b"punch-walk-silent").digest()
+
+    async def hold(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    async with dht_host() as (ha, a), dht_host() as (hb, b), trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        silent = ID.from_pubkey(new_identity().public_key)
+        silent_addr = multiaddr_of(f"/ip4/127.0.0.1/tcp/{port}")
+        ha.get_peerstore().add_addrs(silent, [silent_addr], 3600)
+        await a.routing_table.add_peer(PeerInfo(silent, [silent_addr]))
+        with trio.fail_after(20):
+            await ha.connect(peer_info_of(str(hb.get_addrs()[0])))
+            await a.add_peer(hb.get_id())
+        provider = ID.from_pubkey(new_identity().public_key)
+        b.provider_store.add_provider(key, PeerInfo(provider, [multiaddr_of("/ip4/127.0.0.1/tcp/9")]))
+        walk = dht_hygiene._provider_walk(a)
+
+        got: list[PeerInfo] = []
+        with trio.move_on_after(2.0):  # the old way: cancel the walk from outside
+            got = await walk(key, 20)
+        assert got == [], "bug: the walk ended before the silent peer's deadline (fixed upstream?)"
+        a.provider_store.providers.clear()  # forget what that walk remembered
+
+        named_at: list[float] = []
+        start = trio.current_time()
+        with trio.fail_after(10):
+            found = await walk(key, 20, timeout=2.0,
+                               on_provider=lambda info: named_at.append(trio.current_time() - start))
+        elapsed = trio.current_time() - start
+        assert [p.peer_id for p in found] == [provider]
+        assert len(named_at) == 1 and named_at[0] < 1.5, named_at
+        assert 1.9 < elapsed < 4.0, elapsed
+        nursery.cancel_scope.cancel()
