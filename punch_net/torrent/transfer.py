@@ -22,6 +22,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from punch_net import events as ev
 from punch_net.discovery import dht_key, digest_multihash
 from punch_net.p2p.fastpath import grow_receive_window
+from punch_net.p2p.workarounds import forget_dial_failure
 from punch_net.torrent import events as tev
 from punch_net.torrent import wire
 from punch_net.torrent.client import BadMetainfo, MessageStream, PeerError, fetch_metainfo, open_stream
@@ -470,6 +471,9 @@ class Transfer:
         try:
             try:
                 if not self.node.host.get_network().get_connections(pid):
+                    # py-libp2p refuses any dial to a peer for 60 s after one failed, even to
+                    # the addresses the DHT just gave us; RETRY_PEER_AFTER paces ours.
+                    forget_dial_failure(self.node.host, pid)
                     await self.node.connect_peer(info)
             except Exception as exc:
                 raise PeerError(str(exc)) from None

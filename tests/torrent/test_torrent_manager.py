@@ -7,9 +7,11 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
 import trio
 
 from punch_net.config import NodeConfig
+from punch_net.discovery import dht_key, digest_multihash
 from punch_net.node import Node
 from punch_net.torrent.manager import TorrentManager, manager_for
 from punch_net.torrent.transfer import TransferInfo
@@ -82,4 +84,50 @@ async def test_manager_api_end_to_end(tmp_path: Path) -> None:
         assert cmgr.snapshot()[0].state == "error"
         cmgr.cancel(info.info_hash)  # stops serving it
         assert bytes.fromhex(info.info_hash) not in cmgr.service.sources
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_provider_whose_old_address_just_failed_is_dialed_at_its_new_one(tmp_path: Path) -> None:
+    """py-libp2p refuses every dial to a peer for 60 s after one failed dial (its negative
+    peer cache), whatever addresses the new dial has: a dial to a provider's stale address
+    (an old provider record, a restarted seeder) used to make the download fail, as its
+    60 s of retries were all refused. A provider the DHT names is dialed at its addresses
+    (our own RETRY_PEER_AFTER paces the retries)."""
+    from libp2p.network.exceptions import SwarmException
+    from libp2p.peer.peerinfo import PeerInfo
+    from multiaddr import Multiaddr
+
+    share, dl = tmp_path / "share", tmp_path / "dl"
+    share.mkdir()
+    dl.mkdir()
+    data = os.urandom(200_000)
+    (share / "g.bin").write_bytes(data)
+    boot = Node(config("server", tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(boot.run)
+        server = Node(config("torrent-server", tmp_path, bootstrap=[boot.listen_addrs()[0]]))
+        await nursery.start(server.run)
+        smgr = TorrentManager(server, share_dir=share)
+        await nursery.start(smgr.run)
+        await wait_for(lambda: len(smgr.service.sources) == 1, "shared")
+        info_hash = next(iter(smgr.service.sources))
+        key = bytes.fromhex(dht_key(digest_multihash(info_hash)))
+        await wait_for(lambda: bool(boot.dht.provider_store.get_providers(key)), "announced on the boot node")
+
+        client = Node(config("torrent-client", tmp_path, bootstrap=[boot.listen_addrs()[0]]))
+        await nursery.start(client.run)
+        with trio.fail_after(TIMEOUT):
+            await client.bootstrapped.wait()
+            if client.host.get_network().get_connections(server.peer_id):
+                await client.host.disconnect(server.peer_id)
+            stale = PeerInfo(server.peer_id, [Multiaddr("/ip4/127.0.0.1/tcp/9")])  # nobody listens there
+            with pytest.raises(SwarmException):
+                await client.host.connect(stale)
+        cmgr = TorrentManager(client, download_dir=dl, seed=False, timeout=20)
+        await nursery.start(cmgr.run)
+        transfer = cmgr.add(info_hash)
+        with trio.fail_after(40):
+            await transfer.done.wait()
+        assert transfer.state == "complete", transfer.error
+        assert hashlib.sha256((dl / "g.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
         nursery.cancel_scope.cancel()
