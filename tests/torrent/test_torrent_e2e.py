@@ -332,7 +332,9 @@ def test_torrent_ops_on_the_control_socket(net: Net, shared: Shared) -> None:
                     rows = {r["info_hash"]: r for r in await ctl.call("torrent.snapshot")}
                     if rows[added]["state"] in ("seeding", "complete"):
                         break
-                    assert rows[added]["state"] not in ("error", "cancelled"), rows[added]["error"]
+                    if rows[added]["state"] in ("error", "cancelled"):  # say what the node saw
+                        seen = await ctl.call("snapshot", {"parts": ["connections", "routing"]})
+                        raise AssertionError(f"{rows[added]['error']}; client state: {seen}")
                     await trio.sleep(0.2)
         assert sha256(dest / "piece-plus-one") == sha256(share / "piece-plus-one")
 
