@@ -32,6 +32,7 @@ from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.routing_table import peer_id_to_key
 from libp2p.kad_dht.utils import maybe_consume_signed_record
+from libp2p.peer.envelope import consume_envelope
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.peerstore import env_to_send_in_RPC
@@ -205,13 +206,13 @@ def _get_providers_query(host: Any, dht: Any) -> Any:
             return [], []
         for proto in response.providerPeers:
             try:
-                if maybe_consume_signed_record(proto, host):
+                if record_acceptable(proto, host):
                     providers.append(PeerInfo(ID(proto.id), _addrs(proto.addrs)))
             except Exception:
                 continue
         for proto in response.closerPeers:
             try:
-                if not proto.id or not maybe_consume_signed_record(proto, host):
+                if not proto.id or not record_acceptable(proto, host):
                     continue
                 peer = ID(proto.id)
             except Exception:
@@ -225,6 +226,26 @@ def _get_providers_query(host: Any, dht: Any) -> Any:
         return providers, closer
 
     return query
+
+
+def record_acceptable(proto: Any, host: Any) -> bool:
+    """May a peer named in a DHT answer be used? Its signed peer record, if any, is
+    stored when newer than ours; False only when it is forged or names another peer.
+
+    py-libp2p's check (`maybe_consume_signed_record`) also refuses a record older than the
+    one we hold, and its callers then drop the peer: a node whose addresses changed (a
+    relay reservation came or went) vanished from the answers of every node that had
+    cached its older record, for everyone who had talked to it since."""
+    if maybe_consume_signed_record(proto, host):
+        return True
+    try:
+        envelope, record = consume_envelope(proto.signedRecord, "libp2p-peer-record")
+        if record.peer_id.to_bytes() != proto.id or ID.from_pubkey(envelope.public_key) != record.peer_id:
+            return False
+        held = host.get_peerstore().get_peer_record(record.peer_id)
+        return held is not None and held.record().seq > record.seq
+    except Exception:
+        return False
 
 
 def _ms(seconds: float) -> float:

@@ -19,6 +19,7 @@ import pytest
 import trio
 from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 from punch_harness import libp2p_host, multiaddr_of, peer_info_of
@@ -205,3 +206,51 @@ async def test_a_silent_peer_does_not_hide_a_provider_found_at_once() -> None:
         assert len(named_at) == 1 and named_at[0] < 1.5, named_at
         assert 1.9 < elapsed < 4.0, elapsed
         nursery.cancel_scope.cancel()
+
+
+async def test_a_provider_is_kept_when_the_answer_carries_its_older_signed_record() -> None:
+    """B cached C's signed peer record; C then issued a newer one (its addresses changed:
+    a relay reservation came or went), which A already holds. py-libp2p drops a provider
+    whose record is older than the one we hold, so C vanished from B's answers for every
+    peer that had talked to C since (bug half). Our query keeps it (fix half); a forged
+    record is still refused."""
+    from libp2p.peer.peerstore import issue_and_cache_local_record
+
+    key = hashlib.sha256(b"punch-walk-old-record").digest()
+    async with dht_host() as (ha, a), dht_host() as (hb, b), dht_host() as (hc, _):
+        with trio.fail_after(20):
+            await hb.connect(peer_info_of(str(hc.get_addrs()[0])))  # B learns C's record
+            await ha.connect(peer_info_of(str(hb.get_addrs()[0])))
+        await wait_record(hb, hc.get_id())
+        old_seq = hb.get_peerstore().get_peer_record(hc.get_id()).record().seq  # type: ignore[union-attr]
+        issue_and_cache_local_record(hc)  # C's newer record ...
+        with trio.fail_after(20):
+            await ha.connect(peer_info_of(str(hc.get_addrs()[0])))  # ... reaches A by identify
+        await wait_record(ha, hc.get_id(), newer_than=old_seq)
+        b.provider_store.add_provider(key, PeerInfo(hc.get_id(), hc.get_addrs()))
+
+        with trio.fail_after(20):
+            found, _ = await a.provider_store._get_providers_from_peer_with_closers(hb.get_id(), key)
+        assert found == [], "bug: py-libp2p keeps a provider with an older record (fixed upstream?)"
+        query = dht_hygiene._get_providers_query(ha, a)
+        with trio.fail_after(20):
+            found, _ = await query(hb.get_id(), key)
+        assert [p.peer_id for p in found] == [hc.get_id()]
+
+        old_record = hb.get_peerstore().get_peer_record(hc.get_id())
+        assert old_record is not None
+        forged = Message.Peer(id=hb.get_id().to_bytes(), signedRecord=old_record.marshal_envelope())
+        assert not dht_hygiene.record_acceptable(forged, ha), "C's record presented as B's"
+        garbage = Message.Peer(id=hc.get_id().to_bytes(), signedRecord=b"\x0a\x03abc")
+        assert not dht_hygiene.record_acceptable(garbage, ha)
+
+
+async def wait_record(host: IHost, peer: object, newer_than: int = -1) -> None:
+    """Until `host` holds a signed peer record of `peer` with seq > newer_than (identify
+    runs in the background after a connect)."""
+    with trio.fail_after(10):
+        while True:
+            env = host.get_peerstore().get_peer_record(peer)  # type: ignore[arg-type]
+            if env is not None and env.record().seq > newer_than:
+                return
+            await trio.sleep(0.02)
