@@ -12,7 +12,7 @@ Reported: connection success (a reply arrived), DCUtR success (listener-side out
 time from the dialer being up (its `listening` event) to the first reply and to the
 direct (hole-punched) connection, p50/p95, and the outcome counts.
 
-    sudo .venv/bin/python benchmarks/nat_bench.py [--trials 20] [--json out.json]
+    sudo .venv/bin/python benchmarks/nat_bench.py [--trials 20] [--parallel N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from rig import NatRig, rig_unavailable_reason
 
 TRIAL_TIMEOUT = 40.0
 DEBUG = False
-PARALLEL_SYMMETRIC = 1  # >1 shows slow DHT discovery when dialers start at once (see docs/NAT.md)
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -139,6 +138,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--only", action="append", choices=["direct", "relay", "dcutr", "symmetric"])
     ap.add_argument("--json", type=Path, help="write the summary here")
+    ap.add_argument("--parallel", type=int, default=1, metavar="N",
+                    help="start N dialers at once in each scenario (docs/NAT.md: 5 at once)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, _terminate)  # unwind the rigs' `with` blocks: namespaces get deleted
     reason = rig_unavailable_reason()
@@ -146,11 +147,12 @@ def main() -> int:
         print(f"nat_bench: cannot build the NAT rig: {reason}", file=sys.stderr)
         return 2
     plan = [
-        ("direct", dict(listener_at="pub", dialer_at="b")),
-        ("relay", dict(listener_at="a", dialer_at="pub", listener_flags=("--no-hole-punch",))),
-        ("dcutr", dict(listener_at="a", dialer_at="b", punch=True)),
+        ("direct", dict(listener_at="pub", dialer_at="b", parallel=args.parallel)),
+        ("relay", dict(listener_at="a", dialer_at="pub", listener_flags=("--no-hole-punch",),
+                       parallel=args.parallel)),
+        ("dcutr", dict(listener_at="a", dialer_at="b", punch=True, parallel=args.parallel)),
         ("symmetric", dict(listener_at="a", dialer_at="b", symmetric=("b",), punch=True,
-                           parallel=PARALLEL_SYMMETRIC)),
+                           parallel=args.parallel)),
     ]
     summaries = []
     t0 = time.monotonic()
