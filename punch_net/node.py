@@ -575,20 +575,24 @@ class Node:
         self.metrics.dht_lookup("find_providers", elapsed, elapsed < limit)
         return dedupe_providers(found)
 
-    async def find_peers(self, namespace: str, timeout: float | None = None) -> list[PeerInfo]:
-        """Providers of the namespace key, de-duplicated, without ourselves."""
-        found = await self.find_providers(dht_key(namespace_multihash(namespace)), timeout)
+    async def find_peers(self, namespace: str, timeout: float | None = None,
+                         on_peer: Callable[[PeerInfo], None] | None = None) -> list[PeerInfo]:
+        """Providers of the namespace key, de-duplicated, without ourselves; each also goes
+        to `on_peer` as soon as the walk finds it (connect then, not when the walk ends)."""
         me = self.peer_id
-        peers = [p for p in found if p.peer_id != me]
-        for p in peers:
-            if (namespace, p.peer_id) in self._discovered:
-                continue  # lookups repeat every few seconds: report each peer once
-            self._discovered.add((namespace, p.peer_id))
-            self.bus.publish(
-                ev.Discovered(peer_id=str(p.peer_id), addrs=[str(a) for a in p.addrs],
-                              namespace=namespace)
-            )
-        return peers
+
+        def named(info: PeerInfo) -> None:
+            if info.peer_id == me:
+                return
+            if (namespace, info.peer_id) not in self._discovered:  # lookups repeat: report once
+                self._discovered.add((namespace, info.peer_id))
+                self.bus.publish(ev.Discovered(peer_id=str(info.peer_id), addrs=[str(a) for a in info.addrs],
+                                               namespace=namespace))
+            if on_peer is not None:
+                on_peer(info)
+
+        found = await self.find_providers(dht_key(namespace_multihash(namespace)), timeout, named)
+        return [p for p in found if p.peer_id != me]
 
     async def _session(self, peer: ID) -> CommandSession:
         session = self._sessions.get(peer)

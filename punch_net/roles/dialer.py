@@ -8,6 +8,7 @@ import math
 
 import trio
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
 from punch_net import events as ev
 from punch_net.config import NodeConfig
@@ -19,20 +20,31 @@ DISCOVERY_MAX_WAIT = 5.0
 
 async def discover_and_connect(node: Node, namespace: str, peers: dict[ID, None],
                                found: trio.Event) -> None:
-    """Keep looking up the namespace; connect to every new provider."""
+    """Keep looking up the namespace; connect to every new provider as soon as a lookup
+    names it (a lookup can take its whole timeout when a DHT peer is silent)."""
     await node.bootstrapped.wait()
     wait = DISCOVERY_MIN_WAIT
+    dialing: set[ID] = set()
+
+    async def connect(info: PeerInfo) -> None:
+        try:
+            await node.connect_peer(info)
+        except NodeError as exc:
+            node.bus.publish(ev.ErrorEvent(message=str(exc), where="discovery"))
+            return
+        finally:
+            dialing.discard(info.peer_id)
+        peers[info.peer_id] = None
+        found.set()
+
     while True:
-        for info in await node.find_peers(namespace):
-            if info.peer_id in peers:
-                continue
-            try:
-                await node.connect_peer(info)
-            except NodeError as exc:
-                node.bus.publish(ev.ErrorEvent(message=str(exc), where="discovery"))
-                continue
-            peers[info.peer_id] = None
-            found.set()
+        async with trio.open_nursery() as nursery:
+            def offer(info: PeerInfo) -> None:
+                if info.peer_id not in peers and info.peer_id not in dialing:
+                    dialing.add(info.peer_id)
+                    nursery.start_soon(connect, info)
+
+            await node.find_peers(namespace, on_peer=offer)
         wait = DISCOVERY_MAX_WAIT if peers else min(wait * 2, DISCOVERY_MAX_WAIT)
         await trio.sleep(wait)
 
