@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 import trio
+from libp2p.peer.peerinfo import PeerInfo
 
 from punch_net.config import NodeConfig
 from punch_net.messaging.commands import CommandRegistry, Handler
@@ -98,17 +99,30 @@ class P2PClient:
         """Find a peer of the namespace through the DHT, connect, and return its id."""
         deadline = time.monotonic() + (timeout or self.timeout)
         wait = 0.2
-        last_error = "no peer announces the namespace yet"
+        errors = ["no peer announces the namespace yet"]
         while time.monotonic() < deadline:
-            for info in await self.node.find_peers(self.namespace, deadline - time.monotonic()):
-                try:
-                    await self.node.connect_peer(info)
-                    return str(info.peer_id)
-                except NodeError as exc:
-                    last_error = str(exc)
+            peer = await self._connect_first(deadline - time.monotonic(), errors)
+            if peer is not None:
+                return peer
             await trio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             wait = min(wait * 2, 2.0)
-        raise NodeError(f"no peer of {self.namespace!r} reachable: {last_error}")
+        raise NodeError(f"no peer of {self.namespace!r} reachable: {errors[-1]}")
+
+    async def _connect_first(self, timeout: float, errors: list[str]) -> str | None:
+        """One lookup; dial each peer as it is named, and stop at the first connection."""
+        connected: list[str] = []
+        async with trio.open_nursery() as nursery:
+            async def connect(info: PeerInfo) -> None:
+                try:
+                    await self.node.connect_peer(info)
+                except NodeError as exc:
+                    errors.append(str(exc))
+                    return
+                connected.append(str(info.peer_id))
+                nursery.cancel_scope.cancel()  # one is enough: stop the lookup and other dials
+
+            await self.node.find_peers(self.namespace, timeout, on_peer=lambda info: nursery.start_soon(connect, info))
+        return connected[0] if connected else None
 
     async def send_and_wait(
         self, peer: str, message: dict[str, Any], timeout: float | None = None
