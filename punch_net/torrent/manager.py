@@ -326,13 +326,16 @@ class TorrentManager:
                 await self.node.bootstrapped.wait()
                 wait = 0.25
                 quiet_rounds = 0
-                while True:
-                    found = await self.node.find_peers(NAMESPACE, timeout=max(1.0, timeout / 2))
-                    fresh = [p for p in found if p.peer_id not in asked]
-                    for info in fresh:
+                def ask(info: Any) -> None:  # as soon as a lookup names a server
+                    if info.peer_id not in asked:
                         asked.add(info.peer_id)
                         asks.start_soon(self._ask_catalogue, info, entries, providers,
                                         max(timeout, self.node.config.dial_timeout))
+
+                while True:
+                    before = len(asked)
+                    await self.node.find_peers(NAMESPACE, timeout=max(1.0, timeout / 2), on_peer=ask)
+                    fresh = len(asked) > before
                     quiet_rounds = quiet_rounds + 1 if asked and not fresh else 0
                     if quiet_rounds >= 2:
                         break  # two rounds found no one new: we have heard from everyone we can find
