@@ -536,7 +536,8 @@ class Node:
 
     async def connect_peer(self, info: PeerInfo) -> None:
         """Connect to a peer found in the DHT (addresses from its provider record); peers
-        with `/p2p-circuit` addresses are tried directly for a moment, then through relays."""
+        with `/p2p-circuit` addresses are dialed directly and, half a second later, through
+        their relays (RelayManager.connect)."""
         if self.relay is not None and self.relay.wants_relay(info):
             await self.relay.connect(info)
             return

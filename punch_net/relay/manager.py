@@ -45,7 +45,7 @@ RESERVE_MAX_BACKOFF = 30.0
 REACH_RETRY = 3.0
 REACH_RECHECK = 120.0
 REACH_MAX_BACKOFF = 30.0  # no verdict: retry after 3, 6, 12, 24, then every 30 s
-DIRECT_FIRST_TIMEOUT = 3.0  # try a peer's direct addresses this long before its circuits
+RELAY_DELAY = 0.5  # a peer's circuits are dialed this long after its direct addresses (as go-libp2p's dial ranker)
 RELAY_CLOSE_GRACE = 10.0  # keep the relayed connection this long after a direct upgrade
 DCUTR_START_DELAY = 0.2  # let identify start on a new relayed connection
 IDENTIFY_WAIT = 5.0
@@ -367,7 +367,13 @@ class RelayManager:
         return any(hop.is_circuit(a) for a in info.addrs)
 
     async def connect(self, info: PeerInfo) -> str:
-        """Reach a peer: its direct addresses briefly first, then each circuit. Returns 'direct'/'relay'."""
+        """Reach a peer: its direct addresses at once, its circuits RELAY_DELAY later unless
+        a direct connection came first; the first to connect wins, the rest are cancelled.
+        Returns 'direct'/'relay'.
+
+        (A NAT'd peer's direct addresses mostly lead nowhere: their dial hangs until its
+        deadline. Waiting 3 s for them before the first circuit made every relayed
+        connection 3 s slow.)"""
         from punch_net.node import NodeError
 
         host = self.node.host
@@ -375,20 +381,39 @@ class RelayManager:
             return "direct"
         direct = [a for a in info.addrs if not hop.is_circuit(a)]
         circuits = [str(a) for a in info.addrs if hop.is_circuit(a)]
-        if direct:
-            with trio.move_on_after(min(DIRECT_FIRST_TIMEOUT, self.node.config.dial_timeout)):
-                try:
-                    await host.connect(PeerInfo(info.peer_id, direct))
-                    return "direct"
-                except Exception:
-                    pass
+        won: list[str] = []
         errors: list[str] = []
-        for addr in circuits:
-            try:
-                await self.dial_circuit(addr)
-                return "relay"
-            except NodeError as exc:
-                errors.append(str(exc))
+
+        async with trio.open_nursery() as nursery:
+            async def via_direct() -> None:
+                try:
+                    with trio.fail_after(self.node.config.dial_timeout):
+                        await host.connect(PeerInfo(info.peer_id, direct))
+                except Exception as exc:
+                    errors.append(f"dial {info.peer_id}: {str(exc) or type(exc).__name__}")
+                    return
+                won.append("direct")
+                nursery.cancel_scope.cancel()
+
+            async def via_relays() -> None:
+                if direct:
+                    await trio.sleep(RELAY_DELAY)
+                for addr in circuits:
+                    try:
+                        await self.dial_circuit(addr)
+                    except NodeError as exc:
+                        errors.append(str(exc))
+                        continue
+                    won.append("relay")
+                    nursery.cancel_scope.cancel()
+                    return
+
+            if direct:
+                nursery.start_soon(via_direct)
+            if circuits:
+                nursery.start_soon(via_relays)
+        if won:
+            return won[0]
         raise NodeError("; ".join(dict.fromkeys(errors)) or f"dial {info.peer_id}: no usable address")
 
     async def dial_circuit(self, addr: str) -> ID:

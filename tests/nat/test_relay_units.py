@@ -4,6 +4,7 @@ In-process hosts listen on 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import subprocess
 import sys
@@ -201,6 +202,43 @@ async def test_loopback_relay_refuses_second_reservation_and_unknown_circuit() -
         assert circuits[0].bytes_left is not None and circuits[0].bytes_left < relay.config.relay_circuit_bytes
         with trio.fail_after(45), pytest.raises(NodeError, match="NO_RESERVATION"):
             await dialer.dial(f"{raddr}/p2p-circuit/p2p/{b.peer_id}")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_circuit_is_dialed_soon_when_the_direct_address_is_silent() -> None:
+    """A NAT'd peer's direct address mostly leads nowhere: its dial hangs until the deadline.
+    connect_peer used to give the direct addresses 3 s before trying a circuit; now circuits
+    start RELAY_DELAY (0.5 s) after the direct dial, and the first connection wins."""
+    base = dict(listen_addr="127.0.0.1", port=0, ephemeral=True, dial_timeout=8, hole_punch=False,
+                auto_relay=False)
+
+    async def hold(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        silent = await nursery.start(functools.partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
+        silent_addr = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{silent[0].socket.getsockname()[1]}")
+        relay = Node(NodeConfig(role="server", bootstrap=[], **base))  # type: ignore[arg-type]
+        await nursery.start(relay.run)
+        a = Node(NodeConfig(role="listener", bootstrap=[], relays=[relay.listen_addrs()[0]], **base))  # type: ignore[arg-type]
+        with a.bus.subscribe() as events:
+            await nursery.start(a.run)
+            with trio.fail_after(60):
+                async for e in events:
+                    if e.kind == "reservation":
+                        break
+        circuit = multiaddr.Multiaddr(a.relay_status().reservations[0].circuit_addrs[0])
+        dialer = Node(NodeConfig(role="dialer", bootstrap=[], **base))  # type: ignore[arg-type]
+        await nursery.start(dialer.run)
+        with trio.fail_after(8):
+            await dialer.host.connect(PeerInfo(relay.peer_id, [multiaddr.Multiaddr(relay.listen_addrs()[0])]))
+        start = trio.current_time()
+        with trio.fail_after(30):
+            await dialer.connect_peer(PeerInfo(a.peer_id, [silent_addr, circuit]))
+        took = trio.current_time() - start
+        assert [c.via for c in dialer.connections() if c.peer_id == str(a.peer_id)] == ["relay"]
+        assert took < 2.0, f"connected after {took:.2f} s"  # was 3 s and more
         nursery.cancel_scope.cancel()
 
 
