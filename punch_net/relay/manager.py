@@ -367,8 +367,9 @@ class RelayManager:
         return any(hop.is_circuit(a) for a in info.addrs)
 
     async def connect(self, info: PeerInfo) -> str:
-        """Reach a peer: its direct addresses at once, its circuits RELAY_DELAY later unless
-        a direct connection came first; the first to connect wins, the rest are cancelled.
+        """Reach a peer: its direct addresses at once, its circuits RELAY_DELAY later (or as
+        soon as the direct dial fails) unless a direct connection came first; the first to
+        connect wins, the rest are cancelled.
         Returns 'direct'/'relay'.
 
         (A NAT'd peer's direct addresses mostly lead nowhere: their dial hangs until its
@@ -383,6 +384,7 @@ class RelayManager:
         circuits = [str(a) for a in info.addrs if hop.is_circuit(a)]
         won: list[str] = []
         errors: list[str] = []
+        direct_failed = trio.Event()
 
         async with trio.open_nursery() as nursery:
             async def via_direct() -> None:
@@ -391,13 +393,15 @@ class RelayManager:
                         await host.connect(PeerInfo(info.peer_id, direct))
                 except Exception as exc:
                     errors.append(f"dial {info.peer_id}: {str(exc) or type(exc).__name__}")
+                    direct_failed.set()  # (an unroutable private address fails at once)
                     return
                 won.append("direct")
                 nursery.cancel_scope.cancel()
 
             async def via_relays() -> None:
                 if direct:
-                    await trio.sleep(RELAY_DELAY)
+                    with trio.move_on_after(RELAY_DELAY):
+                        await direct_failed.wait()
                 for addr in circuits:
                     try:
                         await self.dial_circuit(addr)

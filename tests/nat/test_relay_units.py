@@ -205,10 +205,12 @@ async def test_loopback_relay_refuses_second_reservation_and_unknown_circuit() -
         nursery.cancel_scope.cancel()
 
 
-async def test_a_circuit_is_dialed_soon_when_the_direct_address_is_silent() -> None:
+async def test_a_circuit_is_dialed_soon_when_the_direct_address_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
     """A NAT'd peer's direct address mostly leads nowhere: its dial hangs until the deadline.
     connect_peer used to give the direct addresses 3 s before trying a circuit; now circuits
-    start RELAY_DELAY (0.5 s) after the direct dial, and the first connection wins."""
+    start RELAY_DELAY (0.5 s) after the direct dial, and the first connection wins. A direct
+    dial that fails at once (an unroutable private address) starts the circuits at once."""
+    from punch_net.relay import manager
     base = dict(listen_addr="127.0.0.1", port=0, ephemeral=True, dial_timeout=8, hole_punch=False,
                 auto_relay=False)
 
@@ -239,6 +241,19 @@ async def test_a_circuit_is_dialed_soon_when_the_direct_address_is_silent() -> N
         took = trio.current_time() - start
         assert [c.via for c in dialer.connections() if c.peer_id == str(a.peer_id)] == ["relay"]
         assert took < 2.0, f"connected after {took:.2f} s"  # was 3 s and more
+
+        monkeypatch.setattr(manager, "RELAY_DELAY", 5.0)  # so only a failed direct dial can start it sooner
+        second = Node(NodeConfig(role="dialer", bootstrap=[], **base))  # type: ignore[arg-type]
+        await nursery.start(second.run)
+        with trio.fail_after(8):
+            await second.host.connect(PeerInfo(relay.peer_id, [multiaddr.Multiaddr(relay.listen_addrs()[0])]))
+        refused = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/9")
+        start = trio.current_time()
+        with trio.fail_after(30):
+            await second.connect_peer(PeerInfo(a.peer_id, [refused, circuit]))
+        took = trio.current_time() - start
+        assert [c.via for c in second.connections() if c.peer_id == str(a.peer_id)] == ["relay"]
+        assert took < 2.5, f"connected after {took:.2f} s: the circuit waited out RELAY_DELAY"
         nursery.cancel_scope.cancel()
 
 
