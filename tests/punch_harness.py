@@ -471,6 +471,19 @@ def peer_info_of(addr: str) -> PeerInfo:
     return info_from_p2p_addr(multiaddr_of(addr))
 
 
+async def silent_port(nursery: trio.Nursery) -> Any:
+    """A 127.0.0.1 TCP port that accepts connections and never says a byte (a peer whose
+    handshake hangs until the dialer's deadline), served in `nursery`; its multiaddr."""
+    import functools
+
+    async def hold(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
+    return multiaddr_of(f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}")
+
+
 def multiaddr_of(addr: str) -> Any:
     import multiaddr
 

@@ -4,13 +4,13 @@ among the closest peers of its lookup and holds the lookup for its dial deadline
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
+from punch_harness import silent_port
 
 from punch_net.client import P2PClient
 from punch_net.config import NodeConfig
@@ -29,15 +29,9 @@ def config(role: str, tmp: Path, **kw: object) -> NodeConfig:
     return cfg
 
 
-async def hold(stream: trio.SocketStream) -> None:
-    async with stream:
-        await trio.sleep_forever()
-
-
 async def network(nursery: trio.Nursery, tmp: Path, namespace: str) -> tuple[Node, Node, Multiaddr]:
     """A bootstrap node, a listener announced under `namespace`, and a silent TCP port."""
-    listeners = await nursery.start(functools.partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
-    silent_addr = Multiaddr(f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}")
+    silent_addr = await silent_port(nursery)
     boot = Node(config("server", tmp))
     await nursery.start(boot.run)
     listener = Node(config("listener", tmp, bootstrap=[boot.listen_addrs()[0]]))

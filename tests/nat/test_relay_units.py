@@ -4,7 +4,6 @@ In-process hosts listen on 127.0.0.1 only."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import Reservation as PbReservation
 from libp2p.relay.circuit_v2.pb.dcutr_pb2 import HolePunch
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode, to_proto_status
+from punch_harness import silent_port
 
 from punch_net.config import NodeConfig
 from punch_net.node import Node, NodeError
@@ -214,13 +214,8 @@ async def test_a_circuit_is_dialed_soon_when_the_direct_address_is_silent(monkey
     base = dict(listen_addr="127.0.0.1", port=0, ephemeral=True, dial_timeout=8, hole_punch=False,
                 auto_relay=False)
 
-    async def hold(stream: trio.SocketStream) -> None:
-        async with stream:
-            await trio.sleep_forever()
-
     async with trio.open_nursery() as nursery:
-        silent = await nursery.start(functools.partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
-        silent_addr = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{silent[0].socket.getsockname()[1]}")
+        silent_addr = await silent_port(nursery)
         relay = Node(NodeConfig(role="server", bootstrap=[], **base))  # type: ignore[arg-type]
         await nursery.start(relay.run)
         a = Node(NodeConfig(role="listener", bootstrap=[], relays=[relay.listen_addrs()[0]], **base))  # type: ignore[arg-type]

@@ -9,7 +9,6 @@ provider.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +21,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
-from punch_harness import libp2p_host, multiaddr_of, peer_info_of
+from punch_harness import libp2p_host, multiaddr_of, peer_info_of, silent_port
 
 from punch_net import dht_hygiene
 from punch_net.p2p.workarounds import quiet_libp2p_logging
@@ -172,15 +171,9 @@ async def test_a_silent_peer_does_not_hide_a_provider_found_at_once() -> None:
 
     key = hashlib.sha256(b"punch-walk-silent").digest()
 
-    async def hold(stream: trio.SocketStream) -> None:
-        async with stream:
-            await trio.sleep_forever()
-
     async with dht_host() as (ha, a), dht_host() as (hb, b), trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
+        silent_addr = await silent_port(nursery)
         silent = ID.from_pubkey(new_identity().public_key)
-        silent_addr = multiaddr_of(f"/ip4/127.0.0.1/tcp/{port}")
         ha.get_peerstore().add_addrs(silent, [silent_addr], 3600)
         await a.routing_table.add_peer(PeerInfo(silent, [silent_addr]))
         with trio.fail_after(20):
