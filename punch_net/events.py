@@ -166,7 +166,7 @@ class CapabilitiesUpdated(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Routed(Event):
-    """A weighted-routing send finished (punch_net.selection): who was tried and why."""
+    """A weighted-routing send finished (punch_net.routing.selection): who was tried and why."""
 
     kind: ClassVar[str] = "routed"
     namespace: str

@@ -26,12 +26,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
-from punch_net import dht_hygiene, testnet_control, upkeep
 from punch_net import events as ev
-from punch_net.capabilities import capabilities
+from punch_net import upkeep
 from punch_net.config import NodeConfig
-from punch_net.connmgr import ConnManager
-from punch_net.discovery import dht_key, namespace_cid, namespace_multihash
+from punch_net.dht import walk as dht_hygiene
+from punch_net.dht.keys import dht_key, namespace_cid, namespace_multihash
 from punch_net.messaging import codec
 from punch_net.messaging.commands import Call, CommandRegistry
 from punch_net.messaging.protocol import (
@@ -52,6 +51,9 @@ from punch_net.p2p.workarounds import (
     learn_peer_id,
 )
 from punch_net.relay import RelayManager, RelayStatus
+from punch_net.routing.capabilities import capabilities
+from punch_net.routing.connmgr import ConnManager
+from punch_testnet import agent as testnet_control
 
 BOOTSTRAP_CHECK_INTERVAL = 2.0
 BOOTSTRAP_IDLE_CHECK_INTERVAL = 30.0  # with a healthy routing table
@@ -680,7 +682,7 @@ class Node:
     ) -> Any:
         """Send to the best node of `namespace` (weighted score, failover; punch_net/selection.py).
         Returns a RouteResult: `.peer_id`, `.result`, `.attempts`, `.candidates` (with parts)."""
-        from punch_net.selection import send_to_best
+        from punch_net.routing.selection import send_to_best
 
         return await send_to_best(self, namespace, command, args, timeout=timeout)
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from punch_net import capabilities as caps_mod
 from punch_net import events as ev
-from punch_net.metrics import NodeMetrics, serve_metrics
-from punch_net.reputation import open_store
+from punch_net.ops.metrics import NodeMetrics, serve_metrics
+from punch_net.routing import capabilities as caps_mod
+from punch_net.routing.reputation import open_store
 
 if TYPE_CHECKING:
     from punch_net.node import Node
@@ -36,7 +36,7 @@ def attach(node: Node) -> None:
 
 def enable_headless_services(node: Node) -> None:
     """What `punch ROLE` adds: metrics endpoint (if a port is set) and control socket."""
-    from punch_net import control
+    from punch_net.ops import control
 
     cfg = node.config
     metrics_port = cfg.metrics_port
@@ -47,7 +47,7 @@ def enable_headless_services(node: Node) -> None:
         node.services.append(lambda task_status=trio.TASK_STATUS_IGNORED: control.serve(
             node, task_status=task_status))
     if cfg.web_port is not None:
-        from punch_net import web
+        from punch_net.ops import web
 
         node.services.append(lambda task_status=trio.TASK_STATUS_IGNORED: web.serve(
             node, task_status=task_status))

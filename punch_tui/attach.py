@@ -27,8 +27,8 @@ from typing import Any, Protocol, TypeVar
 from textual.message import Message
 
 from punch_net import events as ev
-from punch_net.control import MAX_LINE, PROTOCOL, LineBuffer, default_socket_path, find_sockets
 from punch_net.node import ConnectionInfo, RoutingBucket, RoutingPeer, RoutingTableInfo, StreamInfo
+from punch_net.ops.control import MAX_LINE, PROTOCOL, LineBuffer, default_socket_path, find_sockets
 from punch_tui.bridge import BridgeError
 from punch_tui.messages import NodeEvents, NodeStarted, SnapshotReady
 from punch_tui.snapshot import Snapshot

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from punch_net.cli import EXIT_USAGE, OneLineParser, add_node_flags, config_from_args
+from punch_net.cli.main import EXIT_USAGE, OneLineParser, add_node_flags, config_from_args
 from punch_net.config import ConfigError, default_config_path, read_config_file
 from punch_net.p2p.addresses import AddressError
 from punch_net.p2p.workarounds import quiet_libp2p_logging

@@ -96,7 +96,7 @@ async def run_dialer(node: Node) -> int:
 async def run_weighted(node: Node) -> int:
     """--weighted: each message goes to ONE node of the namespace, picked by weighted score
     (punch_net/selection.py), failing over to the next on error; prints a `routed` event."""
-    from punch_net.selection import NoCandidates
+    from punch_net.routing.selection import NoCandidates
 
     cfg = node.config
     await node.bootstrapped.wait()
@@ -121,7 +121,7 @@ async def run_weighted(node: Node) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from punch_net.cli_types import positive, positive_int
+    from punch_net.cli.types import positive, positive_int
 
     d = parser.add_argument_group("dialer")
     d.add_argument("--message", help="text to send (default 'Hello from dialer!')")

@@ -15,10 +15,10 @@ import trio
 
 from punch_net import events as ev
 from punch_net.config import NodeConfig
-from punch_net.control import register_op
-from punch_net.crawler import Crawler, NetworkMap
+from punch_net.dht.crawler import Crawler, NetworkMap
 from punch_net.messaging.commands import Call
 from punch_net.node import Node
+from punch_net.ops.control import register_op
 
 
 async def run_monitor(node: Node) -> int:
@@ -53,7 +53,7 @@ async def _follow_capabilities(node: Node, netmap: NetworkMap) -> None:
 async def _network_op(node: Node, args: dict[str, object]) -> object:
     netmap = getattr(node, "network_map", None)
     if netmap is None:
-        from punch_net.control import ControlError
+        from punch_net.ops.control import ControlError
 
         raise ControlError("not_monitor", "this node is not a monitor")
     return netmap.snapshot()
@@ -63,7 +63,7 @@ register_op("network", _network_op)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from punch_net.cli_types import positive
+    from punch_net.cli.types import positive
 
     m = parser.add_argument_group("monitor")
     m.add_argument("--crawl-interval", type=positive, metavar="SECONDS",

@@ -74,7 +74,7 @@ async def _download(node: Node, manager: TorrentManager, info_hash: bytes) -> in
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from punch_net.cli_types import positive
+    from punch_net.cli.types import positive
 
     g = parser.add_argument_group("torrent client")
     g.add_argument("--download-dir", type=Path, metavar="DIR", help="where files go (default: current directory)")

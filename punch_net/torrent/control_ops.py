@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from punch_net.control import ControlError, register_op
+from punch_net.ops.control import ControlError, register_op
 from punch_net.torrent.metainfo import parse_info_hash
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import trio
 from libp2p.peer.id import ID
 
 from punch_net import events as ev
-from punch_net.discovery import dht_key, digest_multihash
+from punch_net.dht.keys import dht_key, digest_multihash
 from punch_net.torrent import NAMESPACE, PROTOCOL_ID, control_ops
 from punch_net.torrent import events as tev
 from punch_net.torrent.catalogue import SharedFile, ShareIndex
@@ -101,7 +101,7 @@ class TorrentManager:
             self._provide_wake.set()
 
     def _provide_namespace(self) -> None:
-        from punch_net.discovery import namespace_multihash
+        from punch_net.dht.keys import namespace_multihash
 
         self.provide(dht_key(namespace_multihash(NAMESPACE)), f"namespace {NAMESPACE}")
 
@@ -132,7 +132,7 @@ class TorrentManager:
                 if ok:
                     self._provided.add(key)
                     if what.startswith("namespace "):
-                        from punch_net.discovery import namespace_cid
+                        from punch_net.dht.keys import namespace_cid
 
                         self.node.bus.publish(ev.Registered(namespace=NAMESPACE, key=namespace_cid(NAMESPACE)))
                     else:  # an info hash: key is the hex multihash 1220 + info hash

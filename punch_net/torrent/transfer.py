@@ -20,7 +20,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from punch_net import events as ev
-from punch_net.discovery import dht_key, digest_multihash
+from punch_net.dht.keys import dht_key, digest_multihash
 from punch_net.p2p.fastpath import grow_receive_window
 from punch_net.p2p.workarounds import forget_dial_failure
 from punch_net.torrent import events as tev

@@ -6,9 +6,9 @@ import pytest
 import trio
 
 from punch_net.config import NodeConfig
-from punch_net.connmgr import ConnManager, ConnSnapshot, select_prune
 from punch_net.node import Node, NodeError
 from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.routing.connmgr import ConnManager, ConnSnapshot, select_prune
 
 quiet_libp2p_logging()
 

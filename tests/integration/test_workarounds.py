@@ -32,7 +32,7 @@ from punch_harness import (
 )
 
 from punch_net.config import NodeConfig
-from punch_net.discovery import dht_key, namespace_multihash
+from punch_net.dht.keys import dht_key, namespace_multihash
 from punch_net.messaging.protocol import read_some
 from punch_net.node import Node
 from punch_net.p2p.host import build_host

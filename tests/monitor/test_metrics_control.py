@@ -12,7 +12,7 @@ import trio
 from monitor_helpers import PunchFactory, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from punch_net.control import ControlClient, ControlError
+from punch_net.ops.control import ControlClient, ControlError
 
 pytestmark = pytest.mark.slow
 

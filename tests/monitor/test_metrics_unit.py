@@ -9,9 +9,9 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from punch_net.events import EventBus, HolePunch, Reply
-from punch_net.metrics import NodeMetrics
 from punch_net.node import Counters
-from punch_net.reputation import ReputationStore
+from punch_net.ops.metrics import NodeMetrics
+from punch_net.routing.reputation import ReputationStore
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from monitor_helpers import PunchFactory
 
-from punch_net.control import ControlClient
+from punch_net.ops.control import ControlClient
 
 pytestmark = pytest.mark.slow
 

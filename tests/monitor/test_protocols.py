@@ -7,9 +7,9 @@ import random
 import pytest
 from libp2p.peer.id import ID
 
-from punch_net.control import ControlError, LineBuffer, encode, parse_request
-from punch_net.crawler import NetworkMap, cpl, decode_closer_peers, encode_find_node, kad_key, keys_for_buckets
-from punch_net.metrics import handle_http
+from punch_net.dht.crawler import NetworkMap, cpl, decode_closer_peers, encode_find_node, kad_key, keys_for_buckets
+from punch_net.ops.control import ControlError, LineBuffer, encode, parse_request
+from punch_net.ops.metrics import handle_http
 
 
 def test_line_buffer_splits_and_refuses_long_lines() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from punch_net import reputation as rep
-from punch_net.capabilities import CapabilityBook, headroom
-from punch_net.reputation import PeerRecord, ReputationStore, reputation_score
-from punch_net.selection import (
+from punch_net.routing import reputation as rep
+from punch_net.routing.capabilities import CapabilityBook, headroom
+from punch_net.routing.reputation import PeerRecord, ReputationStore, reputation_score
+from punch_net.routing.selection import (
     DEFAULT_WEIGHTS,
     Candidate,
     pick_probabilities,

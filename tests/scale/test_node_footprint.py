@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import trio
 
-from punch_net import dht_hygiene
-from punch_net.connmgr import ConnManager
+from punch_net.dht import walk as dht_hygiene
 from punch_net.p2p import import_guard
-from punch_net.testnet import Testnet
+from punch_net.routing.connmgr import ConnManager
+from punch_testnet.main import Testnet
 
 RSS_BOUND_MB = 60.0  # the target, per node
 

@@ -23,7 +23,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 from punch_harness import libp2p_host, multiaddr_of, peer_info_of, silent_port
 
-from punch_net import dht_hygiene
+from punch_net.dht import walk as dht_hygiene
 from punch_net.p2p.workarounds import quiet_libp2p_logging
 
 quiet_libp2p_logging()

@@ -24,8 +24,8 @@ import trio
 from libp2p.kad_dht.routing_table import gen_random_key_in_bucket, peer_id_to_key
 from libp2p.peer.id import ID
 
-from punch_net import dht_hygiene
-from punch_net.dht_hygiene import key_cpl, refresh_cpls
+from punch_net.dht import walk as dht_hygiene
+from punch_net.dht.walk import key_cpl, refresh_cpls
 
 
 def peer_with_cpl_at_least(me: bytes, cpl: int) -> ID:

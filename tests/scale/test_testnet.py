@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from punch_net.p2p.workarounds import quiet_libp2p_logging
-from punch_net.testnet import Child, Testnet
+from punch_testnet.main import Child, Testnet
 
 quiet_libp2p_logging()
 

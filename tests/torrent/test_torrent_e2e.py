@@ -286,7 +286,7 @@ def test_torrent_ops_on_the_control_socket(net: Net, shared: Shared) -> None:
 
     import trio
 
-    from punch_net.control import ControlClient, ControlError
+    from punch_net.ops.control import ControlClient, ControlError
     from punch_tui.attach import AttachBridge
     from punch_tui.tabs.transfers import torrent_call, torrent_snapshot
 

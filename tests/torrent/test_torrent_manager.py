@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from punch_net.config import NodeConfig
-from punch_net.discovery import dht_key, digest_multihash
+from punch_net.dht.keys import dht_key, digest_multihash
 from punch_net.node import Node
 from punch_net.torrent.manager import TorrentManager, manager_for
 from punch_net.torrent.transfer import TransferInfo

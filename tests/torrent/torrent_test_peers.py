@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from punch_net import cli
+from punch_net.cli import main as cli
 from punch_net.node import Node
 from punch_net.roles import ROLES
 from punch_net.torrent import events as tev

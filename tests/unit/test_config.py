@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from punch_net.cli import build_parser, config_from_args
+from punch_net.cli.main import build_parser, config_from_args
 from punch_net.config import (
     DEFAULT_BOOTSTRAP,
     ConfigError,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from punch_net import cli_types
+from punch_net.cli import types as cli_types
 from punch_net.config import NodeConfig
 
 

@@ -422,7 +422,7 @@ class Crawler:
         entry.routing_table = len(neighbours)
 
     async def _capabilities(self, peer: str, entry: PeerEntry) -> None:
-        from punch_net import capabilities as caps_mod
+        from punch_net.routing import capabilities as caps_mod
 
         caps = self.node.caps_book.get(peer, max(self.interval * 2, 60.0))
         if caps is None:

@@ -33,9 +33,7 @@ def _preload() -> None:
 
     if import_guard.wanted():
         import_guard.install()  # before libp2p: its unused transports stay out of every node
-    import punch_net.cli
-    import punch_net.roles
-    import punch_net.testnet_control  # noqa: F401
+    import punch_testnet.agent  # noqa: F401
 
 
 def _trim_heap() -> None:
@@ -77,7 +75,7 @@ def _child(argv: list[str], fds: list[int], sock: socket.socket) -> None:
         sys.stdin = open(0, closefd=False)
         sys.stdout = open(1, "w", closefd=False)
         sys.stderr = open(2, "w", closefd=False)
-        from punch_net.cli import main
+        from punch_net.cli.main import main
 
         code = int(main(argv) or 0)
     except SystemExit as exc:

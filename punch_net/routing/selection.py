@@ -8,7 +8,7 @@ Score (documented in docs/OPERATIONS.md, "Weighted routing"): each part is in [0
     memory     = memory_available / memory_total
     disk       = min(1, disk_free / 10 GiB)
     latency    = 100 / (100 + rtt_ms)              (rtt 0 ms -> 1.0, 100 ms -> 0.5)
-    reputation = our reputation score of the peer  (punch_net.reputation)
+    reputation = our reputation score of the peer  (punch_net.routing.reputation)
 
 a part the peer did not report counts as 0.5 (neutral), and
 
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from punch_net.capabilities import headroom
+from punch_net.routing.capabilities import headroom
 
 if TYPE_CHECKING:
     from punch_net.node import Node
@@ -134,7 +134,7 @@ def _cache(node: Node, name: str) -> dict[str, Any]:
 async def _measure(node: Node, peer: str, timeout: float) -> tuple[dict[str, Any] | None, float | None]:
     """Capabilities (cached or fetched) and a recent ping RTT (at most PING_MAX_AGE old) for
     one peer; the RTT is None when the last ping failed."""
-    from punch_net import capabilities as caps_mod
+    from punch_net.routing import capabilities as caps_mod
 
     caps = node.caps_book.get(peer, CAPS_MAX_AGE)
     pings = _cache(node, "pings")

@@ -21,8 +21,8 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from punch_net import dht_hygiene
-from punch_net.discovery import dht_key, namespace_multihash
+from punch_net.dht import walk as dht_hygiene
+from punch_net.dht.keys import dht_key, namespace_multihash
 from punch_net.messaging.codec import Request
 from punch_net.messaging.commands import Call, CommandError
 

@@ -150,7 +150,7 @@ class ForkedProc:
 
 
 class ForkServer:
-    """Controller side of punch_net.testnet_zygote: one preloaded interpreter forks nodes."""
+    """Controller side of punch_testnet.zygote: one preloaded interpreter forks nodes."""
 
     def __init__(self) -> None:
         self.proc: trio.Process | None = None
@@ -165,7 +165,7 @@ class ForkServer:
         try:
             self.proc = await trio.lowlevel.open_process(
                 # -OO: no docstrings in the preloaded code objects (~3 MB less in every node).
-                [sys.executable, "-OO", "-m", "punch_net.testnet_zygote", str(theirs.fileno())],
+                [sys.executable, "-OO", "-m", "punch_testnet.zygote", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 pass_fds=[theirs.fileno()], start_new_session=True,
                 env=dict(os.environ, PUNCH_TESTNET="1"))
@@ -242,7 +242,7 @@ class ForkServer:
 @functools.cache
 def _accepts(role: str, flag: str) -> bool:
     """Whether `punch ROLE` has FLAG (roles grow flags as other work lands)."""
-    from punch_net.cli import build_parser
+    from punch_net.cli.main import build_parser
 
     parser = build_parser()
     for action in parser._subparsers._group_actions if parser._subparsers else []:  # type: ignore[attr-defined]
@@ -527,7 +527,7 @@ async def _wait_all(children: list[Child], timeout: float) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from punch_net import cli_types
+    from punch_net.cli import types as cli_types
 
     p.add_argument("--nodes", type=cli_types.positive_int, required=True, help="how many node processes")
     p.add_argument("--listeners", type=int, default=0, help="how many of them run the listener role (0)")

@@ -241,7 +241,7 @@ def snapshot(node: Node, parts: list[str] | None = None) -> dict[str, Any]:
 
 
 def _local_caps(node: Node) -> dict[str, Any]:
-    from punch_net.capabilities import local_capabilities
+    from punch_net.routing.capabilities import local_capabilities
 
     return local_capabilities(node.config.data_dir)
 
@@ -274,7 +274,7 @@ def _timeout_arg(args: dict[str, Any]) -> float | None:
 
 
 async def _op(node: Node, op: str, args: dict[str, Any]) -> Any:
-    from punch_net import selection
+    from punch_net.routing import selection
 
     if op == "ping":  # the node itself answers; `peer` pings a peer over libp2p
         if "peer" not in args:

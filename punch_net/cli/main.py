@@ -13,8 +13,10 @@ from typing import NoReturn
 
 import trio
 
-from punch_net import __version__, cli_types
+from punch_net import __version__
 from punch_net import events as ev
+from punch_net.cli import types as cli_types
+from punch_net.cli.ops_flags import add_ops_flags, configure_ops
 from punch_net.config import (
     DEFAULT_BOOTSTRAP,
     ConfigError,
@@ -25,9 +27,8 @@ from punch_net.config import (
     default_config_text,
     read_config_file,
 )
-from punch_net.discovery import namespace_cid
+from punch_net.dht.keys import namespace_cid
 from punch_net.node import Node, NodeError
-from punch_net.ops_cli import add_ops_flags, configure_ops
 from punch_net.p2p.addresses import AddressError, parse_dial_target, short_peer_id
 from punch_net.p2p.host import ListenError
 from punch_net.p2p.identity import IdentityError
@@ -39,7 +40,7 @@ EXIT_USAGE = 2
 
 # Subcommands that are not node roles: name -> module with HELP, add_arguments(parser)
 # and main(args) -> exit code. A tool registers here instead of editing the dispatcher.
-EXTRA_COMMANDS: dict[str, str] = {"testnet": "punch_net.testnet"}
+EXTRA_COMMANDS: dict[str, str] = {"testnet": "punch_testnet.main"}
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,0 +1,1 @@
+"""`punch`: the headless command line: flags, config, and rendering events for humans."""

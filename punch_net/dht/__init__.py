@@ -1,0 +1,1 @@
+"""The DHT: namespace keys, the provider walk, routing-table refresh, the crawler."""

@@ -1,0 +1,1 @@
+"""Operating a node: the control socket, Prometheus metrics, the web console."""

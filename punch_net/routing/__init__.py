@@ -1,0 +1,1 @@
+"""Choosing peers: weighted selection, reputation, capabilities, the connection manager."""
