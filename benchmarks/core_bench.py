@@ -82,11 +82,12 @@ async def serve_tcp() -> None:
 async def serve_punch() -> None:
     """A Punch node answering built-in commands; prints its multiaddr."""
     from punch_net.config import NodeConfig
-    from punch_net.node import Node
-    from punch_net.p2p.workarounds import quiet_libp2p_logging
+    from punch_net.p2p.helpers import quiet_libp2p_logging
+    from punch_net.runtime import Runtime
 
     quiet_libp2p_logging()
-    node = Node(NodeConfig(role="server", listen_addr="127.0.0.1", port=0, ephemeral=True, bootstrap=[]))
+    # the whole node a `punch server` runs (kernel and components), not the bare kernel
+    node = Runtime(NodeConfig(role="server", listen_addr="127.0.0.1", port=0, ephemeral=True, bootstrap=[])).node
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
         print(node.listen_addrs()[0], flush=True)
@@ -158,9 +159,9 @@ async def tcp_round_trips(port: int) -> tuple[list[float], float]:
 async def punch_round_trips(addr: str) -> tuple[list[float], float]:
     """(sequential RTTs, requests/s with IN_FLIGHT concurrent) through Node.request."""
     from punch_net.config import NodeConfig
-    from punch_net.node import Node
+    from punch_net.runtime import Runtime
 
-    node = Node(NodeConfig(role="dialer", listen_addr="127.0.0.1", port=0, ephemeral=True, bootstrap=[]))
+    node = Runtime(NodeConfig(role="dialer", listen_addr="127.0.0.1", port=0, ephemeral=True, bootstrap=[])).node
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
         with trio.fail_after(20):

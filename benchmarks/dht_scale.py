@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import trio
 
-from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_testnet.main import Testnet
 
 QUIET_CPU_PCT = 0.5  # per node, % of a core: "the network is quiet again"

@@ -9,7 +9,7 @@ What runs (all on 127.0.0.1):
   as `punch-tui` runs it. The app's node streams to the sink as fast as it can
   (64 KiB writes) while keys are pressed, so trio and Textual share the loop under load.
 - the DHT tab is fed 1,000 routing-table rows (real table + synthetic peers, wrapping
-  the bridge's snapshot function) and the Messages log receives 100,000 lines (bounded:
+  the bridge's snapshot call) and the Messages log receives 100,000 lines (bounded:
   the newest 10,000 are kept).
 
 Baseline in the same run: the same key presses with the node idle and the tables empty.
@@ -56,7 +56,7 @@ def run_sink() -> None:
 
     from punch_net.config import NodeConfig
     from punch_net.node import Node
-    from punch_net.p2p.workarounds import quiet_libp2p_logging
+    from punch_net.p2p.helpers import quiet_libp2p_logging
 
     quiet_libp2p_logging()
 
@@ -86,8 +86,6 @@ def run_first_frame() -> None:
 
     created = psutil.Process().create_time()
     from punch_net.config import NodeConfig
-    from punch_net.node import Node
-    from punch_net.roles import ROLES
     from punch_tui.app import PunchApp
     from punch_tui.themes import load_themes
 
@@ -104,7 +102,7 @@ def run_first_frame() -> None:
                 self.first = time.time()
 
     async def main() -> None:
-        app = App(cfg, Node(cfg, ROLES["listener"].run), themes=themes)
+        app = App(cfg, themes=themes)
         async with app.run_test(size=(80, 24)) as pilot:
             while app.first is None:
                 await pilot.pause(0.01)
@@ -135,7 +133,7 @@ def synthetic_routing(real: Any, n: int) -> Any:
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.id import ID
 
-    from punch_net.node import RoutingBucket, RoutingPeer, RoutingTableInfo
+    from punch_net.api import RoutingBucket, RoutingPeer, RoutingTableInfo
 
     rng = random.Random(7)
     now = time.time()
@@ -258,26 +256,24 @@ def rss_mb() -> float:
 
 
 async def bench(server_addr: str, sink: dict[str, str]) -> dict[str, Any]:
-    import punch_tui.bridge as bridge_mod
     from punch_net.config import NodeConfig
-    from punch_net.node import Node
-    from punch_net.roles import ROLES
     from punch_tui.app import PunchApp
+    from punch_tui.bridge import LocalBridge
     from punch_tui.messages import NodeEvents
     from punch_tui.themes import load_themes
 
     load_routing = {"on": False}
-    real_take = bridge_mod.take_snapshot
+    real_snapshot = LocalBridge._snapshot
 
-    def take(node: Any, meter: Any = None) -> Any:
-        snap = real_take(node, meter)
+    async def snapshot(self: LocalBridge, api: Any) -> Any:
+        snap = await real_snapshot(self, api)
         if load_routing["on"]:
             import dataclasses
 
             snap = dataclasses.replace(snap, routing=synthetic_routing(snap.routing, ROUTING_ROWS))
         return snap
 
-    bridge_mod.take_snapshot = take  # type: ignore[assignment]
+    LocalBridge._snapshot = snapshot  # type: ignore[method-assign]
 
     class App(PunchApp):
         frame_waiter: Any = None
@@ -296,7 +292,7 @@ async def bench(server_addr: str, sink: dict[str, str]) -> dict[str, Any]:
     cfg = NodeConfig(role="listener", listen_addr="127.0.0.1", port=0, bootstrap=[server_addr], ephemeral=True,
                      namespace="tui-bench")
     themes, _ = load_themes()
-    app = App(cfg, Node(cfg, ROLES["listener"].run), themes=themes)
+    app = App(cfg, themes=themes)
     results: dict[str, Any] = {}
     async with app.run_test(size=(80, 24)) as pilot:
         while not app.bridge.running:
@@ -319,7 +315,8 @@ async def bench(server_addr: str, sink: dict[str, str]) -> dict[str, Any]:
         results["log_kept"] = app.tab("messages").log_view.count
         results["log_appended"] = app.tab("messages").log_view.appended
 
-        node = app.bridge.node
+        assert isinstance(app.bridge, LocalBridge) and app.bridge.runtime is not None
+        node = app.bridge.runtime.node  # the load generator needs a raw libp2p stream, not the API
         stop = {"flag": False}
         sent = {"bytes": 0, "t0": 0.0, "t1": 0.0}
 
@@ -428,7 +425,7 @@ def main() -> int:
         run_first_frame()
         return 0
 
-    from punch_net.p2p.workarounds import quiet_libp2p_logging
+    from punch_net.p2p.helpers import quiet_libp2p_logging
 
     quiet_libp2p_logging()
     children: list[subprocess.Popen[str]] = []

@@ -4,8 +4,9 @@
         peer = await c.connect_to_peer()
         reply = await c.send_and_wait(peer, {"message": "Hello!"})
 
-The client is a `Node` without a role: it joins the DHT, and everything else happens
-when you call it. Register your own commands with `@client.command("name")` to answer
+The client is a node without a role (punch_net/runtime.py composes it like any other):
+it joins the DHT, and everything else happens when you call it; `client.api` is the same
+NodeAPI the console uses (punch_net/api.py). Register your own commands with `@client.command("name")` to answer
 peers, and `announce=True` to be findable under the namespace yourself.
 """
 
@@ -18,10 +19,11 @@ from typing import Any
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 
+from punch_net.api import NodeError
 from punch_net.config import NodeConfig
 from punch_net.messaging.commands import CommandRegistry, Handler
-from punch_net.node import Node, NodeError
 from punch_net.roles.listener import keep_providing
+from punch_net.runtime import Runtime
 
 
 class P2PClient:
@@ -47,7 +49,9 @@ class P2PClient:
         self.announce = announce
         self.timeout = timeout
         self.registry = CommandRegistry()
-        self.node = Node(cfg, registry=self.registry)
+        self.runtime = Runtime(cfg, registry=self.registry)
+        self.node = self.runtime.node
+        self.api = self.runtime.api
         self._nursery_cm: Any = None
         self._nursery: trio.Nursery | None = None
 
@@ -66,7 +70,7 @@ class P2PClient:
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         try:
-            await self._nursery.start(self.node.run)
+            await self._nursery.start(self.runtime.run)
             with trio.fail_after(self.timeout):
                 await self.node.bootstrapped.wait()
             if self.announce:
@@ -149,4 +153,4 @@ class P2PClient:
         latency and reputation (weights from the config), randomised in proportion to the
         score, failing over to the next node. Returns a RouteResult (`.peer_id`, `.result`,
         `.attempts`, `.candidates` with each score's parts); raises NoCandidates."""
-        return await self.node.send_to_best(self.namespace, command, args, timeout)
+        return await self.runtime.selector.send_to_best(self.namespace, command, args, timeout=timeout)

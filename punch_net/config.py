@@ -56,7 +56,7 @@ class NodeConfig:
     # timeouts
     dial_timeout: float = 10.0
     request_timeout: float = 10.0
-    # connection manager and DHT upkeep (punch_net/connmgr.py, punch_net/dht_hygiene.py)
+    # connection manager and DHT upkeep (punch_net/routing/connmgr.py, punch_net/dht/refresh.py)
     conn_low: int = 32
     conn_high: int = 48
     dht_refresh_interval: float = 120.0
@@ -72,7 +72,7 @@ class NodeConfig:
     relays: list[str] = field(default_factory=list)  # static relays (--relay), always reserved
     auto_relay: bool = True  # when private: reserve on bootstrap peers that are relays
     hole_punch: bool = True  # DCUtR upgrades of relayed connections
-    # operations (punch_net/metrics.py, control.py, reputation.py, selection.py, roles/monitor.py)
+    # operations (punch_net/ops/, punch_net/routing/reputation.py, selection.py, roles/monitor.py)
     metrics_port: int | None = None  # None: no metrics endpoint
     metrics_host: str = "127.0.0.1"
     control: bool = True  # headless nodes serve a control socket in the data dir

@@ -1,12 +1,15 @@
-"""Typed node events and a bounded fan-out bus.
+"""Typed node events (data only: the CLI and the console render them) and a bounded
+fan-out bus.
 
 Events flow one way: node -> bus -> each subscriber's bounded trio channel. A slow
-subscriber loses events (counted in `dropped`) instead of stalling the node.
+subscriber loses events (counted in its `dropped`) instead of stalling the node; a new
+subscriber may replay the bus's backlog first.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -18,6 +21,7 @@ import trio
 @dataclass(frozen=True, kw_only=True)
 class Event:
     kind: ClassVar[str] = "event"
+    transient: ClassVar[bool] = False  # frequent ticks, not kept in the bus backlog
     ts: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
@@ -157,11 +161,10 @@ class CapabilitiesUpdated(Event):
     """A peer told us its capabilities (answer or periodic re-announcement)."""
 
     kind: ClassVar[str] = "capabilities"
+    transient: ClassVar[bool] = True
     peer_id: str
     capabilities: dict[str, Any]
 
-    def human(self) -> str | None:
-        return None  # periodic and verbose: --json only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,15 +179,6 @@ class Routed(Event):
     attempts: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
-    def human(self) -> str:
-        tried = len(self.attempts)
-        if not self.ok:
-            return f"[red]✗[/red] {self.command} to '{self.namespace}': all {tried} candidates failed"
-        best = next((c for c in self.candidates if c["peer_id"] == self.peer_id), None)
-        why = "" if best is None else " (score {:.2f}: {})".format(
-            best["score"], ", ".join(f"{k} {v:.2f}" for k, v in best["parts"].items()))
-        over = f" after {tried - 1} failover{'s' if tried > 2 else ''}" if tried > 1 else ""
-        return f"[cyan]→ ROUTED[/cyan] {self.command} to {self.peer_id[-8:]}{over}{why}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,9 +192,6 @@ class CrawlFinished(Event):
     known: int
     duration_ms: float
 
-    def human(self) -> str:
-        return (f"[cyan]i[/cyan] crawl #{self.round}: {self.alive} of {self.known} known peers alive "
-                f"({self.visited} visited in {self.duration_ms / 1000:.1f}s)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,8 +201,6 @@ class ControlListening(Event):
     kind: ClassVar[str] = "control"
     path: str
 
-    def human(self) -> str:
-        return f"[dim]control socket: {self.path} (attach with: punch-tui --attach {self.path})[/dim]"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,8 +208,6 @@ class MetricsServing(Event):
     kind: ClassVar[str] = "metrics"
     url: str
 
-    def human(self) -> str:
-        return f"[dim]metrics: {self.url}[/dim]"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,35 +218,87 @@ class WebServing(Event):
     url: str
     token: str = ""
 
-    def human(self) -> str:
-        return f"[green]✓[/green] web console: {self.url}"
+
+
+class Subscription:
+    """One subscriber's bounded queue of events; `dropped` counts what it lost by being slow."""
+
+    def __init__(self, send: trio.MemorySendChannel[Event], recv: trio.MemoryReceiveChannel[Event]) -> None:
+        self._send = send
+        self._recv = recv
+        self.dropped = 0
+
+    def offer(self, event: Event) -> bool:
+        """Queue without blocking; False when the subscriber is gone."""
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.dropped += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop receiving; the bus forgets this subscriber at its next publish."""
+        self._recv.close()
+
+    async def receive(self) -> Event:
+        return await self._recv.receive()
+
+    def receive_nowait(self) -> Event:
+        return self._recv.receive_nowait()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._recv.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
 
 class EventBus:
-    """Fan events out to subscribers without ever blocking the publisher."""
+    """Fan events out to subscribers without ever blocking the publisher.
 
-    def __init__(self) -> None:
-        self._subs: dict[trio.MemorySendChannel[Event], int] = {}
+    The last `backlog` lasting events (not progress ticks) are kept, so a front that comes
+    later (an attached console) can replay what happened before it came."""
+
+    def __init__(self, backlog: int = 1000) -> None:
+        self._subs: list[Subscription] = []
+        self._backlog: deque[Event] = deque(maxlen=backlog)
         self.dropped = 0
         self.published = 0
 
     def publish(self, event: Event) -> None:
         self.published += 1
-        for chan in list(self._subs):
-            try:
-                chan.send_nowait(event)
-            except trio.WouldBlock:
-                self._subs[chan] += 1
-                self.dropped += 1
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subs.pop(chan, None)
+        if not event.transient:
+            self._backlog.append(event)
+        for sub in list(self._subs):
+            before = sub.dropped
+            if not sub.offer(event):
+                self._subs.remove(sub)
+            self.dropped += sub.dropped - before
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def backlog(self) -> list[Event]:
+        return list(self._backlog)
 
     @contextmanager
-    def subscribe(self, maxsize: int = 1000) -> Iterator[trio.MemoryReceiveChannel[Event]]:
+    def subscribe(self, maxsize: int = 1000, replay: bool = False) -> Iterator[Subscription]:
+        """A bounded subscription; with `replay`, the backlog (its newest `maxsize`) comes first."""
         send, recv = trio.open_memory_channel[Event](maxsize)
-        self._subs[send] = 0
+        sub = Subscription(send, recv)
+        if replay:
+            for event in list(self._backlog)[-maxsize:]:
+                sub.offer(event)
+        self._subs.append(sub)
         try:
-            yield recv
+            yield sub
         finally:
-            self._subs.pop(send, None)
+            if sub in self._subs:
+                self._subs.remove(sub)
             send.close()

@@ -1,8 +1,9 @@
-"""Node: one running libp2p host playing a role, and the one API every front uses.
+"""The kernel: one libp2p host's lifecycle, bootstrap, command sessions and snapshots.
 
-A front (CLI printer, TUI bridge, P2PClient) gets (a) snapshots of connections, the
-routing table, addresses and counters, (b) a bounded subscription to typed events,
-(c) commands: dial, find peers of a namespace, send a command, ping, disconnect.
+It imports no service. Components (relay, connection manager, DHT refresh, reputation,
+metrics, torrent, ...) are composed per role in punch_net/runtime.py and plug in
+through the small interfaces below (`Component`, `CircuitRouter`, the observers); the
+fronts reach a node through punch_net/api.py, never through this class.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import multiaddr
 import trio
@@ -25,11 +26,21 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
+from trio_typing import TaskStatus  # trio-stubs (via py-libp2p) hide trio.TaskStatus from mypy
 
 from punch_net import events as ev
-from punch_net import upkeep
+from punch_net.api import (
+    CommandFailed,
+    ConnectionInfo,
+    NodeError,
+    RoutingBucket,
+    RoutingPeer,
+    RoutingTableInfo,
+    Stats,
+    StreamInfo,
+)
 from punch_net.config import NodeConfig
-from punch_net.dht import walk as dht_hygiene
+from punch_net.dht import walk as dht_walk
 from punch_net.dht.keys import dht_key, namespace_cid, namespace_multihash
 from punch_net.messaging import codec
 from punch_net.messaging.commands import Call, CommandRegistry
@@ -39,21 +50,11 @@ from punch_net.messaging.protocol import (
     ServeHooks,
     SessionClosed,
 )
-from punch_net.p2p import fastpath
 from punch_net.p2p.addresses import AddressError, DialTarget, parse_dial_target, resolve_dns
+from punch_net.p2p.helpers import connection_bytes, dedupe_providers, learn_peer_id
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
-from punch_net.p2p.workarounds import (
-    advertise_extra_addrs,
-    dedupe_providers,
-    forget_dial_failure,
-    install_kad_read_deadline,
-    learn_peer_id,
-)
-from punch_net.relay import RelayManager, RelayStatus
-from punch_net.routing.capabilities import capabilities
-from punch_net.routing.connmgr import ConnManager
-from punch_testnet import agent as testnet_control
+from punch_net.p2p.patches import forget_dial_failure, install_dht
 
 BOOTSTRAP_CHECK_INTERVAL = 2.0
 BOOTSTRAP_IDLE_CHECK_INTERVAL = 30.0  # with a healthy routing table
@@ -61,21 +62,6 @@ BOOTSTRAP_MAX_BACKOFF = 30.0
 BOOTSTRAP_HEALTHY_TABLE = 8  # routing-table size from which a lost bootstrap link is not redialed
 IDENTIFY_WAIT = 5.0
 PROVIDERS_WANTED = 20  # a provider walk ends once it has this many (the spec's k)
-
-Role = Callable[["Node"], Awaitable[int]]
-
-
-class NodeError(Exception):
-    """The node cannot start or a command cannot be carried out; one line for humans."""
-
-
-class CommandFailed(NodeError):
-    """The peer answered with an error response."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
 
 @dataclass
 class Counters:
@@ -91,49 +77,53 @@ class Counters:
     rejected: int = 0
 
 
-@dataclass(frozen=True)
-class StreamInfo:
-    protocol: str
-    direction: str
+class Component(Protocol):
+    """A service composed into a node (punch_net/runtime.py): `attach` before the host
+    listens (install protocol handlers, notifees), `run` in the node's nursery after."""
+
+    def attach(self, host: IHost, dht: KadDHT) -> None: ...
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
 
 
-@dataclass(frozen=True)
-class ConnectionInfo:
-    peer_id: str
-    direction: str
-    remote_addr: str
-    transport: str  # "direct" or "relayed"
-    security: str
-    muxer: str
-    streams: list[StreamInfo]
-    rtt_ms: float | None
-    since: float
-    agent: str
-    via: str = "direct"  # direct / relay / hole_punch
+class CircuitRouter(Protocol):
+    """NAT traversal (punch_net/relay/manager.py): relayed dials and how a connection came."""
+
+    def on_connected(self, conn: INetConn) -> str: ...
+
+    def on_disconnected(self, conn: INetConn) -> None: ...
+
+    def via_of(self, conn: INetConn) -> str: ...
+
+    def wants_relay(self, info: PeerInfo) -> bool: ...
+
+    async def connect(self, info: PeerInfo) -> object: ...
+
+    async def dial_circuit(self, addr: str) -> ID: ...
 
 
-@dataclass(frozen=True)
-class RoutingPeer:
-    peer_id: str
-    cpl: int
-    last_seen: float
-    connected: bool
-    agent: str
-    addrs: list[str]
+class RequestObserver(Protocol):
+    """Told how each command to a peer went (reputation)."""
+
+    def record_success(self, peer: ID, latency_ms: float) -> None: ...
+
+    def record_failure(self, peer: ID) -> None: ...
+
+    def record_timeout(self, peer: ID) -> None: ...
 
 
-@dataclass(frozen=True)
-class RoutingBucket:
-    cpl: int
-    peers: list[RoutingPeer]
+class LookupObserver(Protocol):
+    """Told how long each DHT operation took (metrics)."""
+
+    def dht_lookup(self, op: str, seconds: float, ok: bool) -> None: ...
 
 
-@dataclass(frozen=True)
-class RoutingTableInfo:
-    size: int
-    buckets: list[RoutingBucket]
-    mode: str
-    last_refresh: float | None
+class ConnectionObserver(Protocol):
+    """Told of each new connection (connection manager, metrics)."""
+
+    def connection_opened(self, conn: INetConn) -> None: ...
+
+    def connection_closed(self, conn: INetConn) -> None: ...
 
 
 @dataclass
@@ -179,18 +169,16 @@ class _Notifee(INotifee):
 
 
 class Node:
-    """A Punch node. Create, then `await node.run()` inside a nursery (or use
-    `nursery.start(node.run)` to wait until it listens)."""
+    """The kernel of a Punch node. Create, register components, then `await node.run()`
+    inside a nursery (or `nursery.start(node.run)` to wait until it listens)."""
 
     def __init__(
         self,
         config: NodeConfig,
-        role: Role | None = None,
         registry: CommandRegistry | None = None,
         key_pair: KeyPair | None = None,
     ) -> None:
         self.config = config
-        self.role = role
         self.bus = ev.EventBus()
         self.registry = registry or CommandRegistry()
         self.counters = Counters()
@@ -209,19 +197,52 @@ class Node:
         self._bootstrap_changed = trio.Event()
         self.bootstrapped = trio.Event()
         self.last_refresh: float | None = None
-        self.relay: RelayManager | None = None  # NAT traversal (punch_net/relay/), set up in run()
-        try:
-            self.connmgr = ConnManager(self, config.conn_low, config.conn_high)
-        except ValueError as exc:
-            raise NodeError(str(exc)) from None
+        self._components: list[Component] = []
+        self._router: CircuitRouter | None = None
+        self._request_observers: list[RequestObserver] = []
+        self._lookup_observers: list[LookupObserver] = []
+        self._conn_observers: list[ConnectionObserver] = []
         self._register_builtins()
-        testnet_control.register(self)
-        # reputation, capabilities book, metrics, optional services (punch_net/upkeep.py)
-        self.reputation: Any = None
-        self.caps_book: Any = None
-        self.metrics: Any = None
-        self.services: list[Callable[..., Awaitable[Any]]] = []
-        upkeep.attach(self)
+
+    # ---------------------------------------------------------------- composition
+
+    def add_component(self, component: Component) -> None:
+        """Attach before listening, run in the node's nursery (in the order added)."""
+        self._components.append(component)
+
+    def set_router(self, router: CircuitRouter) -> None:
+        self._router = router
+
+    def observe_requests(self, observer: RequestObserver) -> None:
+        self._request_observers.append(observer)
+
+    def observe_lookups(self, observer: LookupObserver) -> None:
+        self._lookup_observers.append(observer)
+
+    def observe_connections(self, observer: ConnectionObserver) -> None:
+        self._conn_observers.append(observer)
+
+    def has_session(self, peer: ID) -> bool:
+        """Is a command session with `peer` open (the connection is in use)?"""
+        session = self._sessions.get(peer)
+        return session is not None and not session.closed
+
+    def _record(self, outcome: str, peer: ID, rtt_ms: float = 0.0) -> None:
+        for observer in self._request_observers:
+            if outcome == "success":
+                observer.record_success(peer, rtt_ms)
+            elif outcome == "timeout":
+                observer.record_timeout(peer)
+            else:
+                observer.record_failure(peer)
+
+    def refreshed(self) -> None:
+        """A routing-table refresh finished (shown in the DHT snapshot)."""
+        self.last_refresh = time.time()
+
+    def _lookup_done(self, op: str, seconds: float, ok: bool) -> None:
+        for observer in self._lookup_observers:
+            observer.dht_lookup(op, seconds, ok)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -252,8 +273,8 @@ class Node:
             return new_identity()
         return load_or_create_identity(self.config.identity_path())
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> int:
-        """Run until the role finishes (returns its exit code) or we are cancelled."""
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, bootstrap and run the components until cancelled."""
         cfg = self.config
         key_pair = self._identity()
         try:
@@ -267,10 +288,7 @@ class Node:
         host = build_host(key_pair, cfg.dial_timeout)
         mode = DHTMode.SERVER if cfg.is_dht_server() else DHTMode.CLIENT
         dht = KadDHT(host, mode)
-        if mode == DHTMode.SERVER:
-            install_kad_read_deadline(host, dht.handle_stream)
-        dht_hygiene.install(host, dht)
-        self.connmgr.attach(host.get_network())
+        install_dht(host, dht, server=mode == DHTMode.SERVER, walk=dht_walk.provider_walk)
         server = CommandServer(
             self.registry,
             ServeHooks(on_request=self._on_request, on_rejected=self._on_rejected),
@@ -278,9 +296,8 @@ class Node:
         host.set_stream_handler(codec.PROTOCOL_ID, server.handle_stream)  # type: ignore[arg-type]
         host.get_network().register_notifee(_Notifee(self))
         self._host, self._dht = host, dht
-        self.relay = RelayManager(self)
-        self.relay.install(host)
-        advertise_extra_addrs(host, self.relay.circuit_addrs)
+        for component in self._components:
+            component.attach(host, dht)
         try:
             async with host.run([listen]):
                 if not host.get_transport_addrs():
@@ -293,28 +310,17 @@ class Node:
                             peer_id=str(self.peer_id), addrs=self.listen_addrs(), role=cfg.role
                         )
                     )
-                    self.metrics.install(host)
-                    await nursery.start(upkeep.run, self)
+                    for component in self._components:
+                        await nursery.start(_run_component, component)
                     nursery.start_soon(self._bootstrap_all)
-                    nursery.start_soon(self.relay.run)
-                    nursery.start_soon(self.connmgr.run)
-                    nursery.start_soon(dht_hygiene.maintain, self, cfg.dht_refresh_interval)
-                    nursery.start_soon(testnet_control.serve_stdin, self)
                     task_status.started()
-                    code = 0
-                    if self.role is not None:
-                        code = await self.role(self)
-                    else:
-                        await trio.sleep_forever()
-                    nursery.cancel_scope.cancel()
-                    return code
+                    await trio.sleep_forever()
         finally:
             self._nursery = None
             for session in list(self._sessions.values()):
                 session.closed = True
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await host.close()
-        return 0  # unreachable: keeps type checkers calm
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run a task in the node's nursery (it ends when the node stops)."""
@@ -336,18 +342,21 @@ class Node:
                 peer_id=str(peer),
                 direction=direction or "unknown",
                 addr=str(addrs[0]) if addrs else "",
-                via=self.relay.on_connected(conn) if self.relay else "direct",
+                via=self._router.on_connected(conn) if self._router else "direct",
             )
         )
         self.spawn(self._add_if_dht_server, peer)
-        self.connmgr.connected()  # wakes the connection manager only above its high watermark
+        for observer in self._conn_observers:
+            observer.connection_opened(conn)
 
     def _on_disconnected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
         self.counters.connections_closed += 1
         self._count_traffic(conn)
-        if self.relay is not None:
-            self.relay.on_disconnected(conn)
+        if self._router is not None:
+            self._router.on_disconnected(conn)
+        for observer in self._conn_observers:
+            observer.connection_closed(conn)
         if not self.host.get_network().get_connections(peer):
             session = self._sessions.pop(peer, None)
             if session is not None:
@@ -469,7 +478,7 @@ class Node:
                 await self.dht.peer_routing.find_closest_peers_network(self.peer_id.to_bytes())
             except Exception:
                 pass
-        self.last_refresh = time.time()
+        self.refreshed()
 
     @property
     def bootstrap_epoch(self) -> int:
@@ -487,8 +496,8 @@ class Node:
     async def dial(self, addr: str) -> ID:
         """Connect to `/ip4|dns4/.../tcp/N[/p2p/ID]`; learns the peer id when not given.
         A `.../p2p/RELAY/p2p-circuit/p2p/ID` address dials through that relay."""
-        if "/p2p-circuit" in addr and self.relay is not None:
-            return await self.relay.dial_circuit(addr.strip())
+        if "/p2p-circuit" in addr and self._router is not None:
+            return await self._router.dial_circuit(addr.strip())
         try:
             target = parse_dial_target(addr)
         except AddressError as exc:
@@ -529,19 +538,12 @@ class Node:
         if session is not None:
             session.closed = True
 
-    def relay_status(self) -> RelayStatus:
-        """NAT traversal snapshot: reachability, reservations held and served, circuits,
-        hole-punch attempts and counts per outcome (see docs/NAT.md)."""
-        if self.relay is None:
-            raise NodeError("node is not running")
-        return self.relay.status()
-
     async def connect_peer(self, info: PeerInfo) -> None:
         """Connect to a peer found in the DHT (addresses from its provider record); peers
         with `/p2p-circuit` addresses are dialed directly and, half a second later, through
         their relays (RelayManager.connect)."""
-        if self.relay is not None and self.relay.wants_relay(info):
-            await self.relay.connect(info)
+        if self._router is not None and self._router.wants_relay(info):
+            await self._router.connect(info)
             return
         try:
             with trio.fail_after(self.config.dial_timeout):
@@ -557,7 +559,7 @@ class Node:
         started = time.perf_counter()
         with trio.move_on_after(self.config.dial_timeout * 2):
             ok = await self.dht.provide(dht_key(namespace_multihash(namespace)))
-            self.metrics.dht_lookup("provide", time.perf_counter() - started, bool(ok))
+            self._lookup_done("provide", time.perf_counter() - started, bool(ok))
             if ok:
                 self.bus.publish(ev.Registered(namespace=namespace, key=namespace_cid(namespace)))
             return bool(ok)
@@ -569,13 +571,13 @@ class Node:
 
         Returns what the walk found by then, not nothing, and hands each provider to
         `on_provider` as soon as an answer names it: one silent peer among the closest
-        holds a walk for its whole query deadline (see dht_hygiene._provider_walk)."""
+        holds a walk for its whole query deadline (see dht/walk.py provider_walk)."""
         limit = timeout or self.config.dial_timeout
         started = time.perf_counter()
-        found = await dht_hygiene.find_providers(self.dht, bytes.fromhex(key), PROVIDERS_WANTED,
+        found = await dht_walk.find_providers(self.dht, bytes.fromhex(key), PROVIDERS_WANTED,
                                                  timeout=limit, on_provider=on_provider)
         elapsed = time.perf_counter() - started
-        self.metrics.dht_lookup("find_providers", elapsed, elapsed < limit)
+        self._lookup_done("find_providers", elapsed, elapsed < limit)
         return dedupe_providers(found)
 
     async def find_peers(self, namespace: str, timeout: float | None = None,
@@ -642,20 +644,20 @@ class Node:
                 self._sessions.pop(peer_id, None)
                 if attempt == 2:
                     self.counters.errors += 1
-                    self.reputation.record_failure(peer_id)
+                    self._record("failure", peer_id)
                     raise NodeError(f"{command} to {peer_id}: {exc}") from None
                 continue
             except trio.TooSlowError:
                 self.counters.errors += 1
-                self.reputation.record_timeout(peer_id)
+                self._record("timeout", peer_id)
                 raise NodeError(f"{command} to {peer_id}: no reply within {timeout:g}s") from None
             except Exception as exc:
                 self._sessions.pop(peer_id, None)
                 self.counters.errors += 1
-                self.reputation.record_failure(peer_id)
+                self._record("failure", peer_id)
                 raise NodeError(f"{command} to {peer_id}: {_reason(exc)}") from None
             self.counters.replies += 1
-            self.reputation.record_success(peer_id, rtt * 1000)
+            self._record("success", peer_id, rtt * 1000)
             if not quiet:
                 self.bus.publish(ev.Reply(
                     peer_id=str(peer_id), id=resp.id, ok=resp.ok, result=resp.result,
@@ -675,16 +677,6 @@ class Node:
         if not resp.ok:
             raise CommandFailed(resp.error_code, resp.error_message)
         return resp.result
-
-    async def send_to_best(
-        self, namespace: str, command: str, args: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """Send to the best node of `namespace` (weighted score, failover; punch_net/selection.py).
-        Returns a RouteResult: `.peer_id`, `.result`, `.attempts`, `.candidates` (with parts)."""
-        from punch_net.routing.selection import send_to_best
-
-        return await send_to_best(self, namespace, command, args, timeout=timeout)
 
     async def ping(self, peer: ID | str, timeout: float = 5.0) -> float:
         """libp2p ping (`/ipfs/ping/1.0.0`), timed here to sub-millisecond precision."""
@@ -751,7 +743,7 @@ class Node:
                         rtt_ms=meta.rtt_ms,
                         since=getattr(conn, "_created_at", self.started_at),
                         agent=meta.agent or self._agent_from_peerstore(peer),
-                        via=self.relay.via_of(conn) if self.relay else "direct",
+                        via=self._router.via_of(conn) if self._router else "direct",
                     )
                 )
         return out
@@ -784,7 +776,7 @@ class Node:
 
     def _count_traffic(self, conn: Any) -> None:
         """Add what `conn` moved since we last looked to counters.bytes_in/out."""
-        now = fastpath.connection_bytes(conn)
+        now = connection_bytes(conn)
         before = self._traffic_seen.get(conn, (0, 0))
         self.counters.bytes_in += max(0, now[0] - before[0])
         self.counters.bytes_out += max(0, now[1] - before[1])
@@ -802,17 +794,17 @@ class Node:
         for conn in conns:
             self._count_traffic(conn)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         self.update_traffic()
-        return {
-            "role": self.config.role,
-            "peer_id": str(self.peer_id),
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "connections": len(self.connected_peers()),
-            "routing_table_size": self.dht.get_routing_table_size(),
-            "events_dropped": self.bus.dropped,
+        return Stats(
+            role=self.config.role,
+            peer_id=str(self.peer_id),
+            uptime_s=round(time.time() - self.started_at, 1),
+            connections=len(self.connected_peers()),
+            routing_table_size=self.dht.get_routing_table_size(),
+            events_dropped=self.bus.dropped,
             **vars(self.counters),
-        }
+        )
 
     # ---------------------------------------------------------------- built-in commands
 
@@ -829,13 +821,13 @@ class Node:
             text = call.request.args.get("text", call.request.args.get("message", ""))
             return {"received": True, "echo": text, "by": str(self.peer_id)}
 
-        async def caps(call: Call) -> dict[str, Any]:
-            return capabilities(self.config.data_dir)
-
-        for name, handler in (("ping", ping), ("echo", echo), ("message", message),
-                              ("capabilities", caps)):
+        for name, handler in (("ping", ping), ("echo", echo), ("message", message)):
             if reg.get(name) is None:
                 reg.register(name, handler)
+
+
+async def _run_component(component: Component, *, task_status: TaskStatus[None]) -> None:
+    await component.run(task_status=task_status)
 
 
 def _direction(value: Any) -> str:
@@ -856,7 +848,9 @@ def _reason(exc: BaseException) -> str:
 
 
 __all__ = [
+    "CircuitRouter",
     "CommandFailed",
+    "Component",
     "ConnectionInfo",
     "Counters",
     "Node",

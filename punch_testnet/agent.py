@@ -20,14 +20,19 @@ import multiaddr
 import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from trio_typing import TaskStatus
 
-from punch_net.dht import walk as dht_hygiene
+from punch_net.dht import refresh as dht_refresh
 from punch_net.dht.keys import dht_key, namespace_multihash
+from punch_net.errors import NodeError
 from punch_net.messaging.codec import Request
 from punch_net.messaging.commands import Call, CommandError
+from punch_net.p2p.patches.kad_lookup_tracing import trace_lookup
 
 if TYPE_CHECKING:
     from punch_net.node import Node
+    from punch_net.routing.connmgr import ConnManager
+    from punch_net.runtime import Runtime
 
 ENV_FLAG = "PUNCH_TESTNET"
 MAX_KEY_LEN = 256
@@ -56,16 +61,27 @@ def _key(call: Call) -> str:
     return dht_key(namespace_multihash(key))
 
 
-def register(node: Node) -> None:
-    """Add the testnet commands to the node's registry (only with PUNCH_TESTNET=1)."""
+def compose(rt: Runtime) -> None:
+    """Add the testnet commands and the stdin control loop to a node (the testnet's
+    children only: `punch_testnet.child`, the zygote)."""
     if not enabled():
         return
+    register(rt.node, rt.connmgr)
+    rt.add_service(lambda task_status=trio.TASK_STATUS_IGNORED: _serve(rt.node, task_status))
+
+
+async def _serve(node: Node, task_status: TaskStatus[None]) -> None:
+    task_status.started()
+    await serve_stdin(node)
+
+
+def register(node: Node, cm: ConnManager) -> None:
+    """Add the testnet commands to the node's registry."""
     reg = node.registry
 
     async def stats(call: Call) -> dict[str, Any]:
         conns = node.connected_peers()
         others = [p for p in conns if str(p) != call.peer_id]
-        cm = getattr(node, "connmgr", None)
         return {
             "peer_id": str(node.peer_id),
             "role": node.config.role,
@@ -75,7 +91,7 @@ def register(node: Node) -> None:
             "bootstrapped": node.bootstrapped.is_set(),
             "rss": rss_bytes(),
             "uptime_s": round(time.time() - node.started_at, 1),
-            "connmgr": cm.stats() if cm is not None else None,
+            "connmgr": cm.stats(),
             "dial_errors": node.counters.dial_errors,
         }
 
@@ -102,7 +118,7 @@ def register(node: Node) -> None:
         async with trio.open_nursery() as nursery:
             if detail:
                 nursery.start_soon(_loop_lag, lag)
-            with dht_hygiene.trace_lookup(detail) as trace, trio.move_on_after(timeout):
+            with trace_lookup(detail) as trace, trio.move_on_after(timeout):
                 found = await node.dht.find_providers(key, count)
             ms = (time.perf_counter() - start) * 1000
             nursery.cancel_scope.cancel()
@@ -120,7 +136,7 @@ def register(node: Node) -> None:
         return result
 
     async def refresh(call: Call) -> dict[str, Any]:
-        result = await dht_hygiene.refresh(node, max_age=0)  # asked for: every region, however recent
+        result = await dht_refresh.refresh(node, max_age=0)  # asked for: every region, however recent
         reprovided = 0
         for raw in list(node.dht.provider_store.providing_keys):
             with trio.move_on_after(MAX_FIND_TIMEOUT):
@@ -134,7 +150,6 @@ def register(node: Node) -> None:
         if not isinstance(peer, str) or not 30 <= len(peer) <= 100:
             raise CommandError("bad_args", "'peer' must be a peer id")
         addrs = call.request.args.get("addrs", [])
-        from punch_net.node import NodeError  # node.py imports this module
 
         try:
             peer_id = ID.from_base58(peer)

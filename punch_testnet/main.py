@@ -4,7 +4,7 @@ A bootstrap server starts first; every other node (`punch listener`, `punch serv
 `punch torrent-server` when that role exists) bootstraps to a few random nodes that are
 already up, so start-up never has everyone dial one node. The controller reads each
 child's `--json` events (listening, bootstrapped), polls `testnet.stats` through the
-child's stdin/stdout (testnet_control.serve_stdin: no libp2p connection, so watching
+child's stdin/stdout (punch_testnet/agent.py serve_stdin: no libp2p connection, so watching
 adds nothing to the network it measures), and stops every child on ctrl+c, SIGTERM or
 after `--duration`. Children run with PUNCH_TESTNET=1 (enables the testnet commands),
 in their own session, and stop when their stdin closes, i.e. when the controller is
@@ -280,7 +280,7 @@ class Testnet:
 
     def _argv(self, child: Child, bootstrap: list[str]) -> list[str]:
         port = 0 if self.base_port is None else self.base_port + child.index
-        argv = [sys.executable, "-m", "punch_net.cli", child.role, "--listen-addr", "127.0.0.1",
+        argv = [sys.executable, "-m", "punch_testnet.child", child.role, "--listen-addr", "127.0.0.1",
                 "--port", str(port), "--ephemeral", "--json"]
         if self.config_file is not None:
             argv += ["--config", str(self.config_file)]
@@ -527,7 +527,7 @@ async def _wait_all(children: list[Child], timeout: float) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from punch_net.cli import types as cli_types
+    from punch_net import flag_types as cli_types
 
     p.add_argument("--nodes", type=cli_types.positive_int, required=True, help="how many node processes")
     p.add_argument("--listeners", type=int, default=0, help="how many of them run the listener role (0)")

@@ -76,8 +76,9 @@ def _child(argv: list[str], fds: list[int], sock: socket.socket) -> None:
         sys.stdout = open(1, "w", closefd=False)
         sys.stderr = open(2, "w", closefd=False)
         from punch_net.cli.main import main
+        from punch_testnet import agent
 
-        code = int(main(argv) or 0)
+        code = int(main(argv, extend=agent.compose) or 0)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:

@@ -1,7 +1,7 @@
-"""PunchApp: the Textual node console. It owns one NodeBridge (trio in guest mode),
-fans node messages out to the tab widgets, and turns keys, the palette and the
-compose bar into node commands that run in workers (the UI never waits on the
-network)."""
+"""PunchApp: the Textual node console. It owns one bridge (trio in guest mode: its own
+node, or a running node's control socket with --attach) and through it one `NodeAPI`;
+it fans node messages out to the tab widgets, and turns keys, the palette and the
+compose bar into API calls that run in workers (the UI never waits on the network)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from textual import events, on
 from textual.app import App, ComposeResult
@@ -19,18 +19,17 @@ from textual.containers import Horizontal
 from textual.theme import Theme
 from textual.widgets import Header, Input, Label, TabbedContent, TabPane
 
+from punch_net.api import JSONObject, NodeAPI, PeerAddrs, Snapshot
 from punch_net.config import ConfigError, NodeConfig, update_config_file
-from punch_net.node import Node
-from punch_tui.attach import AttachBridge, AttachStatus
-from punch_tui.bridge import BridgeError, NodeBridge
+from punch_tui.bridge import AttachBridge, BridgeError, LocalBridge, NodeBridge
+from punch_tui.console import console
 from punch_tui.format import short_id
-from punch_tui.messages import NodeEvents, NodeStarted, NodeStopped, SnapshotReady
+from punch_tui.messages import AttachStatus, NodeEvents, NodeStarted, NodeStopped, SnapshotReady
 from punch_tui.palette import NodeCommands
 from punch_tui.peers import InputError, PeerBook, check_command, check_dial
 from punch_tui.screens.error import NodeErrorScreen
 from punch_tui.screens.help import HelpScreen
 from punch_tui.screens.prompt import PromptScreen
-from punch_tui.snapshot import Snapshot
 from punch_tui.tabs.base import NodeTab
 from punch_tui.tabs.connections import ConnectionsTab
 from punch_tui.tabs.dht import DhtTab
@@ -44,6 +43,10 @@ from punch_tui.widgets.keybar import KeyBar
 from punch_tui.widgets.logview import LogEntry, LogView
 from punch_tui.widgets.table import FilterTable
 
+if TYPE_CHECKING:
+    from libp2p.crypto.keys import KeyPair
+
+T = TypeVar("T")
 GC_THRESHOLDS = (20_000, 20, 1_000_000)  # young batches; full collections only from _idle_gc
 IDLE_GC_INTERVAL = 15.0  # seconds between checks
 IDLE_GC_QUIET = 3.0  # no key for this long: a full collection will not be noticed
@@ -58,7 +61,7 @@ class FilterInput(Input):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "Clear filter")]
 
     def action_clear(self) -> None:
-        self.app.clear_filter()  # type: ignore[attr-defined]
+        console(self.app).clear_filter()
 
 
 class PunchApp(App[int]):
@@ -77,20 +80,20 @@ class PunchApp(App[int]):
     def __init__(
         self,
         config: NodeConfig,
-        node: Node | None,
         *,
+        attach: Path | None = None,
+        key_pair: KeyPair | None = None,
         theme_name: str = DEFAULT_THEME,
         themes: list[Theme] | None = None,
         config_path: Path | None = None,
         poll_interval: float = 1.0,
-        attach: Path | None = None,
-        hello: dict[str, Any] | None = None,
     ) -> None:
+        """Run a node of `config` in this process, or with `attach` (a control socket)
+        show a node that runs elsewhere; `config.role` then names the attached node's role."""
         super().__init__()
         self.node_config = config
-        # --attach: the same console on a running node, through its control socket
-        self.bridge: Any = (NodeBridge(node, self, poll_interval) if attach is None and node is not None
-                            else AttachBridge(attach or "", self, poll_interval, hello))
+        self.bridge: NodeBridge = (AttachBridge(attach, self, poll_interval) if attach is not None
+                                   else LocalBridge(config, self, poll_interval, key_pair))
         self.peers = PeerBook()
         self.my_addrs: list[str] = []
         self.config_path = config_path
@@ -131,7 +134,7 @@ class PunchApp(App[int]):
     def on_mount(self) -> None:
         self.title = f"Punch · {self.node_config.role}"
         self.sub_title = "starting node…"
-        if getattr(self.bridge, "attached", False):
+        if self.bridge.attached:
             self.title += " · attached"
             self.sub_title = "attaching…"
         if self.start_theme in self.available_themes:
@@ -144,8 +147,16 @@ class PunchApp(App[int]):
     def tabs(self) -> list[NodeTab]:
         return list(self.query(NodeTab))
 
-    def tab(self, name: str) -> Any:
-        return self.query_one(f"#tab-{name}")
+    def tab(self, name: str) -> NodeTab:
+        return self.query_one(f"#tab-{name}", NodeTab)
+
+    @property
+    def transfers_tab(self) -> TransfersTab:
+        return self.query_one("#tab-transfers", TransfersTab)
+
+    @property
+    def messages_tab(self) -> MessagesTab:
+        return self.query_one("#tab-messages", MessagesTab)
 
     @property
     def active_tab(self) -> NodeTab:
@@ -159,7 +170,7 @@ class PunchApp(App[int]):
         self.peers.me = msg.peer_id
         self.my_addrs = msg.addrs
         self.sub_title = f"{short_id(msg.peer_id, 12)} · {len(msg.addrs)} addr"
-        self.tab("overview").set_identity(msg.peer_id, msg.addrs)
+        self.query_one("#tab-overview", OverviewTab).set_identity(msg.peer_id, msg.addrs)
 
     def on_node_events(self, msg: NodeEvents) -> None:
         for e in msg.events:
@@ -179,9 +190,10 @@ class PunchApp(App[int]):
         suggestions = self.peers.peer_ids()
         if suggestions != self._last_suggestions:
             self._last_suggestions = suggestions
-            self.tab("messages").set_peer_suggestions(suggestions)
-        self.sub_title = (f"{short_id(str(snap.stats.get('peer_id', '')), 12)} · "
-                          f"{snap.stats.get('connections', 0)} peers · DHT {snap.stats.get('routing_table_size', 0)}")
+            self.messages_tab.set_peer_suggestions(suggestions)
+        if snap.stats is not None:
+            self.sub_title = (f"{short_id(snap.stats.peer_id, 12)} · {snap.stats.connections} peers · "
+                              f"DHT {snap.stats.routing_table_size}")
 
     def on_node_stopped(self, msg: NodeStopped) -> None:
         if msg.error:
@@ -197,13 +209,15 @@ class PunchApp(App[int]):
 
     # ---------------------------------------------------------------- running commands
 
-    def run_node(self, label: str, fn: Callable[..., Awaitable[Any]], *args: Any,
-                 on_ok: Callable[[Any], None] | None = None) -> None:
-        """Run a node coroutine in a worker; report failure as a notification."""
+    def run_node(self, label: str, op: Callable[[NodeAPI], Awaitable[T]],
+                 on_ok: Callable[[T], None] | None = None) -> None:
+        """Run `op(api)` in a worker (on the trio side, through the bridge); report failure
+        as a notification. `op` gets the API when it runs: attached, that is the current
+        connection, not the one there was when the key was pressed."""
 
         async def work() -> None:
             try:
-                result = await self.bridge.call(fn, *args)
+                result = await self.bridge.call(op, self.bridge.api)
             except BridgeError as exc:
                 self.notify(f"{label}: {exc}", severity="error", timeout=6)
                 return
@@ -217,7 +231,7 @@ class PunchApp(App[int]):
         self.run_worker(work(), group="node", exit_on_error=False)
 
     def _log_error(self, text: str) -> None:
-        self.tab("messages").add_entries([LogEntry("error", f"! {text}", {"error": text})])
+        self.messages_tab.add_entries([LogEntry("error", f"! {text}", {"error": text})])
 
     def dial(self, addr: str) -> None:
         try:
@@ -226,28 +240,31 @@ class PunchApp(App[int]):
             self.notify(str(exc), severity="error")
             return
         self.notify(f"dialling {addr}…", timeout=3)
-        self.run_node(f"dial {addr}", self.bridge.node.dial, addr,
+        self.run_node(f"dial {addr}", lambda api: api.dial(addr),
                       on_ok=lambda peer: self.notify(f"✓ connected to {peer}", timeout=5))
 
     def find_peers(self, namespace: str) -> None:
-        def done(found: list[Any]) -> None:
-            ids = ", ".join(short_id(str(p.peer_id)) for p in found) or "none"
+        def done(found: list[PeerAddrs]) -> None:
+            ids = ", ".join(short_id(p.peer_id) for p in found) or "none"
             self.notify(f"'{namespace}': {len(found)} peer(s): {ids}", timeout=8)
 
         self.notify(f"looking up '{namespace}'…", timeout=3)
-        self.run_node(f"find {namespace}", self.bridge.node.find_peers, namespace, on_ok=done)
+        self.run_node(f"find {namespace}", lambda api: api.find_peers(namespace), on_ok=done)
 
     def ping_peer(self, peer: str) -> None:
-        self.run_node(f"ping {short_id(peer)}", self.bridge.node.ping, peer,
+        self.run_node(f"ping {short_id(peer)}", lambda api: api.ping(peer),
                       on_ok=lambda rtt: self.notify(f"ping {short_id(peer)}: {rtt * 1000:.2f} ms", timeout=5))
 
     def disconnect_peer(self, peer: str) -> None:
-        self.run_node(f"disconnect {short_id(peer)}", self.bridge.node.disconnect, peer,
+        self.run_node(f"disconnect {short_id(peer)}", lambda api: api.disconnect(peer),
                       on_ok=lambda _: self.notify(f"disconnected {short_id(peer)}", timeout=4))
 
-    def request_peer(self, peer: str, command: str, args: dict[str, Any]) -> None:
+    def request_peer(self, peer: str, command: str, args: JSONObject) -> None:
         """Send a command; the sent line and the reply reach the Messages log as node events."""
-        self.run_node(f"{command} to {short_id(peer)}", self.bridge.node.request, peer, command, args)
+        self.run_node(f"{command} to {short_id(peer)}", lambda api: api.request(peer, command, args))
+
+    def download(self, info_hash: str, name: str = "") -> None:
+        self.transfers_tab.download(info_hash, name)
 
     def send_to_peer(self, peer_text: str, command: str, payload: str) -> str | None:
         """From the compose bar: validate, send, return an inline error (or None)."""
@@ -320,10 +337,10 @@ class PunchApp(App[int]):
                                           [f"{p} " for p in book.peer_ids()], "peer text…",
                                           f"{initial} " if initial else ""), sent)
         elif verb == "download":
-            self.tab("transfers").prompt_download(initial)
+            self.transfers_tab.prompt_download(initial)
         elif verb == "catalogue":
             self.action_show_tab("transfers")
-            self.tab("transfers").action_catalogue()
+            self.transfers_tab.action_catalogue()
         elif verb == "theme":
             self.search_themes()
         elif verb == "copy":
@@ -450,7 +467,6 @@ class PunchApp(App[int]):
             self.sub_title = "disconnected, retrying…"
 
     async def action_quit(self) -> None:
-        self.sub_title = "detaching (the node keeps running)…" if getattr(self.bridge, "attached", False) \
-            else "stopping node…"
+        self.sub_title = "detaching (the node keeps running)…" if self.bridge.attached else "stopping node…"
         await self.bridge.stop()
         self.exit(self.exit_code, return_code=self.exit_code)

@@ -1,10 +1,17 @@
-"""The one place where trio meets Textual.
+"""The one place where trio meets Textual, for both ways of running the console.
 
 trio runs in *guest mode* on Textual's asyncio loop (`trio.lowlevel.start_guest_run`):
 both event loops share one thread, so a busy node and a key press are scheduled
-fairly and nothing needs locks. This class owns that run. Widgets never see trio:
-node events and snapshots arrive as Textual messages (`punch_tui.messages`), and UI
-commands go in through `call()`, which returns an asyncio result.
+fairly and nothing needs locks. The bridge owns that run and one `NodeAPI`:
+
+- `LocalBridge` starts a `Runtime` (the node and its role) in that run and uses `rt.api`;
+- `AttachBridge` connects a `RemoteNode` to a running node's control socket (trio too),
+  and reconnects with backoff when the node goes away (quitting leaves the node running).
+
+Either way the app sees `bridge.api` and runs commands with `await bridge.call(fn, *args)`
+(an asyncio result of a trio task). Events (`api.events(replay=True)`: the backlog first)
+and `api.snapshot()` every poll interval reach widgets as Textual messages
+(`punch_tui.messages`); widgets never see trio.
 """
 
 from __future__ import annotations
@@ -12,29 +19,47 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+import outcome
 import trio
+from textual.message import Message
+from trio_typing import TaskStatus
 
 from punch_net import events as ev
-from punch_net.node import Node
-from punch_tui.messages import NodeEvents, NodeStarted, NodeStopped, SnapshotReady
-from punch_tui.snapshot import take_snapshot
-from punch_tui.traffic import TrafficMeter
+from punch_net.api import NodeAPI, NodeError, Snapshot
+from punch_net.config import NodeConfig
+from punch_net.ops.remote import RemoteNode
+from punch_tui.messages import AttachStatus, NodeEvents, NodeStarted, NodeStopped, SnapshotReady
+
+if TYPE_CHECKING:
+    from libp2p.crypto.keys import KeyPair
+
+    from punch_net.runtime import Runtime
 
 T = TypeVar("T")
 
+# The parts the tabs show (not reputation or capabilities: big, and shown nowhere here).
+SNAPSHOT_PARTS = ["stats", "listen_addrs", "connections", "routing", "relay", "transfers", "network"]
 EVENT_BUFFER = 10_000
 EVENT_BATCH = 500
 STOP_TIMEOUT = 10.0
+RETRY_MIN = 0.5
+RETRY_MAX = 5.0
+CONNECT_TIMEOUT = 5.0
 
 
-class _Poster(Protocol):
-    def post_message(self, message: Any) -> bool: ...
+class Poster(Protocol):
+    def post_message(self, message: Message) -> bool: ...
 
 
 class BridgeError(Exception):
-    """The node is not running (not started yet, failed or stopped)."""
+    """The node is not reachable (not started yet, failed, stopped or disconnected)."""
+
+
+class Disconnected(Exception):
+    """Attached: the control connection ended (the node stopped or restarted)."""
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -43,18 +68,20 @@ def describe_failure(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
-    if name in ("ListenError", "IdentityError", "ConfigError", "AddressError", "NodeError"):
+    if isinstance(exc, NodeError) or name in ("ListenError", "IdentityError", "ConfigError", "AddressError"):
         return text or name
     return f"{name}: {text}" if text else name
 
 
 class NodeBridge:
-    """Runs `node` (trio) inside the running asyncio loop and connects it to `target`."""
+    """What both modes share: the guest run, `call()`, the event pump and the snapshot poll."""
 
-    def __init__(self, node: Node, target: _Poster, poll_interval: float = 1.0) -> None:
-        self.node = node
+    attached = False
+
+    def __init__(self, target: Poster, poll_interval: float = 1.0) -> None:
         self.target = target
         self.poll_interval = poll_interval
+        self._api: NodeAPI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
@@ -62,7 +89,14 @@ class NodeBridge:
         self._stopping = False
         self.running = False
         self.failure: str | None = None
-        self.traffic = TrafficMeter()
+        self.reconnects = 0
+
+    @property
+    def api(self) -> NodeAPI:
+        """The node's API; BridgeError while there is none (starting, stopped, disconnected)."""
+        if self._api is None or not self.running:
+            raise BridgeError(self.failure or "node is not running")
+        return self._api
 
     # ------------------------------------------------------------ asyncio side
 
@@ -80,8 +114,8 @@ class NodeBridge:
             strict_exception_groups=True,
         )
 
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run `await fn(*args)` as a task in the node's world; return or raise its outcome.
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
+        """Run `await fn(*args)` as a task in the node's (trio) world; return or raise its outcome.
 
         Cancelling the awaiting asyncio task cancels the trio task too."""
         if self._loop is None or self._token is None or self._nursery is None or not self.running:
@@ -125,7 +159,8 @@ class NodeBridge:
         return await fut
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Cancel the node and wait (bounded) until trio has closed the host."""
+        """Cancel the run and wait (bounded) until trio has closed everything
+        (local: the node stops; attached: only the connection closes)."""
         self._stopping = True
         if self._token is not None and self._nursery is not None:
             nursery = self._nursery
@@ -143,12 +178,13 @@ class NodeBridge:
     def finished(self) -> bool:
         return self._done is not None and self._done.done()
 
-    def _on_done(self, outcome: Any) -> None:
+    def _on_done(self, result: outcome.Outcome[int | None]) -> None:
         self.running = False
+        self._api = None
         error: str | None = None
         code: int | None = None
         try:
-            code = outcome.unwrap()
+            code = result.unwrap()
         except BaseException as exc:
             if not (self._stopping and _only_cancelled(exc)):
                 error = describe_failure(exc)
@@ -162,50 +198,147 @@ class NodeBridge:
 
     async def _main(self) -> int | None:
         self._token = trio.lowlevel.current_trio_token()
-        code: int | None = None
-        with self.node.bus.subscribe(EVENT_BUFFER) as events:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._pump, events)
-
-                async def run_node(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                    nonlocal code
-                    code = await self.node.run(task_status=task_status)
-                    await trio.sleep(0.1)  # let the pump deliver the last events
-                    nursery.cancel_scope.cancel()
-
-                await nursery.start(run_node)
-                self.running = True
-                self.target.post_message(NodeStarted(str(self.node.peer_id), self.node.listen_addrs()))
-                nursery.start_soon(self._poll)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery  # call() runs commands here, beside the node
+            code = await self._serve()
+            nursery.cancel_scope.cancel()
         return code
 
-    async def _pump(self, events: trio.MemoryReceiveChannel[ev.Event]) -> None:
-        async for first in events:
-            batch = [first]
-            while len(batch) < EVENT_BATCH:
-                try:
-                    batch.append(events.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            self.target.post_message(NodeEvents(batch))
+    async def _serve(self) -> int | None:
+        """Run until the node ends (local) or forever (attached); the exit code."""
+        raise NotImplementedError
 
-    async def _poll(self) -> None:
+    async def _go_live(self, api: NodeAPI) -> None:
+        info = await api.info()
+        self._api = api
+        self.running = True
+        self.failure = None
+        self.target.post_message(NodeStarted(info.peer_id, list(info.listen_addrs)))
+
+    async def _watch(self, api: NodeAPI) -> None:
+        """Pump events and poll snapshots until the event stream ends."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._poll, api)
+            await self._pump(api)
+            nursery.cancel_scope.cancel()
+
+    async def _pump(self, api: NodeAPI) -> None:
+        # A memory channel between the stream and the poster lets one message carry every
+        # event that arrived meanwhile (a busy node costs one Textual message, not thousands).
+        send, recv = trio.open_memory_channel[ev.Event](EVENT_BUFFER)
+
+        async def post() -> None:
+            async for first in recv:
+                batch = [first]
+                while len(batch) < EVENT_BATCH:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                self.target.post_message(NodeEvents(batch))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post)
+            async with send, api.events(replay=True) as events:
+                async for e in events:
+                    try:
+                        send.send_nowait(e)
+                    except trio.WouldBlock:  # the UI is far behind: drop rather than stall the stream
+                        pass
+
+    async def _snapshot(self, api: NodeAPI) -> Snapshot:
+        """One snapshot (a seam for the benchmark, which adds synthetic rows)."""
+        return await api.snapshot(SNAPSHOT_PARTS)
+
+    async def _poll(self, api: NodeAPI) -> None:
         last_error = ""
         while True:
             started = time.perf_counter()
-            if self.node.running:
-                try:
-                    snap = take_snapshot(self.node, self.traffic)
-                except Exception as exc:  # a broken snapshot must not stop the node
-                    error = f"snapshot failed: {describe_failure(exc)}"
-                    if error != last_error:
-                        self.target.post_message(NodeEvents([ev.ErrorEvent(message=error, where="tui")]))
-                    last_error = error
-                else:
-                    last_error = ""
-                    self.target.post_message(SnapshotReady(snap))
+            try:
+                snap = await self._snapshot(api)
+            except NodeError as exc:  # a broken snapshot must not stop the node or the console
+                if exc.code == "disconnected":  # attached: the node went away; reconnect
+                    raise Disconnected(str(exc)) from None
+                error = f"snapshot failed: {describe_failure(exc)}"
+                if error != last_error:
+                    self.target.post_message(NodeEvents([ev.ErrorEvent(message=error, where="tui")]))
+                last_error = error
+            else:
+                last_error = ""
+                self.target.post_message(SnapshotReady(snap))
             await trio.sleep(max(0.05, self.poll_interval - (time.perf_counter() - started)))
+
+
+class LocalBridge(NodeBridge):
+    """The console's own node: a Runtime (node + role) in the guest run."""
+
+    def __init__(self, config: NodeConfig, target: Poster, poll_interval: float = 1.0,
+                 key_pair: KeyPair | None = None) -> None:
+        super().__init__(target, poll_interval)
+        self.config = config
+        self.key_pair = key_pair
+        self.runtime: Runtime | None = None  # for in-process tools (the benchmark); the console uses `api`
+
+    async def _serve(self) -> int | None:
+        from punch_net.runtime import Runtime  # here: an attached console need not build a node
+
+        rt = self.runtime = Runtime(self.config, key_pair=self.key_pair)
+        code: int | None = None
+        ended = trio.Event()
+
+        async def run_node(task_status: TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal code
+            try:
+                code = await rt.run(task_status=task_status)
+            finally:
+                ended.set()
+
+        assert self._nursery is not None
+        nursery = self._nursery
+        await nursery.start(run_node)
+        await self._go_live(rt.api)
+        nursery.start_soon(self._watch_local, rt.api)
+        await ended.wait()
+        self.running = False
+        await trio.sleep(0.1)  # let the pump deliver the role's last events
+        return code
+
+    async def _watch_local(self, api: NodeAPI) -> None:
+        try:
+            await self._watch(api)
+        except Exception as exc:  # no event stream: the node runs on, the console says why
+            error = ev.ErrorEvent(message=f"events: {describe_failure(exc)}", where="tui")
+            self.target.post_message(NodeEvents([error]))
+
+
+class AttachBridge(NodeBridge):
+    """A running node's control socket; retries with backoff while the node is away."""
+
+    attached = True
+
+    def __init__(self, path: Path | str, target: Poster, poll_interval: float = 1.0) -> None:
+        super().__init__(target, poll_interval)
+        self.path = Path(path)
+
+    async def _serve(self) -> int | None:
+        delay = RETRY_MIN
+        while True:
+            try:
+                remote = await RemoteNode.connect(self.path, timeout=CONNECT_TIMEOUT)
+                async with remote:
+                    await self._go_live(remote)
+                    self.target.post_message(AttachStatus("connected", str(self.path)))
+                    delay = RETRY_MIN
+                    await self._watch(remote)
+                raise Disconnected("the node closed the control socket")
+            except Exception as exc:  # refused, reset, node gone, bad data (possibly grouped): retry
+                self.failure = f"disconnected, retrying ({describe_failure(exc)})"
+            self.running = False
+            self._api = None
+            self.target.post_message(AttachStatus("disconnected, retrying", str(self.path)))
+            await trio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+            self.reconnects += 1
 
 
 def _discard(schedule: Callable[[Callable[[], None]], object]) -> Callable[[Callable[[], None]], None]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from punch_net.cli.main import EXIT_USAGE, OneLineParser, add_node_flags, config_from_args
 from punch_net.config import ConfigError, default_config_path, read_config_file
 from punch_net.p2p.addresses import AddressError
-from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_tui.themes import DEFAULT_THEME, load_themes, resolve_name
 
 
@@ -93,19 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         from punch_tui.app import PunchApp
 
-        cfg.role = str(hello.get("role") or cfg.role)
-        app = PunchApp(cfg, None, theme_name=name, themes=themes, config_path=config_path,
-                       poll_interval=args.poll, attach=sock, hello=hello)
+        cfg.role = str(hello.get("role") or cfg.role)  # the title and the palette follow the node's role
+        app = PunchApp(cfg, attach=sock, theme_name=name, themes=themes, config_path=config_path,
+                       poll_interval=args.poll)
         app.run()
         return int(app.return_code or 0)
 
-    from punch_net.node import Node
-    from punch_net.roles import ROLES
     from punch_tui.app import PunchApp
 
-    node = Node(cfg, ROLES[cfg.role].run)
-    app = PunchApp(cfg, node, theme_name=name, themes=themes, config_path=config_path,
-                   poll_interval=args.poll)
+    app = PunchApp(cfg, theme_name=name, themes=themes, config_path=config_path, poll_interval=args.poll)
     app.run()
     return int(app.return_code or 0)
 

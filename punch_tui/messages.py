@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from punch_net import events as ev
-from punch_tui.snapshot import Snapshot
+from punch_net.api import Snapshot
 
 
 class NodeStarted(Message):
@@ -26,11 +26,20 @@ class NodeEvents(Message):
 
 
 class SnapshotReady(Message):
-    """A fresh snapshot of connections, routing table and counters (polled ~1/s)."""
+    """A fresh `api.snapshot()` (polled ~1/s)."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
+
+
+class AttachStatus(Message):
+    """--attach: the control connection is "connected" or "disconnected, retrying"."""
+
+    def __init__(self, state: str, detail: str = "") -> None:
+        super().__init__()
+        self.state = state
+        self.detail = detail
 
 
 class NodeStopped(Message):

@@ -7,18 +7,16 @@ a prompt. Bad input is shown as a red hit explaining why, never an exception."""
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from rich.markup import escape
 from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from punch_net.api import JSONObject
+from punch_tui.console import Console, console
 from punch_tui.format import short_id
-from punch_tui.peers import InputError, check_command, check_dial
-from punch_tui.tabs.transfers import check_info_hash
-
-if TYPE_CHECKING:
-    from punch_tui.app import PunchApp
+from punch_tui.peers import InputError, check_command, check_dial, check_info_hash
 
 MAX_COMPLETIONS = 12
 TORRENT_VERBS = {"download", "catalogue"}  # only offered when the role runs a torrent manager
@@ -48,8 +46,8 @@ class NodeCommands(Provider):
     """The node's actions; completions come from the app's PeerBook."""
 
     @property
-    def punch(self) -> PunchApp:
-        return cast("PunchApp", self.app)
+    def punch(self) -> Console:
+        return console(self.app)
 
     def _actions(self) -> list[tuple[str, str, str]]:
         torrent = self.punch.node_config.role.startswith("torrent")
@@ -95,10 +93,13 @@ class NodeCommands(Provider):
             candidates = [p for p in book.peer_ids()
                           if not peer_text or p.startswith(peer_text) or p.endswith(peer_text.lstrip("…"))]
             if verb == "send" and payload:
+                args: JSONObject
                 try:
                     peer = book.resolve(peer_text)
-                    command, args = ("message", {"text": payload}) if not payload.startswith(
-                        tuple("{")) and " {" not in payload else _split_command(payload)
+                    if payload.startswith("{") or " {" in payload:
+                        command, args = _split_command(payload)
+                    else:
+                        command, args = "message", {"text": payload}
                 except InputError as exc:
                     return [error_hit(str(exc), rest)]
                 return [Hit(1.0, Text(f"Send {command} to {short_id(peer)}: {payload}"),
@@ -126,7 +127,7 @@ class NodeCommands(Provider):
                 info_hash = check_info_hash(rest)
             except InputError as exc:
                 return [error_hit(str(exc), rest)]
-            return [Hit(1.0, Text(f"Download {info_hash}"), partial(app.tab("transfers").download, info_hash),
+            return [Hit(1.0, Text(f"Download {info_hash}"), partial(app.download, info_hash),
                         text=f"download {info_hash}")]
         if verb == "catalogue":
             return [Hit(1.0, Text("Browse catalogue"), partial(app.open_prompt, "catalogue"), text="catalogue")]

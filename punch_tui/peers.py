@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from punch_net import events as ev
-from punch_net.p2p.addresses import AddressError, parse_dial_target
-from punch_tui.snapshot import Snapshot
+from punch_net.api import Snapshot
+from punch_net.p2p.addresses import AddressError, is_peer_id, parse_dial_target
 
 COMMAND_NAME_MAX = 64
 
@@ -34,7 +34,8 @@ class PeerBook:
                 known.append(a)
 
     def update_snapshot(self, snap: Snapshot) -> None:
-        self.me = str(snap.stats.get("peer_id", self.me))
+        if snap.stats is not None:
+            self.me = snap.stats.peer_id
         self.connected = {c.peer_id for c in snap.connections}
         for c in snap.connections:
             self.learn(c.peer_id, [c.remote_addr])
@@ -75,12 +76,8 @@ class PeerBook:
         if len(hits) > 1:
             raise InputError(f"'{text}' matches {len(hits)} peers; type more of the id")
         if len(text) >= 46 and text[:2] in ("12", "Qm"):
-            try:
-                from libp2p.peer.id import ID
-
-                ID.from_base58(text)
-            except Exception:
-                raise InputError(f"'{text}' is not a valid peer id") from None
+            if not is_peer_id(text):
+                raise InputError(f"'{text}' is not a valid peer id")
             return text  # a well-formed id we have not met: the node will try
         raise InputError(f"unknown peer '{text}'")
 
@@ -95,6 +92,19 @@ def check_dial(text: str) -> str:
     except AddressError as exc:
         raise InputError(str(exc)) from None
     return text
+
+
+def check_info_hash(text: str) -> str:
+    """An info hash as typed: 64 hex digits (spaces around are fine) -> lower-case hex."""
+    value = text.strip().lower()
+    if not value:
+        raise InputError("type an info hash (64 hex digits)")
+    if len(value) != 64:
+        raise InputError(f"an info hash is 64 hex digits, this is {len(value)} characters")
+    bad = next((c for c in value if c not in "0123456789abcdef"), None)
+    if bad is not None:
+        raise InputError(f"an info hash is hexadecimal; {bad!r} is not a hex digit")
+    return value
 
 
 def check_command(command: str, payload: str) -> tuple[str, dict[str, Any]]:

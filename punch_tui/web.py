@@ -4,9 +4,9 @@ Each browser session is its own `punch-tui --attach` process on the node's contr
 socket (textual-serve starts one per websocket), so the node is never touched by the web
 server itself and closing a tab only ends that console.
 
-When a token is set (the node sets one whenever --web-host is not loopback) every request
+When a token is set (the node sets one whenever --web-host is given) every request
 needs it: `/?token=T` once (it is then kept in an HttpOnly, SameSite=Strict cookie for the
-page's assets and websocket); anything else gets 403. Run by the node (punch_net/web.py)
+page's assets and websocket); anything else gets 403. Run by the node (punch_net/ops/web.py)
 as `python -m punch_tui.web --socket PATH --host H --port P` with PUNCH_WEB_TOKEN set.
 """
 

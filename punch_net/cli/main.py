@@ -6,8 +6,7 @@ import argparse
 import json
 import signal
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -15,8 +14,11 @@ import trio
 
 from punch_net import __version__
 from punch_net import events as ev
-from punch_net.cli import types as cli_types
+from punch_net import flag_types as cli_types
+from punch_net.api import NodeError
 from punch_net.cli.ops_flags import add_ops_flags, configure_ops
+from punch_net.cli.render import human
+from punch_net.cli.services import enable_headless_services
 from punch_net.config import (
     DEFAULT_BOOTSTRAP,
     ConfigError,
@@ -28,15 +30,17 @@ from punch_net.config import (
     read_config_file,
 )
 from punch_net.dht.keys import namespace_cid
-from punch_net.node import Node, NodeError
-from punch_net.p2p.addresses import AddressError, parse_dial_target, short_peer_id
+from punch_net.groups import first_error
+from punch_net.p2p.addresses import AddressError, parse_dial_target
+from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_net.p2p.host import ListenError
 from punch_net.p2p.identity import IdentityError
-from punch_net.p2p.workarounds import quiet_libp2p_logging
 from punch_net.relay.cli import add_relay_flags, configure_relay
-from punch_net.upkeep import enable_headless_services
+from punch_net.roles import ROLES
+from punch_net.runtime import Runtime
 
 EXIT_USAGE = 2
+Extend = Callable[[Runtime], None]
 
 # Subcommands that are not node roles: name -> module with HELP, add_arguments(parser)
 # and main(args) -> exit code. A tool registers here instead of editing the dispatcher.
@@ -73,7 +77,6 @@ def add_node_flags(p: argparse.ArgumentParser, role: str) -> None:
 
 
 def build_parser() -> OneLineParser:
-    from punch_net.roles import ROLES
 
     parser = OneLineParser(
         prog="punch",
@@ -104,7 +107,6 @@ def build_parser() -> OneLineParser:
 
 def config_from_args(args: argparse.Namespace, role: str) -> NodeConfig:
     """defaults < config file < flags. Raises ConfigError / AddressError."""
-    from punch_net.roles import ROLES
 
     spec = ROLES[role]
     cfg = NodeConfig(role=role)
@@ -161,73 +163,20 @@ class Printer:
             sys.stdout.write(json.dumps(event.to_json(), default=str) + "\n")
             sys.stdout.flush()
             return
-        line = self.human(event)
+        line = human(event)
         if line:
             self.out.print(line)
 
-    def human(self, e: ev.Event) -> str | None:
-        p = short_peer_id
-        own = getattr(e, "human", None)  # events of a capability render themselves (torrent)
-        if callable(own):
-            return own()
-        if isinstance(e, ev.Listening):
-            lines = [f"Peer ID: [bold]{e.peer_id}[/bold]", "", "Addresses others should use:"]
-            lines += [f"  {a}" for a in e.addrs]
-            if e.role == "server":
-                lines += ["", "[green]✓[/green] Bootstrap node started. Others join with:"]
-                lines += [f"  --bootstrap {a}" for a in e.addrs[:1]]
-            return "\n".join(lines) + "\n"
-        if isinstance(e, ev.BootstrapRetry):
-            return f"[yellow]…[/yellow] bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s"
-        if isinstance(e, ev.Bootstrapped):
-            return f"[green]✓[/green] DHT bootstrapped ({e.routing_table_size} peers in routing table)"
-        if isinstance(e, ev.Registered):
-            return f"[green]✓[/green] Registered in DHT under '{e.namespace}'. Waiting for connections..."
-        if isinstance(e, ev.Discovered):
-            return None
-        if isinstance(e, ev.PeerConnected):
-            via = "" if e.via == "direct" else f", via {e.via.replace('_', ' ')}"
-            return f"[green]✓[/green] CONNECTED to peer {e.peer_id} ({e.direction}, {e.addr}{via})"
-        if isinstance(e, ev.HolePunch):
-            mark = "[green]✓[/green]" if e.outcome in ("SUCCESS", "CONNECTION_REVERSED") else "[yellow]✗[/yellow]"
-            why = f": {e.error}" if e.error else ""
-            return (f"{mark} hole punch with {p(e.peer_id)} ({e.side}): {e.outcome} after "
-                    f"{e.attempts} attempt{'s' if e.attempts != 1 else ''}, {e.ms:.0f} ms{why}")
-        if isinstance(e, ev.Reservation):
-            left = max(0, int(e.expires - time.time()))
-            what = "renewed" if e.renewal else "reserved"
-            lines = [f"[green]✓[/green] Relay {p(e.relay)} {what} (expires in {left}s). Reachable at:"]
-            return "\n".join(lines + [f"  {a}" for a in e.addrs])
-        if isinstance(e, ev.ReachabilityChanged):
-            return f"[cyan]i[/cyan] Reachability: {e.status}"
-        if isinstance(e, ev.PeerDisconnected):
-            return f"[dim]✗ disconnected from {p(e.peer_id)}[/dim]"
-        if isinstance(e, ev.MessageSent | ev.MessageReceived) and e.command.startswith("capabilities"):
-            return None  # housekeeping (punch_net/capabilities.py); --json still has it
-        if isinstance(e, ev.MessageSent):
-            text = e.args.get("text") if e.command == "message" else json.dumps(e.args)
-            return f"[cyan]→ SENT[/cyan] {e.command} to {p(e.peer_id)}: {text}"
-        if isinstance(e, ev.Reply):
-            body = json.dumps(e.result if e.ok else e.error)
-            mark = "[green]← REPLY[/green]" if e.ok else "[red]← ERROR[/red]"
-            return f"{mark} from {p(e.peer_id)} in {e.rtt_ms:.1f} ms: {body}"
-        if isinstance(e, ev.MessageReceived):
-            text = e.args.get("text") if e.command == "message" else json.dumps(e.args)
-            return f"[magenta]← RECEIVED[/magenta] {e.command} from {p(e.peer_id)} ({e.sender or '?'}): {text}"
-        if isinstance(e, ev.ErrorEvent):
-            return f"[red]![/red] {e.message}"
-        return None
 
-
-async def run_role(cfg: NodeConfig, json_mode: bool) -> int:
-    from punch_net.roles import ROLES
-
-    node = Node(cfg, ROLES[cfg.role].run)
-    enable_headless_services(node)
+async def run_role(cfg: NodeConfig, json_mode: bool, extend: Extend | None = None) -> int:
+    rt = Runtime(cfg)
+    enable_headless_services(rt)
+    if extend is not None:
+        extend(rt)
     printer = Printer(json_mode, cfg)
     printer.header()
     code = 0
-    with node.bus.subscribe(maxsize=10_000) as events:
+    with rt.node.bus.subscribe(maxsize=10_000) as events:
         async with trio.open_nursery() as nursery:
 
             async def pump() -> None:
@@ -242,7 +191,7 @@ async def run_role(cfg: NodeConfig, json_mode: bool) -> int:
 
             async def main() -> None:
                 nonlocal code
-                code = await node.run()
+                code = await rt.run()
                 await trio.sleep(0.05)  # let the pump print the last events
                 nursery.cancel_scope.cancel()
 
@@ -259,7 +208,8 @@ def fail(message: str, json_mode: bool = False, code: int = EXIT_USAGE) -> int:
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int:
+    """`punch ...`; `extend` adds components to the node (a tool's own, e.g. the testnet agent)."""
     quiet_libp2p_logging()
     args = build_parser().parse_args(argv)
     if args.role == "config":
@@ -275,23 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), json_mode)
     try:
         try:
-            return trio.run(run_role, cfg, json_mode)
+            return trio.run(run_role, cfg, json_mode, extend)
         except BaseExceptionGroup as group:  # run_role's nursery wraps the node's error
-            raise _sole_exception(group) from None
+            raise first_error(group) from None
     except (ListenError, IdentityError, ConfigError, AddressError) as exc:
         return fail(str(exc), json_mode)
     except NodeError as exc:
         return fail(str(exc), json_mode, code=1)
     except KeyboardInterrupt:
         return 130
-
-
-def _sole_exception(group: BaseExceptionGroup) -> BaseException:
-    """The one real error inside nested single-member exception groups (else the group)."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def config_init(path: Path, force: bool) -> int:

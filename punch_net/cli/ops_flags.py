@@ -1,6 +1,6 @@
 """Flags for the operational services every role has: metrics, control socket, web console.
 
-Kept apart from punch_net/cli.py so that file only calls `add_ops_flags` / `configure_ops`.
+Kept apart from punch_net/cli/main.py so that file only calls `add_ops_flags` / `configure_ops`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from punch_net.cli import types as cli_types
+from punch_net import flag_types as cli_types
 from punch_net.config import NodeConfig
 
 

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import multiaddr
 import trio
@@ -28,9 +28,9 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from punch_net import events as ev
-
-if TYPE_CHECKING:
-    from punch_net.node import Node
+from punch_net.node import Node
+from punch_net.routing.capabilities import CapabilityBook, fetch_capabilities
+from punch_net.routing.reputation import ReputationStore
 
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 PUNCH_PROTOCOL = "/punch/cmd/1.0.0"
@@ -260,9 +260,11 @@ async def identify(node: Node, peer: ID, timeout: float = QUERY_TIMEOUT) -> dict
 class Crawler:
     """Periodic crawl rounds filling a NetworkMap; runs in the monitor's nursery."""
 
-    def __init__(self, node: Node, netmap: NetworkMap, interval: float = 60.0, concurrency: int = 8,
-                 max_cpl: int = MAX_CPL) -> None:
+    def __init__(self, node: Node, netmap: NetworkMap, reputation: ReputationStore, book: CapabilityBook,
+                 interval: float = 60.0, concurrency: int = 8, max_cpl: int = MAX_CPL) -> None:
         self.node = node
+        self.reputation = reputation
+        self.book = book
         self.map = netmap
         self.interval = interval
         self.concurrency = concurrency
@@ -361,7 +363,7 @@ class Crawler:
                 entry.alive = False
                 entry.reachability = "unreachable"
                 entry.error = str(exc)[:200]
-                node.reputation.record_failure(peer_s)
+                self.reputation.record_failure(peer_s)
                 return False
         conns = node.host.get_network().get_connections(peer)
         relayed = bool(conns) and all("p2p-circuit" in str(c.get_transport_addresses()[:1]) for c in conns)
@@ -380,17 +382,17 @@ class Crawler:
         entry.punch = PUNCH_PROTOCOL in entry.protocols
         try:
             entry.rtt_ms = round(await node.ping(peer, QUERY_TIMEOUT) * 1000, 3)
-            node.reputation.record_success(peer_s, entry.rtt_ms)
+            self.reputation.record_success(peer_s, entry.rtt_ms)
         except Exception as exc:
             entry.error = str(exc)[:200]
-            node.reputation.record_timeout(peer_s)
+            self.reputation.record_timeout(peer_s)
         entry.alive = True
         entry.last_alive = time.time()
         if entry.dht_server:
             await self._crawl_table(peer, entry, enqueue)
         if entry.punch:
             await self._capabilities(peer_s, entry)
-        entry.reputation = round(node.reputation.score(peer_s), 4)
+        entry.reputation = round(self.reputation.score(peer_s), 4)
         return True
 
     async def _crawl_table(self, peer: ID, entry: PeerEntry, enqueue: Any) -> None:
@@ -422,15 +424,13 @@ class Crawler:
         entry.routing_table = len(neighbours)
 
     async def _capabilities(self, peer: str, entry: PeerEntry) -> None:
-        from punch_net.routing import capabilities as caps_mod
-
-        caps = self.node.caps_book.get(peer, max(self.interval * 2, 60.0))
+        caps = self.book.get(peer, max(self.interval * 2, 60.0))
         if caps is None:
             try:
-                caps = await caps_mod.fetch(self.node, peer, QUERY_TIMEOUT)
+                caps = await fetch_capabilities(self.node, self.book, peer, QUERY_TIMEOUT)
             except Exception:
-                caps = self.node.caps_book.get(peer)
+                caps = self.book.get(peer)
         if caps is not None:
             entry.capabilities = caps
-            age = self.node.caps_book.age(peer) or 0.0
+            age = self.book.age(peer) or 0.0
             entry.capabilities_at = time.time() - age

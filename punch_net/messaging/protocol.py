@@ -12,31 +12,15 @@ from typing import Any
 
 import trio
 from libp2p.abc import INetStream
-from libp2p.network.stream.exceptions import StreamEOF
 
 from punch_net.messaging import codec
 from punch_net.messaging.commands import Call, CommandError, CommandRegistry
+from punch_net.p2p.streams import read_some, reset_quietly
 
-READ_CHUNK = 64 * 1024
 IDLE_TIMEOUT = 120.0  # an inbound stream with no request for this long is closed
 HANDLER_TIMEOUT = 30.0  # one handler may run this long
 MAX_IN_FLIGHT = 64  # concurrent requests served per stream
 MAX_WRITE_BUFFER = 2 * 1024 * 1024  # bytes queued for one stream before senders wait
-
-
-async def read_some(stream: INetStream) -> bytes:
-    """One read; b"" at a clean end of stream (py-libp2p raises StreamEOF instead)."""
-    try:
-        return await stream.read(READ_CHUNK)
-    except StreamEOF:
-        return b""
-
-
-async def reset_quietly(stream: INetStream) -> None:
-    try:
-        await stream.reset()
-    except Exception:
-        pass
 
 
 class FrameWriter:

@@ -1,5 +1,5 @@
 """The control socket: a running node's console port for local fronts (`punch-tui
---attach`, the web view, scripts).
+--attach`, the web view, scripts, `punch_net.ops.remote.RemoteNode`).
 
 A Unix stream socket in the node's data dir (`control.sock`, or `control-<pid>.sock` when
 another live node already holds that name), mode 0600, peers checked with SO_PEERCRED
@@ -7,15 +7,17 @@ another live node already holds that name), mode 0600, peers checked with SO_PEE
 ("Control socket"):
 
     node -> client, first line:  {"type": "hello", "protocol": "punch-control/1", "peer_id": ..., ...}
-    client -> node:              {"id": 1, "op": "snapshot", "args": {}}
+    client -> node:              {"id": 1, "op": "snapshot", "args": {"parts": ["stats"]}}
     node -> client:              {"type": "reply", "id": 1, "ok": true, "result": {...}}
                                  {"type": "reply", "id": 1, "ok": false, "error": {"code": ..., "message": ...}}
     after op "subscribe":        {"type": "event", "event": {"event": "connected", ...}}
                                  {"type": "dropped", "count": N}   (events lost: client too slow)
 
-Requests run concurrently; replies carry the request's id. A line over 1 MiB, bad JSON
-or an unknown op gets an error reply and the connection stays usable. Other subsystems
-add ops with `register_op(name, handler)`.
+The ops are the methods of `punch_net.api.NodeAPI` (`API_METHODS`): args are the
+method's keyword arguments, the result its return value, both in the wire form
+`punch_net.ops.wire` derives from the signatures; the server holds a NodeAPI and nothing
+of the node itself. Requests run concurrently; replies carry the request's id. A line over
+1 MiB, bad JSON or an unknown op gets an error reply and the connection stays usable.
 """
 
 from __future__ import annotations
@@ -25,19 +27,25 @@ import json
 import os
 import socket
 import struct
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, is_dataclass
+from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TypeVar
 
 import trio
+from trio_typing import TaskStatus
 
 from punch_net import __version__
 from punch_net import events as ev
+from punch_net.api import API_METHODS, NodeAPI, NodeError
+from punch_net.ops import wire
+from punch_net.ops.wire import ControlError
 
-if TYPE_CHECKING:
-    from punch_net.node import Node
+__all__ = ["EVENT_BUFFER", "MAX_CLIENTS", "MAX_INFLIGHT", "MAX_LINE", "PROTOCOL", "SEND_TIMEOUT", "ControlClient",
+           "ControlError", "LineBuffer", "choose_socket_path", "default_socket_path", "encode", "find_sockets",
+           "parse_request", "serve", "socket_alive", "sweep_stale"]
+
+T = TypeVar("T")
 
 PROTOCOL = "punch-control/1"
 SOCKET_NAME = "control.sock"
@@ -47,22 +55,12 @@ MAX_INFLIGHT = 16  # concurrent requests per client
 SEND_TIMEOUT = 10.0  # a client that reads nothing for this long is dropped
 EVENT_BUFFER = 5000
 MAX_UNIX_PATH = 107
+HELLO_TIMEOUT = 5.0  # the hello waits this long for api.info(); then it goes without
 
-OpHandler = Callable[["Node", dict[str, Any]], Awaitable[Any]]
-EXTRA_OPS: dict[str, OpHandler] = {}
+# Ops of the control layer itself; every other op is an API method.
+STREAM_OPS = ("subscribe", "unsubscribe", "ops")
 
-
-class ControlError(Exception):
-    """A request cannot be carried out; `code` is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def register_op(name: str, handler: OpHandler) -> None:
-    """Add an op every node's control socket answers (e.g. `torrent.add`)."""
-    EXTRA_OPS[name] = handler
+Publish = Callable[[ev.Event], None]
 
 
 # ---------------------------------------------------------------- paths
@@ -140,7 +138,7 @@ def _peer_uid(sock: socket.socket) -> int | None:
 # ---------------------------------------------------------------- pure protocol helpers
 
 
-def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
+def parse_request(line: bytes) -> tuple[object, str, dict[str, object]]:
     """(id, op, args) from one request line; raises ControlError("bad_request", ...)."""
     try:
         obj = json.loads(line)
@@ -157,13 +155,11 @@ def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
     return obj.get("id"), op, args
 
 
-def encode(obj: dict[str, Any]) -> bytes:
+def encode(obj: Mapping[str, object]) -> bytes:
     return (json.dumps(obj, default=_json_default, separators=(",", ":")) + "\n").encode()
 
 
-def _json_default(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
+def _json_default(value: object) -> object:
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, set | frozenset):
@@ -204,215 +200,121 @@ class LineBuffer:
                 out.append(line)
 
 
-# ---------------------------------------------------------------- snapshot
-
-
-def snapshot(node: Node, parts: list[str] | None = None) -> dict[str, Any]:
-    """Everything a console shows, as JSON-ready data (the dataclasses' own field names)."""
-    want = set(parts or ["stats", "listen_addrs", "connections", "routing", "relay", "transfers",
-                         "reputation", "capabilities", "network"])
-    out: dict[str, Any] = {"ts": time.time()}
-    errors: list[str] = []
-
-    def grab(name: str, fn: Callable[[], Any]) -> None:
-        if name not in want:
-            return
-        try:
-            value = fn()
-        except Exception as exc:  # one capability's failure must not spoil the snapshot
-            errors.append(f"{name}: {exc}")
-            value = None
-        out[name] = _plain(value)
-
-    grab("stats", node.stats)
-    grab("listen_addrs", node.listen_addrs)
-    grab("connections", node.connections)
-    grab("routing", node.routing_table)
-    if hasattr(node, "relay_status"):
-        grab("relay", lambda: node.relay_status().to_json())
-    if hasattr(node, "transfers"):
-        grab("transfers", node.transfers)
-    grab("reputation", lambda: node.reputation.snapshot())
-    grab("capabilities", lambda: _local_caps(node))
-    if getattr(node, "network_map", None) is not None:
-        grab("network", lambda: node.network_map.snapshot())  # type: ignore[attr-defined]
-    out["errors"] = errors
-    return out
-
-
-def _local_caps(node: Node) -> dict[str, Any]:
-    from punch_net.routing.capabilities import local_capabilities
-
-    return local_capabilities(node.config.data_dir)
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-# ---------------------------------------------------------------- ops
-
-
-def _str_arg(args: dict[str, Any], name: str, limit: int = 4096) -> str:
-    value = args.get(name)
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise ControlError("bad_args", f"'{name}' must be a non-empty string")
-    return value
-
-
-def _timeout_arg(args: dict[str, Any]) -> float | None:
-    t = args.get("timeout")
-    if t is None:
-        return None
-    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 300:
-        raise ControlError("bad_args", "'timeout' must be a number of seconds in (0, 300]")
-    return float(t)
-
-
-async def _op(node: Node, op: str, args: dict[str, Any]) -> Any:
-    from punch_net.routing import selection
-
-    if op == "ping":  # the node itself answers; `peer` pings a peer over libp2p
-        if "peer" not in args:
-            return {"pong": True, "ts": time.time()}
-        return {"rtt_ms": round(await node.ping(_str_arg(args, "peer")) * 1000, 3)}
-    if op == "snapshot":
-        parts = args.get("parts")
-        if parts is not None and not (isinstance(parts, list) and all(isinstance(p, str) for p in parts)):
-            raise ControlError("bad_args", "'parts' must be a list of names")
-        return snapshot(node, parts)
-    if op == "dial":
-        return {"peer_id": str(await node.dial(_str_arg(args, "addr")))}
-    if op == "disconnect":
-        await node.disconnect(_str_arg(args, "peer"))
-        return {"disconnected": True}
-    if op == "find_peers":
-        peers = await node.find_peers(_str_arg(args, "namespace", 256), _timeout_arg(args))
-        return [{"peer_id": str(p.peer_id), "addrs": [str(a) for a in p.addrs]} for p in peers]
-    if op == "provide":
-        return {"ok": await node.provide_namespace(_str_arg(args, "namespace", 256))}
-    if op == "send":
-        cmd_args = args.get("args", {})
-        if not isinstance(cmd_args, dict):
-            raise ControlError("bad_args", "'args' must be an object")
-        resp = await node.request(_str_arg(args, "peer"), _str_arg(args, "command", 256), cmd_args,
-                                  _timeout_arg(args))
-        return resp.to_json() if hasattr(resp, "to_json") else asdict(resp)
-    if op == "send_best":
-        cmd_args = args.get("args", {})
-        if not isinstance(cmd_args, dict):
-            raise ControlError("bad_args", "'args' must be an object")
-        res = await selection.send_to_best(node, _str_arg(args, "namespace", 256),
-                                           _str_arg(args, "command", 256), cmd_args, timeout=_timeout_arg(args))
-        return {"peer_id": res.peer_id, "result": res.result, "attempts": res.attempts,
-                "candidates": [c.to_json() for c in res.candidates]}
-    if op == "rank":
-        ns = _str_arg(args, "namespace", 256)
-        return [c.to_json() for c in await selection.candidates(node, ns)]
-    if op == "reputation":
-        if "peer" in args:
-            return node.reputation.details(_str_arg(args, "peer"))
-        return node.reputation.snapshot()
-    if op == "ops":
-        return sorted([*BUILTIN_OPS, "subscribe", "unsubscribe", *EXTRA_OPS])
-    extra = EXTRA_OPS.get(op)
-    if extra is not None:
-        return await extra(node, args)
-    raise ControlError("unknown_op", f"unknown op {op!r} (try 'ops')")
-
-
-BUILTIN_OPS = ("ping", "snapshot", "dial", "disconnect", "find_peers", "provide", "send", "send_best",
-               "rank", "reputation", "ops")
-
 
 # ---------------------------------------------------------------- server
 
 
 class _Client:
-    def __init__(self, node: Node, stream: trio.SocketStream) -> None:
-        self.node = node
+    """One connected front: its requests run concurrently, at most MAX_INFLIGHT at once."""
+
+    def __init__(self, api: NodeAPI, stream: trio.SocketStream) -> None:
+        self.api = api
         self.stream = stream
         self.lock = trio.Lock()
         self.sub_scope: trio.CancelScope | None = None
         self.inflight = trio.Semaphore(MAX_INFLIGHT)
 
-    async def send(self, obj: dict[str, Any]) -> None:
+    async def send(self, obj: Mapping[str, object]) -> None:
         data = encode(obj)
         async with self.lock:
             with trio.fail_after(SEND_TIMEOUT):
                 await self.stream.send_all(data)
 
-    async def reply(self, req_id: Any, result: Any = None, error: tuple[str, str] | None = None) -> None:
+    async def reply(self, req_id: object, result: object = None, error: tuple[str, str] | None = None) -> None:
         if error is None:
             await self.send({"type": "reply", "id": req_id, "ok": True, "result": result})
         else:
             await self.send({"type": "reply", "id": req_id, "ok": False,
                              "error": {"code": error[0], "message": error[1]}})
 
-    async def handle(self, req_id: Any, op: str, args: dict[str, Any], nursery: trio.Nursery) -> None:
+    async def hello(self) -> dict[str, object]:
+        info: object = {}
+        with contextlib.suppress(Exception), trio.move_on_after(HELLO_TIMEOUT):
+            # a node still starting may not know its peer id yet: the hello goes without it
+            info = wire.unstructure_result("info", await self.api.info())
+        return {"type": "hello", "protocol": PROTOCOL, "version": __version__, "pid": os.getpid(),
+                **(info if isinstance(info, dict) else {})}
+
+    async def handle(self, req_id: object, op: str, args: dict[str, object], nursery: trio.Nursery) -> None:
         try:
-            if op == "subscribe":
-                kinds = args.get("kinds")
-                if kinds is not None and not (isinstance(kinds, list) and all(isinstance(k, str) for k in kinds)):
-                    raise ControlError("bad_args", "'kinds' must be a list of event names")
-                if self.sub_scope is None:
-                    self.sub_scope = trio.CancelScope()
-                    nursery.start_soon(self._events, self.sub_scope, set(kinds) if kinds else None)
-                await self.reply(req_id, {"subscribed": True})
-                return
-            if op == "unsubscribe":
-                if self.sub_scope is not None:
-                    self.sub_scope.cancel()
-                    self.sub_scope = None
-                await self.reply(req_id, {"subscribed": False})
-                return
-            result = await _op(self.node, op, args)
-        except ControlError as exc:
-            await self.reply(req_id, error=(exc.code, str(exc)))
-            return
+            result = await self._run(op, args, nursery)
         except trio.TooSlowError:
             await self.reply(req_id, error=("timeout", f"{op}: timed out"))
-            return
-        except Exception as exc:
-            code = getattr(exc, "code", None) or "failed"
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            await self.reply(req_id, error=(str(code), text))
-            return
-        await self.reply(req_id, result)
+        except Exception as exc:  # NodeError and anything else: one line, never a traceback
+            await self.reply(req_id, error=wire.error_to_wire(exc))
+        else:
+            await self.reply(req_id, result)
 
-    async def _events(self, scope: trio.CancelScope, kinds: set[str] | None) -> None:
-        with scope, self.node.bus.subscribe(EVENT_BUFFER) as events:
-            reported = 0
-            sender = _sender_of(self.node, events)
-            async for event in events:
-                if kinds is None or event.kind in kinds:
-                    await self.send({"type": "event", "event": event.to_json()})
-                dropped = self.node.bus._subs.get(sender, 0)
-                if dropped > reported:
-                    await self.send({"type": "dropped", "count": dropped - reported})
-                    reported = dropped
+    async def _run(self, op: str, args: dict[str, object], nursery: trio.Nursery) -> object:
+        if op in API_METHODS:
+            kwargs = wire.structure_args(op, args)
+            return wire.unstructure_result(op, await getattr(self.api, op)(**kwargs))
+        if op == "subscribe":
+            return await self._subscribe(args, nursery)
+        if op == "unsubscribe":
+            if self.sub_scope is not None:
+                self.sub_scope.cancel()
+                self.sub_scope = None
+            return {"subscribed": False}
+        if op == "ops":
+            return [*API_METHODS, *STREAM_OPS]
+        raise ControlError("unknown_op", f"unknown op {op!r} (try 'ops')")
+
+    async def _subscribe(self, args: dict[str, object], nursery: trio.Nursery) -> object:
+        unknown = sorted(set(args) - {"replay", "kinds"})
+        if unknown:
+            raise ControlError("bad_args", f"subscribe: unknown argument {unknown[0]!r} (takes: replay, kinds)")
+        replay = args.get("replay", False)
+        if not isinstance(replay, bool):
+            raise ControlError("bad_args", "subscribe: 'replay' must be boolean")
+        kinds = args.get("kinds")
+        if kinds is not None and not (isinstance(kinds, list) and all(isinstance(k, str) for k in kinds)):
+            raise ControlError("bad_args", "subscribe: 'kinds' must be a list of event names")
+        if self.sub_scope is None:
+            scope = self.sub_scope = trio.CancelScope()
+            try:
+                # started only once the subscription exists: what happens after the reply is seen
+                await nursery.start(self._events, scope, replay, set(kinds) if kinds else None)
+            except BaseException:
+                self.sub_scope = None
+                raise
+        return {"subscribed": True}
+
+    async def _events(self, scope: trio.CancelScope, replay: bool, kinds: set[str] | None,
+                      task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        began = False
+        with scope:
+            async with self.api.events(replay=replay) as events:
+                task_status.started()
+                began = True
+                reported = 0
+                async for event in events:
+                    if kinds is None or event.kind in kinds:
+                        await self.send({"type": "event", "event": wire.encode_event(event)})
+                    # the subscription counts what it lost while we were blocked sending
+                    dropped = _dropped(events)
+                    if dropped > reported:
+                        await self.send({"type": "dropped", "count": dropped - reported})
+                        reported = dropped
+        if not began:
+            task_status.started()  # unsubscribed before it began: nothing to report
 
 
-def _sender_of(node: Node, recv: Any) -> Any:
-    """The bus's send side paired with `recv` (to read its drop count)."""
-    for chan in node.bus._subs:  # the bus keeps drop counts per subscriber
-        if getattr(chan, "_state", None) is getattr(recv, "_state", object()):
-            return chan
-    return None
+def _dropped(events: object) -> int:
+    """Events a subscription lost (`Subscription.dropped`, `RemoteEvents.dropped`); 0 if it does not count."""
+    count = getattr(events, "dropped", 0)
+    return count if isinstance(count, int) else 0
 
 
-async def _serve_client(node: Node, stream: trio.SocketStream) -> None:
-    client = _Client(node, stream)
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError)
+
+
+async def _serve_client(api: NodeAPI, stream: trio.SocketStream) -> None:
+    client = _Client(api, stream)
     buf = LineBuffer()
     try:
         async with trio.open_nursery() as nursery:
-            await client.send({"type": "hello", "protocol": PROTOCOL, "version": __version__, "pid": os.getpid(),
-                               "role": node.config.role, "peer_id": str(node.peer_id) if node.running else None,
-                               "listen_addrs": node.listen_addrs() if node.running else []})
+            await client.send(await client.hello())
             while True:
                 data = await stream.receive_some(65536)
                 if not data:
@@ -427,16 +329,16 @@ async def _serve_client(node: Node, stream: trio.SocketStream) -> None:
                         await client.reply(None, error=(exc.code, str(exc)))
                         continue
 
-                    async def run(req_id: Any = req_id, op: str = op, args: dict[str, Any] = args) -> None:
+                    async def run(req_id: object = req_id, op: str = op, args: dict[str, object] = args) -> None:
                         async with client.inflight:
                             await client.handle(req_id, op, args, nursery)
 
                     nursery.start_soon(run)
             nursery.cancel_scope.cancel()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+    except _GONE:
         pass
     except BaseExceptionGroup as group:
-        _, rest = group.split((trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError))
+        _, rest = group.split(_GONE)
         if rest is not None:
             raise rest from None
     finally:
@@ -444,26 +346,28 @@ async def _serve_client(node: Node, stream: trio.SocketStream) -> None:
             await stream.aclose()
 
 
-async def serve(node: Node, path: Path | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on the node's control socket until cancelled; removes the socket file on exit."""
-    from punch_net.node import NodeError
+async def serve(api: NodeAPI, *, data_dir: Path, publish: Publish, path: Path | None = None,
+                task_status: TaskStatus[Path | None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve `api` on a control socket until cancelled; removes the socket file on exit.
 
-    data_dir = node.config.data_dir
-    explicit = path or getattr(node.config, "control_socket", None)
+    `path`: the socket asked for explicitly (`--control-socket`); it must work, else
+    NodeError. Without it the socket goes in `data_dir` (see `choose_socket_path`) and a
+    problem is only an ErrorEvent. `publish` gets `ControlListening` (and that ErrorEvent).
+    `task_status.started` gets the socket path, or None when there is no socket."""
 
     def problem(message: str) -> None:
         """An explicitly asked-for socket must work; the default one only warns."""
-        if explicit is not None:
+        if path is not None:
             raise NodeError(message)
-        node.bus.publish(ev.ErrorEvent(message=f"{message}; no control socket (punch-tui --attach "
-                                               f"will not work)", where="control"))
+        publish(ev.ErrorEvent(message=f"{message}; no control socket (punch-tui --attach will not work)",
+                              where="control"))
         task_status.started(None)
 
     try:
-        (explicit.parent if explicit else data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        sock_path = choose_socket_path(data_dir, explicit)
+        (path.parent if path else data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        sock_path = choose_socket_path(data_dir, path)
     except OSError as exc:
-        return problem(f"control socket: cannot create {data_dir}: {exc.strerror}")
+        return problem(f"control socket: cannot create {path.parent if path else data_dir}: {exc.strerror}")
     if len(str(sock_path)) > MAX_UNIX_PATH:
         return problem(f"control socket path too long ({len(str(sock_path))} > {MAX_UNIX_PATH}): {sock_path}")
     if sock_path.exists() or sock_path.is_symlink():
@@ -471,7 +375,7 @@ async def serve(node: Node, path: Path | None = None, *, task_status: Any = trio
             return problem(f"control socket {sock_path} is in use by another node")
         sock_path.unlink()
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
+    old = os.umask(0o177)  # the file is born 0600: no window in which others may connect
     try:
         await sock.bind(str(sock_path))
     except OSError as exc:
@@ -483,8 +387,7 @@ async def serve(node: Node, path: Path | None = None, *, task_status: Any = trio
     with contextlib.suppress(OSError):
         os.chmod(sock_path, 0o600)  # the umask already made it 0600; this is belt and braces
     listener = trio.SocketListener(sock)
-    node.control_path = sock_path  # type: ignore[attr-defined]
-    node.bus.publish(ev.ControlListening(path=str(sock_path)))
+    publish(ev.ControlListening(path=str(sock_path)))
     task_status.started(sock_path)
     limiter = trio.CapacityLimiter(MAX_CLIENTS)
     my_uid = os.getuid()
@@ -499,7 +402,7 @@ async def serve(node: Node, path: Path | None = None, *, task_status: Any = trio
 
                 async def client(stream: trio.SocketStream = stream) -> None:
                     async with limiter:
-                        await _serve_client(node, stream)
+                        await _serve_client(api, stream)
 
                 nursery.start_soon(client)
     finally:
@@ -515,83 +418,144 @@ async def serve(node: Node, path: Path | None = None, *, task_status: Any = trio
 class ControlClient:
     """A small trio client: `async with ControlClient(path) as c: await c.call("snapshot")`.
 
-    Events (after `subscribe`) and drop notices are queued on `events`."""
+    Raw JSON: `call` returns the result's JSON and raises ControlError (with the server's
+    code); `punch_net.ops.remote.RemoteNode` gives the typed API on top. After `subscribe`,
+    iterate `events` for the event and drop-notice lines.
 
-    def __init__(self, path: Path | str) -> None:
+    No background task: whichever caller is waiting reads the socket and files what it
+    reads (replies by id, events in a bounded queue), so the client can be opened and
+    closed anywhere, e.g. under `trio.fail_after`. Events are read only while someone
+    waits; `events_lost` counts those that found the queue full."""
+
+    def __init__(self, path: Path | str, event_buffer: int = EVENT_BUFFER) -> None:
         self.path = str(path)
-        self.hello: dict[str, Any] = {}
+        self.hello: dict[str, object] = {}
+        self.events = _EventLines(self)
+        self.events_lost = 0
+        self.closed = trio.Event()
         self._stream: trio.SocketStream | None = None
         self._next = 0
-        self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
-        self._event_send, self.events = trio.open_memory_channel[dict[str, Any]](EVENT_BUFFER)
-        self._nursery_cm: Any = None
-        self.closed = trio.Event()
+        self._waiting: set[int] = set()
+        self._replies: dict[int, dict[str, object]] = {}
+        self._queue: deque[dict[str, object]] = deque()
+        self._event_buffer = event_buffer
+        self._buf = LineBuffer()
+        self._pending: deque[bytes] = deque()
+        self._read_lock = trio.Lock()
+        self._send_lock = trio.Lock()
+        self._progress = trio.Event()  # set (and replaced) whenever a reader files a line or stops
 
     async def __aenter__(self) -> ControlClient:
         try:
             self._stream = await trio.open_unix_socket(self.path)
         except OSError as exc:
             raise ConnectionError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
-        self._buf = LineBuffer()
-        self._pending: list[bytes] = []
-        with trio.fail_after(10):
-            self.hello = await self._read_one()
-        if self.hello.get("protocol") != PROTOCOL:
-            await self._stream.aclose()
+        try:
+            with trio.fail_after(10):
+                hello = json.loads(await self._read_line())
+        except (ValueError, ConnectionError, trio.TooSlowError):
+            hello = None
+        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL:
+            await self.aclose()
             raise ConnectionError(f"{self.path}: not a Punch control socket")
-        self._nursery_cm = trio.open_nursery()
-        nursery = await self._nursery_cm.__aenter__()
-        nursery.start_soon(self._reader)
+        self.hello = hello
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
-        if self._stream is not None:
-            with contextlib.suppress(Exception):
-                await self._stream.aclose()
-        if self._nursery_cm is not None:
-            with contextlib.suppress(Exception):
-                await self._nursery_cm.__aexit__(None, None, None)
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
-    async def _read_one(self) -> dict[str, Any]:
+    async def aclose(self) -> None:
+        self.closed.set()
+        self._wake()
+        if self._stream is not None:
+            with contextlib.suppress(Exception), trio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+    async def _read_line(self) -> bytes:
         assert self._stream is not None
         while not self._pending:
-            data = await self._stream.receive_some(65536)
+            data = await self._stream.receive_some(65536)  # cancelled: nothing is lost
             if not data:
                 raise ConnectionError("control socket closed")
             self._pending.extend(line for line in self._buf.feed(data) if line is not None)
-        return dict(json.loads(self._pending.pop(0)))
+        return self._pending.popleft()
 
-    async def _reader(self) -> None:
+    def _wake(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _file(self, line: bytes) -> None:
         try:
-            while True:
-                msg = await self._read_one()
-                if msg.get("type") == "reply" and msg.get("id") in self._waiting:
-                    await self._waiting.pop(msg["id"]).send(msg)
-                elif msg.get("type") in ("event", "dropped"):
-                    with contextlib.suppress(trio.WouldBlock):
-                        self._event_send.send_nowait(msg)
-        except (ConnectionError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
-            pass
-        finally:
-            self.closed.set()
-            self._event_send.close()
-            for chan in self._waiting.values():
-                chan.close()
+            msg = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        kind = msg.get("type")
+        if kind == "reply" and msg.get("id") in self._waiting:
+            self._replies[msg["id"]] = msg
+        elif kind in ("event", "dropped"):
+            if len(self._queue) >= self._event_buffer:
+                self.events_lost += 1
+            else:
+                self._queue.append(msg)
 
-    async def call(self, op: str, args: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
-        """Send one request; return its result or raise ControlError."""
-        assert self._stream is not None
+    async def _until(self, ready: Callable[[], T | None]) -> T:
+        """Read (or wait for the task reading) until `ready()` has something."""
+        while True:
+            got = ready()
+            if got is not None:
+                return got
+            if self.closed.is_set():
+                raise ConnectionError("control socket closed")
+            if self._read_lock.locked():
+                await self._progress.wait()
+                continue
+            async with self._read_lock:
+                try:
+                    self._file(await self._read_line())
+                except (OSError, ConnectionError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.closed.set()
+                finally:
+                    self._wake()
+
+    async def call(self, op: str, args: Mapping[str, object] | None = None, timeout: float = 60.0) -> object:
+        """Send one request; return its result (JSON) or raise ControlError."""
+        if self._stream is None or self.closed.is_set():
+            raise ConnectionError("control socket closed")
         self._next += 1
         req_id = self._next
-        send, recv = trio.open_memory_channel[dict[str, Any]](1)
-        self._waiting[req_id] = send
-        with trio.fail_after(timeout):
-            await self._stream.send_all(encode({"id": req_id, "op": op, "args": args or {}}))
-            try:
-                msg = await recv.receive()
-            except trio.EndOfChannel:
-                raise ConnectionError("control socket closed") from None
+        self._waiting.add(req_id)
+        try:
+            with trio.fail_after(timeout):
+                async with self._send_lock:
+                    try:
+                        await self._stream.send_all(encode({"id": req_id, "op": op, "args": dict(args or {})}))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        raise ConnectionError("control socket closed") from None
+                msg = await self._until(lambda: self._replies.pop(req_id, None))
+        finally:
+            self._waiting.discard(req_id)
+            self._replies.pop(req_id, None)
         if not msg.get("ok"):
-            err = msg.get("error") or {}
+            err = msg.get("error")
+            err = err if isinstance(err, dict) else {}
             raise ControlError(str(err.get("code", "failed")), str(err.get("message", "")))
         return msg.get("result")
+
+
+class _EventLines:
+    """`ControlClient.events`: the event and drop-notice lines, in order, until the socket closes."""
+
+    def __init__(self, client: ControlClient) -> None:
+        self._client = client
+
+    def __aiter__(self) -> _EventLines:
+        return self
+
+    async def __anext__(self) -> dict[str, object]:
+        queue = self._client._queue
+        try:
+            return await self._client._until(lambda: queue.popleft() if queue else None)
+        except ConnectionError:
+            raise StopAsyncIteration from None

@@ -8,11 +8,10 @@ Names follow go-libp2p where a go-libp2p metric exists, so its Grafana dashboard
 bytes and pieces, reputation). See docs/OPERATIONS.md for the full list.
 
 Each node has its own `CollectorRegistry` (several nodes in one process never collide).
-Counters that the node already keeps (`node.counters`, relay status, reputation) are read
-at scrape time by a custom collector; the rest are fed by hooks other subsystems call:
-
-    node.metrics.torrent_bytes("down", n)      node.metrics.torrent_piece("corrupt")
-    node.metrics.dht_lookup("find_providers", seconds, ok)
+Counters that the node already keeps (`node.counters`, relay status, reputation, the
+transfers' rows) are read at scrape time; connections and DHT lookups come in through
+the kernel's observers (`Node.observe_connections`, `observe_lookups`), events through
+the node's bus. The composition root (punch_net/runtime.py) wires it.
 
 The HTTP endpoint is served by trio itself (no thread), so scrapes read node state on the
 node's own thread and never race it.
@@ -21,10 +20,11 @@ node's own thread and never race it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import trio
+from libp2p.abc import IHost
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -38,13 +38,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFami
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from trio_typing import TaskStatus
 
 from punch_net import __version__
 from punch_net import events as ev
-from punch_net.plain import as_plain_dict
-
-if TYPE_CHECKING:
-    from punch_net.node import Node
+from punch_net.errors import NodeError
+from punch_net.node import Node
+from punch_net.relay.manager import RelayManager
+from punch_net.routing.reputation import ReputationStore
+from punch_net.torrent.info import TransferInfo
 
 disable_created_metrics()  # go-libp2p exports no *_created series; dashboards do not expect them
 
@@ -86,8 +88,10 @@ def conn_labels(conn: Any) -> dict[str, str]:
 class NodeMetrics:
     """All of one node's metrics and the hooks that feed them."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, reputation: ReputationStore, relay: RelayManager,
+                 transfers: Callable[[], list[TransferInfo]] | None = None) -> None:
         self.node = node
+        self.transfers = transfers
         self.registry = CollectorRegistry()
         r = self.registry
         labels = ["dir", "transport", "security", "muxer"]
@@ -117,11 +121,10 @@ class NodeMetrics:
             self.torrent_pieces_c.labels(result)
         for kind in ("success", "failure", "timeout", "bad_data"):
             self.reputation_events.labels(kind)
-        r.register(_NodeCollector(node))
+        r.register(_NodeCollector(node, reputation, relay))
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self._opened_at: dict[int, tuple[float, dict[str, str]]] = {}
-        self._torrent_hooked = False  # the torrent code called the hooks: no scrape-time sync
         self._transfer_seen: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------ hooks (call from anywhere)
@@ -142,17 +145,6 @@ class NodeMetrics:
         self.dht_lookups.labels(op, "ok" if ok else "fail").inc()
         self.dht_latency.labels(op).observe(max(0.0, seconds))
 
-    def torrent_bytes(self, direction: str, n: int) -> None:
-        """direction: "down" (received from peers) or "up" (served to peers)."""
-        self._torrent_hooked = True
-        if n > 0:
-            self.torrent_bytes_c.labels(direction).inc(n)
-
-    def torrent_piece(self, result: str) -> None:
-        """result: "verified" (hash matched) or "corrupt" (call reputation.record_bad_data too)."""
-        self._torrent_hooked = True
-        self.torrent_pieces_c.labels(result).inc()
-
     def reputation_event(self, peer: str, kind: str) -> None:
         self.reputation_events.labels(kind).inc()
 
@@ -168,30 +160,27 @@ class NodeMetrics:
             self.crawls.inc()
 
     def sync_transfers(self) -> None:
-        """Fill the torrent series from `node.transfers()` (TransferInfo rows) when the torrent
-        code does not call the hooks: per transfer, the growth of bytes received from peers,
-        bytes served, pieces received and pieces that failed their hash."""
-        fn = getattr(self.node, "transfers", None)
-        if fn is None or self._torrent_hooked:
+        """Fill the torrent series from the transfers' rows (TransferInfo): per transfer, the
+        growth of bytes received from peers, bytes served, pieces received and pieces that
+        failed their hash."""
+        fn = self.transfers
+        if fn is None:
             return
         try:
             rows = fn()
         except Exception:
             return
-        for row in rows or []:
-            d = as_plain_dict(row)
-            key = str(d.get("info_hash") or d.get("name") or id(row))
-            peers = [as_plain_dict(p) for p in d.get("peer_stats") or []]
-            figures = {("bytes", "down"): sum(int(p.get("downloaded") or 0) for p in peers),
-                       ("bytes", "up"): int(d.get("uploaded") or 0),
-                       ("pieces", "verified"): sum(int(p.get("pieces") or 0) for p in peers),
-                       ("pieces", "corrupt"): sum(int(p.get("bad_pieces") or 0) for p in peers)}
+        for t in rows:
+            figures = {("bytes", "down"): sum(p.downloaded for p in t.peer_stats),
+                       ("bytes", "up"): t.uploaded,
+                       ("pieces", "verified"): sum(p.pieces for p in t.peer_stats),
+                       ("pieces", "corrupt"): sum(p.bad_pieces for p in t.peer_stats)}
             for (kind, label), value in figures.items():
-                last = self._transfer_seen.get((key, f"{kind}:{label}"), 0)
+                last = self._transfer_seen.get((t.info_hash, f"{kind}:{label}"), 0)
                 if value > last:
                     counter = self.torrent_bytes_c if kind == "bytes" else self.torrent_pieces_c
                     counter.labels(label).inc(value - last)
-                    self._transfer_seen[(key, f"{kind}:{label}")] = value
+                    self._transfer_seen[(t.info_hash, f"{kind}:{label}")] = value
 
     def render(self) -> bytes:
         self.sync_transfers()
@@ -199,33 +188,11 @@ class NodeMetrics:
 
     # ------------------------------------------------------------ wiring
 
-    def install(self, host: Any) -> None:
-        from libp2p.abc import INotifee
+    def attach(self, host: IHost, dht: object) -> None:
+        pass  # connections come through Node.observe_connections, lookups through observe_lookups
 
-        metrics = self
-
-        class _Notifee(INotifee):
-            async def opened_stream(self, network: Any, stream: Any) -> None:
-                pass
-
-            async def closed_stream(self, network: Any, stream: Any) -> None:
-                pass
-
-            async def connected(self, network: Any, conn: Any) -> None:
-                metrics.connection_opened(conn)
-
-            async def disconnected(self, network: Any, conn: Any) -> None:
-                metrics.connection_closed(conn)
-
-            async def listen(self, network: Any, multiaddr: Any) -> None:
-                pass
-
-            async def listen_close(self, network: Any, multiaddr: Any) -> None:
-                pass
-
-        host.get_network().register_notifee(_Notifee())
-
-    async def consume_events(self) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
         with self.node.bus.subscribe(maxsize=10_000) as events:
             async for event in events:
                 self.on_event(event)
@@ -234,8 +201,10 @@ class NodeMetrics:
 class _NodeCollector(Collector):
     """Reads what the node already counts, at scrape time."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, reputation: ReputationStore, relay: RelayManager) -> None:
         self.node = node
+        self.reputation = reputation
+        self.relay = relay
 
     def collect(self) -> Iterator[Any]:
         node = self.node
@@ -277,9 +246,7 @@ class _NodeCollector(Collector):
         yield from self._relay(node)
 
     def _reputation(self, node: Node, peers: list[Any]) -> Iterator[Any]:
-        store = getattr(node, "reputation", None)
-        if store is None:
-            return
+        store = self.reputation
         yield GaugeMetricFamily("punch_reputation_peers", "Peers with a reputation record", value=len(store.peers))
         scores = [store.score(p) for p in list(store.peers)]
         bounds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -296,7 +263,7 @@ class _NodeCollector(Collector):
 
     def _relay(self, node: Node) -> Iterator[Any]:
         try:
-            status = node.relay_status()
+            status = self.relay.status()
         except Exception:
             return
         yield GaugeMetricFamily("libp2p_relaysvc_status", "Relay service active (1) or not (0)",
@@ -379,10 +346,9 @@ async def _serve_one(stream: trio.SocketStream, metrics: NodeMetrics) -> None:
                 pass
 
 
-async def serve_metrics(node: Node, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_metrics(node: Node, metrics: NodeMetrics, host: str, port: int, *,
+                        task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Listen on host:port and answer scrapes until cancelled."""
-    from punch_net.node import NodeError
-
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
@@ -395,6 +361,6 @@ async def serve_metrics(node: Node, host: str, port: int, *, task_status: Any = 
 
     async def handler(stream: trio.SocketStream) -> None:
         async with limiter:
-            await _serve_one(stream, node.metrics)
+            await _serve_one(stream, metrics)
 
     await trio.serve_listeners(handler, listeners)

@@ -17,14 +17,15 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
 
 import trio
+from trio_typing import TaskStatus
 
 from punch_net import events as ev
-
-if TYPE_CHECKING:
-    from punch_net.node import Node
+from punch_net.api import NodeError
+from punch_net.config import NodeConfig
 
 START_TIMEOUT = 30.0
 STOP_GRACE = 3.0
@@ -38,13 +39,15 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
-async def serve(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    from punch_net.node import NodeError
-
-    cfg = node.config
-    path = getattr(node, "control_path", None)
-    if path is None:
+async def serve(config: NodeConfig, control_path: Path | None, publish: Callable[[ev.Event], None], *,
+                task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the web console for the node whose control socket is `control_path` (what
+    `control.serve` started with) until cancelled; `publish` gets WebServing and, if the
+    child dies, an ErrorEvent. Uses `config.web_host`, `config.web_port`, `config.role`."""
+    cfg = config
+    if control_path is None:
         raise NodeError("--web-port needs the control socket (drop --no-control)")
+    path = control_path
     host, port = cfg.web_host or "127.0.0.1", int(cfg.web_port or 0)
     if port == 0:
         with socket.socket() as s:
@@ -83,11 +86,11 @@ async def serve(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> N
                 raise NodeError(f"web console did not start on {host}:{port}: {why}")
             shown = host if ":" not in host else f"[{host}]"
             url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-            node.bus.publish(ev.WebServing(url=url, token=token))
+            publish(ev.WebServing(url=url, token=token))
             task_status.started(url)
             await proc.wait()
             lines = b"".join(stderr_tail).decode(errors="replace").strip().splitlines()
-            node.bus.publish(ev.ErrorEvent(message=f"web console stopped: {lines[-1] if lines else proc.returncode}",
+            publish(ev.ErrorEvent(message=f"web console stopped: {lines[-1] if lines else proc.returncode}",
                                            where="web"))
             nursery.cancel_scope.cancel()
     finally:

@@ -1,1 +1,1 @@
-"""Host construction, identity, addresses and py-libp2p workarounds."""
+"""Host construction, identity, addresses; py-libp2p patches in punch_net/p2p/patches/."""

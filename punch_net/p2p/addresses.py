@@ -126,3 +126,12 @@ def expand_unspecified(addrs: list[multiaddr.Multiaddr]) -> list[multiaddr.Multi
 def short_peer_id(peer_id: str | ID, n: int = 8) -> str:
     text = str(peer_id)
     return text if len(text) <= n + 4 else f"{text[:4]}…{text[-n:]}"
+
+
+def is_peer_id(text: str) -> bool:
+    """Is `text` a well-formed base58 peer id?"""
+    try:
+        ID.from_base58(text)
+    except Exception:
+        return False
+    return True

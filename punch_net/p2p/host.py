@@ -17,13 +17,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from punch_net import AGENT_VERSION
-from punch_net.p2p import fastpath
+from punch_net.p2p import patches
 from punch_net.p2p.addresses import expand_unspecified
-from punch_net.p2p.workarounds import (
-    bound_security_handshake,
-    keep_agent_version,
-    no_happy_eyeballs_tail_delay,
-)
 
 
 class ListenError(Exception):
@@ -67,10 +62,8 @@ def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
         sec_opt=noise_only(key_pair),
     )
     host.get_network().retry_config = retry  # type: ignore[attr-defined]
-    bound_security_handshake(host, dial_timeout)
-    no_happy_eyeballs_tail_delay()
-    keep_agent_version(AGENT_VERSION)
-    fastpath.install()
+    patches.install_host(host, dial_timeout)
+    patches.install(AGENT_VERSION)
     return host
 
 

@@ -6,7 +6,7 @@ library has: QUIC (aioquic), WebTransport, WebSocket (trio-websocket), WebRTC, m
 persistent peerstore (sqlite), pubsub, IPNS records (cbor2), observability. That is
 ~1,250 modules and ~81 MB RSS per interpreter; a Punch node speaks TCP + Noise + Yamux +
 Kademlia + identify/ping/AutoNAT/relay v2 and uses none of them. In `punch testnet` every
-node is forked from one preloaded interpreter (punch_net/testnet_zygote.py), and a forked
+node is forked from one preloaded interpreter (punch_testnet/zygote.py), and a forked
 child's RSS counts every resident page it inherits, so the fork server's imports are paid
 by every node.
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from punch_net.config import NodeConfig
+from punch_net.config import ConfigError, NodeConfig
+from punch_net.p2p.addresses import AddressError, parse_dial_target
 
 LIMIT_FLAGS = {
     # flag suffix -> (NodeConfig field, help)
@@ -29,7 +30,6 @@ def _non_negative_int(text: str) -> int:
 
 
 def _relay_addr(text: str) -> str:
-    from punch_net.p2p.addresses import AddressError, parse_dial_target
 
     try:
         target = parse_dial_target(text)
@@ -68,6 +68,5 @@ def configure_relay(cfg: NodeConfig, args: argparse.Namespace) -> None:
         if value is not None:
             setattr(cfg, name, value)
     if cfg.relay_max_reservations < 1 or cfg.relay_reservation_ttl < 1 or cfg.relay_max_circuits < 1:
-        from punch_net.config import ConfigError
 
         raise ConfigError("relay limits: max reservations, reservation TTL and max circuits must be at least 1")

@@ -13,12 +13,15 @@ as the relay observed it, with our listen port (plain masquerade keeps the port)
 py-libp2p ships a DCUtRProtocol, but it only returns True/False; we need the campaign's
 outcome labels, the attempt count and timings, so the exchange is ours and the dials
 use the swarm's `dial_addr(..., source=...)` / `dial_addr_as_responder(...)`.
+
+The protocol itself (framing, messages, timing, retries, outcomes) is the sans-IO state
+machine in dcutr_core.py; this module only carries out its actions on trio and libp2p.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import time
+import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -28,22 +31,41 @@ from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.connection_types import ConnectionType
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.relay.circuit_v2.pb.dcutr_pb2 import HolePunch
-from libp2p.relay.circuit_v2.utils import write_delimited_msg
-from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
-from punch_net.relay.outcomes import HolePunchRecord, Outcome, classify_exception
+from punch_net.relay.dcutr_core import (
+    EXCHANGE_TIMEOUT,
+    MAX_ADDRS,
+    MAX_ATTEMPTS,
+    MAX_MESSAGE,
+    PUNCH_TIMEOUT,
+    REVERSE_TIMEOUT,
+    Action,
+    CheckConnections,
+    CloseStream,
+    Dial,
+    DialBack,
+    Done,
+    Initiator,
+    OpenStream,
+    Receive,
+    Responder,
+    Send,
+    StartTimer,
+    UsageError,
+    is_public_ip,
+    predict_addrs,
+    punchable,
+    tcp_ip_port,
+)
+from punch_net.relay.outcomes import HolePunchRecord, Outcome
+
+# The address helpers and limits moved to the core; manager.py and others import them from here.
+__all__ = [
+    "EXCHANGE_TIMEOUT", "MAX_ADDRS", "MAX_ATTEMPTS", "MAX_MESSAGE", "PROTOCOL_ID", "PUNCH_TIMEOUT",
+    "REVERSE_TIMEOUT", "HolePuncher", "is_public_ip", "is_relayed", "predict_addrs", "punchable", "tcp_ip_port",
+]
 
 PROTOCOL_ID = TProtocol("/libp2p/dcutr")
-MAX_MESSAGE = 4096
-MAX_ATTEMPTS = 3
-EXCHANGE_TIMEOUT = 10.0  # one CONNECT/CONNECT/SYNC exchange
-PUNCH_TIMEOUT = 6.0  # one round of simultaneous dials, upgrade included
-REVERSE_TIMEOUT = 3.0  # B's plain dial to A's public addresses before punching
-MAX_ADDRS = 16
-
-
-# ---------------------------------------------------------------- pure helpers
 
 
 def is_relayed(conn: Any) -> bool:
@@ -58,117 +80,12 @@ def is_relayed(conn: Any) -> bool:
         return False
 
 
-def tcp_ip_port(addr: str) -> tuple[str, int] | None:
-    """(ip, port) of a plain /ip4|ip6/.../tcp/N address; None for anything else."""
-    parts = addr.strip("/").split("/")
-    if len(parts) < 4 or parts[0] not in ("ip4", "ip6") or parts[2] != "tcp" or "p2p-circuit" in parts:
-        return None
-    try:
-        return parts[1], int(parts[3])
-    except ValueError:
-        return None
-
-
-def predict_addrs(observed: list[str], listen: list[str]) -> list[str]:
-    """Addresses a peer should punch to: each observed public IP with each listen port.
-
-    The relay observes our *relay connection's* port, but punch dials leave from the
-    listen port and port-preserving NATs map that to the same number.
-    """
-    ips: list[str] = []
-    for addr in observed:
-        got = tcp_ip_port(addr)
-        if got and got[0] not in ips:
-            ips.append(got[0])
-    ports: list[tuple[int, int]] = []
-    for addr in listen:
-        got = tcp_ip_port(addr)
-        if got:
-            fam = 6 if ":" in got[0] else 4
-            if (fam, got[1]) not in ports:
-                ports.append((fam, got[1]))
-    out: list[str] = []
-    for ip in ips:
-        fam = 6 if ":" in ip else 4
-        for pfam, port in ports:
-            if pfam == fam:
-                out.append(f"/ip{fam}/{ip}/tcp/{port}")
-    return out
-
-
-_PRIVATE_NETS = [ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10")]
-
-
-def is_public_ip(text: str) -> bool:
-    """Routable beyond a home LAN. Unlike `ipaddress.is_private`, the 198.18.0.0/15
-    benchmark range counts as public: the NAT rig uses it as its internet."""
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
-        return False
-    return not any(ip in net for net in _PRIVATE_NETS)
-
-
-def punchable(addrs: list[str]) -> list[str]:
-    """Plain TCP addresses worth a punch: no circuits, no loopback/unspecified, de-duplicated."""
-    out: list[str] = []
-    for a in addrs:
-        got = tcp_ip_port(a)
-        if got is None:
-            continue
-        try:
-            ip = ipaddress.ip_address(got[0])
-        except ValueError:
-            continue
-        if ip.is_loopback or ip.is_unspecified:
-            continue
-        bare = f"/ip{ip.version}/{got[0]}/tcp/{got[1]}"
-        if bare not in out:
-            out.append(bare)
-    return out[:MAX_ADDRS]
-
-
-def encode(kind: int, addrs: list[str]) -> HolePunch:
-    msg = HolePunch()
-    msg.type = kind  # type: ignore[assignment]
-    for a in addrs:
-        try:
-            msg.ObsAddrs.append(multiaddr.Multiaddr(a).to_bytes())
-        except Exception:
-            continue
-    return msg
-
-
-def decode_addrs(msg: HolePunch) -> list[str]:
-    out = []
-    for raw in msg.ObsAddrs:
-        try:
-            out.append(str(multiaddr.Multiaddr(bytes(raw))))
-        except Exception:
-            continue
-    return out
-
-
-class ProtocolError(Exception):
-    pass
-
-
-async def read_msg(stream: INetStream, want: int) -> HolePunch:
-    data = await read_varint_prefixed_bytes_limited(stream, MAX_MESSAGE)
-    msg = HolePunch()
-    try:
-        msg.ParseFromString(data)
-    except Exception as exc:
-        raise ProtocolError(f"undecodable DCUtR message: {exc}") from None
-    if msg.type != want:
-        raise ProtocolError(f"expected DCUtR {HolePunch.Type.Name(want)}, got type {msg.type}")  # type: ignore[arg-type]
-    return msg
-
-
-# ---------------------------------------------------------------- the protocol
+def _finish(rec: HolePunchRecord, done: Done) -> HolePunchRecord:
+    rec.attempts = done.attempts
+    rec.remote_addrs = list(done.remote_addrs)
+    rec.direct_addr = done.direct_addr
+    rec.rtt_ms = done.rtt_ms
+    return rec.finish(done.outcome, done.error)
 
 
 class HolePuncher:
@@ -195,7 +112,7 @@ class HolePuncher:
     def relayed_conns(self, peer: ID) -> list[INetConn]:
         return [c for c in self.host.get_network().get_connections(peer) if is_relayed(c)]
 
-    async def _punch(self, peer: ID, addrs: list[str], as_responder: bool) -> str:
+    async def _punch(self, peer: ID, addrs: tuple[str, ...], as_responder: bool, timeout: float) -> str:
         """Dial every address at once from our listen port; the first direct connection wins."""
         network: Any = self.host.get_network()
         source = self.listen_source()
@@ -217,7 +134,7 @@ class HolePuncher:
 
         self.punching.add(peer)
         try:
-            with trio.move_on_after(PUNCH_TIMEOUT):
+            with trio.move_on_after(timeout):
                 async with trio.open_nursery() as nursery:
                     for addr in addrs:
                         nursery.start_soon(one, addr)
@@ -230,130 +147,8 @@ class HolePuncher:
             return won or "inbound"
         return ""
 
-    # -------------------------------------------------- A: answer CONNECT, dial on SYNC
-
-    async def handle_stream(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id
-        n = self._responder_attempts.get(peer, 0) + 1
-        self._responder_attempts[peer] = n
-        rec = HolePunchRecord(str(peer), "responder", attempts=n)
-        try:
-            with trio.fail_after(EXCHANGE_TIMEOUT):
-                connect = await read_msg(stream, HolePunch.CONNECT)
-                rec.remote_addrs = punchable(decode_addrs(connect))
-                await write_delimited_msg(stream, encode(HolePunch.CONNECT, self.our_addrs()))
-                await read_msg(stream, HolePunch.SYNC)
-            if not rec.remote_addrs:
-                self.record(rec.finish(Outcome.FAILED, "peer sent no punchable address"))
-                return
-            rec.direct_addr = await self._punch(peer, rec.remote_addrs, as_responder=False)
-            if rec.direct_addr:
-                self._responder_attempts.pop(peer, None)
-                self.record(rec.finish(Outcome.SUCCESS))
-            else:
-                self.record(rec.finish(Outcome.FAILED, "no direct connection"))
-        except trio.Cancelled:
-            self.record(rec.finish(Outcome.CANCELLED, "node stopped"))
-            raise
-        except ProtocolError as exc:
-            self.record(rec.finish(Outcome.PROTOCOL_ERROR, str(exc)))
-        except Exception as exc:
-            self.record(rec.finish(classify_exception(exc), str(exc) or type(exc).__name__))
-        finally:
-            with trio.move_on_after(1) as scope:
-                scope.shield = True
-                try:
-                    await stream.close()
-                except Exception:
-                    pass
-
-    # -------------------------------------------------- B: initiate over an inbound relayed connection
-
-    async def initiate(self, peer: ID) -> HolePunchRecord:
-        rec = HolePunchRecord(str(peer), "initiator")
-        if peer in self.in_progress:
-            return rec.finish(Outcome.CANCELLED, "a session with this peer is already running")
-        self.in_progress.add(peer)
-        try:
-            return await self._initiate(peer, rec)
-        except trio.Cancelled:
-            self.record(rec.finish(Outcome.CANCELLED, "node stopped"))
-            raise
-        finally:
-            self.in_progress.discard(peer)
-
-    async def _initiate(self, peer: ID, rec: HolePunchRecord) -> HolePunchRecord:
-        if self.direct_conns(peer):
-            self.record(rec.finish(Outcome.CONNECTION_REVERSED, "peer is already directly connected"))
-            return rec
-        if not self.relayed_conns(peer):
-            self.record(rec.finish(Outcome.NO_CONNECTION, "no relayed connection to the peer"))
-            return rec
-        # Connection reversal first: a public A is simply dialled back.
-        if await self._dial_back(peer):
-            self.record(rec.finish(Outcome.CONNECTION_REVERSED, "reached the peer by a plain dial"))
-            return rec
-        last_error = ""
-        outcome = Outcome.FAILED
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            rec.attempts = attempt
-            if self.direct_conns(peer):
-                outcome, last_error = Outcome.SUCCESS, ""
-                break
-            if not self.relayed_conns(peer):
-                outcome, last_error = Outcome.NO_CONNECTION, "relayed connection closed"
-                break
-            try:
-                addr = await self._one_round(peer, rec)
-            except ProtocolError as exc:
-                outcome, last_error = Outcome.PROTOCOL_ERROR, str(exc)
-                break
-            except Exception as exc:
-                outcome, last_error = classify_exception(exc), str(exc) or type(exc).__name__
-                if outcome is Outcome.CANCELLED and not self.relayed_conns(peer):
-                    outcome = Outcome.NO_CONNECTION
-                continue
-            if addr:
-                rec.direct_addr = addr
-                outcome, last_error = Outcome.SUCCESS, ""
-                break
-            outcome, last_error = Outcome.FAILED, "no direct connection"
-        self.record(rec.finish(outcome, last_error))
-        return rec
-
-    async def _one_round(self, peer: ID, rec: HolePunchRecord) -> str:
-        with trio.fail_after(EXCHANGE_TIMEOUT):
-            stream = await self.host.new_stream(peer, [PROTOCOL_ID])
-        try:
-            with trio.fail_after(EXCHANGE_TIMEOUT):
-                await write_delimited_msg(stream, encode(HolePunch.CONNECT, self.our_addrs()))
-                t0 = time.monotonic()
-                connect = await read_msg(stream, HolePunch.CONNECT)
-                rtt = time.monotonic() - t0
-                rec.rtt_ms = round(rtt * 1000, 1)
-                rec.remote_addrs = punchable(decode_addrs(connect))
-                await write_delimited_msg(stream, encode(HolePunch.SYNC, []))
-        finally:
-            with trio.move_on_after(1) as scope:
-                scope.shield = True
-                try:
-                    await stream.close()
-                except Exception:
-                    pass
-        if not rec.remote_addrs:
-            raise ProtocolError("peer sent no punchable address")
-        await trio.sleep(rtt / 2)
-        return await self._punch(peer, rec.remote_addrs, as_responder=True)
-
-    async def _dial_back(self, peer: ID) -> bool:
-        """A plain outbound dial to the peer's public (non-private) addresses, if it has any."""
-        try:
-            known = [str(a) for a in self.host.get_peerstore().addrs(peer)]
-        except Exception:
-            known = []
-        public = [a for a in punchable(known) if is_public_ip(tcp_ip_port(a)[0])]  # type: ignore[index]
-        if not public:
-            return False
+    async def _dial_back(self, peer: ID, addrs: tuple[str, ...], timeout: float) -> bool:
+        """A plain outbound dial to the peer's public addresses; True once it is directly connected."""
         network: Any = self.host.get_network()
 
         async def one(addr: str) -> None:
@@ -363,8 +158,156 @@ class HolePuncher:
                 return
             nursery.cancel_scope.cancel()
 
-        with trio.move_on_after(REVERSE_TIMEOUT):
+        with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
-                for addr in public:
+                for addr in addrs:
                     nursery.start_soon(one, addr)
         return bool(self.direct_conns(peer))
+
+    # -------------------------------------------------- A: answer CONNECT, dial on SYNC
+
+    async def handle_stream(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        n = self._responder_attempts.get(peer, 0) + 1
+        self._responder_attempts[peer] = n
+        rec = HolePunchRecord(str(peer), "responder", attempts=n)
+        session = Responder(attempt=n)
+        try:
+            done = await _Driver(self, peer, session, stream).run(
+                lambda: session.start(trio.current_time(), self.our_addrs()))
+        except trio.Cancelled:
+            self.record(_finish(rec, session.cancel()))
+            raise
+        if done.outcome is Outcome.SUCCESS:
+            self._responder_attempts.pop(peer, None)
+        self.record(_finish(rec, done))
+
+    # -------------------------------------------------- B: initiate over an inbound relayed connection
+
+    async def initiate(self, peer: ID) -> HolePunchRecord:
+        rec = HolePunchRecord(str(peer), "initiator")
+        if peer in self.in_progress:
+            return rec.finish(Outcome.CANCELLED, "a session with this peer is already running")
+        self.in_progress.add(peer)
+        session = Initiator()
+
+        def start() -> list[Action]:
+            try:
+                known = [str(a) for a in self.host.get_peerstore().addrs(peer)]
+            except Exception:  # a peer without a peerstore entry has no addresses to dial back
+                known = []
+            return session.start(trio.current_time(), direct=bool(self.direct_conns(peer)),
+                                 relayed=bool(self.relayed_conns(peer)), known_addrs=known)
+
+        try:
+            done = await _Driver(self, peer, session).run(start)
+        except trio.Cancelled:
+            self.record(_finish(rec, session.cancel()))
+            raise
+        finally:
+            self.in_progress.discard(peer)
+        self.record(_finish(rec, done))
+        return rec
+
+
+# Raised by our own code, not by the network: they must surface, not become an outcome.
+_BUGS = (UsageError, AssertionError)
+
+
+class _Driver:
+    """Carries out one session's actions in order and feeds the results back."""
+
+    def __init__(self, puncher: HolePuncher, peer: ID, session: Initiator | Responder,
+                 stream: INetStream | None = None) -> None:
+        self.puncher = puncher
+        self.peer = peer
+        self.session = session
+        self.stream = stream
+        self.deadline = math.inf
+
+    async def run(self, start: Callable[[], list[Action]]) -> Done:
+        """start: the session's first input, whose own inputs (addresses, connections) may fail to read."""
+        try:
+            pending = deque(self._answer(start))
+            while pending:
+                action = pending.popleft()
+                if isinstance(action, Done):
+                    return action
+                answer = await self._carry_out(action)
+                if answer is not None:  # an answer replaces what is left (a failure drops the rest)
+                    pending = deque(answer)
+            raise RuntimeError(f"DCUtR session stopped without an outcome in state {self.session.state}")
+        finally:
+            await self._close()
+
+    def _answer(self, step: Callable[[], list[Action]]) -> list[Action]:
+        try:
+            return step()
+        except _BUGS:
+            raise
+        except Exception as exc:
+            return self.session.io_error(type(exc).__name__, str(exc))
+
+    async def _carry_out(self, action: Action) -> list[Action] | None:
+        """None when the action needs no answer; else the session's answer to its result."""
+        try:
+            return await self._attempt(action)
+        except _BUGS:
+            raise
+        except Exception as exc:
+            return self.session.io_error(type(exc).__name__, str(exc))
+
+    async def _attempt(self, action: Action) -> list[Action] | None:
+        session = self.session
+        match action:
+            case StartTimer(deadline):
+                self.deadline = deadline
+                return None
+            case Send(data):
+                with trio.move_on_at(self.deadline):
+                    await self._stream().write(data)
+                    return None
+                return self._timed_out()
+            case Receive():
+                with trio.move_on_at(self.deadline):
+                    data = await self._stream().read(MAX_MESSAGE)
+                    return session.receive_data(data, trio.current_time())
+                return self._timed_out()
+            case CloseStream():
+                await self._close()
+                return None
+            case Dial(addrs, delay, timeout, as_responder):
+                await trio.sleep(delay)
+                addr = await self.puncher._punch(self.peer, addrs, as_responder, timeout)
+                return session.dial_result(bool(addr), addr)
+        assert isinstance(session, Initiator)  # only B opens streams, looks at connections, dials back
+        match action:
+            case OpenStream():
+                with trio.move_on_at(self.deadline):
+                    self.stream = await self.puncher.host.new_stream(self.peer, [PROTOCOL_ID])
+                    return session.stream_opened(trio.current_time(), self.puncher.our_addrs())
+                return self._timed_out()
+            case CheckConnections():
+                return session.connections(trio.current_time(), direct=bool(self.puncher.direct_conns(self.peer)),
+                                           relayed=bool(self.puncher.relayed_conns(self.peer)))
+            case DialBack(addrs, timeout):
+                return session.dial_result(await self.puncher._dial_back(self.peer, addrs, timeout))
+        raise AssertionError(f"unknown DCUtR action {action!r}")
+
+    def _stream(self) -> INetStream:
+        assert self.stream is not None, "the session sent or read before it had a stream"
+        return self.stream
+
+    def _timed_out(self) -> list[Action]:
+        return self.session.timer_fired(trio.current_time())
+
+    async def _close(self) -> None:
+        if self.stream is None:
+            return
+        stream, self.stream = self.stream, None
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            try:
+                await stream.close()
+            except Exception:
+                pass

@@ -16,28 +16,32 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.tools.anyio_service import background_trio_service
+from trio_typing import TaskStatus
 
 from punch_net import events as ev
+from punch_net.errors import NodeError
+from punch_net.node import Node
+from punch_net.p2p.addresses import expand_unspecified
+from punch_net.p2p.patches.autonat_dial_back import DialBackService
+from punch_net.p2p.patches.circuit_addrs import advertise_extra_addrs
 from punch_net.relay import hop
 from punch_net.relay.dcutr import PROTOCOL_ID as DCUTR_PROTOCOL
 from punch_net.relay.dcutr import HolePuncher, is_public_ip, is_relayed, predict_addrs, punchable, tcp_ip_port
 from punch_net.relay.outcomes import HolePunchRecord, count_outcomes
-from punch_net.relay.reachability import DialBackService, Reachability, ask, supports_autonat
+from punch_net.relay.reachability import Reachability, ask, supports_autonat
 from punch_net.relay.service import RelayService, RelayServiceLimits
-
-if TYPE_CHECKING:
-    from punch_net.node import Node
+from punch_net.relay.status import HeldReservation, RelayStatus, ServedCircuitInfo, ServedReservationInfo
+from punch_net.routing.connmgr import ConnManager
 
 RELAY_SERVICE_ROLES = ("server", "monitor")
 RENEW_FRACTION = 0.75  # renew when this much of the TTL has passed
@@ -53,77 +57,13 @@ HISTORY = 200
 PROTECT_TAG = "relay"
 
 
-# ---------------------------------------------------------------- snapshot types
-
-
-@dataclass
-class HeldReservation:
-    """A reservation we hold on a relay."""
-
-    relay: str
-    relay_addr: str
-    state: str  # reserving / active / refused / lost
-    expires: float = 0.0
-    renewals: int = 0
-    limit_duration: int = 0
-    limit_data: int = 0
-    circuit_addrs: list[str] = field(default_factory=list)
-    error: str = ""
-    since: float = field(default_factory=time.time)
-
-    def expires_in(self, now: float | None = None) -> float:
-        return max(0.0, self.expires - (now or time.time())) if self.expires else 0.0
-
-
-@dataclass
-class ServedReservationInfo:
-    peer_id: str
-    ip: str
-    age_s: float
-    expires_in_s: float
-    renewals: int
-
-
-@dataclass
-class ServedCircuitInfo:
-    src: str
-    dst: str
-    age_s: float
-    bytes: int
-    bytes_left: int | None  # None = no data cap
-    seconds_left: float | None  # None = no duration cap
-    state: str  # open / closed / refused / data limit / duration limit
-
-
-@dataclass
-class RelayStatus:
-    reachability: str
-    reachability_checked: float | None
-    observed_addrs: list[str]
-    circuit_addrs: list[str]
-    reservations: list[HeldReservation]
-    service_enabled: bool
-    service_limits: dict[str, int] | None
-    served_reservations: list[ServedReservationInfo]
-    served_circuits: list[ServedCircuitInfo]
-    service_counters: dict[str, int]
-    hole_punches: list[HolePunchRecord]
-    outcome_counts: dict[str, int]
-    connections_via: dict[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for rec in data["hole_punches"]:
-            rec["outcome"] = str(rec["outcome"]) if rec["outcome"] else None
-        return data
-
-
 # ---------------------------------------------------------------- manager
 
 
 class RelayManager:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, connmgr: ConnManager) -> None:
         self.node = node
+        self.connmgr = connmgr
         cfg = node.config
         self.service_enabled = bool(cfg.relay_service and cfg.role in RELAY_SERVICE_ROLES)
         self.limits = RelayServiceLimits(
@@ -151,9 +91,10 @@ class RelayManager:
 
     # ------------------------------------------------------------ setup
 
-    def install(self, host: IHost) -> None:
-        """Register protocol handlers on a host before it runs."""
+    def attach(self, host: IHost, dht: object) -> None:
+        """Register protocol handlers on a host before it runs; advertise our circuits."""
         self._host = host
+        advertise_extra_addrs(host, self.circuit_addrs)
         if self.service_enabled:
             self.service = RelayService(host, self.limits, on_change=self._service_changed)
             self.protocol = self.service
@@ -164,9 +105,10 @@ class RelayManager:
         if self.node.config.hole_punch:
             self.puncher.install()
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs for the node's lifetime (started in the node's nursery)."""
         assert self.protocol is not None
+        task_status.started()
         async with background_trio_service(self.protocol), trio.open_nursery() as nursery:
             nursery.start_soon(self._reachability_loop)
             for addr in self.node.config.relays:
@@ -202,7 +144,6 @@ class RelayManager:
 
     def punch_addrs(self) -> list[str]:
         """What we tell a peer in DCUtR CONNECT: predicted public addresses, then listen ones."""
-        from punch_net.p2p.addresses import expand_unspecified
 
         listen = [str(a) for a in expand_unspecified([multiaddr.Multiaddr(a) for a in self._listen_addrs()])]
         return punchable(predict_addrs(self.observed_addrs(), listen) + listen)
@@ -242,7 +183,6 @@ class RelayManager:
             self._start_keeper(nursery, addr)
 
     async def _keep_reservation(self, addr: str) -> None:
-        from punch_net.node import NodeError
 
         held = self.held.setdefault(addr, HeldReservation(relay="", relay_addr=addr, state="reserving"))
         backoff = 1.0
@@ -307,17 +247,10 @@ class RelayManager:
         self.node.bus.publish(ev.ErrorEvent(message=error, where="relay"))
 
     def _protect(self, peer: ID) -> None:
-        connmgr = getattr(self.node, "connmgr", None)
-        if connmgr is not None:
-            try:
-                connmgr.protect(peer, PROTECT_TAG)
-            except Exception:
-                pass
+        self.connmgr.protect(peer, PROTECT_TAG)
 
     def _addresses_changed(self) -> None:
-        changed = getattr(self.node, "addresses_changed", None)
-        if callable(changed):
-            changed()
+        self.node.addresses_changed()
 
     # ------------------------------------------------------------ reachability
 
@@ -375,7 +308,6 @@ class RelayManager:
         (A NAT'd peer's direct addresses mostly lead nowhere: their dial hangs until its
         deadline. Waiting 3 s for them before the first circuit made every relayed
         connection 3 s slow.)"""
-        from punch_net.node import NodeError
 
         host = self.node.host
         if host.get_network().get_connections(info.peer_id):
@@ -422,7 +354,6 @@ class RelayManager:
 
     async def dial_circuit(self, addr: str) -> ID:
         """Connect to `<relay>/p2p/<R>/p2p-circuit/p2p/<D>`: to the relay first, then through it."""
-        from punch_net.node import NodeError
 
         try:
             base, relay, dest = hop.split_circuit_addr(addr)
@@ -502,9 +433,7 @@ class RelayManager:
 
     async def _migrate(self, peer: ID) -> None:
         """Move traffic to the direct connection: fresh command session now, relay leg closed later."""
-        drop = getattr(self.node, "drop_session", None)
-        if callable(drop):
-            drop(peer)
+        self.node.drop_session(peer)
         await trio.sleep(RELAY_CLOSE_GRACE)
         network = self.node.host.get_network()
         conns = network.get_connections(peer)
@@ -562,9 +491,6 @@ class RelayManager:
             outcome_counts=count_outcomes(self.punches),
             connections_via=via_counts,
         )
-
-    def supports_hop(self, peer: ID) -> bool:
-        return str(HOP_PROTOCOL) in self._protocols(peer)
 
 
 def _is_loopback_addr(addr: str) -> bool:

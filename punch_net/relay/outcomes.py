@@ -48,17 +48,3 @@ def count_outcomes(records: list[HolePunchRecord]) -> dict[str, int]:
     """Counts per outcome label, every label present (zeros included) in a fixed order."""
     counts = Counter(r.outcome for r in records if r.outcome is not None)
     return {o.value: counts.get(o, 0) for o in Outcome}
-
-
-def classify_exception(exc: BaseException) -> Outcome:
-    """Map what ended a DCUtR exchange to an outcome label."""
-    import trio
-
-    if isinstance(exc, trio.Cancelled):
-        return Outcome.CANCELLED
-    if isinstance(exc, trio.TooSlowError):
-        return Outcome.TIMEOUT
-    text = f"{type(exc).__name__} {exc}".lower()
-    if "reset" in text or "closed" in text or "eof" in text:
-        return Outcome.CANCELLED
-    return Outcome.PROTOCOL_ERROR

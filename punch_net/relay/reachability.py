@@ -3,22 +3,21 @@
 Every node answers AutoNAT dial-back requests; a node asks the peers it is connected to
 (bootstrap/relay nodes first) to dial it back on its listen addresses and on its
 predicted public address (observed IP + listen port). py-libp2p's server "dials back"
-with `host.connect()`, which returns the connection the request came over and so always
-says OK; ours opens a fresh connection from scratch, with a deadline, and closes it.
+over the connection the request came on and so always says OK; ours (DialBackService,
+punch_net/p2p/patches/autonat_dial_back.py) opens a fresh connection.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 import multiaddr
-import trio
 from libp2p.abc import IHost
-from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID, AutoNATService
+from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
 from libp2p.peer.id import ID
 
-DIAL_BACK_TIMEOUT = 5.0
+from punch_net.p2p.patches.autonat_dial_back import DialBackService
+
 QUERY_TIMEOUT = 12.0
 
 
@@ -26,31 +25,6 @@ class Reachability(enum.StrEnum):
     UNKNOWN = "unknown"
     PUBLIC = "public"
     PRIVATE = "private"
-
-
-class DialBackService(AutoNATService):
-    """AutoNAT server and client whose dial-back is a fresh connection."""
-
-    def __init__(self, host: IHost) -> None:
-        super().__init__(host, serve=True, confirmations=1)  # type: ignore[arg-type]
-
-    async def _try_dial(self, peer_id: ID, addrs: list[bytes]) -> bytes | None:
-        network: Any = self.host.get_network()
-        for raw in addrs[:8]:
-            conn = None
-            with trio.move_on_after(DIAL_BACK_TIMEOUT):
-                try:
-                    conn = await network.dial_addr(multiaddr.Multiaddr(raw), peer_id)
-                except Exception:
-                    conn = None
-            if conn is not None:
-                with trio.move_on_after(2):
-                    try:
-                        await conn.close()
-                    except Exception:
-                        pass
-                return bytes(raw)
-        return None
 
 
 def verdict(status: int) -> Reachability | None:

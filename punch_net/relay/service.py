@@ -3,7 +3,8 @@
 The library enforces reservations in total, reservation TTL and per-circuit duration and
 data caps. We add what it lacks: a per-IP reservation cap, a cap on circuits in total,
 and a record of every reservation and circuit served (peer pair, age, bytes, limit left)
-for `node.relay_status()`.
+for `node.relay_status()`. The hooks it overrides (and the fix that a reservation is for
+the connection's peer, not the one the message names) are in punch_net/p2p/patches/relay_hop.py.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
-from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode, to_proto_status
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.utils import write_delimited_msg
+
+from punch_net.p2p.patches.relay_hop import PatchedCircuitV2
 
 RECENT_CIRCUITS = 50
 
@@ -93,7 +95,7 @@ def _remote_ip(stream: INetStream) -> str:
     return str(remote[0]) if remote else "?"
 
 
-class RelayService(CircuitV2Protocol):
+class RelayService(PatchedCircuitV2):
     """A circuit relay v2 hop with limits, refusing clearly and recording what it serves."""
 
     def __init__(self, host: IHost, limits: RelayServiceLimits, on_change: Any = None) -> None:
@@ -109,7 +111,7 @@ class RelayService(CircuitV2Protocol):
         truth, updated before the RESERVE answer is written) plus what we noted (IP, renewals)."""
         now = time.time()
         out: dict[ID, ServedReservation] = {}
-        for peer, res in list(self.resource_manager._reservations.items()):
+        for peer, res in self.reservations().items():
             if res.expires_at < now:
                 continue
             noted = self.track.reservations.get(peer)
@@ -122,7 +124,7 @@ class RelayService(CircuitV2Protocol):
     async def _refuse(self, stream: INetStream, code: StatusCode) -> None:
         await write_delimited_msg(stream, HopMessage(type=HopMessage.STATUS, status=to_proto_status(code)))
 
-    async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
+    async def handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
         peer = stream.muxed_conn.peer_id  # the connection's peer, not a claimed one
         ip = _remote_ip(stream)
         live = self._live_reservations()
@@ -138,9 +140,8 @@ class RelayService(CircuitV2Protocol):
         if noted is None or not renewing:
             noted = ServedReservation(str(peer), ip, time.time(), 0.0)
             self.track.reservations[peer] = noted  # before the library answers: no window without the IP
-        msg.ClearField("peer")  # reserve for the authenticated peer only
-        await super()._handle_reserve(stream, msg)
-        res = self.resource_manager._reservations.get(peer)
+        await self.library_reserve(stream, msg)  # for the authenticated peer only (the patch)
+        res = self.reservations().get(peer)
         if res is None or res.is_expired():
             self.track.reservations.pop(peer, None)
             self.track.counters.reservations_refused += 1
@@ -158,7 +159,7 @@ class RelayService(CircuitV2Protocol):
     def active_circuits(self) -> list[ServedCircuit]:
         return [c for c in self.track.circuits if c.ended is None]
 
-    async def _handle_connect(self, stream: INetStream, msg: HopMessage) -> None:
+    async def handle_connect(self, stream: INetStream, msg: HopMessage) -> None:
         src = stream.muxed_conn.peer_id
         try:
             dst = ID(msg.peer.id)
@@ -177,7 +178,7 @@ class RelayService(CircuitV2Protocol):
         self.track.circuits.append(circuit)
         self.track.by_stream[id(stream)] = circuit
         try:
-            await super()._handle_connect(stream, msg)
+            await self.library_connect(stream, msg)
         finally:
             self.track.by_stream.pop(id(stream), None)
             circuit.ended = time.time()
@@ -189,14 +190,14 @@ class RelayService(CircuitV2Protocol):
             if len(ended) > RECENT_CIRCUITS:
                 self.track.circuits.remove(ended[0])
 
-    async def _relay_data(self, src_stream: INetStream, dst_stream: INetStream, peer_id: ID,
+    async def relay_data(self, src_stream: INetStream, dst_stream: INetStream, peer_id: ID,
                           deadline: float | None = None, circuit_data_limit: list[int] | None = None) -> None:
         circuit = self.track.by_stream.get(id(src_stream)) or self.track.by_stream.get(id(dst_stream))
         if circuit is not None and circuit._budget is None:
             circuit._budget = circuit_data_limit
             self.track.counters.circuits_opened += 1
             self._on_change("circuit_opened", src=circuit.src, dst=circuit.dst)
-        await super()._relay_data(src_stream, dst_stream, peer_id, deadline, circuit_data_limit)
+        await self.library_relay_data(src_stream, dst_stream, peer_id, deadline, circuit_data_limit)
         if circuit is not None and circuit._budget is not None and circuit.bytes_limit and circuit._budget[0] <= 0:
             circuit.outcome = "data limit"
         elif circuit is not None and deadline is not None and time.monotonic() > deadline:

@@ -11,8 +11,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from punch_net import events as ev
+from punch_net.api import NoCandidates, NodeError
 from punch_net.config import NodeConfig
-from punch_net.node import Node, NodeError
+from punch_net.flag_types import positive, positive_int
+from punch_net.node import Node
+from punch_net.routing.selection import Selector
 
 DISCOVERY_MIN_WAIT = 0.25
 DISCOVERY_MAX_WAIT = 5.0
@@ -49,7 +52,7 @@ async def discover_and_connect(node: Node, namespace: str, peers: dict[ID, None]
         await trio.sleep(wait)
 
 
-async def run_dialer(node: Node) -> int:
+async def run_dialer(node: Node, selector: Selector) -> int:
     cfg = node.config
     peers: dict[ID, None] = {}
     found = trio.Event()
@@ -70,7 +73,7 @@ async def run_dialer(node: Node) -> int:
             replies += 1
 
     if cfg.weighted:
-        return await run_weighted(node)
+        return await run_weighted(node, selector)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(discover_and_connect, node, cfg.namespace, peers, found)
         number = 0
@@ -93,11 +96,9 @@ async def run_dialer(node: Node) -> int:
     return 0
 
 
-async def run_weighted(node: Node) -> int:
+async def run_weighted(node: Node, selector: Selector) -> int:
     """--weighted: each message goes to ONE node of the namespace, picked by weighted score
-    (punch_net/selection.py), failing over to the next on error; prints a `routed` event."""
-    from punch_net.routing.selection import NoCandidates
-
+    (punch_net/routing/selection.py), failing over to the next on error; prints a `routed` event."""
     cfg = node.config
     await node.bootstrapped.wait()
     replies = number = 0
@@ -105,7 +106,7 @@ async def run_weighted(node: Node) -> int:
         while not (cfg.count and replies >= cfg.count):
             number += 1
             try:
-                await node.send_to_best(cfg.namespace, "message", {"text": f"{cfg.message} Message #{number}"})
+                await selector.send_to_best(cfg.namespace, "message", {"text": f"{cfg.message} Message #{number}"})
                 replies += 1
             except NoCandidates as exc:
                 node.bus.publish(ev.ErrorEvent(message=str(exc), where="dialer"))
@@ -121,7 +122,6 @@ async def run_weighted(node: Node) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from punch_net.cli.types import positive, positive_int
 
     d = parser.add_argument_group("dialer")
     d.add_argument("--message", help="text to send (default 'Hello from dialer!')")

@@ -1,31 +1,28 @@
 """Monitor: a DHT server (and relay) that maps the network.
 
-It crawls every peer's routing table periodically (punch_net/crawler.py), identifies each
+It crawls every peer's routing table periodically (punch_net/dht/crawler.py), identifies each
 peer (agent, protocols, addresses), checks liveness (ping), asks Punch nodes for their
 capabilities (they then re-announce to us) and keeps our reputation of each. The map is
-`node.network_map` (a `NetworkMap`), offered as the `network` part of control-socket
-snapshots, the `network` control op, and the read-only `monitor.peers` JSON command.
+a `NetworkMap` (composed in punch_net/runtime.py), offered as the `network` part of
+snapshots and the read-only `monitor.peers` JSON command.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import trio
 
 from punch_net import events as ev
 from punch_net.config import NodeConfig
 from punch_net.dht.crawler import Crawler, NetworkMap
+from punch_net.flag_types import positive
 from punch_net.messaging.commands import Call
 from punch_net.node import Node
-from punch_net.ops.control import register_op
 
 
-async def run_monitor(node: Node) -> int:
-    netmap = NetworkMap(str(node.peer_id))
-    node.network_map = netmap  # type: ignore[attr-defined]
-    crawler = Crawler(node, netmap, interval=node.config.crawl_interval)
-
+async def run_monitor(node: Node, netmap: NetworkMap, crawler: Crawler) -> int:
     async def peers(call: Call) -> dict[str, object]:
         return netmap.snapshot()
 
@@ -38,8 +35,6 @@ async def run_monitor(node: Node) -> int:
 
 async def _follow_capabilities(node: Node, netmap: NetworkMap) -> None:
     """Re-announced capabilities update the map between crawls."""
-    import time
-
     with node.bus.subscribe(1000) as events:
         async for event in events:
             if isinstance(event, ev.CapabilitiesUpdated):
@@ -50,20 +45,7 @@ async def _follow_capabilities(node: Node, netmap: NetworkMap) -> None:
                     entry.last_seen = time.time()
 
 
-async def _network_op(node: Node, args: dict[str, object]) -> object:
-    netmap = getattr(node, "network_map", None)
-    if netmap is None:
-        from punch_net.ops.control import ControlError
-
-        raise ControlError("not_monitor", "this node is not a monitor")
-    return netmap.snapshot()
-
-
-register_op("network", _network_op)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from punch_net.cli.types import positive
 
     m = parser.add_argument_group("monitor")
     m.add_argument("--crawl-interval", type=positive, metavar="SECONDS",

@@ -10,6 +10,7 @@ import trio
 
 from punch_net import events as ev
 from punch_net.config import ConfigError, NodeConfig
+from punch_net.flag_types import positive
 from punch_net.node import Node
 from punch_net.torrent import events as tev
 from punch_net.torrent.manager import TorrentManager
@@ -20,9 +21,8 @@ EXIT_FAILED = 1
 DEFAULT_TIMEOUT = 10.0
 
 
-async def run_torrent_client(node: Node) -> int:
+async def run_torrent_client(node: Node, manager: TorrentManager) -> int:
     cfg = node.config
-    manager = TorrentManager(node, download_dir=cfg.download_dir, seed=not cfg.no_seed, timeout=cfg.timeout)
     code = 0
     if cfg.torrent_interactive:
         async with trio.open_nursery() as nursery:
@@ -38,14 +38,6 @@ async def run_torrent_client(node: Node) -> int:
             code = await _download(node, manager, parse_info_hash(cfg.info_hash))
         nursery.cancel_scope.cancel()
     return code
-
-
-async def run_torrent_client_service(node: Node) -> int:
-    """For the TUI: a torrent client that stays up, idle until asked to download."""
-    cfg = node.config
-    manager = TorrentManager(node, download_dir=cfg.download_dir, seed=not cfg.no_seed, timeout=cfg.timeout)
-    await manager.run()
-    return 0
 
 
 async def _list(node: Node, manager: TorrentManager) -> int:
@@ -74,7 +66,6 @@ async def _download(node: Node, manager: TorrentManager, info_hash: bytes) -> in
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from punch_net.cli.types import positive
 
     g = parser.add_argument_group("torrent client")
     g.add_argument("--download-dir", type=Path, metavar="DIR", help="where files go (default: current directory)")

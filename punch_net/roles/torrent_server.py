@@ -1,5 +1,6 @@
-"""torrent-server: share every regular file in --share-dir over /punch/torrent/1.0.0,
-announced in the DHT by info hash and under the torrent namespace."""
+"""torrent-server flags: share every regular file in --share-dir over /punch/torrent/1.0.0,
+announced in the DHT by info hash and under the torrent namespace (the manager is
+composed in punch_net/runtime.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,6 @@ import argparse
 from pathlib import Path
 
 from punch_net.config import ConfigError, NodeConfig
-from punch_net.node import Node
-from punch_net.torrent.manager import TorrentManager
-
-
-async def run_torrent_server(node: Node) -> int:
-    cfg = node.config
-    manager = TorrentManager(node, share_dir=cfg.share_dir, seed=True)
-    await manager.run()
-    return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import trio
 
 from punch_net import __version__
+from punch_net import events as ev
+from punch_net.messaging.commands import Call, CommandError
+from punch_net.node import Node
 
 _STARTED = time.time()
 
@@ -152,12 +156,9 @@ class CapabilityBook:
         return None if entry is None else self.clock() - entry[1]
 
 
-def install(node: Any, interval: float = ANNOUNCE_INTERVAL) -> CapabilityBook:
+def serve_capabilities(node: Node, book: CapabilityBook) -> None:
     """Answer `capabilities` (and note who asked) and accept `capabilities.update`
-    re-announcements; returns the node's book. `run_announcer` does the pushing."""
-    from punch_net.messaging.commands import Call, CommandError
-
-    book = CapabilityBook()
+    re-announcements into `book`. `run_announcer` does the pushing."""
 
     async def caps(call: Call) -> dict[str, Any]:
         book.asked(call.peer_id, call.request.args.get("subscribe", True) is not False)
@@ -168,21 +169,15 @@ def install(node: Any, interval: float = ANNOUNCE_INTERVAL) -> CapabilityBook:
         if not isinstance(args, dict) or len(str(args)) > 16_384:
             raise CommandError("bad_args", "capabilities must be a JSON object under 16 KiB")
         book.store(call.peer_id, args)
-        _publish_update(node, call.peer_id, args)
+        node.bus.publish(ev.CapabilitiesUpdated(peer_id=call.peer_id, capabilities=args))
         return {"stored": True}
 
     node.registry.register("capabilities", caps)
     node.registry.register("capabilities.update", update)
-    return book
 
 
-def _publish_update(node: Any, peer: str, caps: dict[str, Any]) -> None:
-    from punch_net import events as ev
-
-    node.bus.publish(ev.CapabilitiesUpdated(peer_id=peer, capabilities=caps))
-
-
-async def fetch(node: Any, peer: str, timeout: float = ANNOUNCE_TIMEOUT) -> dict[str, Any]:
+async def fetch_capabilities(node: Node, book: CapabilityBook, peer: str,
+                             timeout: float = ANNOUNCE_TIMEOUT) -> dict[str, Any]:
     """Ask a peer for its capabilities (subscribing to its re-announcements) and cache them."""
     resp = await node.request(peer, "capabilities", {"subscribe": True}, timeout, quiet=True)
     if not resp.ok:
@@ -190,16 +185,13 @@ async def fetch(node: Any, peer: str, timeout: float = ANNOUNCE_TIMEOUT) -> dict
     result = resp.result
     if not isinstance(result, dict):
         raise ValueError(f"{peer} answered capabilities with {type(result).__name__}")
-    node.caps_book.store(peer, result)
-    _publish_update(node, peer, result)
+    book.store(peer, result)
+    node.bus.publish(ev.CapabilitiesUpdated(peer_id=peer, capabilities=result))
     return result
 
 
-async def run_announcer(node: Any, interval: float = ANNOUNCE_INTERVAL) -> None:
+async def run_announcer(node: Node, book: CapabilityBook, interval: float = ANNOUNCE_INTERVAL) -> None:
     """Every `interval` seconds push our capabilities to connected peers that asked."""
-    import trio
-
-    book: CapabilityBook = node.caps_book
     while True:
         await trio.sleep(interval)
         peers = book.live_subscribers()

@@ -20,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
+from libp2p.abc import IHost
 from libp2p.peer.id import ID
+from trio_typing import TaskStatus
 
-if TYPE_CHECKING:
-    from punch_net.node import Node
+from punch_net import events as ev
+from punch_net.node import Node
 
 DEFAULT_LOW = 32
 DEFAULT_HIGH = 48
@@ -145,12 +147,13 @@ class ConnManager:
 
     # ------------------------------------------------------------------ API for others
 
-    def attach(self, swarm: Any) -> None:
+    def attach(self, host: IHost, dht: object) -> None:
         """Share py-libp2p's TagStore and turn its own policies into a safety net only.
 
         Its auto-connector would dial peerstore entries up to (low+high)/2 connections
-        (see workarounds.disable_auto_connector); its pruner only acts above 2×high.
+        (see punch_net/p2p/patches/auto_connector.py); its pruner only acts above 2×high.
         """
+        swarm = host.get_network()
         store = getattr(swarm, "tag_store", None)
         if store is not None:
             self._tags = store
@@ -180,10 +183,13 @@ class ConnManager:
         """Ask for a trim pass now (e.g. after a burst of dials)."""
         self._wake.set()
 
-    def connected(self) -> None:
+    def connection_opened(self, conn: object) -> None:
         """The node calls this on every new connection: wake up only above `high`."""
         if self._count() > self.high:
             self._wake.set()
+
+    def connection_closed(self, conn: object) -> None:
+        pass
 
     def stats(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high, "grace_s": self.grace, "pruned": self.pruned,
@@ -191,16 +197,17 @@ class ConnManager:
 
     # ------------------------------------------------------------------ the loop
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Trim when a new connection takes the count above `high`, and every
         SWEEP_INTERVAL seconds as a safety net, until cancelled.
 
-        Event-driven (Node._on_connected calls `connected`), not polled: an idle node must
+        Event-driven (the node calls `connection_opened`), not polled: an idle node must
         not wake up every second (at 200 nodes on 2 cores, idle wake-ups add up to whole
         cores). While the count stays above `high` (connections younger than `grace`, or
         all protected/busy) we look again every grace/2 seconds.
         """
         timeout = SWEEP_INTERVAL
+        task_status.started()
         while True:
             with trio.move_on_after(timeout):
                 await self._wake.wait()
@@ -216,7 +223,6 @@ class ConnManager:
             except trio.Cancelled:
                 raise
             except Exception as exc:  # a bug here must not take the node down
-                from punch_net import events as ev
 
                 self.node.bus.publish(ev.ErrorEvent(message=f"connection manager: {exc}", where="connmgr"))
 
@@ -233,11 +239,10 @@ class ConnManager:
         for gone in [p for p in self._first_seen if p not in conns]:
             del self._first_seen[gone]
         self._refresh_dht_tags()
-        sessions = getattr(node, "_sessions", {})
         out: list[ConnSnapshot] = []
         for peer, peer_conns in conns.items():
             first = self._first_seen.setdefault(peer, now)
-            busy = peer in sessions and not sessions[peer].closed
+            busy = node.has_session(peer)
             streams = 0
             for conn in peer_conns:
                 for stream in conn.get_streams():

@@ -1,6 +1,6 @@
 """Weighted node selection: send a command to "the best node of a namespace".
 
-Pure core (`score_candidate`, `weighted_order`) and a trio adapter (`send_to_best`).
+Pure core (`score_candidate`, `weighted_order`) and a trio adapter (`Selector`).
 
 Score (documented in docs/OPERATIONS.md, "Weighted routing"): each part is in [0, 1],
 
@@ -26,15 +26,16 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
+from libp2p.peer.peerinfo import PeerInfo
 
-from punch_net.routing.capabilities import headroom
-
-if TYPE_CHECKING:
-    from punch_net.node import Node
+from punch_net import events as ev
+from punch_net.api import Candidate, CommandFailed, NoCandidates, RouteResult
+from punch_net.node import Node
+from punch_net.routing.capabilities import CapabilityBook, fetch_capabilities, headroom
+from punch_net.routing.reputation import ReputationStore
 
 PARTS = ("cpu", "memory", "disk", "latency", "reputation")
 DEFAULT_WEIGHTS = {"cpu": 0.25, "memory": 0.15, "disk": 0.10, "latency": 0.20, "reputation": 0.30}
@@ -47,32 +48,11 @@ PROVIDERS_MAX_AGE = 10.0  # a namespace's providers are looked up again after th
 MAX_ATTEMPTS = 3
 
 
-class NoCandidates(Exception):
-    """Nobody announces the namespace, or every candidate failed."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One scored peer: `parts` are the normalised inputs, `score` their weighted mean."""
-
-    peer_id: str
-    score: float
-    parts: dict[str, float]
-    known: dict[str, bool]  # which parts came from real data (False: neutral 0.5)
-    rtt_ms: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"peer_id": self.peer_id, "score": round(self.score, 4),
-                "parts": {k: round(v, 4) for k, v in self.parts.items()},
-                "known": self.known, "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3)}
-
-
-@dataclass
-class RouteResult:
-    peer_id: str
-    result: Any
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[Candidate] = field(default_factory=list)
+def candidate_json(c: Candidate) -> dict[str, object]:
+    """A candidate rounded for events and humans."""
+    return {"peer_id": c.peer_id, "score": round(c.score, 4),
+            "parts": {k: round(v, 4) for k, v in c.parts.items()},
+            "known": c.known, "rtt_ms": None if c.rtt_ms is None else round(c.rtt_ms, 3)}
 
 
 def weights_from_config(cfg: Any) -> dict[str, float]:
@@ -125,112 +105,111 @@ def pick_probabilities(cands: Sequence[Candidate]) -> dict[str, float]:
 # ---------------------------------------------------------------- trio adapter
 
 
-def _cache(node: Node, name: str) -> dict[str, Any]:
-    """Per-node scratch caches (pings, provider lookups), kept on the node itself."""
-    caches: dict[str, dict[str, Any]] = node.__dict__.setdefault("_selection_caches", {})
-    return caches.setdefault(name, {})
+class Selector:
+    """Weighted routing for one node: its reputation store and capability book in, a peer
+    chosen per command out. Keeps its own short-lived caches (pings, provider lookups)."""
 
+    def __init__(self, node: Node, reputation: ReputationStore, book: CapabilityBook) -> None:
+        self.node = node
+        self.reputation = reputation
+        self.book = book
+        self._pings: dict[str, tuple[float, float | None]] = {}
+        self._providers: dict[str, tuple[float, list[PeerInfo]]] = {}
 
-async def _measure(node: Node, peer: str, timeout: float) -> tuple[dict[str, Any] | None, float | None]:
-    """Capabilities (cached or fetched) and a recent ping RTT (at most PING_MAX_AGE old) for
-    one peer; the RTT is None when the last ping failed."""
-    from punch_net.routing import capabilities as caps_mod
+    async def _measure(self, peer: str, timeout: float) -> tuple[dict[str, Any] | None, float | None]:
+        """Capabilities (cached or fetched) and a recent ping RTT (at most PING_MAX_AGE old) for
+        one peer; the RTT is None when the last ping failed."""
+        caps = self.book.get(peer, CAPS_MAX_AGE)
+        last = self._pings.get(peer)
+        rtt: float | None = last[1] if last is not None and time.monotonic() - last[0] < PING_MAX_AGE else None
+        with trio.move_on_after(timeout):
+            if last is None or time.monotonic() - last[0] >= PING_MAX_AGE:
+                try:
+                    rtt = (await self.node.ping(peer, timeout)) * 1000
+                    self.reputation.record_latency(peer, rtt)
+                except Exception:
+                    rtt = None
+                self._pings[peer] = (time.monotonic(), rtt)
+            if caps is None:
+                try:
+                    caps = await fetch_capabilities(self.node, self.book, peer, timeout)
+                except Exception:
+                    caps = self.book.get(peer)  # stale is better than nothing
+        return caps, rtt
 
-    caps = node.caps_book.get(peer, CAPS_MAX_AGE)
-    pings = _cache(node, "pings")
-    last = pings.get(peer)
-    rtt: float | None = last[1] if last is not None and time.monotonic() - last[0] < PING_MAX_AGE else None
-    with trio.move_on_after(timeout):
-        if last is None or time.monotonic() - last[0] >= PING_MAX_AGE:
+    async def rank_peers(self, peers: Sequence[str], timeout: float = 5.0) -> list[Candidate]:
+        """Score each peer (concurrently): capabilities, ping latency, reputation."""
+        cfg = self.node.config
+        weights = weights_from_config(cfg)
+        timeout = min(timeout, cfg.request_timeout)  # a frozen peer must not stall every send
+        found: dict[str, Candidate] = {}
+
+        async def one(peer: str) -> None:
+            caps, rtt = await self._measure(peer, timeout)
+            found[peer] = score_candidate(peer, caps, rtt, self.reputation.score(peer), weights)
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(one, peer)
+        return sorted(found.values(), key=lambda c: -c.score)
+
+    async def candidates(self, namespace: str, timeout: float = 5.0) -> list[Candidate]:
+        """Providers of `namespace` that we can connect to, scored (the DHT lookup is reused for
+        PROVIDERS_MAX_AGE seconds, so a stream of sends does not cost one lookup each)."""
+        node = self.node
+        cached = self._providers.get(namespace)
+        if cached is not None and time.monotonic() - cached[0] < PROVIDERS_MAX_AGE:
+            infos = cached[1]
+        else:
+            infos = await node.find_peers(namespace)
+            if infos:  # an empty answer is asked again next time
+                self._providers[namespace] = (time.monotonic(), infos)
+        reachable: list[str] = []
+        connected = {str(p) for p in node.connected_peers()}
+
+        async def connect(info: PeerInfo) -> None:
+            peer = str(info.peer_id)
+            if peer not in connected:
+                try:
+                    await node.connect_peer(info)
+                except Exception:
+                    self.reputation.record_failure(peer)
+                    return
+            reachable.append(peer)
+
+        async with trio.open_nursery() as nursery:
+            for info in infos:
+                nursery.start_soon(connect, info)
+        return await self.rank_peers(reachable, timeout)
+
+    async def send_to_best(self, namespace: str, command: str, args: dict[str, Any] | None = None, *,
+                           timeout: float | None = None, max_attempts: int = MAX_ATTEMPTS,
+                           rng: random.Random | None = None) -> RouteResult:
+        """Send `command` to a node of `namespace` picked by weighted score; on failure (error
+        transport, timeout) fail over to the next in the weighted order, up to `max_attempts`.
+        An error *reply* from the peer (e.g. bad arguments) is the answer, not a failover case."""
+        node = self.node
+        cands = await self.candidates(namespace)
+        if not cands:
+            raise NoCandidates(f"no reachable node announces {namespace!r}")
+        order = weighted_order(cands, rng)
+        attempts: list[dict[str, object]] = []
+        for cand in order[:max(1, max_attempts)]:
+            started = time.perf_counter()
             try:
-                rtt = (await node.ping(peer, timeout)) * 1000
-                node.reputation.record_latency(peer, rtt)
-            except Exception:
-                rtt = None
-            pings[peer] = (time.monotonic(), rtt)
-        if caps is None:
-            try:
-                caps = await caps_mod.fetch(node, peer, timeout)
-            except Exception:
-                caps = node.caps_book.get(peer)  # stale is better than nothing
-    return caps, rtt
-
-
-async def rank_peers(node: Node, peers: Sequence[str], timeout: float = 5.0) -> list[Candidate]:
-    """Score each peer (concurrently): capabilities, ping latency, reputation."""
-    weights = weights_from_config(node.config)
-    timeout = min(timeout, node.config.request_timeout)  # a frozen peer must not stall every send
-    found: dict[str, Candidate] = {}
-
-    async def one(peer: str) -> None:
-        caps, rtt = await _measure(node, peer, timeout)
-        found[peer] = score_candidate(peer, caps, rtt, node.reputation.score(peer), weights)
-
-    async with trio.open_nursery() as nursery:
-        for peer in peers:
-            nursery.start_soon(one, peer)
-    return sorted(found.values(), key=lambda c: -c.score)
-
-
-async def candidates(node: Node, namespace: str, timeout: float = 5.0) -> list[Candidate]:
-    """Providers of `namespace` that we can connect to, scored (the DHT lookup is reused for
-    PROVIDERS_MAX_AGE seconds, so a stream of sends does not cost one lookup each)."""
-    cached = _cache(node, "providers").get(namespace)
-    if cached is not None and time.monotonic() - cached[0] < PROVIDERS_MAX_AGE:
-        infos = cached[1]
-    else:
-        infos = await node.find_peers(namespace)
-        if infos:  # an empty answer is asked again next time
-            _cache(node, "providers")[namespace] = (time.monotonic(), infos)
-    reachable: list[str] = []
-    connected = {str(p) for p in node.connected_peers()}
-
-    async def connect(info: Any) -> None:
-        peer = str(info.peer_id)
-        if peer not in connected:
-            try:
-                await node.connect_peer(info)
-            except Exception:
-                node.reputation.record_failure(peer)
-                return
-        reachable.append(peer)
-
-    async with trio.open_nursery() as nursery:
-        for info in infos:
-            nursery.start_soon(connect, info)
-    return await rank_peers(node, reachable, timeout)
-
-
-async def send_to_best(node: Node, namespace: str, command: str, args: dict[str, Any] | None = None, *,
-                       timeout: float | None = None, max_attempts: int = MAX_ATTEMPTS,
-                       rng: random.Random | None = None) -> RouteResult:
-    """Send `command` to a node of `namespace` picked by weighted score; on failure (error
-    transport, timeout) fail over to the next in the weighted order, up to `max_attempts`.
-    An error *reply* from the peer (e.g. bad arguments) is the answer, not a failover case."""
-    from punch_net import events as ev
-    from punch_net.node import CommandFailed
-
-    cands = await candidates(node, namespace)
-    if not cands:
-        raise NoCandidates(f"no reachable node announces {namespace!r}")
-    order = weighted_order(cands, rng)
-    attempts: list[dict[str, Any]] = []
-    for cand in order[:max(1, max_attempts)]:
-        started = time.perf_counter()
-        try:
-            result = await node.send_command(cand.peer_id, command, args or {}, timeout)
-        except CommandFailed:
-            raise
-        except Exception as exc:
-            attempts.append({"peer_id": cand.peer_id, "ok": False, "error": str(exc),
+                result = await node.send_command(cand.peer_id, command, args or {}, timeout)
+            except CommandFailed:
+                raise
+            except Exception as exc:
+                attempts.append({"peer_id": cand.peer_id, "ok": False, "error": str(exc),
+                                 "ms": round((time.perf_counter() - started) * 1000, 3)})
+                continue
+            attempts.append({"peer_id": cand.peer_id, "ok": True,
                              "ms": round((time.perf_counter() - started) * 1000, 3)})
-            continue
-        attempts.append({"peer_id": cand.peer_id, "ok": True,
-                         "ms": round((time.perf_counter() - started) * 1000, 3)})
-        node.bus.publish(ev.Routed(namespace=namespace, command=command, peer_id=cand.peer_id, ok=True,
-                                   attempts=attempts, candidates=[c.to_json() for c in cands]))
-        return RouteResult(cand.peer_id, result, attempts, cands)
-    node.bus.publish(ev.Routed(namespace=namespace, command=command, peer_id="", ok=False,
-                               attempts=attempts, candidates=[c.to_json() for c in cands]))
-    raise NoCandidates(f"{command} to {namespace!r}: all {len(attempts)} attempts failed "
-                       f"(last: {attempts[-1]['error'] if attempts else 'none'})")
+            node.bus.publish(ev.Routed(namespace=namespace, command=command, peer_id=cand.peer_id, ok=True,
+                                       attempts=attempts, candidates=[candidate_json(c) for c in cands]))
+            return RouteResult(cand.peer_id, result, attempts, cands)
+        node.bus.publish(ev.Routed(namespace=namespace, command=command, peer_id="", ok=False,
+                                   attempts=attempts, candidates=[candidate_json(c) for c in cands]))
+        raise NoCandidates(f"{command} to {namespace!r}: all {len(attempts)} attempts failed "
+                           f"(last: {attempts[-1]['error'] if attempts else 'none'})")

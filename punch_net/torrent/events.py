@@ -23,8 +23,6 @@ class Shared(Event):
     size: int
     info_hash: str
 
-    def human(self) -> str:
-        return f"[green]✓[/green] sharing {self.name} ({human_size(self.size)})  {self.info_hash}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,8 +31,6 @@ class Announced(Event):
     name: str
     info_hash: str
 
-    def human(self) -> str | None:
-        return None  # `shared` already told the user; this is for scripts and tests
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,19 +39,16 @@ class Unshared(Event):
     name: str
     info_hash: str
 
-    def human(self) -> str:
-        return f"[dim]✗ no longer sharing {self.name}[/dim]"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Hashing(Event):
     kind: ClassVar[str] = "hashing"
+    transient: ClassVar[bool] = True
     name: str
     done: int
     total: int
 
-    def human(self) -> str | None:
-        return None  # the TUI shows it; the CLI prints `shared` when done
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,22 +59,18 @@ class Available(Event):
     info_hash: str
     providers: int
 
-    def human(self) -> str:
-        return (f"{self.info_hash}  {human_size(self.size):>10}  {self.providers} provider"
-                f"{'s' if self.providers != 1 else ' '}  {self.name}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Progress(Event):
     kind: ClassVar[str] = "progress"
+    transient: ClassVar[bool] = True
     info_hash: str
     have: int
     total: int
     bytes_per_s: float
     peers: int
 
-    def human(self) -> str | None:
-        return None  # drawn by the progress bar
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,8 +84,6 @@ class Complete(Event):
     from_peers: dict[str, int] = field(default_factory=dict)  # peer id -> verified pieces it sent
     transfer_s: float = 0.0  # seconds from metainfo in hand to the file verified and in place
 
-    def human(self) -> str:
-        return f"[green]✓[/green] complete: {self.path}  sha256 {self.sha256}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,5 +93,3 @@ class PeerMarked(Event):
     peer_id: str
     reason: str
 
-    def human(self) -> str:
-        return f"[red]![/red] peer {self.peer_id} marked bad: {self.reason}"

@@ -2,61 +2,43 @@
 
 It serves `/punch/torrent/1.0.0` (shared files and finished downloads), keeps the share
 directory indexed and announced, runs downloads, and answers `snapshot()` with one
-TransferInfo per transfer. The TUI gets it with `manager_for(node)`; see docs/TORRENT.md.
+TransferInfo per transfer. Fronts get it through the NodeAPI (`transfers()`); see docs/TORRENT.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 from libp2p.peer.id import ID
 
 from punch_net import events as ev
-from punch_net.dht.keys import dht_key, digest_multihash
-from punch_net.torrent import NAMESPACE, PROTOCOL_ID, control_ops
+from punch_net.dht.keys import dht_key, digest_multihash, namespace_cid, namespace_multihash
+from punch_net.node import Node
+from punch_net.routing.reputation import ReputationStore
+from punch_net.torrent import NAMESPACE, PROTOCOL_ID
 from punch_net.torrent import events as tev
 from punch_net.torrent.catalogue import SharedFile, ShareIndex
 from punch_net.torrent.client import PeerError, fetch_catalogue
 from punch_net.torrent.events import human_size
+from punch_net.torrent.info import CatalogueEntry, PeerSnapshot, TransferInfo
 from punch_net.torrent.service import Source, TorrentService
-from punch_net.torrent.transfer import PeerSnapshot, Transfer, TransferInfo
-
-if TYPE_CHECKING:
-    from punch_net.node import Node
+from punch_net.torrent.storage import existing_matches
+from punch_net.torrent.transfer import Transfer
 
 RESCAN_EVERY = 2.0
 REPROVIDE_INTERVAL = 6 * 60 * 60.0
 PROVIDE_RETRY = 2.0
 HASH_PROGRESS_EVERY = 0.25
 
-control_ops.register()  # torrent.* on the control socket (punch-tui --attach)
-
-_MANAGERS: weakref.WeakKeyDictionary[Any, TorrentManager] = weakref.WeakKeyDictionary()
-
-
-def manager_for(node: Node) -> TorrentManager | None:
-    """The TorrentManager running on `node` (None until the torrent role has started it)."""
-    return _MANAGERS.get(node)
-
-
-@dataclass(frozen=True)
-class CatalogueEntry:
-    name: str
-    size: int
-    info_hash: str
-    providers: int
-
-
 class TorrentManager:
     def __init__(self, node: Node, download_dir: Path | None = None, share_dir: Path | None = None,
-                 seed: bool = True, timeout: float = 10.0) -> None:
+                 seed: bool = True, timeout: float = 10.0, reputation: ReputationStore | None = None) -> None:
         self.node = node
+        self.reputation = reputation  # told of peers that send corrupt pieces
         self.download_dir = download_dir
         self.share_dir = share_dir
         self.seed = seed
@@ -69,10 +51,6 @@ class TorrentManager:
         self._provide_wake = trio.Event()
         self._provided: set[str] = set()
         self.ready = trio.Event()  # set after the first share-dir scan
-        _MANAGERS[node] = self
-        # The TUI's generic hooks (punch_tui/snapshot.py): `node.transfers()` rows, `node.torrent`.
-        node.transfers = self.rows  # type: ignore[attr-defined]
-        node.torrent = self  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ lifecycle
 
@@ -101,7 +79,6 @@ class TorrentManager:
             self._provide_wake.set()
 
     def _provide_namespace(self) -> None:
-        from punch_net.dht.keys import namespace_multihash
 
         self.provide(dht_key(namespace_multihash(NAMESPACE)), f"namespace {NAMESPACE}")
 
@@ -132,7 +109,6 @@ class TorrentManager:
                 if ok:
                     self._provided.add(key)
                     if what.startswith("namespace "):
-                        from punch_net.dht.keys import namespace_cid
 
                         self.node.bus.publish(ev.Registered(namespace=NAMESPACE, key=namespace_cid(NAMESPACE)))
                     else:  # an info hash: key is the hex multihash 1220 + info hash
@@ -196,7 +172,7 @@ class TorrentManager:
             raise ValueError("no download directory configured")
         if self._nursery is None:
             raise RuntimeError("torrent manager is not running")
-        transfer = Transfer(self.node, info_hash, directory, self.timeout)
+        transfer = Transfer(self.node, info_hash, directory, self.timeout, self.reputation)
         transfer.on_complete.append(self._on_complete)
         self.transfers[info_hash] = transfer
         self._nursery.start_soon(transfer.run)
@@ -211,13 +187,6 @@ class TorrentManager:
         transfer.state = "seeding"
         self._provide_info_hash(transfer.info_hash, transfer.meta.name)
         self._provide_namespace()
-
-    def _find(self, info_hash: str | bytes) -> Transfer:
-        key = bytes.fromhex(info_hash) if isinstance(info_hash, str) else info_hash
-        t = self.transfers.get(key)
-        if t is None:
-            raise KeyError(f"no transfer {key.hex()}")
-        return t
 
     def pause(self, info_hash: str | bytes) -> None:
         """Downloads stop fetching (state paused); a shared file stops being served."""
@@ -260,7 +229,6 @@ class TorrentManager:
         src = self.service.sources.get(key)
         if src is None:
             raise KeyError(f"no transfer {key.hex()}")
-        from punch_net.torrent.storage import existing_matches
 
         ok = await trio.to_thread.run_sync(existing_matches, src.path, src.meta)
         return [] if ok else list(range(src.meta.num_pieces))

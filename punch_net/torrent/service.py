@@ -1,16 +1,16 @@
 """Serving side of `/punch/torrent/1.0.0`: catalogue, metainfo, bitfield and pieces.
 
 Used by the torrent server and by a client that seeds what it downloaded. One stream
-serves one client: a reader task parses requests into a bounded queue, a writer task
-reads pieces off the event loop (in a thread, many at a time) and writes them in large
-batches, so one stream moves ~1 MiB per write.
+serves one client: a reader task feeds the stream's bytes to a `ServeSession` (the
+protocol, sans-IO), which queues requests; a writer task takes batches from it, reads the
+pieces off the event loop (in a thread, many at a time) and writes them in one go, so one
+stream moves ~1 MiB per write.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +20,14 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 
+from punch_net.groups import first_error
+from punch_net.p2p.streams import reset_quietly
 from punch_net.torrent import wire
 from punch_net.torrent.metainfo import Metainfo
+from punch_net.torrent.peer_session import Close, Send, ServeSession
 from punch_net.torrent.rates import RateMeter
 
 READ_SIZE = 1 << 20
-MAX_QUEUED = 1024  # requests one stream may have outstanding; more is a protocol error
-BATCH_BYTES = 1 << 20  # pieces coalesced into one write
 IDLE_TIMEOUT = 120.0  # a stream that sends nothing for this long is closed
 WRITE_TIMEOUT = 60.0  # a reader that takes nothing for this long is dropped
 
@@ -107,13 +108,13 @@ class TorrentService:
             try:
                 await self._serve(stream, peer)
             except BaseExceptionGroup as group:
-                raise _unwrap(group) from None
+                raise first_error(group) from None
         except (wire.ProtocolError, trio.TooSlowError) as exc:
             if self.on_error is not None:
                 self.on_error(f"torrent peer {peer}: {exc}")
-            await _reset(stream)
+            await reset_quietly(stream)
         except Exception:
-            await _reset(stream)
+            await reset_quietly(stream)
         finally:
             self.active_streams -= 1
             try:
@@ -122,40 +123,33 @@ class TorrentService:
                 pass
 
     async def _serve(self, stream: INetStream, peer: str) -> None:
-        decoder = wire.Decoder(wire.CLIENT_TYPES)
-        queue: deque[int] = deque()
-        queued: set[int] = set()
-        state: dict[str, Any] = {"source": None, "wake": trio.Event(), "done": False}
+        session: ServeSession[Source] = ServeSession(self)
+        wake = trio.Event()
 
         async def writer() -> None:
+            nonlocal wake
             while True:
-                while not queue:
-                    if state["done"]:
-                        return
-                    state["wake"] = trio.Event()
-                    await state["wake"].wait()
-                src: Source = state["source"]
-                batch: list[int] = []
-                size = 0
-                while queue and size < BATCH_BYTES:
-                    index = queue.popleft()
-                    queued.discard(index)
-                    batch.append(index)
-                    size += src.meta.piece_size(index)
-                try:
-                    pieces = await trio.to_thread.run_sync(self.read_batch, src.path, src.meta, batch)
-                except OSError:
-                    await _write(stream, b"".join(wire.encode_index(wire.REJECT, i) for i in batch))
+                action = session.next_read()
+                if action is None:
+                    wake = trio.Event()
+                    await wake.wait()
                     continue
-                parts: list[bytes] = []
-                for index, data in zip(batch, pieces, strict=True):
-                    parts.append(wire.encode_piece_header(index, len(data)))
-                    parts.append(data)
-                await _write(stream, b"".join(parts))
-                now = time.monotonic()
-                src.uploaded += size
-                src.meter.add(size, now)
-                src.peers.setdefault(peer, RateMeter()).add(size, now)
+                if isinstance(action, Close):
+                    return  # the client is done and every request answered
+                src = session.source
+                assert src is not None
+                try:
+                    pieces: list[bytes] | None = await trio.to_thread.run_sync(
+                        self.read_batch, src.path, src.meta, action.indexes)
+                except OSError:
+                    pieces = None
+                await _write(stream, session.pieces_read(action.indexes, pieces))
+                if pieces is not None:
+                    size = sum(map(len, pieces))
+                    now = time.monotonic()
+                    src.uploaded += size
+                    src.meter.add(size, now)
+                    src.peers.setdefault(peer, RateMeter()).add(size, now)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
@@ -165,64 +159,15 @@ class TorrentService:
                         data = await stream.read(READ_SIZE)
                 except StreamEOF:
                     data = b""
+                for action in session.receive_data(data):
+                    if isinstance(action, Send):
+                        await _write(stream, action.data)
+                    elif isinstance(action, Close):
+                        raise wire.ProtocolError(action.reason)
+                if session.queued or not data:
+                    wake.set()
                 if not data:
-                    state["done"] = True
-                    state["wake"].set()
-                    return  # writer drains what was asked, then the nursery ends
-                replies: list[bytes] = []
-                for msg in decoder.feed(data):
-                    replies += self._handle(msg, state, queue, queued)
-                if replies:
-                    await _write(stream, b"".join(replies))
-                if queue:
-                    state["wake"].set()
-
-    def _handle(self, msg: wire.Message, state: dict[str, Any], queue: deque[int], queued: set[int]) -> list[bytes]:
-        t = msg.type
-        if t == wire.REQUEST:
-            src: Source | None = state["source"]
-            if src is None:
-                raise wire.ProtocolError("REQUEST before INTERESTED")
-            if src.meta.info_hash in self.paused or not src.has(msg.index):
-                return [wire.encode_index(wire.REJECT, msg.index)]
-            if msg.index in queued:
-                return []
-            if len(queue) >= MAX_QUEUED:
-                raise wire.ProtocolError(f"more than {MAX_QUEUED} requests outstanding")
-            queue.append(msg.index)
-            queued.add(msg.index)
-            return []
-        if t == wire.CANCEL:
-            if msg.index in queued:
-                queued.discard(msg.index)
-                try:
-                    queue.remove(msg.index)
-                except ValueError:
-                    pass
-            return []
-        if t == wire.LIST:
-            return [wire.encode_catalogue(self.catalogue())]
-        if t == wire.GET_META:
-            src = self.sources.get(msg.info_hash)
-            if src is None or msg.info_hash in self.paused:
-                return [wire.encode_error("unknown info hash")]
-            return [wire.encode_meta(msg.info_hash, src.meta.encode())]
-        if t == wire.INTERESTED:
-            src = self.sources.get(msg.info_hash)
-            if src is None or msg.info_hash in self.paused:
-                return [wire.encode_error("unknown info hash")]
-            if state["source"] is not None and state["source"] is not src:
-                raise wire.ProtocolError("one stream serves one torrent")
-            state["source"] = src
-            return [wire.encode_bitfield(msg.info_hash, src.bitfield())]
-        raise wire.ProtocolError(f"unexpected message 0x{t:02x}")
-
-
-def _unwrap(group: BaseExceptionGroup) -> BaseException:
-    for exc in group.exceptions:
-        if not isinstance(exc, trio.Cancelled):
-            return exc
-    return group
+                    return  # the writer drains what was asked, then the nursery ends
 
 
 async def _write(stream: INetStream, data: bytes) -> None:
@@ -230,8 +175,3 @@ async def _write(stream: INetStream, data: bytes) -> None:
         await stream.write(data)
 
 
-async def _reset(stream: INetStream) -> None:
-    try:
-        await stream.reset()
-    except Exception:
-        pass

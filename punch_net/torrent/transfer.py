@@ -10,33 +10,48 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
+from libp2p.abc import INetStream
+from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from punch_net import events as ev
 from punch_net.dht.keys import dht_key, digest_multihash
-from punch_net.p2p.fastpath import grow_receive_window
-from punch_net.p2p.workarounds import forget_dial_failure
+from punch_net.groups import first_error
+from punch_net.node import Node
+from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
+from punch_net.p2p.patches.yamux_window import grow_receive_window
+from punch_net.p2p.streams import reset_quietly
+from punch_net.routing.reputation import ReputationStore
 from punch_net.torrent import events as tev
 from punch_net.torrent import wire
-from punch_net.torrent.client import BadMetainfo, MessageStream, PeerError, fetch_metainfo, open_stream
+from punch_net.torrent.client import COALESCE_BELOW, READ_SIZE, BadMetainfo, PeerError, fetch_metainfo, open_stream
+from punch_net.torrent.info import PeerSnapshot, TransferInfo
 from punch_net.torrent.metainfo import Metainfo
+from punch_net.torrent.peer_session import (
+    Action,
+    Cancel,
+    Changed,
+    Close,
+    DownloadSession,
+    PeerBad,
+    PeerCounters,
+    Store,
+    Verify,
+    Wake,
+)
 from punch_net.torrent.picker import PiecePicker
 from punch_net.torrent.rates import RateMeter, eta_seconds
 from punch_net.torrent.service import Source
 from punch_net.torrent.storage import PartFile, StorageError, WholeHasher, existing_matches, sha256_file
 
-if TYPE_CHECKING:
-    from punch_net.node import Node
-
-DEPTH = 96  # pieces outstanding per peer (6 MiB): the pipe never drains between requests
-REFILL = 16  # top up requests in batches of this many (fewer, larger writes)
 # After a small read, wait this long so more frames pile up: py-libp2p sends a yamux
 # WINDOW_UPDATE (an encrypted frame) per read, so fewer, larger reads cut client CPU by
 # ~20% and the server's too (measured: 256 MiB, 2.2 -> 1.85 s client user CPU). Only
@@ -54,16 +69,6 @@ PROGRESS_EVERY = 0.5
 MAX_VERIFY_ROUNDS = 3
 
 
-def unwrap_group(group: BaseExceptionGroup) -> BaseException:
-    """The exception that matters in a nursery's group: the first that is not a Cancelled."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            exc = unwrap_group(exc)
-        if not isinstance(exc, trio.Cancelled):
-            return exc
-    return group
-
-
 class TransferError(Exception):
     """The download cannot go on; one line for humans."""
 
@@ -72,57 +77,23 @@ class BadPeer(Exception):
     """The peer sent a piece that failed its hash."""
 
 
-@dataclass(frozen=True)
-class PeerSnapshot:
-    peer_id: str
-    number: int  # 1-based; `TransferInfo.piece_from` refers to peers by this number
-    state: str  # connecting | active | closed | bad
-    bytes_per_s: float
-    downloaded: int
-    pieces: int
-    bad_pieces: int
-    outstanding: int
-    error: str
-
-
-@dataclass(frozen=True)
-class TransferInfo:
-    info_hash: str
-    name: str  # "" until the metainfo is known
-    size: int
-    have: int  # verified pieces
-    total: int
-    bytes_per_s: float
-    eta_s: float | None  # None: unknown (no rate yet)
-    peers: int  # peers currently sending
-    state: str  # finding | downloading | paused | verifying | seeding | complete | cancelled | error
-    direction: str  # download | seed
-    path: str
-    uploaded: int
-    upload_bytes_per_s: float
-    peer_stats: list[PeerSnapshot]
-    piece_from: list[int]  # per piece: -1 missing, 0 verified from disk (earlier run), k = peer number k
-    error: str = ""
-
-
 @dataclass
-class _Peer:
+class _Peer(PeerCounters):
     peer_id: ID
     number: int
     state: str = "connecting"
-    meter: RateMeter = field(default_factory=RateMeter)
-    pieces: int = 0
-    bad_pieces: int = 0
     error: str = ""
-    cancels: list[int] = field(default_factory=list)
     ended_at: float = 0.0
     scope: trio.CancelScope | None = None  # the session; cancelled when the peer is marked bad
     wake: trio.Event = field(default_factory=trio.Event)  # its requester has room to fill
+    session: DownloadSession | None = None  # while a stream is open: other peers' cancels go to it
 
 
 class Transfer:
-    def __init__(self, node: Node, info_hash: bytes, download_dir: Path, timeout: float = 10.0) -> None:
+    def __init__(self, node: Node, info_hash: bytes, download_dir: Path, timeout: float = 10.0,
+                 reputation: ReputationStore | None = None) -> None:
         self.node = node
+        self.reputation = reputation
         self.info_hash = info_hash
         self.hex = info_hash.hex()
         self.download_dir = download_dir
@@ -268,7 +239,7 @@ class Transfer:
                     try:
                         await self._run_active()
                     except BaseExceptionGroup as group:
-                        raise unwrap_group(group) from None
+                        raise first_error(group) from None
                     return
         except (TransferError, StorageError) as exc:
             self.state = "error"
@@ -508,12 +479,8 @@ class Transfer:
         self.banned.add(peer.peer_id)
         if peer.scope is not None:
             peer.scope.cancel()
-        reputation = getattr(self.node, "reputation", None)  # the node's reputation store, when it has one
-        if reputation is not None and hasattr(reputation, "record_bad_data"):
-            try:
-                reputation.record_bad_data(peer.peer_id)
-            except Exception:
-                pass
+        if self.reputation is not None:
+            self.reputation.record_bad_data(peer.peer_id)
         self.node.bus.publish(tev.PeerMarked(info_hash=self.hex, peer_id=str(peer.peer_id), reason=reason))
 
     async def _get_metainfo(self) -> Metainfo:
@@ -555,132 +522,109 @@ class Transfer:
     # ------------------------------------------------------------ one peer
 
     async def _session(self, peer: _Peer) -> None:
-        meta, picker, part = self.meta, self.picker, self.part
-        assert meta is not None and picker is not None and part is not None
+        picker = self.picker
+        assert picker is not None
         pid = peer.peer_id
         stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout)
+        session = DownloadSession(pid, self.info_hash, picker, peer)
         try:
             await grow_receive_window(stream, RECEIVE_WINDOW)
-            ms = MessageStream(stream, coalesce=READ_COALESCE)
             with trio.fail_after(self.node.config.dial_timeout):
-                await stream.write(wire.encode_interested(self.info_hash))
-                first = await ms.read_one()
-            if first.type == wire.ERROR:
-                raise PeerError(first.data.decode(errors="replace"))
-            if first.type != wire.BITFIELD or first.info_hash != self.info_hash:
-                raise PeerError("expected a bitfield")
-            picker.add_peer(pid, wire.unpack_bits(first.data, meta.num_pieces))
+                await stream.write(session.start())
+                while not session.ready:
+                    data = await _read(stream, READ_COALESCE)
+                    now = time.monotonic()
+                    self._apply(peer, session, session.receive_data(data, now), now)
+            peer.session = session
             peer.state = "active"
             self._notify()
             self._readers += 1
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._requester, peer, stream)
-                    await self._reader(peer, ms)
+                    nursery.start_soon(self._requester, peer, session, stream)
+                    await self._reader(peer, session, stream)
                     nursery.cancel_scope.cancel()
             except BaseExceptionGroup as group:
-                raise unwrap_group(group) from None
+                raise first_error(group) from None
             finally:
                 self._readers -= 1
         finally:
-            try:
-                await stream.reset()
-            except Exception:
-                pass
+            peer.session = None
+            await reset_quietly(stream)
 
-    async def _requester(self, peer: _Peer, stream: object) -> None:
+    async def _requester(self, peer: _Peer, session: DownloadSession, stream: INetStream) -> None:
         picker = self.picker
         assert picker is not None
-        pid = peer.peer_id
         while not picker.complete:
-            out: list[bytes] = []
-            if peer.cancels:
-                out += [wire.encode_index(wire.CANCEL, i) for i in peer.cancels]
-                peer.cancels.clear()
-            outstanding = len(picker.peer_requests.get(pid, ()))
-            room = DEPTH - outstanding
-            if room >= REFILL or (outstanding < REFILL and room > 0):
-                out += [wire.encode_index(wire.REQUEST, i) for i in picker.pick(pid, room)]
+            out = session.fill()
             if out:
                 with trio.fail_after(PEER_STALL):
-                    await stream.write(b"".join(out))  # type: ignore[attr-defined]
+                    await stream.write(out)
                 continue
             peer.wake = wake = trio.Event()  # no await since the check above: no lost wake-up
             with trio.move_on_after(1.0):
                 await wake.wait()
 
-    async def _reader(self, peer: _Peer, ms: MessageStream) -> None:
-        meta, picker = self.meta, self.picker
-        assert meta is not None and picker is not None
-        pid = peer.peer_id
-        have = picker.have
+    async def _reader(self, peer: _Peer, session: DownloadSession, stream: INetStream) -> None:
+        picker = self.picker
+        assert picker is not None
         while not picker.complete:
-            limit = PEER_STALL if picker.peer_requests.get(pid) else math.inf
-            ms.coalesce = READ_COALESCE if self._readers == 1 else 0.0
+            limit = PEER_STALL if session.outstanding else math.inf
             with trio.fail_after(limit):
-                batch = await ms.read_batch()
-            got = 0
-            received = 0
-            pieces: list[tuple[int, bytes]] = []
-            for msg in batch:
-                t = msg.type
-                if t == wire.PIECE:
-                    index = msg.index
-                    if not 0 <= index < meta.num_pieces:
-                        raise PeerError(f"piece index {index} out of range")
-                    received += len(msg.data)
-                    if have[index]:
-                        picker.failed(pid, index)  # a duplicate from endgame, or after a cancel
-                        got += 1
-                        continue
-                    pieces.append((index, msg.data))
-                elif t == wire.REJECT:
-                    picker.failed(pid, msg.index)
-                    picker.peer_lacks(pid, msg.index)
-                    got += 1
-                elif t == wire.HAVE:
-                    picker.peer_has(pid, msg.index)
-                    got += 1
-                elif t == wire.ERROR:
-                    raise PeerError(msg.data.decode(errors="replace"))
+                data = await _read(stream, READ_COALESCE if self._readers == 1 else 0.0)
             now = time.monotonic()
-            if received:
-                peer.meter.add(received, now)
-            if pieces:
-                self._store(peer, pieces, now)
-            if got or picker.complete or picker.endgame:
-                self._notify()
+            self._apply(peer, session, session.receive_data(data, now), now)
 
-    def _store(self, peer: _Peer, pieces: list[tuple[int, bytes]], now: float) -> None:
-        """Verify each piece's SHA-256, write the good ones, account for them (~45 µs a piece).
+    def _apply(self, peer: _Peer, session: DownloadSession, actions: list[Action], now: float) -> None:
+        """Carry out what a session asked for after one read; wake-ups once per read.
 
-        On the event loop, by the reader that received them, not in a thread: measured on
-        256 MiB, handing batches to a thread made this work take three times as long, the
-        thread waiting for the GIL after each hash and write while the loop decrypted the
-        next frames. A write lands in the page cache; the checkpointer fsyncs in a thread."""
-        meta, part, picker = self.meta, self.part, self.picker
-        assert meta is not None and part is not None and picker is not None
-        pid, have = peer.peer_id, picker.have
+        Pieces are verified (SHA-256, ~45 µs a piece) and written on the event loop, by the
+        reader that received them, not in a thread: measured on 256 MiB, handing batches to
+        a thread made this work take three times as long, the thread waiting for the GIL
+        after each hash and write while the loop decrypted the next frames. A write lands
+        in the page cache; the checkpointer fsyncs in a thread."""
+        meta, part = self.meta, self.part
+        assert meta is not None and part is not None
+        todo: deque[Action] = deque(actions)
         stored = 0
-        for index, data in pieces:
-            if have[index]:  # another peer's copy landed first
-                picker.failed(pid, index)
-                continue
-            if not meta.verify_piece(index, data):
-                picker.failed(pid, index)
-                peer.bad_pieces += 1
-                self._mark_bad(peer, f"piece {index} failed its SHA-256 check")
-                continue
-            part.write_piece(index, data)
-            for other in picker.received(pid, index):
-                other_peer = self.peers.get(other)  # type: ignore[call-overload]
-                if other_peer is not None:
-                    other_peer.cancels.append(index)
-                    other_peer.wake.set()
-            self.piece_from[index] = peer.number
-            peer.pieces += 1
-            stored += len(data)
+        changed = wake = False
+        while todo:
+            act = todo.popleft()
+            if isinstance(act, Verify):
+                todo.extend(session.piece_verified(act.index, meta.verify_piece(act.index, act.data)))
+            elif isinstance(act, Store):
+                part.write_piece(act.index, act.data)
+                self.piece_from[act.index] = peer.number
+                stored += len(act.data)
+                todo.extend(session.piece_stored(act.index))
+            elif isinstance(act, Cancel):
+                other = self.peers.get(act.peer)  # type: ignore[call-overload]
+                if other is not None and other.session is not None:
+                    other.session.cancel(act.index)
+                    other.wake.set()
+            elif isinstance(act, Changed):
+                changed = True
+            elif isinstance(act, Wake):
+                wake = True
+            elif isinstance(act, PeerBad):
+                self._mark_bad(peer, act.reason)
+            elif isinstance(act, Close):
+                raise PeerError(act.reason)
         if stored:
             self.meter.add(stored, now)
-        if DEPTH - len(picker.peer_requests.get(pid, ())) >= REFILL:
+        if wake:
             peer.wake.set()  # its requester has room for another round of requests
+        if changed:
+            self._notify()
+
+
+async def _read(stream: INetStream, coalesce: float) -> bytes:
+    """One read (b"" at EOF). After a small one, sleep `coalesce` so frames pile up: one
+    read (and yamux window update) for many."""
+    try:
+        data = await stream.read(READ_SIZE)
+    except StreamEOF:
+        return b""
+    if coalesce and len(data) < COALESCE_BELOW:
+        await trio.sleep(coalesce)
+    return data

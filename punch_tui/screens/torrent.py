@@ -1,11 +1,12 @@
 """Screens of the Transfers tab: a yes/no confirmation (cancel), the catalogue of files
 torrent servers offer (enter fetches one), and the live details of one transfer (pieces
-map coloured by source peer, per-peer rates). Node calls go through the tab, which runs
-them through the bridge in workers."""
+map coloured by source peer, per-peer rates). Node calls go through the tab (seen here
+as `TransferControls`, so this module does not import it), which runs them through the
+bridge in workers."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,15 +14,31 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from punch_net.torrent.info import CatalogueEntry, TransferInfo
 from punch_tui.format import size
 from punch_tui.widgets.table import Cell, FilterTable, cell
 from punch_tui.widgets.transfers import TransferDetails
 
-if TYPE_CHECKING:
-    from punch_tui.tabs.transfers import TransfersTab
-
 CATALOGUE_TIMEOUT = 10.0
 CATALOGUE_COLUMNS = [("name", "Name"), ("size", "Size"), ("providers", "Servers"), ("info_hash", "Info hash")]
+
+
+class TransferControls(Protocol):
+    """What these screens need of the Transfers tab."""
+
+    infos: dict[str, TransferInfo]
+
+    def refresh_transfers(self) -> None: ...
+
+    def action_pause(self, info_hash: str | None = None) -> None: ...
+
+    def action_verify(self, info_hash: str | None = None) -> None: ...
+
+    def action_cancel(self, info_hash: str | None = None) -> None: ...
+
+    def download(self, info_hash: str, name: str = "") -> None: ...
+
+    async def catalogue(self, timeout: float) -> list[CatalogueEntry]: ...
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -49,9 +66,9 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-def catalogue_rows(entries: list[dict[str, Any]]) -> dict[str, list[Cell]]:
-    return {str(e["info_hash"]): [cell(e.get("name", "?")), cell(size(e.get("size") or 0), int(e.get("size") or 0)),
-                                  cell(e.get("providers", 0), int(e.get("providers") or 0)), cell(str(e["info_hash"]))]
+def catalogue_rows(entries: list[CatalogueEntry]) -> dict[str, list[Cell]]:
+    return {e.info_hash: [cell(e.name or "?"), cell(size(e.size), e.size), cell(e.providers, e.providers),
+                          cell(e.info_hash)]
             for e in entries}
 
 
@@ -71,11 +88,11 @@ class CatalogueScreen(ModalScreen[None]):
     CatalogueScreen #cat-hint { height: 1; padding: 0 1; color: $foreground-muted; }
     """
 
-    def __init__(self, tab: TransfersTab, timeout: float = CATALOGUE_TIMEOUT) -> None:
+    def __init__(self, tab: TransferControls, timeout: float = CATALOGUE_TIMEOUT) -> None:
         super().__init__()
         self.tab = tab
         self.timeout = timeout
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, CatalogueEntry] = {}
         self.searching = False
 
     def compose(self) -> ComposeResult:
@@ -95,20 +112,18 @@ class CatalogueScreen(ModalScreen[None]):
         self.searching = True
         status = self.query_one("#cat-status", Static)
         status.update(f"searching the DHT for torrent servers (up to {self.timeout:g} s)…")
-        app: Any = self.app
-        from punch_tui.tabs.transfers import torrent_call
 
         async def search() -> None:
             try:
-                entries = await app.bridge.call(torrent_call, app.bridge.node, "catalogue", self.timeout)
-            except Exception as exc:
+                entries = await self.tab.catalogue(self.timeout)
+            except Exception as exc:  # NodeError, BridgeError: shown in place of the list
                 status.update(f"✗ catalogue: {exc}")
                 return
             finally:
                 self.searching = False
-            self.entries = {str(e["info_hash"]): e for e in entries}
+            self.entries = {e.info_hash: e for e in entries}
             self.query_one("#cat-table", FilterTable).set_rows(catalogue_rows(entries))
-            servers = max((int(e.get("providers") or 0) for e in entries), default=0)
+            servers = max((e.providers for e in entries), default=0)
             status.update(f"{len(entries)} file(s) from the servers found"
                           + (f" (up to {servers} per file)" if entries else
                              " — none found; is a torrent server bootstrapped to the same DHT? (r retries)"))
@@ -122,7 +137,7 @@ class CatalogueScreen(ModalScreen[None]):
             self.app.notify("no file selected", severity="warning")
             return
         self.dismiss(None)
-        self.tab.download(str(entry["info_hash"]), str(entry.get("name") or ""))
+        self.tab.download(entry.info_hash, entry.name)
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -144,7 +159,7 @@ class TransferDetailsScreen(ModalScreen[None]):
     TransferDetailsScreen #det-hash, TransferDetailsScreen #det-hint { height: 1; color: $foreground-muted; }
     """
 
-    def __init__(self, tab: TransfersTab, info_hash: str) -> None:
+    def __init__(self, tab: TransferControls, info_hash: str) -> None:
         super().__init__()
         self.tab = tab
         self.info_hash = info_hash
@@ -160,7 +175,7 @@ class TransferDetailsScreen(ModalScreen[None]):
         self.update_info(self.tab.infos)
         self.set_interval(1.0, self.tab.refresh_transfers)  # the tab's own refresh slows when hidden
 
-    def update_info(self, infos: dict[str, dict[str, Any]]) -> None:
+    def update_info(self, infos: dict[str, TransferInfo]) -> None:
         info = infos.get(self.info_hash)
         if info is not None:
             self.query_one("#det-body", TransferDetails).show(info)

@@ -8,7 +8,7 @@ from typing import Any
 from textual.containers import Vertical
 
 from punch_net import events as ev
-from punch_tui.snapshot import Snapshot
+from punch_net.api import Snapshot
 
 
 class NodeTab(Vertical):

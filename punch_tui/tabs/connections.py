@@ -10,9 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from punch_net.node import ConnectionInfo
+from punch_net.api import ConnectionInfo, Snapshot
+from punch_tui.console import console
 from punch_tui.format import age, ms, short_id, short_proto
-from punch_tui.snapshot import Snapshot
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
@@ -69,8 +69,8 @@ class ConnectionsTab(NodeTab):
                ("sec", "Sec"), ("mux", "Mux"), ("streams", "Streams"), ("rtt", "RTT"),
                ("age", "Age")]
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.conns: dict[str, ConnectionInfo] = {}
         self.now = time.time()
 
@@ -114,11 +114,11 @@ class ConnectionsTab(NodeTab):
         if c is None:
             self.app.notify("no connection selected", severity="warning")
             return
-        self.app.ping_peer(c.peer_id)  # type: ignore[attr-defined]
+        console(self.app).ping_peer(c.peer_id)
 
     def action_disconnect(self) -> None:
         c = self.selected()
         if c is None:
             self.app.notify("no connection selected", severity="warning")
             return
-        self.app.disconnect_peer(c.peer_id)  # type: ignore[attr-defined]
+        console(self.app).disconnect_peer(c.peer_id)

@@ -10,9 +10,8 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.widgets import Label, Static
 
-from punch_net.node import RoutingTableInfo
+from punch_net.api import RoutingTableInfo, Snapshot
 from punch_tui.format import short_id, since
-from punch_tui.snapshot import Snapshot
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
@@ -56,8 +55,8 @@ class DhtTab(NodeTab):
     PEER_COLUMNS = [("peer", "Peer"), ("cpl", "CPL"), ("seen", "Last seen"), ("conn", "Conn"),
                     ("agent", "Agent"), ("addr", "Address")]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
         self._row_cache: dict[str, tuple[tuple[Any, ...], list[Cell]]] = {}
 
     def compose(self) -> ComposeResult:

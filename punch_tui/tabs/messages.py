@@ -13,6 +13,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static
 
 from punch_net import events as ev
+from punch_tui.console import console
 from punch_tui.format import short_id
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.logview import LogEntry, LogView
@@ -99,7 +100,7 @@ class MessagesTab(NodeTab):
         peer = self.query_one("#msg-peer", Input).value
         command = self.query_one("#msg-cmd", Input).value
         text = self.query_one("#msg-text", Input)
-        error = self.app.send_to_peer(peer, command, text.value)  # type: ignore[attr-defined]
+        error = console(self.app).send_to_peer(peer, command, text.value)
         self.show_error(error or "")
         if not error:
             text.value = ""

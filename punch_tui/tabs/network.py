@@ -10,8 +10,8 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
+from punch_net.api import Snapshot
 from punch_tui.format import age, ms, short_id, size
-from punch_tui.snapshot import Snapshot
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
@@ -77,8 +77,8 @@ class NetworkTab(NodeTab):
                ("cpu", "CPU"), ("mem", "Mem free"), ("disk", "Disk free"), ("uptime", "Uptime"), ("rtt", "RTT"),
                ("rep", "Rep"), ("seen", "Last seen")]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.peers: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
@@ -87,14 +87,18 @@ class NetworkTab(NodeTab):
         yield Static("select a peer (↑/↓) for its addresses, protocols and capabilities", id="net-detail")
 
     def update_snapshot(self, snap: Snapshot) -> None:
-        net = getattr(snap, "network", None)
-        if not isinstance(net, dict):
+        net = snap.network
+        if net is None:
             self.query_one("#net-summary", Static).update("not a monitor: run `punch monitor` to map the network")
             return
         now = time.time()
-        self.peers = {p["peer_id"]: p for p in net.get("peers", []) if isinstance(p, dict) and "peer_id" in p}
+        # The crawler's map is JSON (punch_net/dht/crawler.py): checked here, row by row.
+        peers = net.get("peers")
+        self.peers = {str(p["peer_id"]): p for p in (peers if isinstance(peers, list) else [])
+                      if isinstance(p, dict) and "peer_id" in p}
         self.query_one("#net-table", FilterTable).set_rows({k: peer_row(p, now) for k, p in self.peers.items()})
-        last = net.get("last_round") or {}
+        last = net.get("last_round")
+        last = last if isinstance(last, dict) else {}
         took = f" in {last['duration_ms'] / 1000:.1f}s" if last.get("duration_ms") is not None else ""
         when = f", {age(now - last['finished'])} ago" if last.get("finished") else ""
         direct = sum(1 for p in self.peers.values() if p.get("reachability") == "direct")

@@ -14,8 +14,10 @@ from textual.widgets import Label, OptionList, Sparkline, Static
 from textual.widgets.option_list import Option
 
 from punch_net import events as ev
+from punch_net.api import Snapshot, Stats
+from punch_net.cli.render import human
+from punch_tui.console import console
 from punch_tui.format import age, rate, short_id, size
-from punch_tui.snapshot import Snapshot
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.logview import LogEntry, LogView
 
@@ -46,13 +48,10 @@ def event_entry(e: ev.Event) -> LogEntry | None:
         return LogEntry("error", f"! {e.where + ': ' if e.where else ''}{e.message}", e, e.ts)
     if isinstance(e, ev.MessageSent | ev.Reply | ev.MessageReceived):
         return None  # the Messages tab shows these
-    own = getattr(e, "human", None)  # events of other capabilities render themselves (rich markup)
-    if callable(own):
-        from rich.text import Text
-
-        text = own()
-        return None if text is None else LogEntry("info", Text.from_markup(text).plain, e, e.ts)
-    return LogEntry("info", f"{e.kind}", e, e.ts)
+    text = human(e)  # the CLI's wording (Rich markup) for the other kinds
+    if text is not None:
+        return LogEntry("info", Text.from_markup(text).plain, e, e.ts)
+    return None if e.transient else LogEntry("info", f"{e.kind}", e, e.ts)
 
 
 class OverviewTab(NodeTab):
@@ -70,8 +69,8 @@ class OverviewTab(NodeTab):
     OverviewTab .section { color: $accent; text-style: bold; height: 1; }
     """
 
-    def __init__(self, role: str, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, role: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.role = role
         self.peer_id = ""
         self.addrs: list[str] = []
@@ -81,7 +80,7 @@ class OverviewTab(NodeTab):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="ov-top"):
-            yield Static(self._info_table({}), id="ov-info")
+            yield Static(self._info_table(None), id="ov-info")
             with Vertical(id="ov-right"):
                 yield Label("Listen addresses (c copies)", classes="section")
                 yield OptionList(id="ov-addrs")
@@ -94,26 +93,30 @@ class OverviewTab(NodeTab):
         yield Label("Events", classes="section")
         yield LogView(limit=1000, id="ov-events")
 
-    def _info_table(self, stats: dict[str, object], snap: Snapshot | None = None) -> Table:
+    def _info_table(self, snap: Snapshot | None) -> Table:
         t = Table.grid(padding=(0, 1))
         t.add_column(style="bold", no_wrap=True, min_width=13)
         t.add_column(no_wrap=True, overflow="ellipsis")
+        stats: Stats | None = snap.stats if snap else None
         relay = snap.relay if snap else None
-        reach = str(relay.get("reachability", "unknown")) if relay else "unknown (no AutoNAT here)"
+        reach = relay.reachability if relay else "unknown (no AutoNAT here)"
         dht_mode = snap.routing.mode if snap and snap.routing else "?"
         rows: list[tuple[str, str | Text]] = [
             ("Role", Text(self.role, style="bold")),
             ("Peer ID", self.peer_id or "starting…"),
-            ("Uptime", age(float(stats["uptime_s"])) if "uptime_s" in stats else "-"),  # type: ignore[arg-type]
-            ("Peers", str(stats.get("connections", "-"))),
-            ("DHT", f"{stats.get('routing_table_size', '-')} peers ({dht_mode})"),
-            ("Messages", f"in {stats.get('messages_in', 0)} · out {stats.get('messages_out', 0)}"),
-            ("Replies", f"{stats.get('replies', 0)} · errors {stats.get('errors', 0)}"),
-            ("Traffic", "-" if snap is None else f"in {size(snap.traffic[0])} · out {size(snap.traffic[1])}"
-             if snap.traffic is not None else "not measured on this system"),
-            ("Reachability", reach),
-            ("Dropped", f"{stats.get('events_dropped', 0)} events"),
         ]
+        if stats is None:
+            rows += [(k, "-") for k in ("Uptime", "Peers", "DHT", "Messages", "Replies", "Traffic")]
+        else:
+            rows += [
+                ("Uptime", age(stats.uptime_s)),
+                ("Peers", str(stats.connections)),
+                ("DHT", f"{stats.routing_table_size} peers ({dht_mode})"),
+                ("Messages", f"in {stats.messages_in} · out {stats.messages_out}"),
+                ("Replies", f"{stats.replies} · errors {stats.errors}"),
+                ("Traffic", f"in {size(stats.bytes_in)} · out {size(stats.bytes_out)}"),
+            ]
+        rows += [("Reachability", reach), ("Dropped", f"{stats.events_dropped if stats else 0} events")]
         for k, v in rows:
             t.add_row(k, v)
         return t
@@ -121,7 +124,7 @@ class OverviewTab(NodeTab):
     def set_identity(self, peer_id: str, addrs: list[str]) -> None:
         self.peer_id = peer_id
         self._set_addrs(addrs)
-        self.query_one("#ov-info", Static).update(self._info_table({}))
+        self.query_one("#ov-info", Static).update(self._info_table(None))
 
     def _set_addrs(self, addrs: list[str]) -> None:
         if addrs == self.addrs:
@@ -136,15 +139,17 @@ class OverviewTab(NodeTab):
 
     def update_snapshot(self, snap: Snapshot) -> None:
         stats = snap.stats
-        self.peer_id = str(stats.get("peer_id", self.peer_id))
+        if stats is not None:
+            self.peer_id = stats.peer_id
         self._set_addrs(snap.listen_addrs)
-        b_in, b_out = snap.traffic or (0, 0)
+        # Traffic is the node's own wire-byte count (closed connections included), in both modes.
+        b_in, b_out = (stats.bytes_in, stats.bytes_out) if stats else (0, 0)
         if self._prev is not None:
             dt = max(1e-3, snap.ts - self._prev[0])
             self.rate_in.append(max(0.0, (b_in - self._prev[1]) / dt))
             self.rate_out.append(max(0.0, (b_out - self._prev[2]) / dt))
         self._prev = (snap.ts, b_in, b_out)
-        self.query_one("#ov-info", Static).update(self._info_table(stats, snap))
+        self.query_one("#ov-info", Static).update(self._info_table(snap))
         self.query_one("#ov-spark-in", Sparkline).data = list(self.rate_in)
         self.query_one("#ov-spark-out", Sparkline).data = list(self.rate_out)
         self.query_one("#ov-in-label", Label).update(f"in  {rate(self.rate_in[-1])}")
@@ -164,7 +169,7 @@ class OverviewTab(NodeTab):
         return self.addrs[min(ol.highlighted, len(self.addrs) - 1)]
 
     def action_copy_address(self) -> None:
-        self.app.copy_my_address(self.selected_address())  # type: ignore[attr-defined]
+        console(self.app).copy_my_address(self.selected_address())
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.app.copy_my_address(self.selected_address())  # type: ignore[attr-defined]
+        console(self.app).copy_my_address(self.selected_address())

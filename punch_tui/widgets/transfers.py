@@ -1,24 +1,21 @@
 """Torrent transfer widgets: a pieces map coloured by the peer each piece came from, a
 per-peer rate table, and a details panel combining them.
 
-They take plain mappings — `dataclasses.asdict(TransferInfo)` from
-`manager_for(node).snapshot()` (see docs/TORRENT.md, "Data API") — so the UI never
-imports the network stack. Keys used: name, state, have, total, size, bytes_per_s, eta_s,
-peers, info_hash, error, piece_from, peer_stats[].{peer_id, number, state, bytes_per_s,
-pieces, bad_pieces, outstanding}.
+They take `TransferInfo` / `PeerSnapshot` (punch_net/torrent/info.py: pure data, the same
+in-process and attached), so the UI never imports the network stack.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from punch_net.torrent.info import PeerSnapshot, TransferInfo
 from punch_tui.format import rate as format_rate
 from punch_tui.format import size
 from punch_tui.widgets.table import Cell, FilterTable, cell
@@ -71,35 +68,34 @@ def _size(n: float) -> str:
     return size(n)
 
 
-def _eta(seconds: Any) -> str:
+def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
-def summary_line(info: Mapping[str, Any]) -> Text:
-    total, have = int(info.get("total") or 0), int(info.get("have") or 0)
-    pct = 100.0 * have / total if total else (100.0 if info.get("state") in ("seeding", "complete") else 0.0)
+def summary_line(info: TransferInfo) -> Text:
+    total, have = info.total, info.have
+    pct = 100.0 * have / total if total else (100.0 if info.state in ("seeding", "complete") else 0.0)
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(str(info.get("name") or info.get("info_hash", "")[:16]), style="bold")
-    text.append(f"  {info.get('state', '?')}  {pct:5.1f}%  {have}/{total} pieces  {_size(info.get('size') or 0)}  ")
-    text.append(f"↓ {format_rate(info.get('bytes_per_s') or 0)}  ETA {_eta(info.get('eta_s'))}  "
-                f"{info.get('peers', 0)} peers")
-    if info.get("error"):
-        text.append(f"  {info['error']}", style="red")
+    text.append(info.name or info.info_hash[:16], style="bold")
+    text.append(f"  {info.state}  {pct:5.1f}%  {have}/{total} pieces  {_size(info.size)}  ")
+    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {info.peers} peers")
+    if info.error:
+        text.append(f"  {info.error}", style="red")
     return text
 
 
-def legend_text(peer_stats: Sequence[Mapping[str, Any]]) -> Text:
+def legend_text(peer_stats: Sequence[PeerSnapshot]) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(FULL, style=DISK_STYLE)
     text.append(" on disk  ")
     text.append(EMPTY, style=MISSING_STYLE)
     text.append(" missing  ")
     for p in peer_stats:
-        text.append(FULL, style=peer_style(int(p.get("number", 0))))
-        text.append(f" {str(p.get('peer_id', ''))[-8:]}  ")
+        text.append(FULL, style=peer_style(p.number))
+        text.append(f" {p.peer_id[-8:]}  ")
     return text
 
 
@@ -107,19 +103,17 @@ PEER_COLUMNS = [("peer", "Peer"), ("state", "State"), ("rate", "Rate"), ("pieces
                 ("bad", "Bad"), ("outstanding", "Asked")]
 
 
-def peer_rows(peer_stats: Sequence[Mapping[str, Any]]) -> dict[str, list[Cell]]:
+def peer_rows(peer_stats: Sequence[PeerSnapshot]) -> dict[str, list[Cell]]:
     rows: dict[str, list[Cell]] = {}
     for p in peer_stats:
-        pid = str(p.get("peer_id", ""))
-        rate = float(p.get("bytes_per_s") or 0.0)
-        state = str(p.get("state", ""))
+        pid, state = p.peer_id, p.state
         rows[pid] = [
-            cell(f"█ …{pid[-12:]}", pid, peer_style(int(p.get("number", 0)))),
+            cell(f"█ …{pid[-12:]}", pid, peer_style(p.number)),
             cell(state, state, "red" if state == "bad" else ""),
-            cell(format_rate(rate), rate),
-            cell(p.get("pieces", 0), int(p.get("pieces", 0))),
-            cell(p.get("bad_pieces", 0), int(p.get("bad_pieces", 0)), "red" if p.get("bad_pieces") else ""),
-            cell(p.get("outstanding", 0), int(p.get("outstanding", 0))),
+            cell(format_rate(p.bytes_per_s), p.bytes_per_s),
+            cell(p.pieces, p.pieces),
+            cell(p.bad_pieces, p.bad_pieces, "red" if p.bad_pieces else ""),
+            cell(p.outstanding, p.outstanding),
         ]
     return rows
 
@@ -129,8 +123,8 @@ class PiecesMap(Static):
 
     DEFAULT_CSS = "PiecesMap { height: auto; max-height: 10; }"
 
-    def __init__(self, max_rows: int = 8, **kwargs: Any) -> None:
-        super().__init__("", **kwargs)
+    def __init__(self, max_rows: int = 8, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
         self.max_rows = max_rows
         self._pieces: list[int] = []
 
@@ -161,9 +155,9 @@ class TransferDetails(Vertical):
         yield Static("", id="td-legend")
         yield FilterTable(PEER_COLUMNS, id="td-peers")
 
-    def show(self, info: Mapping[str, Any]) -> None:
-        peers = list(info.get("peer_stats") or [])
+    def show(self, info: TransferInfo) -> None:
+        peers = info.peer_stats
         self.query_one("#td-summary", Static).update(summary_line(info))
-        self.query_one("#td-map", PiecesMap).show(list(info.get("piece_from") or []))
+        self.query_one("#td-map", PiecesMap).show(info.piece_from)
         self.query_one("#td-legend", Static).update(legend_text(peers))
         self.query_one("#td-peers", FilterTable).set_rows(peer_rows(peers))

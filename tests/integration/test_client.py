@@ -13,7 +13,7 @@ from punch_harness import REPO, PunchFactory
 from punch_net.client import P2PClient
 from punch_net.messaging.commands import Call, CommandError
 from punch_net.node import CommandFailed, NodeError
-from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.p2p.helpers import quiet_libp2p_logging
 
 pytestmark = pytest.mark.slow
 quiet_libp2p_logging()

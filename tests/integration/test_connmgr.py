@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import trio
 
+from punch_net.api import NodeError
 from punch_net.config import NodeConfig
-from punch_net.node import Node, NodeError
-from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.node import Node
+from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_net.routing.connmgr import ConnManager, ConnSnapshot, select_prune
+from punch_net.runtime import Runtime
 
 quiet_libp2p_logging()
 
@@ -69,7 +71,7 @@ async def test_trim_closes_its_victims_concurrently(autojump_clock: trio.abc.Clo
 
     network = SimpleNamespace(get_connections_map=lambda: conns)
     node = SimpleNamespace(host=SimpleNamespace(get_network=lambda: network, disconnect=disconnect),
-                           bootstrap_peers=set(), _sessions={}, peer_id="me")
+                           bootstrap_peers=set(), has_session=lambda peer: False, peer_id="me")
     manager = ConnManager(node, low=2, high=4, grace=0.0)  # type: ignore[arg-type]
     start = trio.current_time()
     assert await manager.trim() == 8
@@ -84,7 +86,7 @@ def test_may_return_fewer_than_needed_when_everything_is_protected() -> None:
 
 def test_bad_watermarks_are_one_line_errors() -> None:
     with pytest.raises(NodeError, match="low <= high"):
-        Node(NodeConfig(ephemeral=True, conn_low=10, conn_high=5))
+        Runtime(NodeConfig(ephemeral=True, conn_low=10, conn_high=5))
 
 
 def test_protect_and_tag_api_without_a_swarm() -> None:
@@ -107,17 +109,18 @@ async def test_hub_prunes_idle_unprotected_connections_to_low() -> None:
         return NodeConfig(role=role, listen_addr="127.0.0.1", port=0, bootstrap=[], ephemeral=True,
                           dht_refresh_interval=0, **kw)  # type: ignore[arg-type]
 
-    hub = Node(cfg(conn_low=2, conn_high=4))
-    hub.connmgr.grace = 0.5
+    hub_rt = Runtime(cfg(conn_low=2, conn_high=4))  # the connection manager is a runtime component
+    hub, connmgr = hub_rt.node, hub_rt.connmgr
+    connmgr.grace = 0.5
     peers = [Node(cfg(dht_mode="client", role="dialer")) for _ in range(7)]
     async with trio.open_nursery() as nursery:
-        await nursery.start(hub.run)
+        await nursery.start(hub_rt.run)
         for p in peers:
             await nursery.start(p.run)
         with trio.fail_after(30):
             for p in peers:
                 await p.dial(hub.listen_addrs()[0])
-            hub.connmgr.protect(peers[0].peer_id, "test")
+            connmgr.protect(peers[0].peer_id, "test")
             await peers[1].send_command(hub.peer_id, "echo", {"keep": True})  # opens a session
             while len(hub.connected_peers()) < 7:
                 await trio.sleep(0.05)
@@ -128,5 +131,5 @@ async def test_hub_prunes_idle_unprotected_connections_to_low() -> None:
         assert peers[0].peer_id in left, "protected peer was pruned"
         assert peers[1].peer_id in left, "peer with an open command session was pruned"
         assert len(left) <= 2 + 2
-        assert hub.connmgr.pruned >= 3
+        assert connmgr.pruned >= 3
         nursery.cancel_scope.cancel()

@@ -25,9 +25,10 @@ from punch_harness import (
 )
 
 from punch_net.messaging import codec
-from punch_net.messaging.protocol import read_some
+from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_net.p2p.identity import new_identity
-from punch_net.p2p.workarounds import KAD_STREAMS_PER_PEER, quiet_libp2p_logging
+from punch_net.p2p.patches.kad_inbound_guard import KAD_STREAMS_PER_PEER
+from punch_net.p2p.streams import read_some
 
 pytestmark = pytest.mark.slow
 quiet_libp2p_logging()

@@ -107,8 +107,8 @@ async def test_control_socket(punch: PunchFactory, tmp_path: Path) -> None:
         assert snap["stats"]["peer_id"] == listener.peer_id
         await two.call("subscribe")
         rtt = await one.call("ping", {"peer": server.peer_id})
-        assert rtt["rtt_ms"] >= 0
-        sent = await one.call("send", {"peer": server.peer_id, "command": "echo", "args": {"x": 1}})
+        assert rtt >= 0  # seconds (NodeAPI.ping)
+        sent = await one.call("request", {"peer": server.peer_id, "command": "echo", "args": {"x": 1}})
         assert sent["ok"] and sent["result"] == {"x": 1}
         with trio.fail_after(20):
             async for msg in two.events:
@@ -118,14 +118,14 @@ async def test_control_socket(punch: PunchFactory, tmp_path: Path) -> None:
             await one.call("no-such-op")
         assert info.value.code == "unknown_op"
         with pytest.raises(ControlError) as info:
-            await one.call("send", {"peer": 5})
+            await one.call("request", {"peer": 5})
         assert info.value.code == "bad_args"
         # garbage on the wire gets an error reply; the connection stays usable
         assert one._stream is not None
         await one._stream.send_all(b"this is not json\n")
-        assert (await one.call("ping"))["pong"] is True
+        assert (await one.call("info"))["peer_id"] == listener.peer_id
         rep = await one.call("reputation", {"peer": server.peer_id})
-        assert rep["successes"] >= 1
+        assert rep[0]["successes"] >= 1
     assert listener.alive()
     listener.stop()
     assert not path.exists()  # removed on a clean exit

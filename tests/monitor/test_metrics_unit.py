@@ -28,17 +28,22 @@ class Transfer:
     peer_stats: list[Peer] = field(default_factory=list)
 
 
-def fake_node(transfers: list[Transfer] | None = None) -> Any:
+def fake_node() -> Any:
     counters = Counters(messages_in=4, dial_errors=2)
 
     def update_traffic() -> None:  # the real node sums its connections; here: fixed figures
         counters.bytes_in, counters.bytes_out = 1000, 2000
 
-    node = SimpleNamespace(config=SimpleNamespace(role="listener"), counters=counters, update_traffic=update_traffic,
-                           bus=EventBus(), running=False, reputation=ReputationStore())
-    if transfers is not None:
-        node.transfers = lambda: transfers
-    return node
+    return SimpleNamespace(config=SimpleNamespace(role="listener"), counters=counters, update_traffic=update_traffic,
+                           bus=EventBus(), running=False)
+
+
+def fake_metrics(transfers: list[Transfer] | None = None) -> tuple[NodeMetrics, ReputationStore]:
+    """NodeMetrics over a fake node, a real reputation store and no relay (no relay series)."""
+    store = ReputationStore()
+    relay: Any = SimpleNamespace()  # no status(): the collector skips the relay series
+    rows: Any = (lambda: transfers) if transfers is not None else None
+    return NodeMetrics(fake_node(), store, relay, transfers=rows), store
 
 
 def samples(m: NodeMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -50,14 +55,13 @@ def samples(m: NodeMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 
 
 def test_counters_hooks_and_events() -> None:
-    node = fake_node()
-    m = NodeMetrics(node)
+    m, store = fake_metrics()
     m.dht_lookup("find_providers", 0.2, True)
     m.dht_lookup("find_providers", 3.0, False)
     m.on_event(HolePunch(peer_id="p", outcome="SUCCESS", attempts=1, ms=12.0))
     m.on_event(Reply(peer_id="p", id="1", ok=True, rtt_ms=4.0))
-    node.reputation.on_record = m.reputation_event
-    node.reputation.record_bad_data("p")
+    store.on_record = m.reputation_event
+    store.record_bad_data("p")
     s = samples(m)
     assert s[("punch_messages_total", (("direction", "in"),))] == 4
     assert s[("punch_transport_bytes_total", (("direction", "in"),))] == 1000
@@ -74,7 +78,7 @@ def test_counters_hooks_and_events() -> None:
 
 def test_torrent_series_follow_transfers_monotonically() -> None:
     rows = [Transfer("aa", uploaded=100, peer_stats=[Peer(1000, 2), Peer(500, 1, bad_pieces=1)])]
-    m = NodeMetrics(fake_node(rows))
+    m, _ = fake_metrics(rows)
     s = samples(m)
     assert s[("punch_torrent_bytes_total", (("direction", "down"),))] == 1500
     assert s[("punch_torrent_bytes_total", (("direction", "up"),))] == 100

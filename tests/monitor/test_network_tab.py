@@ -6,10 +6,10 @@ import asyncio
 import time
 from pathlib import Path
 
+from punch_net.api import Snapshot, Stats
 from punch_net.config import NodeConfig
 from punch_tui.app import PunchApp
 from punch_tui.messages import SnapshotReady
-from punch_tui.snapshot import Snapshot
 from punch_tui.tabs.network import NetworkTab
 from punch_tui.widgets.table import FilterTable
 
@@ -29,12 +29,13 @@ def test_network_tab_lists_filters_and_sorts(tmp_path: Path) -> None:
 
 
 async def _network_tab(tmp_path: Path) -> None:
-    app = PunchApp(NodeConfig(role="monitor"), None, attach=tmp_path / "none.sock", hello={"role": "monitor"})
+    # Attached to a socket nobody serves: the bridge keeps retrying, the tab shows what it is given.
+    app = PunchApp(NodeConfig(role="monitor"), attach=tmp_path / "none.sock")
     net = {"known": 3, "alive": 2, "rounds": 4, "last_round": {"duration_ms": 1200.0, "finished": time.time()},
            "peers": [peer("12D3KooWAAAAbusyone", True, "direct", 90.0), peer("12D3KooWBBBBidle", True, "relayed", 5.0),
                      peer("12D3KooWCCCCgone", False, "unreachable", 50.0)]}
-    snap = Snapshot(ts=time.time(), stats={"peer_id": "me"}, listen_addrs=[], connections=[], routing=None,
-                    network=net)
+    stats = Stats(role="monitor", peer_id="me", uptime_s=1.0, connections=0, routing_table_size=0, events_dropped=0)
+    snap = Snapshot(ts=time.time(), stats=stats, network=net)
     async with app.run_test(size=(140, 40)) as pilot:
         app.post_message(SnapshotReady(snap))
         await pilot.press("7")

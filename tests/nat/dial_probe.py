@@ -14,15 +14,16 @@ import time
 
 import trio
 
+from punch_net.api import NodeError
 from punch_net.config import NodeConfig
-from punch_net.node import Node, NodeError
-from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.p2p.helpers import quiet_libp2p_logging
+from punch_net.runtime import Runtime
 
 
 async def main(addrs: list[str], hold: float, timeout: float) -> int:
     cfg = NodeConfig(role="dialer", listen_addr="0.0.0.0", port=0, bootstrap=[], ephemeral=True,
                      dial_timeout=timeout, auto_relay=False, hole_punch=False)
-    node = Node(cfg)
+    node = Runtime(cfg).node  # with the relay manager: circuit addresses go through the relay
     failures = 0
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)

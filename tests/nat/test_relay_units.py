@@ -1,10 +1,11 @@
 """NAT traversal parts that need no namespaces: pure helpers, wire parsing, the two
-py-libp2p workarounds the relay work relies on (bug, then fix), and flag/config errors.
+flag/config errors (the py-libp2p patches the relay work relies on: tests/*/test_patches.py).
 In-process hosts listen on 127.0.0.1 only."""
 
 from __future__ import annotations
 
 import itertools
+import random
 import subprocess
 import sys
 import time
@@ -13,7 +14,6 @@ from pathlib import Path
 import multiaddr
 import pytest
 import trio
-from libp2p import new_host
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import Reservation as PbReservation
@@ -21,13 +21,21 @@ from libp2p.relay.circuit_v2.pb.dcutr_pb2 import HolePunch
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode, to_proto_status
 from punch_harness import silent_port
 
+from punch_net.api import NodeError
 from punch_net.config import NodeConfig
-from punch_net.node import Node, NodeError
-from punch_net.p2p.identity import new_identity
-from punch_net.p2p.workarounds import advertise_extra_addrs, forget_dial_failure, quiet_libp2p_logging
+from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_net.relay import hop
-from punch_net.relay.dcutr import decode_addrs, encode, is_public_ip, predict_addrs, punchable, tcp_ip_port
-from punch_net.relay.outcomes import HolePunchRecord, Outcome, classify_exception, count_outcomes
+from punch_net.relay.dcutr import is_public_ip, predict_addrs, punchable, tcp_ip_port
+from punch_net.relay.dcutr_core import (
+    MalformedMessage,
+    Message,
+    MessageType,
+    classify_error,
+    decode_message,
+    encode_message,
+)
+from punch_net.relay.outcomes import HolePunchRecord, Outcome, count_outcomes
+from punch_net.runtime import Runtime
 
 quiet_libp2p_logging()
 PEER_A = "12D3KooWKwSvqEGzR9rorUmC8ZMkjsDi2Ag4pnF2bwf96CzzDrn1"
@@ -89,14 +97,44 @@ def test_reservation_answers_parse_into_grants_or_named_refusals() -> None:
         hop.parse_reservation(relay, HopMessage(type=HopMessage.CONNECT))
 
 
-def test_dcutr_messages_round_trip_and_skip_bad_addresses() -> None:
-    msg = encode(HolePunch.CONNECT, ["/ip4/198.18.0.11/tcp/4001", "not an address"])
-    wire = msg.SerializeToString()
+def test_dcutr_messages_are_libp2p_holepunch_protobufs() -> None:
+    """The core's hand-written codec against the protoc-generated HolePunch, bytes both ways."""
+    wire = encode_message(MessageType.CONNECT, ["/ip4/198.18.0.11/tcp/4001", "not an address"])
     back = HolePunch()
     back.ParseFromString(wire)
-    back.ObsAddrs.append(b"\xff\xfe")
     assert back.type == HolePunch.CONNECT
-    assert decode_addrs(back) == ["/ip4/198.18.0.11/tcp/4001"]
+    assert [bytes(a) for a in back.ObsAddrs] == [multiaddr.Multiaddr("/ip4/198.18.0.11/tcp/4001").to_bytes()]
+    back.ObsAddrs.append(b"\xff\xfe")
+    assert decode_message(back.SerializeToString()) == Message(MessageType.CONNECT, ("/ip4/198.18.0.11/tcp/4001",))
+    assert encode_message(MessageType.SYNC, []) == HolePunch(type=HolePunch.SYNC).SerializeToString()
+
+
+def test_dcutr_decoder_accepts_and_refuses_what_protobuf_does() -> None:
+    """Random junk and spliced fields (unknown fields, groups, bad enums, truncation) parse
+    the same way, or fail, in the core and in protobuf's own parser."""
+    rng = random.Random(7)
+    pieces = [b"\x08\x64", b"\x08\xac\x02", b"\x08\x05", b"\x08", b"\x12", b"\x12\x02\xff\xfe", b"\x10\x01",
+              b"\x12\x08" + multiaddr.Multiaddr("/ip4/1.2.3.4/tcp/5").to_bytes(), b"\x1a\x01x", b"\x0a\x01x",
+              b"\x15abcd", b"\x11abcdefgh", b"\x00", b"\x0b", b"\x0c", b"\x80", b"\xff", b"\x12\x00", b"\x13\x14"]
+    for _ in range(3000):
+        if rng.random() < 0.3:
+            data = rng.randbytes(rng.randint(0, 8))
+        else:
+            data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))
+        msg = HolePunch()
+        try:
+            msg.ParseFromString(data)
+        except Exception:
+            with pytest.raises(MalformedMessage):
+                decode_message(data)
+            continue
+        addrs = []
+        for raw in msg.ObsAddrs:
+            try:
+                addrs.append(str(multiaddr.Multiaddr(bytes(raw))))
+            except Exception:
+                continue
+        assert decode_message(data) == Message(MessageType(msg.type), tuple(addrs)), data
 
 
 def test_outcome_counts_have_every_label_in_order() -> None:
@@ -106,57 +144,10 @@ def test_outcome_counts_have_every_label_in_order() -> None:
     assert list(counts) == ["SUCCESS", "FAILED", "TIMEOUT", "CONNECTION_REVERSED", "NO_CONNECTION",
                             "PROTOCOL_ERROR", "CANCELLED"]
     assert counts["SUCCESS"] == 2 and counts["TIMEOUT"] == 1 and sum(counts.values()) == 3
-    assert classify_exception(trio.TooSlowError()) is Outcome.TIMEOUT
-    assert classify_exception(ValueError("bad varint")) is Outcome.PROTOCOL_ERROR
-    assert classify_exception(OSError("stream reset")) is Outcome.CANCELLED
+    assert classify_error("ValueError", "bad varint") is Outcome.PROTOCOL_ERROR
+    assert classify_error("OSError", "stream reset") is Outcome.CANCELLED
     rec = HolePunchRecord("p", "responder", started=time.time() - 0.25).finish(Outcome.FAILED, "x")
     assert 200 < rec.ms < 5000 and rec.error == "x"
-
-
-# ---------------------------------------------------------------- workarounds: bug, then fix
-
-
-def test_bug_and_fix_get_addrs_mangles_circuit_addresses() -> None:
-    circuit_base = f"/ip4/198.18.0.10/tcp/4001/p2p/{PEER_R}/p2p-circuit"
-    host = new_host(key_pair=new_identity(), addrs_factory=lambda c: [multiaddr.Multiaddr(circuit_base)])
-    me = host.get_id()
-    # bug: the first /p2p/ value (the relay's) is stripped with everything after it
-    assert [str(a) for a in host.get_addrs()] == [f"/ip4/198.18.0.10/tcp/4001/p2p/{me}"]
-    host2 = new_host(key_pair=new_identity())
-    me2 = host2.get_id()
-    advertise_extra_addrs(host2, lambda: [f"{circuit_base}/p2p/{me2}"])
-    assert f"{circuit_base}/p2p/{me2}" in [str(a) for a in host2.get_addrs()]
-
-
-async def test_bug_and_fix_negative_dial_cache_blocks_a_restarted_peer() -> None:
-    cfg = NodeConfig(role="server", listen_addr="127.0.0.1", port=0, bootstrap=[], ephemeral=True, dial_timeout=5)
-    key = new_identity()
-    async with trio.open_nursery() as nursery:
-        client = Node(NodeConfig(role="dialer", listen_addr="127.0.0.1", port=0, bootstrap=[], ephemeral=True,
-                                 dial_timeout=5))
-        await nursery.start(client.run)
-        server = Node(cfg, key_pair=key)
-        async with trio.open_nursery() as inner:
-            await inner.start(server.run)
-            addr = server.listen_addrs()[0]
-            port = int(addr.split("/tcp/")[1].split("/")[0])
-            inner.cancel_scope.cancel()
-        peer = server.peer_id
-        info = PeerInfo(peer, [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")])
-        with pytest.raises(Exception):  # noqa: B017 - the server is gone: any dial error
-            await client.host.connect(info)
-        server2 = Node(NodeConfig(role="server", listen_addr="127.0.0.1", port=port, bootstrap=[], ephemeral=True),
-                       key_pair=key)
-        async with trio.open_nursery() as inner:
-            await inner.start(server2.run)
-            with pytest.raises(Exception, match="recently failed"):  # bug: blocked although it is back
-                await client.host.connect(info)
-            forget_dial_failure(client.host, peer)  # fix
-            with trio.fail_after(10):
-                await client.host.connect(info)
-            assert client.host.get_network().get_connections(peer)
-            inner.cancel_scope.cancel()
-        nursery.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- relay on loopback (no NAT needed)
@@ -166,11 +157,13 @@ async def test_loopback_relay_refuses_second_reservation_and_unknown_circuit() -
     base = dict(listen_addr="127.0.0.1", port=0, ephemeral=True, dial_timeout=5, hole_punch=False,
                 auto_relay=False)
     async with trio.open_nursery() as nursery:
-        relay = Node(NodeConfig(role="server", bootstrap=[], relay_max_reservations=1, **base))  # type: ignore[arg-type]
+        relay_rt = Runtime(NodeConfig(role="server", bootstrap=[], relay_max_reservations=1, **base))  # type: ignore[arg-type]
+        relay = relay_rt.node
         await nursery.start(relay.run)
         raddr = relay.listen_addrs()[0]
-        a = Node(NodeConfig(role="listener", bootstrap=[], relays=[raddr], **base))  # type: ignore[arg-type]
-        b = Node(NodeConfig(role="listener", bootstrap=[], relays=[raddr], **base))  # type: ignore[arg-type]
+        a_rt = Runtime(NodeConfig(role="listener", bootstrap=[], relays=[raddr], **base))  # type: ignore[arg-type]
+        b_rt = Runtime(NodeConfig(role="listener", bootstrap=[], relays=[raddr], **base))  # type: ignore[arg-type]
+        a, b = a_rt.node, b_rt.node
         with a.bus.subscribe() as ea, b.bus.subscribe() as eb:
             await nursery.start(a.run)
             with trio.fail_after(60):
@@ -183,21 +176,21 @@ async def test_loopback_relay_refuses_second_reservation_and_unknown_circuit() -
                     if e.kind == "error" and getattr(e, "where", "") == "relay":
                         assert "RESOURCE_LIMIT_EXCEEDED" in e.message  # type: ignore[attr-defined]
                         break
-        st = relay.relay_status()
+        st = relay_rt.relay.status()
         assert st.service_enabled and [r.peer_id for r in st.served_reservations] == [str(a.peer_id)]
         assert st.service_counters["reservations_refused"] >= 1
-        held = a.relay_status().reservations
+        held = a_rt.relay.status().reservations
         assert held[0].state == "active" and held[0].expires_in() > 3000
-        assert a.relay_status().circuit_addrs == held[0].circuit_addrs
+        assert a_rt.relay.status().circuit_addrs == held[0].circuit_addrs
         assert any("/p2p-circuit" in str(x) for x in a.host.get_addrs())
-        dialer = Node(NodeConfig(role="dialer", bootstrap=[], **base))  # type: ignore[arg-type]
+        dialer = Runtime(NodeConfig(role="dialer", bootstrap=[], **base)).node  # type: ignore[arg-type]
         await nursery.start(dialer.run)
         with trio.fail_after(45):
             assert await dialer.dial(held[0].circuit_addrs[0]) == a.peer_id
             resp = await dialer.send_command(a.peer_id, "echo", {"x": 1})
         assert resp == {"x": 1}
         assert [c.via for c in dialer.connections() if c.peer_id == str(a.peer_id)] == ["relay"]
-        circuits = relay.relay_status().served_circuits
+        circuits = relay_rt.relay.status().served_circuits
         assert circuits and circuits[0].dst == str(a.peer_id) and circuits[0].bytes > 0
         assert circuits[0].bytes_left is not None and circuits[0].bytes_left < relay.config.relay_circuit_bytes
         with trio.fail_after(45), pytest.raises(NodeError, match="NO_RESERVATION"):
@@ -216,17 +209,18 @@ async def test_a_circuit_is_dialed_soon_when_the_direct_address_is_silent(monkey
 
     async with trio.open_nursery() as nursery:
         silent_addr = await silent_port(nursery)
-        relay = Node(NodeConfig(role="server", bootstrap=[], **base))  # type: ignore[arg-type]
+        relay = Runtime(NodeConfig(role="server", bootstrap=[], **base)).node  # type: ignore[arg-type]
         await nursery.start(relay.run)
-        a = Node(NodeConfig(role="listener", bootstrap=[], relays=[relay.listen_addrs()[0]], **base))  # type: ignore[arg-type]
+        a_rt = Runtime(NodeConfig(role="listener", bootstrap=[], relays=[relay.listen_addrs()[0]], **base))  # type: ignore[arg-type]
+        a = a_rt.node
         with a.bus.subscribe() as events:
             await nursery.start(a.run)
             with trio.fail_after(60):
                 async for e in events:
                     if e.kind == "reservation":
                         break
-        circuit = multiaddr.Multiaddr(a.relay_status().reservations[0].circuit_addrs[0])
-        dialer = Node(NodeConfig(role="dialer", bootstrap=[], **base))  # type: ignore[arg-type]
+        circuit = multiaddr.Multiaddr(a_rt.relay.status().reservations[0].circuit_addrs[0])
+        dialer = Runtime(NodeConfig(role="dialer", bootstrap=[], **base)).node  # type: ignore[arg-type]
         await nursery.start(dialer.run)
         with trio.fail_after(8):
             await dialer.host.connect(PeerInfo(relay.peer_id, [multiaddr.Multiaddr(relay.listen_addrs()[0])]))
@@ -238,7 +232,7 @@ async def test_a_circuit_is_dialed_soon_when_the_direct_address_is_silent(monkey
         assert took < 2.0, f"connected after {took:.2f} s"  # was 3 s and more
 
         monkeypatch.setattr(manager, "RELAY_DELAY", 5.0)  # so only a failed direct dial can start it sooner
-        second = Node(NodeConfig(role="dialer", bootstrap=[], **base))  # type: ignore[arg-type]
+        second = Runtime(NodeConfig(role="dialer", bootstrap=[], **base)).node  # type: ignore[arg-type]
         await nursery.start(second.run)
         with trio.fail_after(8):
             await second.host.connect(PeerInfo(relay.peer_id, [multiaddr.Multiaddr(relay.listen_addrs()[0])]))
@@ -300,23 +294,23 @@ async def test_reachability_backs_off_while_there_is_no_verdict(monkeypatch: pyt
         try:
             return await real_ask(service, *args, **kwargs)
         finally:
-            if node.relay is not None and service is node.relay.autonat:
+            if service is node_rt.relay.autonat:
                 asked.append((start, trio.current_time()))
 
     monkeypatch.setattr(manager, "ask", counting_ask)
     base = dict(listen_addr="127.0.0.1", port=0, ephemeral=True, dial_timeout=5, hole_punch=False,
                 auto_relay=False)
     async with trio.open_nursery() as nursery:
-        server = Node(NodeConfig(role="server", bootstrap=[], **base))  # type: ignore[arg-type]
+        server = Runtime(NodeConfig(role="server", bootstrap=[], **base)).node  # type: ignore[arg-type]
         await nursery.start(server.run)
-        node = Node(NodeConfig(role="listener", bootstrap=[server.listen_addrs()[0]], **base))  # type: ignore[arg-type]
-        await nursery.start(node.run)
+        node_rt = Runtime(NodeConfig(role="listener", bootstrap=[server.listen_addrs()[0]], **base))  # type: ignore[arg-type]
+        await nursery.start(node_rt.node.run)
         with trio.fail_after(30):
             while len(asked) < 5:  # the server answers (with a refusal) once identify has run
                 await trio.sleep(0.05)
         await trio.sleep(1.5)
         nursery.cancel_scope.cancel()
-    assert node.relay is not None and node.relay.reachability_checked is None  # never a verdict
+    assert node_rt.relay.reachability_checked is None  # never a verdict
     waits = [b[0] - a[1] for a, b in itertools.pairwise(asked)]  # from one ask's answer to the next ask
     assert all(w >= 0.35 for w in waits[3:]), waits  # 0.1, 0.2, 0.4, then 0.4 each (a load only lengthens them)
     assert len(asked) <= 12, waits  # at a fixed 0.1 s it would have asked ~25 times

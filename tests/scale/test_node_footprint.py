@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-from punch_net.dht import walk as dht_hygiene
+from punch_net.dht import refresh as dht_refresh
 from punch_net.p2p import import_guard
 from punch_net.routing.connmgr import ConnManager
 from punch_testnet.main import Testnet
@@ -127,10 +127,10 @@ def _manager_with(count: int, high: int = 4) -> ConnManager:
 
 def test_connection_manager_wakes_only_above_high() -> None:
     quiet = _manager_with(4)
-    quiet.connected()
+    quiet.connection_opened(None)
     assert not quiet._wake.is_set()
     busy = _manager_with(5)
-    busy.connected()
+    busy.connection_opened(None)
     assert busy._wake.is_set()
 
 
@@ -142,9 +142,9 @@ def test_refresh_backs_off_while_quiet_and_returns_on_churn() -> None:
     interval = base
     seen = []
     for _ in range(5):
-        interval = dht_hygiene.next_interval(interval, base, quiet)
+        interval = dht_refresh.next_interval(interval, base, quiet)
         seen.append(interval)
     assert seen == [240.0, 480.0, 600.0, 600.0, 600.0]
-    assert dht_hygiene.next_interval(600.0, base, grew) == 600.0
-    assert dht_hygiene.next_interval(600.0, base, shrank) == base
-    assert dht_hygiene.next_interval(600.0, base, {**quiet, "evicted_clients": 2}) == base
+    assert dht_refresh.next_interval(600.0, base, grew) == 600.0
+    assert dht_refresh.next_interval(600.0, base, shrank) == base
+    assert dht_refresh.next_interval(600.0, base, {**quiet, "evicted_clients": 2}) == base

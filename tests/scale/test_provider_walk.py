@@ -1,5 +1,6 @@
-"""Provider lookups as one GET_PROVIDERS walk (punch_net/dht_hygiene.py), shown on a chain
-A - B - C of in-process py-libp2p hosts where only C holds the record and A knows only B.
+"""Provider lookups as one GET_PROVIDERS walk (punch_net/dht/walk.py, its query in
+punch_net/p2p/patches/kad_provider_query.py), shown on a chain A - B - C of in-process
+py-libp2p hosts where only C holds the record and A knows only B.
 
 Bug half: py-libp2p's GET_PROVIDERS query returns B's closer peer C without C's address,
 so a walk built on it cannot go on to C (hence py-libp2p's extra FIND_NODE lookup first).
@@ -23,8 +24,9 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 from punch_harness import libp2p_host, multiaddr_of, peer_info_of, silent_port
 
-from punch_net.dht import walk as dht_hygiene
-from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.dht import walk as dht_walk
+from punch_net.p2p.helpers import quiet_libp2p_logging
+from punch_net.p2p.patches import kad_provider_query
 
 quiet_libp2p_logging()
 
@@ -54,7 +56,7 @@ def counting_walk(dht: KadDHT, query: Any) -> tuple[Any, list[object]]:
         return await query(peer, k)  # type: ignore[no-any-return]
 
     dht.provider_store._get_providers_from_peer_with_closers = counting  # type: ignore[method-assign, assignment]
-    return dht_hygiene._provider_walk(dht), asked
+    return dht_walk.provider_walk(dht), asked
 
 
 async def test_walk_reaches_a_provider_two_hops_away_and_stops_there() -> None:
@@ -73,7 +75,7 @@ async def test_walk_reaches_a_provider_two_hops_away_and_stops_there() -> None:
         assert cid in closer
         assert known_addrs(ha, cid) == [], "bug: py-libp2p keeps C's address (upstream fixed?)"
 
-        query = dht_hygiene._get_providers_query(ha, a)
+        query = kad_provider_query.get_providers_query(ha, a)
         with trio.fail_after(20):
             providers, closer = await query(hb.get_id(), key)
         assert providers == [] and cid in closer
@@ -96,7 +98,7 @@ async def test_a_known_provider_does_not_hide_one_that_joined_later() -> None:
             await ha.connect(peer_info_of(str(hc.get_addrs()[0])))
             await a.add_peer(hb.get_id())
             await a.add_peer(hc.get_id())
-        walk = dht_hygiene._provider_walk(a)
+        walk = dht_walk.provider_walk(a)
         b.provider_store.add_provider(key, PeerInfo(hb.get_id(), hb.get_addrs()))
         with trio.fail_after(20):
             first = await walk(key, 20)
@@ -114,7 +116,7 @@ async def test_walk_asks_connected_peers_before_dialing(monkeypatch: pytest.Monk
     The walk used to ask the three closest at once, dialing C and D, whose dials were then
     cancelled when B answered; now it asks B alone and dials nobody. When B does not have
     the record, the dials go ahead and the walk still finds it."""
-    monkeypatch.setattr(dht_hygiene, "DIAL_HOLD", 30.0)  # deterministic on a slow machine
+    monkeypatch.setattr(dht_walk, "DIAL_HOLD", 30.0)  # deterministic on a slow machine
     async with dht_host() as (ha, a), dht_host() as (hb, b), dht_host() as (hc, c), dht_host() as (hd, d):
         with trio.fail_after(20):
             await ha.connect(peer_info_of(str(hb.get_addrs()[0])))
@@ -135,7 +137,7 @@ async def test_walk_asks_connected_peers_before_dialing(monkeypatch: pytest.Monk
                     return key
             raise AssertionError("no key found")
 
-        walk, asked = counting_walk(a, dht_hygiene._get_providers_query(ha, a))
+        walk, asked = counting_walk(a, kad_provider_query.get_providers_query(ha, a))
         provider = PeerInfo(hd.get_id(), hd.get_addrs())
 
         key = key_where_b_is_farthest("everyone-has-it")
@@ -181,7 +183,7 @@ async def test_a_silent_peer_does_not_hide_a_provider_found_at_once() -> None:
             await a.add_peer(hb.get_id())
         provider = ID.from_pubkey(new_identity().public_key)
         b.provider_store.add_provider(key, PeerInfo(provider, [multiaddr_of("/ip4/127.0.0.1/tcp/9")]))
-        walk = dht_hygiene._provider_walk(a)
+        walk = dht_walk.provider_walk(a)
 
         got: list[PeerInfo] = []
         with trio.move_on_after(2.0):  # the old way: cancel the walk from outside
@@ -225,7 +227,7 @@ async def test_a_provider_is_kept_when_the_answer_carries_its_older_signed_recor
         with trio.fail_after(20):
             found, _ = await a.provider_store._get_providers_from_peer_with_closers(hb.get_id(), key)
         assert found == [], "bug: py-libp2p keeps a provider with an older record (fixed upstream?)"
-        query = dht_hygiene._get_providers_query(ha, a)
+        query = kad_provider_query.get_providers_query(ha, a)
         with trio.fail_after(20):
             found, _ = await query(hb.get_id(), key)
         assert [p.peer_id for p in found] == [hc.get_id()]
@@ -233,9 +235,9 @@ async def test_a_provider_is_kept_when_the_answer_carries_its_older_signed_recor
         old_record = hb.get_peerstore().get_peer_record(hc.get_id())
         assert old_record is not None
         forged = Message.Peer(id=hb.get_id().to_bytes(), signedRecord=old_record.marshal_envelope())
-        assert not dht_hygiene.record_acceptable(forged, ha), "C's record presented as B's"
+        assert not kad_provider_query.record_acceptable(forged, ha), "C's record presented as B's"
         garbage = Message.Peer(id=hc.get_id().to_bytes(), signedRecord=b"\x0a\x03abc")
-        assert not dht_hygiene.record_acceptable(garbage, ha)
+        assert not kad_provider_query.record_acceptable(garbage, ha)
 
 
 async def wait_record(host: IHost, peer: object, newer_than: int = -1) -> None:

@@ -1,4 +1,4 @@
-"""Routing-table refresh aimed at CPL regions (punch_net/dht_hygiene.py `refresh`).
+"""Routing-table refresh aimed at CPL regions (punch_net/dht/refresh.py `refresh`).
 
 Bug half: py-libp2p's refresh looks up `gen_random_key_in_bucket(bucket)`, but every
 lookup hashes its target (`sort_peer_ids_by_distance`), so the key lands anywhere in the
@@ -24,8 +24,9 @@ import trio
 from libp2p.kad_dht.routing_table import gen_random_key_in_bucket, peer_id_to_key
 from libp2p.peer.id import ID
 
-from punch_net.dht import walk as dht_hygiene
-from punch_net.dht.walk import key_cpl, refresh_cpls
+from punch_net.dht import refresh as dht_refresh
+from punch_net.dht.refresh import refresh_cpls
+from punch_net.p2p.patches.kad_lookup_memory import key_cpl
 
 
 def peer_with_cpl_at_least(me: bytes, cpl: int) -> ID:
@@ -59,6 +60,7 @@ def fake_node(me_id: ID, nearest: list[ID]) -> tuple[Any, list[bytes]]:
                           routing_table=table, get_routing_table_size=lambda: 0, local_peer_id=me_id)
     node = SimpleNamespace(dht=dht, host=SimpleNamespace(get_peerstore=lambda: None), peer_id=me_id,
                            last_refresh=None)
+    node.refreshed = lambda: setattr(node, "last_refresh", time.time())  # what Node.refreshed() does
     return node, looked_up
 
 
@@ -81,7 +83,7 @@ async def test_refresh_looks_up_only_the_regions_the_self_lookup_missed() -> Non
     nearest = [peer_with_cpl_at_least(me, 3) for _ in range(20)]
     node, looked_up = fake_node(me_id, nearest)
     with trio.fail_after(10):
-        result = await dht_hygiene.refresh(node, max_age=0)
+        result = await dht_refresh.refresh(node, max_age=0)
     assert looked_up[0] == me_id.to_bytes(), "the self-lookup comes first"
     cpls = [key_cpl(hashlib.sha256(t).digest(), me) for t in looked_up[1:]]
     assert cpls == [0, 1, 2, 3], f"one lookup per uncovered region, aimed inside it (got CPLs {cpls})"
@@ -91,13 +93,13 @@ async def test_refresh_looks_up_only_the_regions_the_self_lookup_missed() -> Non
     node2, looked_up2 = fake_node(me_id, nearest)
     node2.dht._punch_lookup_cpls = {1: time.monotonic() - 10}
     with trio.fail_after(10):
-        await dht_hygiene.refresh(node2, max_age=60)
+        await dht_refresh.refresh(node2, max_age=60)
     assert [key_cpl(hashlib.sha256(t).digest(), me) for t in looked_up2[1:]] == [0, 2, 3]
 
     # Fewer than k peers in the whole network: the self-lookup saw them all.
     node3, looked_up3 = fake_node(me_id, nearest[:7])
     with trio.fail_after(10):
-        await dht_hygiene.refresh(node3, max_age=0)
+        await dht_refresh.refresh(node3, max_age=0)
     assert looked_up3 == [me_id.to_bytes()]
 
 
@@ -116,7 +118,7 @@ def test_first_refresh_is_spread_over_a_whole_interval() -> None:
     """Nodes started together must not refresh in step: the first delay spans 0.5-1.5 ×
     the interval (a spread of one interval), later ones stay within ±20 %."""
     rng = random.Random(7)
-    first = [dht_hygiene.refresh_delay(120.0, True, rng) for _ in range(2000)]
-    later = [dht_hygiene.refresh_delay(120.0, False, rng) for _ in range(2000)]
+    first = [dht_refresh.refresh_delay(120.0, True, rng) for _ in range(2000)]
+    later = [dht_refresh.refresh_delay(120.0, False, rng) for _ in range(2000)]
     assert 60.0 <= min(first) < 66.0 and 174.0 < max(first) <= 180.0
     assert 96.0 <= min(later) and max(later) <= 144.0

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import trio
 
-from punch_net.p2p.workarounds import quiet_libp2p_logging
+from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_testnet.main import Child, Testnet
 
 quiet_libp2p_logging()

@@ -282,13 +282,12 @@ def test_share_and_download_dirs_from_the_config_file(net: Net) -> None:
 
 def test_torrent_ops_on_the_control_socket(net: Net, shared: Shared) -> None:
     """What `punch-tui --attach` uses: the torrent manager's data and actions over the socket."""
-    import asyncio
-
     import trio
 
+    from punch_net.api import NodeError
     from punch_net.ops.control import ControlClient, ControlError
-    from punch_tui.attach import AttachBridge
-    from punch_tui.tabs.transfers import torrent_call, torrent_snapshot
+    from punch_net.ops.remote import RemoteNode
+    from punch_net.torrent.info import TransferInfo
 
     server, hashes, share = shared
     name = "one-piece"
@@ -303,33 +302,33 @@ def test_torrent_ops_on_the_control_socket(net: Net, shared: Shared) -> None:
 
     async def server_side() -> None:
         async with ControlClient(sock) as ctl:
-            rows = {r["name"]: r for r in await ctl.call("torrent.snapshot")}
+            rows = {r["name"]: r for r in await ctl.call("transfers")}
             assert set(rows) >= set(SIZES) and rows[name]["state"] == "seeding", rows.keys()
-            await ctl.call("torrent.pause", {"info_hash": first})
-            rows = {r["name"]: r for r in await ctl.call("torrent.snapshot")}
+            await ctl.call("torrent_pause", {"info_hash": first})
+            rows = {r["name"]: r for r in await ctl.call("transfers")}
             assert rows[name]["state"] == "paused"
-            await ctl.call("torrent.resume", {"info_hash": first})
-            assert {r["name"]: r for r in await ctl.call("torrent.snapshot")}[name]["state"] == "seeding"
-            assert await ctl.call("torrent.verify", {"info_hash": first}) == {"bad_pieces": []}
+            await ctl.call("torrent_resume", {"info_hash": first})
+            assert {r["name"]: r for r in await ctl.call("transfers")}[name]["state"] == "seeding"
+            assert await ctl.call("torrent_verify", {"info_hash": first}) == []  # no bad pieces
             for args, code in (({"info_hash": "zz"}, "bad_args"), ({}, "bad_args"),
                                ({"info_hash": "ab" * 32}, "not_found")):
                 with pytest.raises(ControlError) as err:
-                    await ctl.call("torrent.pause", args)
+                    await ctl.call("torrent_pause", args)
                 assert err.value.code == code, (args, err.value)
             # the seeding client announces itself once its download is done: it shows up in the
             # catalogue (a node lists the others, not itself) within a few rounds
             names: set[str] = set()
             with trio.fail_after(90):
                 while "one-byte" not in names:
-                    entries = await ctl.call("torrent.catalogue", {"timeout": 5})
+                    entries = await ctl.call("torrent_catalogue", {"timeout": 5})
                     assert all({"name", "size", "info_hash", "providers"} <= set(e) for e in entries), entries
                     names = {e["name"] for e in entries}
         async with ControlClient(client_sock) as ctl:  # a download started over the socket
             added = hashes["piece-plus-one"]
-            assert (await ctl.call("torrent.add", {"info_hash": added}))["info_hash"] == added
+            assert (await ctl.call("torrent_add", {"info_hash": added}))["info_hash"] == added
             with trio.fail_after(DOWNLOAD_TIMEOUT):
                 while True:
-                    rows = {r["info_hash"]: r for r in await ctl.call("torrent.snapshot")}
+                    rows = {r["info_hash"]: r for r in await ctl.call("transfers")}
                     if rows[added]["state"] in ("seeding", "complete"):
                         break
                     if rows[added]["state"] in ("error", "cancelled"):  # say what the node saw
@@ -340,25 +339,17 @@ def test_torrent_ops_on_the_control_socket(net: Net, shared: Shared) -> None:
 
     trio.run(server_side)
 
-    class Sink:
-        def post_message(self, message: object) -> bool:
-            return True
+    async def attached() -> None:  # the console's own calls, through the attached NodeAPI
+        with trio.fail_after(60):
+            async with await RemoteNode.connect(sock) as node:
+                infos = await node.transfers()
+                assert {i.name for i in infos} >= set(SIZES)
+                assert all(isinstance(i, TransferInfo) for i in infos)  # piece_from, peer_stats: typed
+                await node.torrent_pause(first)
+                assert {i.name: i for i in await node.transfers()}[name].state == "paused"
+                await node.torrent_resume(first)
+                assert {i.name: i for i in await node.transfers()}[name].state == "seeding"
+                with pytest.raises(NodeError):
+                    await node.torrent_pause("ab" * 32)
 
-    async def attached() -> None:  # the console's own calls, through the attach proxy
-        bridge = AttachBridge(sock, Sink(), hello={"role": "torrent-server"})
-        bridge.start()
-        try:
-            for _ in range(200):
-                if bridge.running:
-                    break
-                await asyncio.sleep(0.05)
-            infos = await torrent_snapshot(bridge.node)
-            assert infos is not None and {i["name"] for i in infos} >= set(SIZES)
-            assert all("piece_from" in i and "peer_stats" in i for i in infos)
-            await torrent_call(bridge.node, "pause", first)
-            assert {i["name"]: i for i in await torrent_snapshot(bridge.node)}[name]["state"] == "paused"
-            await torrent_call(bridge.node, "resume", first)
-        finally:
-            await bridge.stop()
-
-    asyncio.run(attached())
+    trio.run(attached)

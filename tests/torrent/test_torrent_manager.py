@@ -13,8 +13,9 @@ import trio
 from punch_net.config import NodeConfig
 from punch_net.dht.keys import dht_key, digest_multihash
 from punch_net.node import Node
-from punch_net.torrent.manager import TorrentManager, manager_for
-from punch_net.torrent.transfer import TransferInfo
+from punch_net.runtime import Runtime
+from punch_net.torrent.info import TransferInfo
+from punch_net.torrent.manager import TorrentManager
 
 TIMEOUT = 90.0
 
@@ -39,21 +40,24 @@ async def test_manager_api_end_to_end(tmp_path: Path) -> None:
     dl.mkdir()
     data = os.urandom(3 * 1024 * 1024 + 5)
     (share / "f.bin").write_bytes(data)
-    server = Node(config("torrent-server", tmp_path))
+    server_rt = Runtime(config("torrent-server", tmp_path, share_dir=share))  # the runtime builds the manager
+    server, smgr = server_rt.node, server_rt.torrent
+    assert smgr is not None
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        smgr = TorrentManager(server, share_dir=share)
         await nursery.start(smgr.run)
         await wait_for(lambda: len(smgr.service.sources) == 1, "shared")
         [seed_row] = smgr.snapshot()
         assert seed_row.direction == "seed" and seed_row.state == "seeding" and seed_row.have == seed_row.total == 49
-        assert server.transfers()[0]["name"] == "f.bin"  # type: ignore[attr-defined]
+        assert (await server_rt.api.transfers())[0].name == "f.bin"  # what the fronts see
 
-        client = Node(config("torrent-client", tmp_path, bootstrap=[server.listen_addrs()[0]]))
+        client_rt = Runtime(config("torrent-client", tmp_path, bootstrap=[server.listen_addrs()[0]],
+                                   download_dir=dl, no_seed=False, timeout=60))
+        client, cmgr = client_rt.node, client_rt.torrent
+        assert cmgr is not None and cmgr.seed
         await nursery.start(client.run)
-        cmgr = TorrentManager(client, download_dir=dl, seed=True, timeout=60)
         await nursery.start(cmgr.run)
-        assert manager_for(client) is cmgr and client.torrent is cmgr  # type: ignore[attr-defined]
+        assert "torrent" in (await client_rt.api.info()).components  # the fronts reach this manager
         with trio.fail_after(TIMEOUT):
             await client.bootstrapped.wait()
             entries = await cmgr.catalogue(timeout=30)
@@ -63,6 +67,7 @@ async def test_manager_api_end_to_end(tmp_path: Path) -> None:
         assert smgr.snapshot()[0].state == "paused"
         transfer = cmgr.add(bytes.fromhex(entries[0].info_hash))
         assert cmgr.add(bytes.fromhex(entries[0].info_hash)) is transfer  # one transfer per info hash
+        assert [t.info_hash for t in await client_rt.api.transfers()] == [transfer.hex]
         cmgr.pause(transfer.hex)
         assert cmgr.snapshot()[0].state == "paused"
         cmgr.resume(transfer.hex)

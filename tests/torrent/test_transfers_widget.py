@@ -8,6 +8,7 @@ from typing import Any
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
+from punch_net.torrent.info import PeerSnapshot, TransferInfo
 from punch_tui.widgets.table import FilterTable
 from punch_tui.widgets.transfers import (
     DISK_STYLE,
@@ -50,17 +51,18 @@ class _Host(App[None]):
 
 
 def test_details_panel_shows_summary_map_and_peers() -> None:
-    info = {
-        "info_hash": "ab" * 32, "name": "big.bin", "size": 5 * 65536, "have": 3, "total": 5,
-        "bytes_per_s": 2_000_000.0, "eta_s": 12.0, "peers": 2, "state": "downloading", "error": "",
-        "piece_from": [1, 2, 1, -1, -1],
-        "peer_stats": [
-            {"peer_id": "12D3KooWpeerAAAAAAAAAAAA", "number": 1, "state": "active", "bytes_per_s": 1e6,
-             "pieces": 2, "bad_pieces": 0, "outstanding": 4},
-            {"peer_id": "12D3KooWpeerBBBBBBBBBBBB", "number": 2, "state": "bad", "bytes_per_s": 0.0,
-             "pieces": 1, "bad_pieces": 1, "outstanding": 0},
+    info = TransferInfo(
+        info_hash="ab" * 32, name="big.bin", size=5 * 65536, have=3, total=5, bytes_per_s=2_000_000.0, eta_s=12.0,
+        peers=2, state="downloading", direction="download", path="", uploaded=0, upload_bytes_per_s=0.0,
+        piece_from=[1, 2, 1, -1, -1],
+        peer_stats=[
+            PeerSnapshot(peer_id="12D3KooWpeerAAAAAAAAAAAA", number=1, state="active", bytes_per_s=1e6,
+                         downloaded=131072, pieces=2, bad_pieces=0, outstanding=4, error=""),
+            PeerSnapshot(peer_id="12D3KooWpeerBBBBBBBBBBBB", number=2, state="bad", bytes_per_s=0.0,
+                         downloaded=65536, pieces=1, bad_pieces=1, outstanding=0, error="bad piece"),
         ],
-    }
+    )
+
     async def scenario() -> None:
         app = _Host()
         async with app.run_test(size=(100, 30)) as pilot:

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from punch_net.cli import main as cli
-from punch_net.node import Node
-from punch_net.roles import ROLES
+from punch_net.runtime import Runtime
 from punch_net.torrent import events as tev
 from punch_net.torrent.catalogue import SharedFile
 from punch_net.torrent.manager import TorrentManager
@@ -52,18 +50,20 @@ class EvilManager(TorrentManager):
 def main() -> int:
     mode, argv = sys.argv[1], sys.argv[2:]
 
-    async def run(node: Node) -> int:
-        cls = EvilManager if mode == "evil-name" else TorrentManager
-        manager = cls(node, share_dir=node.config.share_dir, seed=True)
+    def extend(rt: Runtime) -> None:
+        """Swap the runtime's torrent manager (or its service) for the misbehaving one."""
+        if rt.torrent is None:
+            return
+        if mode == "evil-name":
+            rt.torrent = EvilManager(rt.node, share_dir=rt.config.share_dir, seed=True)
+            rt.metrics.transfers = rt.torrent.snapshot
+        manager = rt.torrent
         if mode == "corrupt":
             manager.service = CorruptService(on_error=manager._protocol_error)
         elif mode == "slow":
             manager.service = SlowService(on_error=manager._protocol_error)
-        await manager.run()
-        return 0
 
-    ROLES["torrent-server"] = replace(ROLES["torrent-server"], run=run)
-    return cli.main(argv)
+    return cli.main(argv, extend=extend)
 
 
 if __name__ == "__main__":

@@ -177,3 +177,45 @@ def test_theme_switch_persists_to_config(tmp_path: Path) -> None:
     run(scenario())
     data = tomllib.loads((tmp_path / "config.toml").read_text())
     assert data == {"tui": {"theme": "punch-high-contrast"}}
+
+
+def test_attach_commands_and_reconnect(network: Network, tmp_path: Path) -> None:
+    """Attached to a headless listener: snapshots arrive, a dial goes through the control
+    socket; when the node stops the console says so and retries; a node started again on
+    the same socket is attached again."""
+    from tui_net import Child
+
+    from punch_net.config import NodeConfig
+    from punch_tui.app import PunchApp
+
+    env = {"PUNCH_DATA_DIR": str(tmp_path / "node"), "PUNCH_CONFIG": str(tmp_path / "config.toml")}
+    target = network.listeners[0]
+    node = Child("listener", "--bootstrap", network.server.addr, "--namespace", "tui-attach", cwd=tmp_path, env=env)
+    again: Child | None = None
+    try:
+        sock = Path(str(node.wait("control")["path"]))
+
+        async def scenario() -> None:
+            nonlocal again
+            app = PunchApp(NodeConfig(role="listener"), attach=sock, poll_interval=0.3)
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_until(pilot, lambda: app.last_snapshot is not None, what="a snapshot over the socket")
+                assert app.peers.me == node.peer_id and "attached" in app.title
+                app.dial(target.addr)
+                await wait_until(pilot, lambda: app.last_snapshot and target.peer_id in
+                                 {c.peer_id for c in app.last_snapshot.connections}, what="dialled through the socket")
+                node.stop()
+                await wait_until(pilot, lambda: "retrying" in app.sub_title, timeout=15, what="disconnected")
+                assert not app.bridge.running
+                again = Child("listener", "--bootstrap", network.server.addr, cwd=tmp_path, env=env)
+                await wait_until(pilot, lambda: app.bridge.running and app.peers.me == again.peer_id,
+                                 what="attached to the restarted node")
+                assert app.bridge.reconnects >= 1
+                await pilot.press("q")
+            assert app.bridge.finished
+
+        run(scenario())
+    finally:
+        node.stop()
+        if again is not None:
+            again.stop()

@@ -5,6 +5,7 @@ child process. Skipped when tmux is not installed (`make system-deps` installs i
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tui_net import Network
+from tui_net import Child, Network
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (make system-deps)")
@@ -119,3 +120,48 @@ def test_demo_quit_stops_every_child(tmux: Tmux, tmp_path: Path) -> None:
             continue
         os.kill(pid, 9)
         raise AssertionError(f"child {pid} still running after the demo quit")
+
+
+def test_attach_shows_traffic_and_messages_from_before(tmux: Tmux, tmp_path: Path) -> None:
+    """`punch-tui --attach` on a headless listener that a dialer already talked to: the
+    Overview shows non-zero traffic and the Messages tab the messages received before
+    the console came (the node's event backlog, replayed)."""
+    env = {"PUNCH_CONFIG": str(tmp_path / "config.toml")}
+    started: list[Child] = []
+
+    def start(role: str, name: str, *args: str) -> Child:
+        child = Child(role, *args, cwd=tmp_path, env={**env, "PUNCH_DATA_DIR": str(tmp_path / name)})
+        started.append(child)
+        return child
+
+    try:
+        server = start("server", "server")
+        listener = start("listener", "listener", "--bootstrap", server.addr, "--namespace", "tui-attach")
+        sock = str(listener.wait("control")["path"])
+        listener.wait("registered")
+        dialer = start("dialer", "dialer", "--bootstrap", server.addr, "--namespace", "tui-attach", "--count", "2",
+                       "--interval", "0.2", "--message", "hello-before-attach", "--timeout", "30")
+        assert dialer.proc.wait(45) == 0, dialer.events[-5:]
+        received = [e for e in listener.events if e.get("event") == "message_received"]
+        assert len(received) >= 2, listener.events[-5:]
+
+        done = tmp_path / "exit-code"
+        tmux.start(f"sh -c '{shlex.quote(sys.executable)} -m punch_tui.main --attach {shlex.quote(sock)}; "
+                   f"echo $? > {done}'", {"TERM": "xterm-256color", **env, "PYTHONPATH": str(REPO)})
+        tmux.wait_for("Punch · listener · attached")
+        screen = tmux.wait_for("Traffic")
+        deadline = time.monotonic() + 20
+        while not re.search(r"Traffic\s+in [1-9][\d.]* \w*B · out [1-9]", screen):  # counters from the node
+            assert time.monotonic() < deadline, f"no traffic on the Overview:\n{screen}"
+            time.sleep(0.3)
+            screen = tmux.screen()
+        tmux.keys("4")
+        screen = tmux.wait_for("hello-before-attach Message #2")
+        assert "← RECV message" in screen and "hello-before-attach Message #1" in screen
+        tmux.keys("q")
+        tmux.wait_gone()
+        assert done.read_text().strip() == "0"
+        assert listener.proc.poll() is None  # quitting an attached console leaves the node running
+    finally:
+        for child in reversed(started):
+            child.stop()

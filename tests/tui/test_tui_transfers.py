@@ -10,16 +10,18 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tui_net import Child, make_app, screen_text, wait_until
 
-from punch_tui.peers import InputError
+from punch_net.torrent.info import TransferInfo
+from punch_tui.peers import InputError, check_info_hash
 from punch_tui.screens.prompt import PromptScreen
 from punch_tui.screens.torrent import CatalogueScreen, ConfirmScreen, TransferDetailsScreen
-from punch_tui.tabs.transfers import check_info_hash, progress_bar, transfer_row
+from punch_tui.tabs.transfers import progress_bar, transfer_row
 from punch_tui.widgets.table import FilterTable
 
 SIZE = (100, 30)
@@ -63,6 +65,11 @@ def tnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorrentNet]:
         net.close()
 
 
+def state(tab: Any, info_hash: str) -> str | None:
+    info = tab.infos.get(info_hash)
+    return info.state if info is not None else None
+
+
 def texts(table: FilterTable, column: str) -> list[str]:
     return [t.strip() for t in table.column_texts(column)]
 
@@ -82,7 +89,7 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
         app = client_app(tmp_path, tnet)
         async with app.run_test(size=SIZE) as pilot:
             tab = app.tab("transfers")
-            await wait_until(pilot, lambda: tab.rich, what="the torrent manager answering")
+            await wait_until(pilot, lambda: tab.running, what="the torrent manager answering")
             await pilot.press("5")
             await pilot.pause(0.3)
             assert app.focused is tab.table
@@ -96,7 +103,7 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
             assert table.column_texts("providers") == ["1"]
             await pilot.press("enter")
             await wait_until(pilot, lambda: not isinstance(app.screen, CatalogueScreen), what="catalogue closed")
-            await wait_until(pilot, lambda: tab.infos.get(tnet.info_hash, {}).get("state") in ("seeding", "complete"),
+            await wait_until(pilot, lambda: state(tab, tnet.info_hash) in ("seeding", "complete"),
                              what="download complete")
             await wait_until(pilot, lambda: texts(tab.table, "state") == ["seeding"], what="row shows seeding")
             assert texts(tab.table, "progress")[0].endswith("100%")
@@ -132,7 +139,7 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
         app = client_app(tmp_path, tnet)
         async with app.run_test(size=SIZE) as pilot:
             tab = app.tab("transfers")
-            await wait_until(pilot, lambda: tab.rich, what="the torrent manager answering")
+            await wait_until(pilot, lambda: tab.running, what="the torrent manager answering")
             await pilot.press("ctrl+p")
             await pilot.pause(0.2)
             await pilot.press(*"download 12zz")
@@ -147,7 +154,7 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
             assert "✗ an info hash is hexadecimal; 'g' is not a hex digit" in screen_text(app)
             await pilot.press(*(["backspace"] * 64), *unknown, "enter")
             await wait_until(pilot, lambda: not isinstance(app.screen, PromptScreen), what="prompt accepted")
-            await wait_until(pilot, lambda: tab.infos.get(unknown, {}).get("state") == "finding",
+            await wait_until(pilot, lambda: state(tab, unknown) == "finding",
                              what="the unknown hash is looking for providers")
             assert app.query_one("#tabs").active == "transfers"
             tab.table.focus()
@@ -159,7 +166,7 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
             await pilot.press("n")
             await pilot.pause(0.5)
-            assert tab.infos[unknown]["state"] == "finding"
+            assert tab.infos[unknown].state == "finding"
             await pilot.press("c")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
             await pilot.press("y")
@@ -218,13 +225,13 @@ def test_progress_bar_and_row() -> None:
     assert progress_bar(0.5) == "███···  50%"
     assert progress_bar(0.999).endswith(" 99%")  # 100 % only when done
     assert len({len(progress_bar(i / 97)) for i in range(98)}) == 1  # fixed width
-    info = {"info_hash": "ab" * 32, "name": "a-rather-long-file-name.iso", "size": 2_000_000, "have": 10,
-            "total": 31, "bytes_per_s": 1_500_000.0, "eta_s": 75.0, "peers": 3, "state": "downloading",
-            "direction": "download", "upload_bytes_per_s": 0.0}
+    info = TransferInfo(info_hash="ab" * 32, name="a-rather-long-file-name.iso", size=2_000_000, have=10, total=31,
+                        bytes_per_s=1_500_000.0, eta_s=75.0, peers=3, state="downloading", direction="download",
+                        path="", uploaded=0, upload_bytes_per_s=0.0, peer_stats=[], piece_from=[])
     row = [c.text.strip() for c in transfer_row(info)]
     assert row == ["↓ a-rather-lo…", "█▉····  32%", "2.0 MB", "1.5 MB/s", "1m15s", "3", "downloading"]
-    pending = transfer_row({**info, "name": "", "state": "finding", "total": 0, "have": 0, "eta_s": None})
+    pending = transfer_row(replace(info, name="", state="finding", total=0, have=0, eta_s=None))
     assert pending[0].text.strip() == "↓ ababababab…"
     assert pending[4].text.strip() == "-"
-    seed = transfer_row({**info, "direction": "seed", "state": "seeding", "have": 31, "upload_bytes_per_s": 2e3})
+    seed = transfer_row(replace(info, direction="seed", state="seeding", have=31, upload_bytes_per_s=2e3))
     assert [c.text.strip() for c in seed][3:] == ["2.0 KB/s", "-", "3", "seeding"]

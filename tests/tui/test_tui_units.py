@@ -20,7 +20,6 @@ from punch_tui.main import main as tui_main
 from punch_tui.peers import InputError, PeerBook, check_command, check_dial
 from punch_tui.tabs.dht import fill_bar
 from punch_tui.tabs.messages import message_entry
-from punch_tui.tabs.transfers import rows_from_dicts
 from punch_tui.themes import ThemeError, load_themes, parse_theme, resolve_name
 from punch_tui.widgets.logview import LogEntry, LogView
 from punch_tui.widgets.table import Cell, FilterTable, cell, matches
@@ -128,12 +127,6 @@ def test_cells_sort_by_value_not_text() -> None:
     assert matches([cell("Hello"), Cell("x")], "hell") and not matches([cell("a")], "b")
 
 
-def test_rows_from_dicts() -> None:
-    cols, rows = rows_from_dicts([{"name": "a.iso", "progress": 0.5}, {"name": "b.iso", "peers": 3}])
-    assert [c for c, _ in cols] == ["name", "progress", "peers"]
-    assert [c.text for c in rows["b.iso"]] == ["b.iso", "-", "3"]
-
-
 def test_message_entries() -> None:
     sent = message_entry(ev.MessageSent(peer_id=PEER_A, id="x-1", command="message", args={"text": "hi"}))
     assert sent is not None and sent.kind == "sent"
@@ -218,41 +211,6 @@ def test_main_rejects_unknown_theme_in_process(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("PUNCH_CONFIG", str(tmp_path / "c.toml"))
     assert tui_main(["--theme", "nope"]) == 2
     assert "unknown theme 'nope'" in capsys.readouterr().err
-
-
-def test_tcp_info_parsing_and_meter() -> None:
-    import struct
-
-    from punch_tui.traffic import TrafficMeter, find_socket, parse_tcp_info
-
-    raw = bytes(120) + struct.pack("=QQ", 5000, 7000)
-    assert parse_tcp_info(raw) == (7000, 5000)  # (received, acked)
-    assert parse_tcp_info(bytes(100)) is None
-
-    class Sock:
-        def __init__(self) -> None:
-            self.acked, self.received = 0, 0
-
-        def fileno(self) -> int:
-            return 7
-
-        def getsockopt(self, level: int, opt: int, size: int) -> bytes:
-            return bytes(120) + struct.pack("=QQ", self.acked, self.received)
-
-    class Conn:  # the shape of a py-libp2p SwarmConn, two levels deep
-        def __init__(self, sock: Sock) -> None:
-            self.muxed_conn = type("M", (), {"secured_conn": type("S", (), {"conn": sock})()})()
-
-    sock = Sock()
-    conn = Conn(sock)
-    assert find_socket(conn) is sock
-    meter = TrafficMeter()
-    sock.received, sock.acked = 100, 50
-    assert meter.sample([conn]) == (100, 50)
-    sock.received, sock.acked = 300, 80
-    assert meter.sample([conn]) == (300, 80)
-    assert meter.sample([]) == (300, 80)  # a closed connection keeps its bytes in the totals
-    assert TrafficMeter().sample([object()]) == (0, 0)  # no TCP socket: nothing to count
 
 
 def test_saved_theme_is_read_from_the_config(tmp_path: Path) -> None:

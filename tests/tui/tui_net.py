@@ -138,8 +138,6 @@ def make_app(tmp: Path, role: str = "listener", bootstrap: list[str] | None = No
              port: int = 0, theme: str = "punch-dark", poll: float = 0.5, key_pair: Any = None,
              **cfg: Any) -> Any:
     from punch_net.config import NodeConfig
-    from punch_net.node import Node
-    from punch_net.roles import ROLES
     from punch_tui.app import PunchApp
     from punch_tui.themes import load_themes
 
@@ -147,8 +145,7 @@ def make_app(tmp: Path, role: str = "listener", bootstrap: list[str] | None = No
                         namespace=namespace, ephemeral=True, data_dir=tmp / "data", **cfg)
     themes, errors = load_themes()
     assert not errors, errors
-    node = Node(config, ROLES[role].run, key_pair=key_pair)
-    return PunchApp(config, node, theme_name=theme, themes=themes, config_path=tmp / "config.toml",
+    return PunchApp(config, key_pair=key_pair, theme_name=theme, themes=themes, config_path=tmp / "config.toml",
                     poll_interval=poll)
 
 

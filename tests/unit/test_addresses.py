@@ -7,7 +7,7 @@ import argparse
 import multiaddr
 import pytest
 
-from punch_net.cli.types import port, positive, positive_int
+from punch_net.flag_types import port, positive, positive_int
 from punch_net.p2p.addresses import (
     AddressError,
     expand_unspecified,

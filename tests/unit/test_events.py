@@ -26,6 +26,7 @@ async def test_bus_fans_out_and_drops_for_slow_subscribers() -> None:
             bus.publish(ev.DHTUpdated(size=i))  # never blocks
         assert bus.dropped == 7 and bus.published == 10
         got_fast = [fast.receive_nowait().size for _ in range(10)]  # type: ignore[attr-defined]
+        assert (slow.dropped, fast.dropped) == (7, 0)
         assert got_fast == list(range(10))
         got_slow = [slow.receive_nowait().size for _ in range(3)]  # type: ignore[attr-defined]
         assert got_slow == [0, 1, 2]
@@ -39,7 +40,7 @@ async def test_unsubscribe_and_closed_receivers_are_forgotten() -> None:
         recv.close()
         bus.publish(ev.PeerDisconnected(peer_id="x"))
         bus.publish(ev.PeerDisconnected(peer_id="y"))
-    assert not bus._subs
+    assert bus.subscribers == 0
     with bus.subscribe(maxsize=1) as recv:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: trio.sleep(0))
@@ -47,3 +48,18 @@ async def test_unsubscribe_and_closed_receivers_are_forgotten() -> None:
             with trio.fail_after(1):
                 got = await recv.receive()
         assert isinstance(got, ev.ErrorEvent) and got.to_json()["where"] == "w"
+
+
+async def test_replay_gives_a_late_subscriber_the_backlog_without_ticks() -> None:
+    from punch_net.torrent import events as tev
+
+    bus = ev.EventBus(backlog=3)
+    for i in range(5):
+        bus.publish(ev.MessageReceived(peer_id="p", id=str(i), command="message", args={}, sender="s"))
+        bus.publish(tev.Progress(info_hash="h", have=i, total=9, bytes_per_s=1.0, peers=1))  # transient
+    with bus.subscribe(maxsize=10, replay=True) as late, bus.subscribe(maxsize=10) as live:
+        got = [late.receive_nowait() for _ in range(3)]
+        assert [e.id for e in got if isinstance(e, ev.MessageReceived)] == ["2", "3", "4"]
+        bus.publish(ev.DHTUpdated(size=1))
+        assert isinstance(late.receive_nowait(), ev.DHTUpdated)
+        assert isinstance(live.receive_nowait(), ev.DHTUpdated)  # no replay asked: live only

@@ -1,0 +1,102 @@
+"""Every py-libp2p 0.8.1 monkeypatch and override Punch uses, one small module each.
+
+Each module's docstring says the bug and links the upstream code (or issue); each has a
+bug-then-fix test in tests/integration/test_patches.py or tests/unit/test_patches.py (the
+GET_PROVIDERS query and the walk: tests/scale/test_provider_walk.py). If a test's "bug"
+half starts failing, upstream fixed it and the patch can go.
+
+Entry points (all idempotent):
+- `install(agent)`: process-wide patches (dial delay, identify agent, Noise/yamux data path).
+- `install_host(host, dial_timeout)`: per-host patches; `build_host` calls both.
+- `install_dht(host, dht, server=...)`: per-DHT patches (kad α, no auto-dialing, server-only
+  routing table, GET_PROVIDERS query and walk, dead-peer eviction, tracing, lookup memory;
+  for a server also the inbound read deadline / per-peer cap).
+Used directly where they are called: `circuit_addrs.advertise_extra_addrs` (a host with
+relay addresses), `dial_failure_cache.forget_dial_failure` (before an explicit dial),
+`yamux_window.grow_receive_window` (bulk streams), and the subclasses
+`relay_hop.PatchedCircuitV2` and `autonat_dial_back.DialBackService` (imported on their own:
+not from here, so this package does not import punch_net.relay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from libp2p.abc import IHost
+
+from punch_net.p2p.patches import (
+    auto_connector,
+    happy_eyeballs,
+    identify_agent,
+    kad_alpha,
+    kad_dead_peer_eviction,
+    kad_inbound_guard,
+    kad_lookup_memory,
+    kad_lookup_tracing,
+    kad_provider_query,
+    kad_provider_walk,
+    kad_server_only_routing,
+    noise_batching,
+    secure_session_read,
+    security_handshake_timeout,
+    yamux_batched_write,
+    yamux_fast_data,
+)
+from punch_net.p2p.patches.circuit_addrs import advertise_extra_addrs
+from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
+from punch_net.p2p.patches.yamux_window import grow_receive_window
+
+_installed = False
+
+
+def install(agent: str | None = None) -> None:
+    """Process-wide patches. `agent`: our identify agent version (default: Punch's)."""
+    global _installed
+    if agent is None:
+        from punch_net import AGENT_VERSION
+
+        agent = AGENT_VERSION
+    identify_agent.install(agent)  # sets the agent string every time, wraps once
+    if _installed:
+        return
+    happy_eyeballs.install()
+    noise_batching.install()
+    secure_session_read.install()
+    yamux_fast_data.install()
+    yamux_batched_write.install()
+    _installed = True
+
+
+def install_host(host: IHost, dial_timeout: float) -> None:
+    """Per-host patches: a deadline on the outbound security handshake."""
+    security_handshake_timeout.install(host, dial_timeout)
+
+
+def install_dht(host: IHost, dht: Any, *, server: bool, walk: Callable[[Any], Any]) -> None:
+    """Per-DHT patches, on a freshly built host and DHT (before the host runs), in the
+    order they wrap each other. `server`: the DHT runs in server mode (inbound guard);
+    `walk(dht)` builds the provider walk that replaces `find_providers` (dht/walk.py)."""
+    if getattr(dht, "_punch_patched", False):
+        return
+    dht._punch_patched = True
+    if server:
+        kad_inbound_guard.install_kad_read_deadline(host, dht.handle_stream)
+    kad_alpha.install()
+    auto_connector.install(host)
+    kad_server_only_routing.install_server_only_routing(host, dht)
+    kad_provider_query.install(host, dht)
+    kad_dead_peer_eviction.install_dead_peer_eviction(host, dht)
+    kad_lookup_tracing.install_tracing(dht)
+    kad_provider_walk.install(dht, walk)
+    kad_lookup_memory.install_lookup_memory(dht)
+
+
+__all__ = [
+    "advertise_extra_addrs",
+    "forget_dial_failure",
+    "grow_receive_window",
+    "install",
+    "install_dht",
+    "install_host",
+]

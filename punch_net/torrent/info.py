@@ -1,0 +1,46 @@
+"""What fronts see of transfers: pure data (snapshot rows, catalogue entries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PeerSnapshot:
+    peer_id: str
+    number: int  # 1-based; `TransferInfo.piece_from` refers to peers by this number
+    state: str  # connecting | active | closed | bad
+    bytes_per_s: float
+    downloaded: int
+    pieces: int
+    bad_pieces: int
+    outstanding: int
+    error: str
+
+
+@dataclass(frozen=True)
+class TransferInfo:
+    info_hash: str
+    name: str  # "" until the metainfo is known
+    size: int
+    have: int  # verified pieces
+    total: int
+    bytes_per_s: float
+    eta_s: float | None  # None: unknown (no rate yet)
+    peers: int  # peers currently sending
+    state: str  # finding | downloading | paused | verifying | seeding | complete | cancelled | error
+    direction: str  # download | seed
+    path: str
+    uploaded: int
+    upload_bytes_per_s: float
+    peer_stats: list[PeerSnapshot]
+    piece_from: list[int]  # per piece: -1 missing, 0 verified from disk (earlier run), k = peer number k
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    size: int
+    info_hash: str
+    providers: int
