@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck bench clean system-deps
+.PHONY: test check demo lint typecheck bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,10 +34,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy punch_net punch_tui
+	$(BIN)/mypy punch_net punch_tui punch_testnet
 
+# The inner loop: lint, types and the unit tier (no sockets), well under 30 s.
+check: lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+# Everything, from nothing (the CI command): lint, types, then unit, integration and e2e tiers.
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy punch_net punch_tui punch_testnet
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)

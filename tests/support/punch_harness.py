@@ -39,7 +39,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 EVENT_TIMEOUT = 60.0  # default seconds to wait for one event (generous: CI machines get busy)
 STOP_TIMEOUT = 10.0  # seconds a process gets to exit after SIGTERM before SIGKILL
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 EventPredicate = Callable[[dict[str, Any]], bool]
 

@@ -15,7 +15,7 @@ from punch_harness import PunchFactory, PunchProcess
 from punch_net.torrent import PIECE_LENGTH
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "support"
 SIZES = {"empty": 0, "one-byte": 1, "one-piece": PIECE_LENGTH, "piece-plus-one": PIECE_LENGTH + 1,
          "twenty-mib.bin": 20 * 1024 * 1024 + 12345}
 DOWNLOAD_TIMEOUT = 120.0

@@ -1,17 +1,16 @@
-"""Fixtures for the NAT rig: one small internet per test, torn down by name afterwards."""
+"""Fixtures of the end-to-end tier: the NAT rig (one small internet per test, torn down by
+name afterwards) and the console tests' shared local network (one per module, real
+processes, stopped by PID at teardown)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from rig import NatRig, rig_unavailable_reason
+from tui_net import Network
 
 _REASON: list[str | None] = []
 
@@ -42,3 +41,12 @@ def make_rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
     finally:
         for rig in rigs:
             rig.close()
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    net = Network(tmp_path_factory.mktemp("tui-net"))
+    try:
+        yield net
+    finally:
+        net.close()

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Punch, is_kind, relay_addr, start_dialer, start_listener, start_relay, tail
+from nat_harness import Punch, is_kind, relay_addr, start_dialer, start_listener, start_relay, tail
 from rig import NAT_WAN
 
 pytestmark = pytest.mark.slow
-PROBE = str(Path(__file__).parent / "dial_probe.py")
+PROBE = str(Path(__file__).parents[1] / "support" / "dial_probe.py")
 
 
 def test_listener_behind_nat_reached_through_relay(make_rig, tmp_path: Path) -> None:
