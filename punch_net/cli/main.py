@@ -17,6 +17,7 @@ from punch_net import events as ev
 from punch_net import flag_types as cli_types
 from punch_net.api import NodeError
 from punch_net.cli.ops_flags import add_ops_flags, configure_ops
+from punch_net.cli.relay_flags import add_relay_flags, configure_relay
 from punch_net.cli.render import human
 from punch_net.cli.services import enable_headless_services
 from punch_net.config import (
@@ -35,7 +36,6 @@ from punch_net.p2p.addresses import AddressError, parse_dial_target
 from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_net.p2p.host import ListenError
 from punch_net.p2p.identity import IdentityError
-from punch_net.relay.cli import add_relay_flags, configure_relay
 from punch_net.roles import ROLES
 from punch_net.runtime import Runtime
 
@@ -192,12 +192,18 @@ async def run_role(cfg: NodeConfig, json_mode: bool, extend: Extend | None = Non
             async def main() -> None:
                 nonlocal code
                 code = await rt.run()
-                await trio.sleep(0.05)  # let the pump print the last events
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(pump)
             nursery.start_soon(stop_on_signal)
             nursery.start_soon(main)
+        # The node has stopped: what it published last is queued already (publishing never
+        # waits), so print it now instead of hoping a short sleep lets the pump catch up.
+        while True:
+            try:
+                printer.emit(events.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
     return code
 
 

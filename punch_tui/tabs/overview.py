@@ -143,12 +143,15 @@ class OverviewTab(NodeTab):
             self.peer_id = stats.peer_id
         self._set_addrs(snap.listen_addrs)
         # Traffic is the node's own wire-byte count (closed connections included), in both modes.
-        b_in, b_out = (stats.bytes_in, stats.bytes_out) if stats else (0, 0)
-        if self._prev is not None:
-            dt = max(1e-3, snap.ts - self._prev[0])
-            self.rate_in.append(max(0.0, (b_in - self._prev[1]) / dt))
-            self.rate_out.append(max(0.0, (b_out - self._prev[2]) / dt))
-        self._prev = (snap.ts, b_in, b_out)
+        # A snapshot without stats (node starting, link down) is no sample: a rate from 0 to
+        # the counters' total would draw an attached node's whole history as one spike.
+        if stats is not None:
+            b_in, b_out = stats.bytes_in, stats.bytes_out
+            if self._prev is not None:
+                dt = max(1e-3, snap.ts - self._prev[0])
+                self.rate_in.append(max(0.0, (b_in - self._prev[1]) / dt))
+                self.rate_out.append(max(0.0, (b_out - self._prev[2]) / dt))
+            self._prev = (snap.ts, b_in, b_out)
         self.query_one("#ov-info", Static).update(self._info_table(snap))
         self.query_one("#ov-spark-in", Sparkline).data = list(self.rate_in)
         self.query_one("#ov-spark-out", Sparkline).data = list(self.rate_out)
