@@ -6,6 +6,8 @@ success and hops over random provide/find pairs (provider A announces a fresh ke
 then a different node B looks it up; latency is timed inside B). The baseline, measured
 in the same run, is a libp2p ping between two nodes over an open connection (the floor of
 one DHT hop), plus the controller's own request/reply time over a node's stdin/stdout.
+Each node is driven through its NodeAPI (`child.api`, a RemoteNode over its pipes):
+`dht_provide`, `dht_find_providers`, `health`, `dial` + `ping`.
 
     .venv/bin/python benchmarks/dht_scale.py                 # N = 25 50 100 200
     .venv/bin/python benchmarks/dht_scale.py --nodes 25 --pairs 50 --json
@@ -29,8 +31,10 @@ from typing import Any
 import psutil
 import trio
 
+from punch_net.api import LookupStep, ProviderLookup
+from punch_net.ops import wire
 from punch_net.p2p.helpers import quiet_libp2p_logging
-from punch_testnet.main import Testnet
+from punch_testnet.main import Child, Testnet
 
 QUIET_CPU_PCT = 0.5  # per node, % of a core: "the network is quiet again"
 QUIET_MAX_WAIT = 60.0
@@ -130,18 +134,18 @@ async def sample_conn_peak(pids: list[int | None], peak: list[int], interval: fl
         await trio.sleep(interval)
 
 
-def trace_summary(traced: list[dict[str, Any]]) -> dict[str, Any]:
+def trace_summary(traced: list[ProviderLookup]) -> dict[str, Any]:
     """Where the lookups' time went, from their per-query steps (`--trace`)."""
-    steps = [s for r in traced for s in r.get("steps", [])]
+    steps: list[LookupStep] = [s for r in traced for s in r.steps or []]
     out: dict[str, Any] = {"queries": len(steps), "lookups": len(traced)}
-    for label, group in (("connected", [s for s in steps if s["connected"]]),
-                         ("dialed", [s for s in steps if not s["connected"]])):
-        opens = [s["open_ms"] for s in group]
-        rpcs = [s["rpc_ms"] for s in group if s.get("rpc_ms") is not None]
-        out[label] = {"n": len(group), "errors": sum("error" in s for s in group),
+    for label, group in (("connected", [s for s in steps if s.connected]),
+                         ("dialed", [s for s in steps if not s.connected])):
+        opens = [s.open_ms for s in group]
+        rpcs = [s.rpc_ms for s in group if s.rpc_ms is not None]
+        out[label] = {"n": len(group), "errors": sum(bool(s.error) for s in group),
                       "open_p50": pct(opens, 50), "open_p90": pct(opens, 90), "open_max": max(opens, default=None),
                       "rpc_p50": pct(rpcs, 50), "rpc_p90": pct(rpcs, 90), "rpc_max": max(rpcs, default=None)}
-    lag = [r.get("lag_total_ms", 0.0) for r in traced]
+    lag = [r.lag_total_ms or 0.0 for r in traced]
     out["lag_total_p50"], out["lag_total_p90"] = pct(lag, 50), pct(lag, 90)
     return out
 
@@ -159,13 +163,13 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         progress(f"N={n}: all up in {row['up_s']} s")
         row["launch_overhead_s"] = round(net.started_at - t0, 2)
         await trio.sleep(settle)
-        stats = await net.poll_stats(timeout=20)
+        stats = await net.poll_health(timeout=20)
         row["polled"] = len(stats)
-        conns = [s["connections"] for s in stats]
-        rss = [s["rss"] / 2**20 for s in stats]
+        conns = [s.connections for s in stats]
+        rss = [s.rss_bytes / 2**20 for s in stats]
         row["conns_avg"] = round(statistics.fmean(conns), 1)
         row["conns_max"] = max(conns)
-        row["dht_avg"] = round(statistics.fmean(s["routing_table_size"] for s in stats), 1)
+        row["dht_avg"] = round(statistics.fmean(s.routing_table_size for s in stats), 1)
         row["rss_avg_mb"] = round(statistics.fmean(rss), 1)
         row["rss_max_mb"] = round(max(rss), 1)
         uss = [u for u in (uss_mb(c.pid) for c in net.children) if u is not None]
@@ -176,16 +180,18 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         rtts = []
         for child in rng.sample(net.children, min(20, n)):
             start = time.perf_counter()
-            await net.call(child, "testnet.stats")
+            with trio.fail_after(20):
+                await child.api.health()
             rtts.append((time.perf_counter() - start) * 1000)
         row["baseline_rr_ms"] = round(statistics.median(rtts), 1)
         # Baseline: one libp2p ping between two nodes on an open connection (one DHT hop's floor).
         pings = []
         for _ in range(20):
             a, b = rng.sample(net.children, 2)
-            args = {"peer": b.peer_id, "addrs": b.addrs}
-            await net.call(a, "testnet.ping", args)  # the first may have to dial
-            pings.append((await net.call(a, "testnet.ping", args))["ms"])
+            with trio.fail_after(30):
+                await a.api.dial(b.dial_addr)  # connected already, or now
+                await a.api.ping(b.peer_id)  # the first opens the ping stream
+                pings.append(await a.api.ping(b.peer_id) * 1000)
         row["ping_ms"] = round(statistics.median(pings), 1)
 
         latencies: list[float] = []
@@ -198,10 +204,11 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
             plan.append((a, b, f"bench-{n}-{seed}-{i}"))
         limiter = trio.CapacityLimiter(8)  # provides overlap; lookups below run one at a time
 
-        async def provide(a: Any, key: str) -> None:
+        async def provide(a: Child, key: str) -> None:
             async with limiter:
-                res = await net.call(a, "testnet.provide", {"key": key}, timeout=40)
-                provide_ms.append(res["ms"])
+                with trio.fail_after(40):
+                    res = await a.api.dht_provide(key)
+                provide_ms.append(res.ms)
 
         peak = [0]
         sampler = trio.CancelScope()
@@ -226,19 +233,23 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         sampler.cancel()  # `ss -p` reads every process's fds: not while lookups are timed
         progress(f"N={n}: {pairs} keys provided (p50 {pct(provide_ms, 50):.0f} ms); "
                  f"quiet after {row['quiet_wait_s']} s; looking them up")
-        traced: list[dict[str, Any]] = []
+        traced: list[ProviderLookup] = []
+        trace_lines: list[dict[str, Any]] = []
         pids = [c.pid for c in net.children]
         cpu_before, lookups_start = cpu_seconds(pids), time.monotonic()
         for a, b, key in plan:  # one lookup at a time: latency without self-inflicted contention
-            find_args = {"key": key, "timeout": 10, "count": count, "trace": trace is not None}
-            res = await net.call(b, "testnet.find", find_args, timeout=40)
-            if a.peer_id in res["providers"]:
+            with trio.fail_after(40):
+                res = await b.api.dht_find_providers(key, count=count, timeout=10, trace=trace is not None)
+            found = a.peer_id in res.providers
+            if found:
                 ok += 1
-                latencies.append(res["ms"])
-                hops.append(res["hops"] or 0)
+                latencies.append(res.ms)
+                hops.append(res.hops or 0)
             if trace is not None:
-                found = a.peer_id in res["providers"]
-                traced.append({**res, "looker": b.peer_id, "provider": a.peer_id, "found": found})
+                traced.append(res)
+                lookup = wire.unstructure(res, ProviderLookup)
+                assert isinstance(lookup, dict)
+                trace_lines.append({**lookup, "looker": b.peer_id, "provider": a.peer_id, "found": found})
         elapsed = time.monotonic() - lookups_start
         # What the whole network burnt while one lookup at a time ran: cores busy (of 2).
         row["lookup_cores"] = round((cpu_seconds(pids) - cpu_before) / elapsed, 2)
@@ -248,7 +259,7 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         if trace is not None:
             row["trace"] = trace_summary(traced)
             with open(trace, "a") as out:
-                out.write(json.dumps({"nodes": n, "lookups": traced, "summary": row["trace"]}) + "\n")
+                out.write(json.dumps({"nodes": n, "lookups": trace_lines, "summary": row["trace"]}) + "\n")
             progress(f"N={n}: trace {json.dumps(row['trace'])}")
         row["provide_p50_ms"] = round(pct(provide_ms, 50), 1)
         row["success"] = f"{ok}/{pairs}"
@@ -258,11 +269,11 @@ async def measure(n: int, pairs: int, settle: float, seed: int, preload: bool, c
         row["p99_ms"] = round(pct(latencies, 99), 1)
         row["hops_avg"] = round(statistics.fmean(hops), 2) if hops else None
         row["hops_max"] = max(hops) if hops else None
-        stats = await net.poll_stats(timeout=20)
-        conns = [s["connections"] for s in stats]
+        stats = await net.poll_health(timeout=20)
+        conns = [s.connections for s in stats]
         row["conns_after_avg"] = round(statistics.fmean(conns), 1)
         row["conns_after_max"] = max(conns)
-        row["pruned_total"] = sum((s.get("connmgr") or {}).get("pruned", 0) for s in stats)
+        row["pruned_total"] = sum(s.connmgr.pruned for s in stats)
         nursery.cancel_scope.cancel()
     row["load_avg_1m"] = round(os.getloadavg()[0], 1)  # other work on the machine skews every figure
     row["left_running"] = sum(1 for c in net.children if c.proc is not None and c.proc.returncode is None)

@@ -164,6 +164,85 @@ class RouteResult:
     candidates: list[Candidate] = field(default_factory=list)
 
 
+# ---------------------------------------------------------------- DHT diagnostics and health
+
+
+@dataclass(frozen=True)
+class DHTProvideResult:
+    """`dht_provide`: did the announcement reach the closest peers, and how long it took."""
+
+    ok: bool
+    ms: float
+
+
+@dataclass(frozen=True)
+class LookupStep:
+    """One GET_PROVIDERS query of a traced lookup: where its time went."""
+
+    peer: str  # the last 8 characters of the peer id (enough to tell the peers of one lookup apart)
+    connected: bool  # already connected when asked (else the stream open included a dial)
+    at_ms: float  # since the lookup started
+    open_ms: float  # stream open (a dial if not connected)
+    rpc_ms: float | None  # request/response; None if the query failed before it
+    total_ms: float
+    providers: int = 0
+    closer: int = 0
+    error: str = ""  # the exception's class name when the query failed
+
+
+@dataclass(frozen=True)
+class ProviderLookup:
+    """`dht_find_providers`: providers found (peer ids, sorted) and the lookup's figures.
+    `hops`: the hop whose answer named a provider (0: we held the record; None: no query
+    answered with one). `steps` and the loop-lag figures only with `trace=True`."""
+
+    providers: list[str]
+    ms: float
+    hops: int | None
+    queries: int
+    steps: list[LookupStep] | None = None
+    lag_max_ms: float | None = None  # the longest our event loop woke a 5 ms sleeper late
+    lag_total_ms: float | None = None  # all those late wake-ups added up
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """`dht_refresh`: the routing table before and after one forced refresh, and how many
+    of our provider records were announced again."""
+
+    before: int
+    after: int
+    evicted_clients: int
+    lookups: int
+    ms: float
+    reprovided: int
+
+
+@dataclass(frozen=True)
+class ConnManagerStats:
+    low: int
+    high: int
+    grace_s: float
+    pruned: int
+    last_trim: float | None
+
+
+@dataclass(frozen=True)
+class Health:
+    """`health`: the process and the node in one cheap answer (no network)."""
+
+    peer_id: str
+    role: str
+    pid: int
+    rss_bytes: int
+    uptime_s: float
+    connections: int  # connected peers
+    routing_table_size: int
+    bootstrapped: bool
+    connmgr: ConnManagerStats
+    dial_errors: int
+
+
 # ---------------------------------------------------------------- the API
 
 
@@ -223,16 +302,36 @@ class NodeAPI(Protocol):
 
     async def torrent_catalogue(self, timeout: float | None = None) -> list[CatalogueEntry]: ...
 
+    async def dht_provide(self, key: str) -> DHTProvideResult:
+        """Announce ourselves as a provider of `key` (any text: its sha2-256 multihash is
+        the DHT key, as for a namespace), bounded by 30 s."""
+        ...
+
+    async def dht_find_providers(self, key: str, count: int = 20, timeout: float = 10.0,
+                                 trace: bool = False) -> ProviderLookup:
+        """Look up the providers of `key` until `count` are found or `timeout` (at most
+        30 s) passes (kubo's `ipfs routing findprovs`); `trace` adds each query's timing."""
+        ...
+
+    async def dht_refresh(self) -> RefreshResult:
+        """Refresh every region of the routing table now, then announce our provider
+        records again."""
+        ...
+
+    async def health(self) -> Health: ...
+
 
 # Request/response commands, in the order above: what the control socket serves and
 # RemoteNode forwards (events are a stream, handled apart).
 API_METHODS = ("info", "snapshot", "dial", "disconnect", "find_peers", "provide", "request", "send_best",
                "rank", "ping", "reputation", "relay_status", "transfers", "torrent_add", "torrent_pause",
-               "torrent_resume", "torrent_cancel", "torrent_verify", "torrent_catalogue")
+               "torrent_resume", "torrent_cancel", "torrent_verify", "torrent_catalogue", "dht_provide",
+               "dht_find_providers", "dht_refresh", "health")
 
 
 __all__ = [
-    "API_METHODS", "SNAPSHOT_PARTS", "Candidate", "CommandFailed", "ConnectionInfo", "JSONObject", "NoCandidates",
-    "NodeAPI", "NodeError", "NodeInfo", "NotRunning", "PeerAddrs", "Reply", "RouteResult", "RoutingBucket",
+    "API_METHODS", "SNAPSHOT_PARTS", "Candidate", "CommandFailed", "ConnManagerStats", "ConnectionInfo",
+    "DHTProvideResult", "Health", "JSONObject", "LookupStep", "NoCandidates", "NodeAPI", "NodeError", "NodeInfo",
+    "NotRunning", "PeerAddrs", "ProviderLookup", "RefreshResult", "Reply", "RouteResult", "RoutingBucket",
     "RoutingPeer", "RoutingTableInfo", "Snapshot", "Stats", "StreamInfo",
 ]

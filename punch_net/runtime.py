@@ -28,16 +28,21 @@ from punch_net import events as ev
 from punch_net.api import (
     SNAPSHOT_PARTS,
     Candidate,
+    DHTProvideResult,
+    Health,
     JSONObject,
     NodeError,
     NodeInfo,
     NotRunning,
     PeerAddrs,
+    ProviderLookup,
+    RefreshResult,
     Reply,
     RouteResult,
     Snapshot,
 )
 from punch_net.config import NodeConfig
+from punch_net.dht import diagnostics
 from punch_net.dht.crawler import Crawler, NetworkMap
 from punch_net.dht.refresh import Refresher
 from punch_net.errors import BadArgs, NotFound
@@ -294,6 +299,24 @@ class LocalNode:
 
     async def torrent_catalogue(self, timeout: float | None = None) -> list[CatalogueEntry]:
         return await self._torrent().catalogue(timeout)
+
+    def _running(self) -> Node:
+        if not self._node.running:
+            raise NotRunning("the node is not running")
+        return self._node
+
+    async def dht_provide(self, key: str) -> DHTProvideResult:
+        return await diagnostics.provide(self._running(), key)
+
+    async def dht_find_providers(self, key: str, count: int = 20, timeout: float = 10.0,
+                                 trace: bool = False) -> ProviderLookup:
+        return await diagnostics.find_providers(self._running(), key, count, timeout, trace)
+
+    async def dht_refresh(self) -> RefreshResult:
+        return await diagnostics.refresh(self._running())
+
+    async def health(self) -> Health:
+        return diagnostics.health(self._running(), self._rt.connmgr)
 
 
 def _info_hash(text: str) -> bytes:

@@ -3,13 +3,14 @@
 A bootstrap server starts first; every other node (`punch listener`, `punch server`, or
 `punch torrent-server` when that role exists) bootstraps to a few random nodes that are
 already up, so start-up never has everyone dial one node. The controller reads each
-child's `--json` events (listening, bootstrapped), polls `testnet.stats` through the
-child's stdin/stdout (punch_testnet/agent.py serve_stdin: no libp2p connection, so watching
-adds nothing to the network it measures), and stops every child on ctrl+c, SIGTERM or
-after `--duration`. Children run with PUNCH_TESTNET=1 (enables the testnet commands),
-in their own session, and stop when their stdin closes, i.e. when the controller is
-gone, even if it was SIGKILLed. (Not PR_SET_PDEATHSIG: trio forks from a worker
-thread, and that signal fires when the forking *thread* exits.)
+child's `--json` events (listening, bootstrapped) and drives it through `child.api`, a
+`RemoteNode` over the child's stdin/stdout: the control protocol of the control socket
+(punch_testnet/agent.py; no libp2p connection, so watching adds nothing to the network it
+measures). It polls `health()` for the status lines and stops every child on ctrl+c,
+SIGTERM or after `--duration`. Children run with PUNCH_TESTNET=1 (which serves the API on
+their stdin/stdout), in their own session, and stop when their stdin closes, i.e. when the
+controller is gone, even if it was SIGKILLed. (Not PR_SET_PDEATHSIG: trio forks from a
+worker thread, and that signal fires when the forking *thread* exits.)
 
 `Testnet` is the programmatic API the benchmark and the tests use.
 """
@@ -20,6 +21,7 @@ import argparse
 import array
 import functools
 import json
+import math
 import os
 import random
 import signal
@@ -36,6 +38,9 @@ from typing import Any
 
 import trio
 
+from punch_net.api import Health, NodeError
+from punch_net.ops.remote import RemoteNode
+
 HELP = "start a local test network of N node processes on 127.0.0.1"
 BOOTSTRAP_FANOUT = 2  # random earlier nodes each new node bootstraps to
 START_TIMEOUT = 60.0  # seconds one child may take to listen and bootstrap
@@ -49,10 +54,6 @@ Emit = Callable[[dict[str, Any]], None]
 
 class TestnetError(Exception):
     """The network cannot be started as asked; one line for humans."""
-
-
-class ControlError(Exception):
-    """A node did not answer a control request (or answered with an error)."""
 
 
 @dataclass(eq=False)  # hashable by identity (trio limiter borrower)
@@ -70,14 +71,22 @@ class Child:
     up_at: float | None = None
     returncode: int | None = None
     killed: bool = False
-    stats: dict[str, Any] | None = None
-    next_id: int = 0
-    pending: dict[int, Any] = field(default_factory=dict)  # request id -> [Event, reply]
-    send_lock: trio.Lock = field(default_factory=trio.Lock)  # one writer at a time on stdin
+    health: Health | None = None  # the last poll's answer
+    remote: RemoteNode | None = None  # over the child's stdin/stdout (see `api`)
+    control_lines: trio.MemorySendChannel[bytes] | None = None  # its stdout's control lines, to `remote`
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
+
+    @property
+    def api(self) -> RemoteNode:
+        """The node's NodeAPI, over its stdin/stdout; usable from launch (requests wait in
+        the pipe until the node serves them). A call to a node that is gone raises
+        ControlError("disconnected")."""
+        if self.remote is None:
+            raise TestnetError(f"node {self.index} was not started")
+        return self.remote
 
     @property
     def dial_addr(self) -> str:
@@ -89,6 +98,23 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.proc is not None and not self.exited.is_set()
+
+
+class _LineFeed(trio.abc.ReceiveStream):
+    """The control lines of a child's stdout, as the receive side of its RemoteNode: the
+    pump reads stdout (it needs the `--json` event lines too) and passes control lines on."""
+
+    def __init__(self, lines: trio.MemoryReceiveChannel[bytes]) -> None:
+        self._lines = lines
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        try:
+            return await self._lines.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return b""  # the child's stdout closed: the client sees the node gone
+
+    async def aclose(self) -> None:
+        await self._lines.aclose()
 
 
 def plan_roles(nodes: int, listeners: int, torrent_servers: int) -> list[str]:
@@ -352,6 +378,12 @@ class Testnet:
             raise TestnetError(f"cannot start node {child.index}: {exc}") from None
         log.close()  # the child holds its own copy
         child.launched_at = time.monotonic()
+        # Unbounded: control lines are replies to our own requests (and one hello), so their
+        # number is bounded by what we asked; a bounded channel could stall the event pump.
+        send, recv = trio.open_memory_channel[bytes](math.inf)
+        child.control_lines = send
+        child.remote = RemoteNode.from_stream(trio.StapledStream(child.proc.stdin, _LineFeed(recv)),
+                                              f"node {child.index}")
         nursery.start_soon(self._pump, child, limited)
 
     async def _pump(self, child: Child, limited: bool) -> None:
@@ -378,6 +410,8 @@ class Testnet:
             pass
         finally:
             release()
+            if child.control_lines is not None:
+                child.control_lines.close()
             with trio.CancelScope(shield=True):
                 child.returncode = await child.proc.wait()
             child.exited.set()
@@ -393,11 +427,9 @@ class Testnet:
         if not isinstance(event, dict):
             return
         kind = event.get("event")
-        if kind == "control_reply":
-            slot = child.pending.get(event.get("id"))  # type: ignore[arg-type]
-            if slot is not None:
-                slot[1] = event
-                slot[0].set()
+        if not isinstance(kind, str):  # a control line (hello, reply, ...): to the child's RemoteNode
+            if child.control_lines is not None:
+                child.control_lines.send_nowait(line + b"\n")
         elif kind == "listening":
             child.peer_id = str(event.get("peer_id", ""))
             child.addrs = [str(a) for a in event.get("addrs", [])]
@@ -427,45 +459,20 @@ class Testnet:
 
     # ------------------------------------------------------------------ drive
 
-    async def call(self, child: Child, command: str, args: dict[str, Any] | None = None,
-                   timeout: float = 30.0) -> Any:
-        """Send a testnet command to one child through its stdin; its reply comes back
-        as a `control_reply` line on its stdout. Raises ControlError."""
-        if child.proc is None or child.proc.stdin is None or not child.alive:
-            raise ControlError(f"node {child.index} is not running")
-        child.next_id += 1
-        req_id = child.next_id
-        slot: list[Any] = [trio.Event(), None]
-        child.pending[req_id] = slot
-        line = json.dumps({"id": req_id, "command": command, "args": args or {}}) + "\n"
-        try:
-            with trio.fail_after(timeout):
-                async with child.send_lock:
-                    await child.proc.stdin.send_all(line.encode())
-                await slot[0].wait()
-        except trio.TooSlowError:
-            raise ControlError(f"node {child.index}: no reply to {command} within {timeout:g}s") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            raise ControlError(f"node {child.index} is not running") from None
-        finally:
-            child.pending.pop(req_id, None)
-        reply = slot[1]
-        if not reply.get("ok"):
-            raise ControlError(f"node {child.index}: {reply.get('error')}")
-        return reply.get("result")
-
-    async def poll_stats(self, timeout: float = POLL_TIMEOUT) -> list[dict[str, Any]]:
-        """`testnet.stats` of every live node (bounded concurrency; failures skipped)."""
-        out: list[dict[str, Any]] = []
+    async def poll_health(self, timeout: float = POLL_TIMEOUT) -> list[Health]:
+        """`health()` of every live node (bounded concurrency; a node that fails or does not
+        answer within `timeout` is left out)."""
+        out: list[Health] = []
         limiter = trio.CapacityLimiter(POLL_CONCURRENCY)
 
         async def one(child: Child) -> None:
             async with limiter:
-                try:
-                    child.stats = await self.call(child, "testnet.stats", timeout=timeout)
-                    out.append(child.stats)
-                except ControlError:
-                    pass
+                with trio.move_on_after(timeout):
+                    try:
+                        child.health = await child.api.health()
+                        out.append(child.health)
+                    except NodeError:
+                        pass
 
         async with trio.open_nursery() as nursery:
             for child in self.children:
@@ -473,7 +480,7 @@ class Testnet:
                     nursery.start_soon(one, child)
         return out
 
-    def status(self, stats: list[dict[str, Any]]) -> dict[str, Any]:
+    def status(self, stats: list[Health]) -> dict[str, Any]:
         up = sum(1 for c in self.children if c.up.is_set() and c.alive)
         return {
             "event": "status",
@@ -481,9 +488,9 @@ class Testnet:
             "up": up,
             "exited": sum(1 for c in self.children if c.exited.is_set()),
             "polled": len(stats),
-            "connections": summarise([s["connections"] for s in stats]),
-            "dht_size": summarise([s["routing_table_size"] for s in stats]),
-            "rss_mb": summarise([round(s["rss"] / 2**20, 1) for s in stats]),
+            "connections": summarise([s.connections for s in stats]),
+            "dht_size": summarise([s.routing_table_size for s in stats]),
+            "rss_mb": summarise([round(s.rss_bytes / 2**20, 1) for s in stats]),
             "elapsed_s": round(time.monotonic() - self.started_at, 1),
         }
 
@@ -603,7 +610,7 @@ async def _run_cli(args: argparse.Namespace, out: _Output) -> int:
                 return
             announced = False
             while True:
-                stats = await net.poll_stats()
+                stats = await net.poll_health()
                 out(net.status(stats))
                 if not announced and net.all_up_at is not None:
                     announced = True
@@ -645,4 +652,4 @@ def main(args: argparse.Namespace) -> int:
         return 130
 
 
-__all__ = ["Child", "ControlError", "Testnet", "TestnetError", "plan_roles", "summarise"]
+__all__ = ["Child", "Testnet", "TestnetError", "plan_roles", "summarise"]

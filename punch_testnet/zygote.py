@@ -33,6 +33,9 @@ def _preload() -> None:
 
     if import_guard.wanted():
         import_guard.install()  # before libp2p: its unused transports stay out of every node
+    # What every child imports (`_child`): the CLI, hence the runtime, py-libp2p and the
+    # control protocol, loaded once here and shared copy-on-write by every node.
+    import punch_net.cli.main  # noqa: F401
     import punch_testnet.agent  # noqa: F401
 
 

@@ -18,6 +18,10 @@ method's keyword arguments, the result its return value, both in the wire form
 `punch_net.ops.wire` derives from the signatures; the server holds a NodeAPI and nothing
 of the node itself. Requests run concurrently; replies carry the request's id. A line over
 1 MiB, bad JSON or an unknown op gets an error reply and the connection stays usable.
+
+The same protocol runs over any byte stream: `serve_stream(api, stream)` serves one
+connection (the socket server calls it per client; `punch testnet` over each child's
+stdin/stdout), and `ControlClient.from_stream` is its client side.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from punch_net.ops.wire import ControlError
 
 __all__ = ["EVENT_BUFFER", "MAX_CLIENTS", "MAX_INFLIGHT", "MAX_LINE", "PROTOCOL", "SEND_TIMEOUT", "ControlClient",
            "ControlError", "LineBuffer", "choose_socket_path", "default_socket_path", "encode", "find_sockets",
-           "parse_request", "serve", "socket_alive", "sweep_stale"]
+           "parse_request", "serve", "serve_stream", "socket_alive", "sweep_stale"]
 
 T = TypeVar("T")
 
@@ -207,7 +211,7 @@ class LineBuffer:
 class _Client:
     """One connected front: its requests run concurrently, at most MAX_INFLIGHT at once."""
 
-    def __init__(self, api: NodeAPI, stream: trio.SocketStream) -> None:
+    def __init__(self, api: NodeAPI, stream: trio.abc.Stream) -> None:
         self.api = api
         self.stream = stream
         self.lock = trio.Lock()
@@ -309,7 +313,10 @@ def _dropped(events: object) -> int:
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError)
 
 
-async def _serve_client(api: NodeAPI, stream: trio.SocketStream) -> None:
+async def serve_stream(api: NodeAPI, stream: trio.abc.Stream) -> None:
+    """Serve `api` to one client over `stream` (a socket, or stdin/stdout stapled together)
+    until the client closes its side or goes away; then close the stream. Starts with the
+    hello line."""
     client = _Client(api, stream)
     buf = LineBuffer()
     try:
@@ -402,7 +409,7 @@ async def serve(api: NodeAPI, *, data_dir: Path, publish: Publish, path: Path | 
 
                 async def client(stream: trio.SocketStream = stream) -> None:
                     async with limiter:
-                        await _serve_client(api, stream)
+                        await serve_stream(api, stream)
 
                 nursery.start_soon(client)
     finally:
@@ -429,11 +436,12 @@ class ControlClient:
 
     def __init__(self, path: Path | str, event_buffer: int = EVENT_BUFFER) -> None:
         self.path = str(path)
+        self.on_socket = True  # False: over a stream given to `from_stream` (no new connections)
         self.hello: dict[str, object] = {}
         self.events = _EventLines(self)
         self.events_lost = 0
         self.closed = trio.Event()
-        self._stream: trio.SocketStream | None = None
+        self._stream: trio.abc.Stream | None = None
         self._next = 0
         self._waiting: set[int] = set()
         self._replies: dict[int, dict[str, object]] = {}
@@ -445,7 +453,20 @@ class ControlClient:
         self._send_lock = trio.Lock()
         self._progress = trio.Event()  # set (and replaced) whenever a reader files a line or stops
 
+    @classmethod
+    def from_stream(cls, stream: trio.abc.Stream, name: str, event_buffer: int = EVENT_BUFFER) -> ControlClient:
+        """A client over an open stream whose other end runs `serve_stream`; `name` stands
+        for it in errors (as the path does). Usable at once: a request sent before the
+        server reads is read once it does, and `hello` is filled in when the hello line
+        comes (no wait for it here, so the caller need not know when the server starts)."""
+        client = cls(name, event_buffer)
+        client.on_socket = False
+        client._stream = stream
+        return client
+
     async def __aenter__(self) -> ControlClient:
+        if not self.on_socket:
+            return self  # from_stream: already open
         try:
             self._stream = await trio.open_unix_socket(self.path)
         except OSError as exc:
@@ -492,7 +513,9 @@ class ControlClient:
         if not isinstance(msg, dict):
             return
         kind = msg.get("type")
-        if kind == "reply" and msg.get("id") in self._waiting:
+        if kind == "hello":  # over a stream it arrives among the replies (see from_stream)
+            self.hello = msg
+        elif kind == "reply" and msg.get("id") in self._waiting:
             self._replies[msg["id"]] = msg
         elif kind in ("event", "dropped"):
             if len(self._queue) >= self._event_buffer:

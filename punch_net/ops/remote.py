@@ -10,6 +10,10 @@ layer's own codes such as `bad_args` or `disconnected`).
         snap = await node.snapshot(["stats"])
         async with node.events(replay=True) as events:
             async for event in events: ...
+
+`RemoteNode.from_stream(stream, name)` speaks the same protocol over any open trio stream
+whose other end runs `punch_net.ops.control.serve_stream` (`punch testnet` drives each
+child through its stdin/stdout this way).
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from punch_net import events as ev
 from punch_net.api import (
     API_METHODS,
     Candidate,
+    DHTProvideResult,
+    Health,
     JSONObject,
     NodeAPI,
     NodeInfo,
     PeerAddrs,
+    ProviderLookup,
+    RefreshResult,
     RelayStatus,
     Reply,
     RouteResult,
@@ -91,6 +99,14 @@ class RemoteNode:
 
     def __init__(self, client: ControlClient) -> None:
         self._client = client
+        self._subscribed = False  # over a stream: its one subscription is taken
+
+    @classmethod
+    def from_stream(cls, stream: trio.abc.Stream, name: str) -> RemoteNode:
+        """The NodeAPI over an open stream to `serve_stream` (`name` stands for it in
+        errors). Ready at once; `hello` fills in when the server's first line arrives.
+        `events()` then shares that stream: one subscription at a time."""
+        return cls(ControlClient.from_stream(stream, name))
 
     @classmethod
     async def connect(cls, path: Path | str, timeout: float = CONNECT_TIMEOUT) -> RemoteNode:
@@ -209,37 +225,77 @@ class RemoteNode:
     async def torrent_catalogue(self, timeout: float | None = None) -> list[CatalogueEntry]:
         return await self._invoke(NodeAPI.torrent_catalogue, timeout=timeout)
 
+    async def dht_provide(self, key: str) -> DHTProvideResult:
+        return await self._invoke(NodeAPI.dht_provide, key=key)
+
+    async def dht_find_providers(self, key: str, count: int = 20, timeout: float = 10.0,
+                                 trace: bool = False) -> ProviderLookup:
+        return await self._invoke(NodeAPI.dht_find_providers, key=key, count=count, timeout=timeout, trace=trace)
+
+    async def dht_refresh(self) -> RefreshResult:
+        return await self._invoke(NodeAPI.dht_refresh)
+
+    async def health(self) -> Health:
+        return await self._invoke(NodeAPI.health)
+
     # ------------------------------------------------------------ events
 
     @asynccontextmanager
     async def _events(self, replay: bool) -> AsyncIterator[AsyncIterator[ev.Event]]:
+        if not self._client.on_socket:
+            async with self._shared_events(replay) as stream:
+                yield stream
+            return
         # A connection of its own: its drops and replay are this subscriber's alone, and
         # a slow consumer never delays the replies of the request connection.
-        async with ControlClient(self.path) as client:
-            try:
-                await client.call("subscribe", {"replay": replay}, timeout=REQUEST_TIMEOUT)
-            except ControlError as exc:
-                raise wire.error_from_wire(exc.code, str(exc)) from None
-            send, recv = trio.open_memory_channel[dict[str, object]](EVENT_BUFFER)
-            stream = RemoteEvents(recv)
+        async with ControlClient(self.path) as client, self._pumped(client, replay) as stream:
+            yield stream
 
-            async def pump() -> None:
-                # Drain the socket whatever the consumer's pace, so the node never waits
-                # on us; what the buffer cannot hold is counted and reported in the stream.
-                with send:
-                    async for msg in client.events:
-                        try:
-                            send.send_nowait(msg)
-                        except trio.WouldBlock:
-                            stream.lost_here += 1
-                            stream.dropped += 1
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump)
+    @asynccontextmanager
+    async def _shared_events(self, replay: bool) -> AsyncIterator[RemoteEvents]:
+        """Over a stream there is no second connection: subscribe on the one we have
+        (the server keeps one subscription per connection, hence one at a time)."""
+        if self._subscribed:
+            raise ControlError("busy", f"{self.path}: one event subscription at a time over a stream")
+        self._subscribed = True
+        try:
+            async with self._pumped(self._client, replay) as stream:
+                yield stream
+        finally:
+            self._subscribed = False
+            with trio.CancelScope(shield=True), trio.move_on_after(CONNECT_TIMEOUT):
                 try:
-                    yield stream
-                finally:
-                    nursery.cancel_scope.cancel()
+                    await self._client.call("unsubscribe", timeout=CONNECT_TIMEOUT)
+                except (ControlError, ConnectionError, trio.TooSlowError):
+                    pass  # the stream is gone or stuck: nothing left to stop
+
+    @asynccontextmanager
+    async def _pumped(self, client: ControlClient, replay: bool) -> AsyncIterator[RemoteEvents]:
+        """Subscribe on `client` and pump its event lines into a typed RemoteEvents."""
+        try:
+            await client.call("subscribe", {"replay": replay}, timeout=REQUEST_TIMEOUT)
+        except ControlError as exc:
+            raise wire.error_from_wire(exc.code, str(exc)) from None
+        send, recv = trio.open_memory_channel[dict[str, object]](EVENT_BUFFER)
+        stream = RemoteEvents(recv)
+
+        async def pump() -> None:
+            # Drain the socket whatever the consumer's pace, so the node never waits
+            # on us; what the buffer cannot hold is counted and reported in the stream.
+            with send:
+                async for msg in client.events:
+                    try:
+                        send.send_nowait(msg)
+                    except trio.WouldBlock:
+                        stream.lost_here += 1
+                        stream.dropped += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump)
+            try:
+                yield stream
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 def _conforms(node: RemoteNode) -> NodeAPI:

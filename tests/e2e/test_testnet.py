@@ -5,7 +5,9 @@
 - after SIGKILLing a third of the nodes and one refresh on the survivors, lookups
   between survivors still all succeed;
 - `punch testnet` stops every process it started on ctrl+c (SIGINT), and exits 2 with
-  one line on bad flags.
+  one line on bad flags;
+- the controller drives every child through the NodeAPI over the child's stdin/stdout
+  (`child.api`, a RemoteNode): typed results, concurrent calls, the same errors.
 
 Correctness only, with generous timeouts: speed is benchmarks/dht_scale.py's job.
 """
@@ -24,6 +26,8 @@ from typing import Any
 import pytest
 import trio
 
+from punch_net.api import Health, NodeError, ProviderLookup
+from punch_net.ops.wire import ControlError
 from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_testnet.main import Child, Testnet
 
@@ -51,10 +55,10 @@ async def lookups(net: Testnet, nodes: list[Child], pairs: int, tag: str, rng: r
     for i in range(pairs):
         a, b = rng.sample(nodes, 2)
         key = f"{tag}-{i}"
-        res = await net.call(a, "testnet.provide", {"key": key}, timeout=60)
-        assert res["ok"], f"node {a.index} could not provide {key}"
-        found = await net.call(b, "testnet.find", {"key": key, "timeout": 20}, timeout=60)
-        if a.peer_id not in found["providers"]:
+        res = await a.api.dht_provide(key)
+        assert res.ok, f"node {a.index} could not provide {key}"
+        found = await b.api.dht_find_providers(key, timeout=20)
+        if a.peer_id not in found.providers:
             failures.append(f"{b.index} did not find {a.index} ({found})")
     return failures
 
@@ -73,10 +77,10 @@ async def test_twenty_node_testnet_survives_losing_a_third() -> None:
             assert len(pids) == NODES
 
             with trio.fail_after(60):
-                stats = await net.poll_stats(timeout=30)
+                stats = await net.poll_health(timeout=30)
             assert len(stats) == NODES
-            assert all(s["routing_table_size"] > 0 for s in stats), stats
-            assert max(s["connections"] for s in stats) <= 60
+            assert all(s.routing_table_size > 0 and s.bootstrapped for s in stats), stats
+            assert max(s.connections for s in stats) <= 60
 
             with trio.fail_after(240):
                 assert await lookups(net, net.children, PAIRS, "before", rng) == []
@@ -89,11 +93,11 @@ async def test_twenty_node_testnet_survives_losing_a_third() -> None:
             with trio.fail_after(120):
                 async with trio.open_nursery() as refreshers:
                     for child in survivors:
-                        refreshers.start_soon(net.call, child, "testnet.refresh", None, 90)
+                        refreshers.start_soon(child.api.dht_refresh)
             with trio.fail_after(240):
                 assert await lookups(net, survivors, PAIRS, "after", rng) == []
             with trio.fail_after(60):
-                stats = await net.poll_stats(timeout=30)
+                stats = await net.poll_health(timeout=30)
             assert len(stats) == len(survivors)
             nursery.cancel_scope.cancel()
     finally:
@@ -198,22 +202,47 @@ async def test_torrent_servers_start() -> None:
 
 
 @pytest.mark.slow
-async def test_concurrent_calls_to_one_node_share_its_stdin() -> None:
-    """Many tasks may drive the same node at once (the benchmark provides in parallel);
-    their request lines must not collide on the child's stdin."""
-    net = Testnet(2)
+async def test_the_controller_drives_children_through_the_node_api() -> None:
+    """Over a child's stdin/stdout: typed results, many concurrent calls whose request
+    lines must not collide on its stdin (the benchmark provides in parallel), the API's own
+    errors, and dial + ping (what `testnet.ping` was)."""
+    net = Testnet(3)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(120):
             await nursery.start(net.run)
             await net.wait_all_up(timeout=120)
-            child = net.children[1]
-            results: list[Any] = []
+            a, b = net.children[1], net.children[2]
+            results: list[Health] = []
 
             async def one() -> None:
-                results.append(await net.call(child, "testnet.stats", timeout=60))
+                results.append(await a.api.health())
 
             async with trio.open_nursery() as calls:
                 for _ in range(20):
                     calls.start_soon(one)
-        assert len(results) == 20 and all(isinstance(r, dict) for r in results)
+            assert len(results) == 20 and {r.pid for r in results} == {a.pid}
+            assert results[0].peer_id == a.peer_id == a.api.hello["peer_id"]
+
+            provided = await a.api.dht_provide("drive-me")
+            assert provided.ok
+            lookup = await b.api.dht_find_providers("drive-me", count=1, trace=True)
+            assert isinstance(lookup, ProviderLookup) and lookup.providers == [a.peer_id]
+            assert lookup.steps is not None and lookup.lag_total_ms is not None
+            # bad_args, as over the control socket (a ControlError with that code)
+            with pytest.raises(NodeError, match="count") as bad:
+                await b.api.dht_find_providers("drive-me", count=0)
+            assert bad.value.code == "bad_args"
+            with pytest.raises(NodeError, match="timeout") as bad:
+                await b.api.dht_find_providers("drive-me", timeout=31)
+            assert bad.value.code == "bad_args"
+
+            assert await a.api.dial(b.dial_addr) == b.peer_id
+            assert 0 < await a.api.ping(b.peer_id) < 5
+            refreshed = await a.api.dht_refresh()
+            assert refreshed.after >= 1 and refreshed.reprovided >= 1
+
+            await net.kill(b)
+            with pytest.raises(ControlError) as gone:
+                await b.api.health()
+            assert gone.value.code == "disconnected"
         nursery.cancel_scope.cancel()

@@ -278,3 +278,77 @@ def test_remote_node_has_every_api_method_with_the_same_signature() -> None:
                                                                       eval_str=True), name
         if name in api.API_METHODS:
             assert inspect.iscoroutinefunction(mine), name
+
+
+# ---------------------------------------------------------------- DHT diagnostics and health
+
+
+def provider_lookup(trace: bool) -> api.ProviderLookup:
+    if not trace:
+        return api.ProviderLookup(providers=[OTHER, PEER], ms=12.5, hops=2, queries=5)
+    steps = [api.LookupStep(peer=OTHER[-8:], connected=True, at_ms=0.0, open_ms=0.5, rpc_ms=1.25, total_ms=1.75,
+                            providers=1, closer=3),
+             api.LookupStep(peer=PEER[-8:], connected=False, at_ms=0.1, open_ms=1000.0, rpc_ms=None,
+                            total_ms=1000.0, error="TooSlowError")]
+    return api.ProviderLookup(providers=[OTHER], ms=1001.5, hops=None, queries=2, steps=steps, lag_max_ms=3.5,
+                              lag_total_ms=7.0)
+
+
+def health() -> api.Health:
+    return api.Health(peer_id=PEER, role="server", pid=4242, rss_bytes=57 << 20, uptime_s=12.5, connections=3,
+                      routing_table_size=19, bootstrapped=True,
+                      connmgr=api.ConnManagerStats(low=32, high=48, grace_s=5.0, pruned=2, last_trim=None),
+                      dial_errors=1)
+
+
+# The new methods' samples join RESULTS, so the round-trip test above covers them too.
+RESULTS.update({
+    "dht_provide": api.DHTProvideResult(ok=True, ms=38.5),
+    "dht_find_providers": provider_lookup(trace=True),
+    "dht_refresh": api.RefreshResult(before=18, after=19, evicted_clients=0, lookups=3, ms=120.5, reprovided=4),
+    "health": health(),
+})
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_provider_lookup_round_trips_with_and_without_trace(trace: bool) -> None:
+    value = provider_lookup(trace)
+    back = over_the_wire("dht_find_providers", value)
+    assert back == value
+    assert_same_types(value, back, "dht_find_providers")
+    data = wire.unstructure_result("dht_find_providers", value)
+    assert isinstance(data, dict) and isinstance(data["providers"], list)
+    assert (data["steps"] is None) is (not trace)
+
+
+def test_health_keeps_whole_numbers_and_a_missing_trim() -> None:
+    data = wire.unstructure_result("health", health())
+    assert isinstance(data, dict) and data["rss_bytes"] == 57 << 20 and data["connmgr"]["last_trim"] is None
+    trimmed = dataclasses.replace(health(), connmgr=api.ConnManagerStats(low=1, high=2, grace_s=1.0, pruned=0,
+                                                                        last_trim=1700000000.5))
+    back = over_the_wire("health", trimmed)
+    assert isinstance(back, api.Health) and back.connmgr.last_trim == 1700000000.5
+
+
+def test_dht_arguments_are_structured_from_json() -> None:
+    assert wire.structure_args("dht_find_providers", {"key": "k", "count": 1, "timeout": 2, "trace": True}) == {
+        "key": "k", "count": 1, "timeout": 2.0, "trace": True}
+    assert wire.structure_args("dht_provide", {"key": "k"}) == {"key": "k"}
+    assert wire.structure_args("dht_refresh", {}) == {}
+    assert wire.structure_args("health", {}) == {}
+
+
+@pytest.mark.parametrize("name,args,says", [
+    ("dht_provide", {}, "missing argument 'key'"),
+    ("dht_provide", {"key": ""}, "non-empty"),
+    ("dht_find_providers", {"key": "k", "count": 2.5}, "'count' must be integer"),
+    ("dht_find_providers", {"key": "k", "count": True}, "'count' must be integer"),
+    ("dht_find_providers", {"key": "k", "trace": 1}, "'trace' must be boolean"),
+    ("dht_find_providers", {"key": "k", "timeout": 0}, "(0, 300]"),
+    ("health", {"verbose": True}, "takes: no arguments"),
+])
+def test_bad_dht_arguments_are_one_line_bad_args(name: str, args: dict[str, object], says: str) -> None:
+    with pytest.raises(wire.ControlError) as info:
+        wire.structure_args(name, args)
+    assert info.value.code == "bad_args"
+    assert says in str(info.value) and str(info.value).startswith(f"{name}: ")
