@@ -106,8 +106,8 @@ class Runtime:
             self.network_map = NetworkMap()
             self.crawler = Crawler(node, self.network_map, self.reputation, self.book,
                                    interval=cfg.crawl_interval)
-        self.metrics = NodeMetrics(node, self.reputation, self.relay,
-                                   transfers=self.torrent.snapshot if self.torrent else None)
+        self.api = LocalNode(self)
+        self.metrics = NodeMetrics(cfg.role, self.api)
         self.reputation.on_record = self.metrics.reputation_event
         node.set_router(self.relay)
         node.observe_requests(self.reputation)
@@ -123,7 +123,6 @@ class Runtime:
         ]
         for component in components:
             node.add_component(component)
-        self.api = LocalNode(self)
 
     def add_service(self, fn: Service) -> None:
         """A front's long-running service, started (in order) once the node listens."""

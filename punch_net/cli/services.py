@@ -19,7 +19,7 @@ def enable_headless_services(rt: Runtime) -> None:
     cfg = rt.config
     publish = rt.node.bus.publish
     if cfg.metrics_port is not None:
-        rt.add_service(partial(serve_metrics, rt.node, rt.metrics, cfg.metrics_host, cfg.metrics_port))
+        rt.add_service(partial(serve_metrics, rt.metrics, rt.node.bus.publish, cfg.metrics_host, cfg.metrics_port))
     if not cfg.control:
         return
     socket_path: list[Path] = []

@@ -8,10 +8,11 @@ Names follow go-libp2p where a go-libp2p metric exists, so its Grafana dashboard
 bytes and pieces, reputation). See docs/OPERATIONS.md for the full list.
 
 Each node has its own `CollectorRegistry` (several nodes in one process never collide).
-Counters that the node already keeps (`node.counters`, relay status, reputation, the
-transfers' rows) are read at scrape time; connections and DHT lookups come in through
-the kernel's observers (`Node.observe_connections`, `observe_lookups`), events through
-the node's bus. The composition root (punch_net/runtime.py) wires it.
+What the node already counts is read at scrape time from the NodeAPI's typed snapshot
+(stats, connections, relay, reputation, transfers: `LocalNode.take_snapshot`), events
+from its event stream; connections (with their labels and lifetimes) and DHT lookup
+timings come in through the kernel's observers (`Node.observe_connections`,
+`observe_lookups`). The composition root (punch_net/runtime.py) wires it.
 
 The HTTP endpoint is served by trio itself (no thread), so scrapes read node state on the
 node's own thread and never race it.
@@ -20,8 +21,9 @@ node's own thread and never race it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import trio
 from libp2p.abc import IHost
@@ -42,11 +44,9 @@ from trio_typing import TaskStatus
 
 from punch_net import __version__
 from punch_net import events as ev
+from punch_net.api import JSONObject, Snapshot, Stats
 from punch_net.errors import NodeError
-from punch_net.node import Node
-from punch_net.relay.manager import RelayManager
-from punch_net.routing.reputation import ReputationStore
-from punch_net.torrent.info import TransferInfo
+from punch_net.relay.status import RelayStatus
 
 disable_created_metrics()  # go-libp2p exports no *_created series; dashboards do not expect them
 
@@ -85,13 +85,24 @@ def conn_labels(conn: Any) -> dict[str, str]:
     }
 
 
+class SnapshotSource(Protocol):
+    """What metrics read: the NodeAPI's snapshot (synchronously: a scrape cannot await) and
+    its event stream. The in-process `LocalNode` (punch_net/runtime.py) is one."""
+
+    def take_snapshot(self, parts: list[str] | None = None) -> Snapshot: ...
+
+    def events(self, replay: bool = True) -> AbstractAsyncContextManager[AsyncIterator[ev.Event]]: ...
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 class NodeMetrics:
     """All of one node's metrics and the hooks that feed them."""
 
-    def __init__(self, node: Node, reputation: ReputationStore, relay: RelayManager,
-                 transfers: Callable[[], list[TransferInfo]] | None = None) -> None:
-        self.node = node
-        self.transfers = transfers
+    def __init__(self, role: str, source: SnapshotSource) -> None:
+        self.source = source
         self.registry = CollectorRegistry()
         r = self.registry
         labels = ["dir", "transport", "security", "muxer"]
@@ -114,14 +125,14 @@ class NodeMetrics:
         self.routed = Counter("punch_routed_requests", "Weighted-routing sends by result", ["result"], registry=r)
         self.crawls = Counter("punch_monitor_crawls", "Monitor crawl rounds finished", registry=r)
         self.info = Gauge("punch_build_info", "Punch version and role", ["version", "role"], registry=r)
-        self.info.labels(__version__, node.config.role).set(1)
+        self.info.labels(__version__, role).set(1)
         for direction in ("down", "up"):
             self.torrent_bytes_c.labels(direction)
         for result in ("verified", "corrupt"):
             self.torrent_pieces_c.labels(result)
         for kind in ("success", "failure", "timeout", "bad_data"):
             self.reputation_events.labels(kind)
-        r.register(_NodeCollector(node, reputation, relay))
+        r.register(_NodeCollector(source))
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self._opened_at: dict[int, tuple[float, dict[str, str]]] = {}
@@ -163,13 +174,7 @@ class NodeMetrics:
         """Fill the torrent series from the transfers' rows (TransferInfo): per transfer, the
         growth of bytes received from peers, bytes served, pieces received and pieces that
         failed their hash."""
-        fn = self.transfers
-        if fn is None:
-            return
-        try:
-            rows = fn()
-        except Exception:
-            return
+        rows = self.source.take_snapshot(["transfers"]).transfers or []
         for t in rows:
             figures = {("bytes", "down"): sum(p.downloaded for p in t.peer_stats),
                        ("bytes", "up"): t.uploaded,
@@ -192,24 +197,22 @@ class NodeMetrics:
         pass  # connections come through Node.observe_connections, lookups through observe_lookups
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        with self.node.bus.subscribe(maxsize=10_000) as events:
+        async with self.source.events(replay=False) as events:
+            task_status.started()
             async for event in events:
                 self.on_event(event)
 
 
 class _NodeCollector(Collector):
-    """Reads what the node already counts, at scrape time."""
+    """Reads the node's typed snapshot (the NodeAPI's), at scrape time."""
 
-    def __init__(self, node: Node, reputation: ReputationStore, relay: RelayManager) -> None:
-        self.node = node
-        self.reputation = reputation
-        self.relay = relay
+    def __init__(self, source: SnapshotSource) -> None:
+        self.source = source
 
     def collect(self) -> Iterator[Any]:
-        node = self.node
-        node.update_traffic()
-        c = node.counters
+        snap = self.source.take_snapshot(["stats", "connections", "relay", "reputation"])
+        c = snap.stats or Stats(role="", peer_id="", uptime_s=0.0, connections=0, routing_table_size=0,
+                                events_dropped=0)
         traffic = CounterMetricFamily("punch_transport_bytes", "Bytes on the wire after each Noise handshake",
                                       labels=["direction"])
         traffic.add_metric(["in"], c.bytes_in)
@@ -227,45 +230,36 @@ class _NodeCollector(Collector):
         dial.add_metric(["tcp", "other"], c.dial_errors)
         yield dial
         yield CounterMetricFamily("punch_events_dropped", "Events dropped for slow subscribers",
-                                  value=node.bus.dropped)
-        if not node.running:
-            yield from self._reputation(node, [])
-            return
-        try:
-            peers = node.connected_peers()
-            conns = node.host.get_network().get_connections_map()
+                                  value=c.events_dropped)
+        peers: list[str] = []
+        if snap.stats is not None:
+            peers = sorted({conn.peer_id for conn in snap.connections})
             yield GaugeMetricFamily("punch_connected_peers", "Peers with at least one connection",
                                     value=len(peers))
-            yield GaugeMetricFamily("punch_connections", "Open connections",
-                                    value=sum(len(v) for v in conns.values()))
+            yield GaugeMetricFamily("punch_connections", "Open connections", value=len(snap.connections))
             yield GaugeMetricFamily("punch_dht_routing_table_size", "Peers in the Kademlia routing table",
-                                    value=node.dht.get_routing_table_size())
-        except Exception:
-            peers = []
-        yield from self._reputation(node, peers)
-        yield from self._relay(node)
+                                    value=c.routing_table_size)
+        yield from self._reputation(snap.reputation or [], peers)
+        if snap.relay is not None:
+            yield from self._relay(snap.relay)
 
-    def _reputation(self, node: Node, peers: list[Any]) -> Iterator[Any]:
-        store = self.reputation
-        yield GaugeMetricFamily("punch_reputation_peers", "Peers with a reputation record", value=len(store.peers))
-        scores = [store.score(p) for p in list(store.peers)]
+    def _reputation(self, rows: list[JSONObject], peers: list[str]) -> Iterator[Any]:
+        scores = {str(row.get("peer_id")): _number(row.get("score")) for row in rows}
+        yield GaugeMetricFamily("punch_reputation_peers", "Peers with a reputation record", value=len(scores))
         bounds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-        buckets = [(f"{b:g}", sum(1 for s in scores if s <= b + 1e-12)) for b in bounds]
+        buckets = [(f"{b:g}", sum(1 for s in scores.values() if s <= b + 1e-12)) for b in bounds]
         buckets.append(("+Inf", len(scores)))
         yield GaugeHistogramMetricFamily("punch_reputation_score_distribution",
                                          "Reputation scores of all known peers", buckets=buckets,
-                                         gsum_value=sum(scores))
+                                         gsum_value=sum(scores.values()))
         per_peer = GaugeMetricFamily("punch_reputation_score", "Reputation of connected peers (0..1)",
                                      labels=["peer_id"])
         for peer in peers[:MAX_LABELLED_PEERS]:
-            per_peer.add_metric([str(peer)], store.score(peer))
+            if peer in scores:
+                per_peer.add_metric([peer], scores[peer])
         yield per_peer
 
-    def _relay(self, node: Node) -> Iterator[Any]:
-        try:
-            status = self.relay.status()
-        except Exception:
-            return
+    def _relay(self, status: RelayStatus) -> Iterator[Any]:
         yield GaugeMetricFamily("libp2p_relaysvc_status", "Relay service active (1) or not (0)",
                                 value=1 if status.service_enabled else 0)
         sc = status.service_counters or {}
@@ -346,7 +340,7 @@ async def _serve_one(stream: trio.SocketStream, metrics: NodeMetrics) -> None:
                 pass
 
 
-async def serve_metrics(node: Node, metrics: NodeMetrics, host: str, port: int, *,
+async def serve_metrics(metrics: NodeMetrics, publish: Callable[[ev.Event], None], host: str, port: int, *,
                         task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Listen on host:port and answer scrapes until cancelled."""
     try:
@@ -356,7 +350,7 @@ async def serve_metrics(node: Node, metrics: NodeMetrics, host: str, port: int, 
     limiter = trio.CapacityLimiter(MAX_CLIENTS)
     bound = listeners[0].socket.getsockname()
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound[1]}/metrics"
-    node.bus.publish(ev.MetricsServing(url=url))
+    publish(ev.MetricsServing(url=url))
     task_status.started(url)
 
     async def handler(stream: trio.SocketStream) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from punch_net.api import Snapshot, Stats
 from punch_net.events import EventBus, HolePunch, Reply
-from punch_net.node import Counters
 from punch_net.ops.metrics import NodeMetrics
 from punch_net.routing.reputation import ReputationStore
 
@@ -28,22 +27,29 @@ class Transfer:
     peer_stats: list[Peer] = field(default_factory=list)
 
 
-def fake_node() -> Any:
-    counters = Counters(messages_in=4, dial_errors=2)
+class FakeSource:
+    """The snapshot a LocalNode would give, built by hand: counters, a reputation store's
+    rows, and the transfers' rows (which the test changes between scrapes)."""
 
-    def update_traffic() -> None:  # the real node sums its connections; here: fixed figures
-        counters.bytes_in, counters.bytes_out = 1000, 2000
+    def __init__(self, store: ReputationStore, transfers: list[Transfer] | None) -> None:
+        self.store = store
+        self.transfers = transfers
+        self.bus = EventBus()
 
-    return SimpleNamespace(config=SimpleNamespace(role="listener"), counters=counters, update_traffic=update_traffic,
-                           bus=EventBus(), running=False)
+    def take_snapshot(self, parts: list[str] | None = None) -> Snapshot:
+        stats = Stats(role="listener", peer_id="me", uptime_s=1.0, connections=0, routing_table_size=0,
+                      events_dropped=0, messages_in=4, dial_errors=2, bytes_in=1000, bytes_out=2000)
+        rows: Any = self.transfers
+        return Snapshot(ts=0.0, stats=stats, transfers=rows, reputation=self.store.snapshot())
+
+    def events(self, replay: bool = True) -> Any:
+        raise AssertionError("not used without a running node")
 
 
 def fake_metrics(transfers: list[Transfer] | None = None) -> tuple[NodeMetrics, ReputationStore]:
-    """NodeMetrics over a fake node, a real reputation store and no relay (no relay series)."""
+    """NodeMetrics over a hand-made snapshot source (no relay part: no relay series)."""
     store = ReputationStore()
-    relay: Any = SimpleNamespace()  # no status(): the collector skips the relay series
-    rows: Any = (lambda: transfers) if transfers is not None else None
-    return NodeMetrics(fake_node(), store, relay, transfers=rows), store
+    return NodeMetrics("listener", FakeSource(store, transfers)), store
 
 
 def samples(m: NodeMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
