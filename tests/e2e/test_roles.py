@@ -93,7 +93,7 @@ def test_server_restart_network_recovers(punch: PunchFactory, tmp_path: Path) ->
     mark = listener.mark()
 
     server.kill()  # a crash: no goodbye to anyone
-    time.sleep(0.5)
+    listener.wait_event("disconnected", 30, pred=lambda e: e["peer_id"] == first_id, after=mark)  # it noticed
     server2 = punch.server(*flags, name="server-2")
     assert server2.peer_id == first_id  # same data dir, same key, same peer id
 

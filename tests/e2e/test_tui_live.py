@@ -9,7 +9,7 @@ import asyncio
 import socket
 from pathlib import Path
 
-from tui_net import Network, make_app, screen_text, wait_until
+from tui_net import Network, make_app, open_palette, screen_text, wait_palette_hit, wait_until
 
 from punch_tui.format import short_id
 from punch_tui.widgets.table import FilterTable
@@ -40,8 +40,9 @@ def test_discovery_shows_in_connections_and_dht(network: Network, tmp_path: Path
             peers = app.query_one("#dht-peers", FilterTable)
             await wait_until(pilot, lambda: short_id(network.server.peer_id, 12) in peers.column_texts("peer"),
                              what="server in the routing table")
-            await pilot.pause(0.3)
-            text = screen_text(app)
+            text = await wait_until(pilot, lambda: (lambda t: t if short_id(network.server.peer_id, 12) in t
+                                                    and "buckets" in t else "")(screen_text(app)),
+                                    what="the DHT tab drawn")
             assert short_id(network.server.peer_id, 12) in text
             assert "buckets" in text
             await pilot.press("q")
@@ -58,10 +59,9 @@ def test_palette_dial_then_message_gets_reply(network: Network, tmp_path: Path) 
         app = make_app(tmp_path, "listener", [network.server.addr], namespace="tui-other")
         async with app.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda: app.bridge.running, what="node running")
-            await pilot.press("ctrl+p")
-            await pilot.pause(0.2)
+            await open_palette(pilot, app)
             await pilot.press(*f"dial {target.addr}")
-            await pilot.pause(0.8)
+            await wait_palette_hit(pilot, app, f"dial {target.addr}")
             await pilot.press("enter")
             await wait_until(pilot, lambda: app.last_snapshot and target.peer_id in
                              {c.peer_id for c in app.last_snapshot.connections}, what="palette dial connected")
@@ -88,8 +88,7 @@ def test_bad_input_gives_inline_errors(network: Network, tmp_path: Path) -> None
         app = make_app(tmp_path, "listener", [network.server.addr])
         async with app.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda: app.bridge.running, what="node running")
-            await pilot.press("ctrl+p")
-            await pilot.pause(0.2)
+            await open_palette(pilot, app)
             await pilot.press(*"dial /ip4/999.1.2.3/tcp/80")
             await wait_until(pilot, lambda: "✗" in screen_text(app), timeout=10, what="an error hit")
             text = screen_text(app)
@@ -99,8 +98,8 @@ def test_bad_input_gives_inline_errors(network: Network, tmp_path: Path) -> None
             await pilot.press("escape")
             await pilot.press("4", "c")
             await pilot.press(*"nosuchpeer", "tab", "tab", *"hi", "enter")
-            await pilot.pause(0.3)
-            assert "unknown peer 'nosuchpeer'" in screen_text(app)
+            await wait_until(pilot, lambda: "unknown peer 'nosuchpeer'" in screen_text(app), timeout=20,
+                             what="the inline error")
             assert app.bridge.running
             await pilot.press("escape", "q")
 
@@ -166,10 +165,9 @@ def test_theme_switch_persists_to_config(tmp_path: Path) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_until(pilot, lambda: app.bridge.running, what="node running")
             assert app.theme == "punch-dark"
-            await pilot.press("ctrl+p")
-            await pilot.pause(0.2)
+            await open_palette(pilot, app)
             await pilot.press(*"theme punch-high")
-            await pilot.pause(0.8)
+            await wait_palette_hit(pilot, app, "punch-high-contrast")
             await pilot.press("enter")
             await wait_until(pilot, lambda: app.theme == "punch-high-contrast", timeout=5, what="theme applied")
             await pilot.press("q")

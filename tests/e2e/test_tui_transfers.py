@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_net import Child, make_app, screen_text, wait_until
+from tui_net import Child, make_app, open_palette, screen_text, wait_until
 
 from punch_net.torrent.info import TransferInfo
 from punch_tui.peers import InputError, check_info_hash
@@ -91,8 +91,7 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
             tab = app.tab("transfers")
             await wait_until(pilot, lambda: tab.running, what="the torrent manager answering")
             await pilot.press("5")
-            await pilot.pause(0.3)
-            assert app.focused is tab.table
+            await wait_until(pilot, lambda: app.focused is tab.table, timeout=20, what="the transfers table focused")
             await pilot.press("d")
             await wait_until(pilot, lambda: isinstance(app.screen, CatalogueScreen), what="catalogue screen")
             screen = app.screen
@@ -118,8 +117,8 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
             # details: pieces map (4 pieces, all from peer 1) and the per-peer table
             await pilot.press("enter")
             await wait_until(pilot, lambda: isinstance(app.screen, TransferDetailsScreen), what="details screen")
-            await pilot.pause(0.3)
-            text = screen_text(app)
+            text = await wait_until(pilot, lambda: (lambda t: t if "4/4 pieces" in t else "")(screen_text(app)),
+                                    timeout=20, what="the details drawn")
             assert "████" in text and "4/4 pieces" in text
             peers = app.screen.query_one("#td-peers", FilterTable)
             assert any(tnet.torrent.peer_id[-12:] in p for p in peers.column_texts("peer"))
@@ -140,8 +139,7 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
         async with app.run_test(size=SIZE) as pilot:
             tab = app.tab("transfers")
             await wait_until(pilot, lambda: tab.running, what="the torrent manager answering")
-            await pilot.press("ctrl+p")
-            await pilot.pause(0.2)
+            await open_palette(pilot, app)
             await pilot.press(*"download 12zz")
             await wait_until(pilot, lambda: "✗ an info hash is 64 hex digits, this is 4 characters" in screen_text(app),
                              timeout=10, what="inline error in the palette")
@@ -149,9 +147,9 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
             app.open_prompt("download")
             await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), what="download prompt")
             await pilot.press(*("g" * 64), "enter")
-            await pilot.pause(0.2)
+            await wait_until(pilot, lambda: "✗ an info hash is hexadecimal; 'g' is not a hex digit" in screen_text(app),
+                             timeout=20, what="the inline error in the prompt")
             assert isinstance(app.screen, PromptScreen)  # not accepted
-            assert "✗ an info hash is hexadecimal; 'g' is not a hex digit" in screen_text(app)
             await pilot.press(*(["backspace"] * 64), *unknown, "enter")
             await wait_until(pilot, lambda: not isinstance(app.screen, PromptScreen), what="prompt accepted")
             await wait_until(pilot, lambda: state(tab, unknown) == "finding",
@@ -165,7 +163,10 @@ def test_bad_info_hash_pause_resume_cancel(tnet: TorrentNet, tmp_path: Path) -> 
             await pilot.press("c")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
             await pilot.press("n")
-            await pilot.pause(0.5)
+            await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="confirmation answered")
+            for _ in range(2):  # two fresh fetches of the transfers after "no": the second began after it
+                seen = tab.infos
+                await wait_until(pilot, lambda: tab.infos is not seen, what="the transfers fetched again")  # noqa: B023
             assert tab.infos[unknown].state == "finding"
             await pilot.press("c")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from punch_net import api
 from punch_net import events as ev
@@ -54,6 +55,7 @@ class FakeNode:
         self.bus = ev.EventBus(backlog=100)
         self.event_buffer = event_buffer
         self.calls: list[tuple[str, dict[str, object]]] = []
+        self.resuming = 0  # torrent_resume calls running (they never return)
 
     async def info(self) -> api.NodeInfo:
         return api.NodeInfo(peer_id=PEER, role="listener", listen_addrs=["/ip4/127.0.0.1/tcp/4001"],
@@ -126,6 +128,7 @@ class FakeNode:
         return None
 
     async def torrent_resume(self, info_hash: str) -> None:
+        self.resuming += 1
         await trio.sleep_forever()  # for the in-flight limit test
 
     async def torrent_cancel(self, info_hash: str) -> None:
@@ -272,14 +275,24 @@ async def test_bad_lines_get_error_replies_and_the_connection_stays(tmp_path: Pa
 
 async def test_inflight_limit_per_client(tmp_path: Path) -> None:
     """Requests beyond MAX_INFLIGHT wait for a slot; the connection stays usable."""
-    async with serving(tmp_path) as (path, _node, _), Raw.open(path) as raw:
+    async with serving(tmp_path) as (path, node, _), Raw.open(path) as raw:
         await raw.read()
         for i in range(control.MAX_INFLIGHT):
             await raw.send(json.dumps({"id": i, "op": "torrent_resume", "args": {"info_hash": "x"}}).encode() + b"\n")
+        with trio.fail_after(WAIT):
+            # Every slot taken before the late request is sent: requests that arrive together
+            # are started in no particular order, so one sent with them may take a slot first.
+            while node.resuming < control.MAX_INFLIGHT:
+                await trio.sleep(0.01)
         await raw.send(b'{"id": "late", "op": "info"}\n')
+        with trio.fail_after(WAIT):
+            # The server (in this process) has done all it will do with what it was sent: had
+            # it run the late request, its reply would be waiting for us now.
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert node.resuming == control.MAX_INFLIGHT
         with trio.move_on_after(0.5):
-            await raw.read()
-            pytest.fail("a request ran beyond the in-flight limit")
+            got = await raw.read()
+            pytest.fail(f"a request ran beyond the in-flight limit: {got}")
 
 
 async def test_subscribe_with_replay_gets_earlier_events(tmp_path: Path) -> None:

@@ -34,7 +34,24 @@ async def wait_for(pred, what: str, timeout: float = TIMEOUT) -> None:  # type: 
             await trio.sleep(0.05)
 
 
-async def test_manager_api_end_to_end(tmp_path: Path) -> None:
+async def test_manager_api_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from punch_net.torrent import transfer as transfer_module
+    from punch_net.torrent.client import PeerError
+
+    refusals: list[str] = []  # metainfo requests the client saw refused
+    refused = trio.Event()
+    fetch_metainfo = transfer_module.fetch_metainfo
+
+    async def watched_fetch_metainfo(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await fetch_metainfo(*args, **kwargs)
+        except PeerError as exc:
+            refusals.append(str(exc))
+            if "unknown info hash" in str(exc):  # what a server that does not serve it answers
+                refused.set()
+            raise
+
+    monkeypatch.setattr(transfer_module, "fetch_metainfo", watched_fetch_metainfo)
     share, dl = tmp_path / "share", tmp_path / "dl"
     share.mkdir()
     dl.mkdir()
@@ -72,7 +89,8 @@ async def test_manager_api_end_to_end(tmp_path: Path) -> None:
         assert cmgr.snapshot()[0].state == "paused"
         cmgr.resume(transfer.hex)
         await wait_for(lambda: bool(transfer.providers), "the provider found")
-        await trio.sleep(0.5)  # ... and asked for the metainfo, which the paused server refuses
+        with trio.fail_after(TIMEOUT):  # ... and asked for the metainfo, which the paused server refuses
+            await refused.wait()
         info: TransferInfo = cmgr.snapshot()[0]
         assert info.have == 0 and info.state == "finding"
         smgr.resume(seed_row.info_hash)  # a refusal is not final: the provider is asked again

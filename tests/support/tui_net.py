@@ -29,8 +29,11 @@ class Child:
                 "--json", *args]
         if "--port" not in args:
             argv += ["--port", "0"]
+        # stderr to a file: when a child dies early, the failure says why
+        self.stderr_path = cwd / f"{role}-{len(list(cwd.glob(f'{role}-*.stderr')))}.stderr"
+        self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, cwd=cwd,
+                                     stderr=self._stderr, text=True, cwd=cwd,
                                      env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                                      start_new_session=True, preexec_fn=die_with_parent)
         self.events: list[dict[str, Any]] = []
@@ -57,7 +60,9 @@ class Child:
                         return e
                 left = deadline - time.monotonic()
                 if left <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"no {kind!r} from {self.proc.args} (events: {self.events[-5:]})")
+                    tail = self.stderr_path.read_text(errors="replace")[-1500:]
+                    raise AssertionError(f"no {kind!r} from {self.proc.args} (exit {self.proc.poll()}, "
+                                         f"events: {self.events[-5:]}, stderr: {tail!r})")
                 self._cond.wait(min(left, 0.5))
 
     @property
@@ -80,6 +85,7 @@ class Child:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        self._stderr.close()
 
 
 class Network:
@@ -132,6 +138,32 @@ async def wait_until(pilot: Any, cond: Callable[[], Any], timeout: float = WAIT,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what or cond}")
         await pilot.pause(0.2)
+
+
+async def open_palette(pilot: Any, app: Any) -> None:
+    """ctrl+p, then wait until the command palette is the screen (typing goes to it)."""
+    from textual.command import CommandPalette
+
+    await pilot.press("ctrl+p")
+    await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), timeout=20, what="the command palette")
+
+
+async def wait_palette_hit(pilot: Any, app: Any, needle: str, timeout: float = 20.0) -> None:
+    """Until the palette's highlighted hit mentions `needle` (its search for what was typed
+    has finished), so that "enter" chooses that hit and not one for a shorter prefix."""
+    from textual.command import CommandList
+
+    def highlighted() -> str:
+        try:
+            hits = app.screen.query_one(CommandList)
+        except Exception:
+            return ""
+        if hits.highlighted is None or hits.highlighted >= hits.option_count:
+            return ""
+        option = hits.get_option_at_index(hits.highlighted)
+        return f"{getattr(getattr(option, 'hit', None), 'text', '')} {option.prompt}"
+
+    await wait_until(pilot, lambda: needle in highlighted(), timeout=timeout, what=f"a palette hit with {needle!r}")
 
 
 def make_app(tmp: Path, role: str = "listener", bootstrap: list[str] | None = None, namespace: str = "tui-test",
