@@ -61,7 +61,6 @@ from punch_net.torrent.info import CatalogueEntry, TransferInfo
 from punch_net.torrent.manager import TorrentManager
 from punch_net.torrent.metainfo import parse_info_hash
 
-TORRENT_ROLES = ("torrent-server", "torrent-client")
 Service = Callable[..., Awaitable[object]]  # async fn(*, task_status) started in the node's nursery
 
 
@@ -325,4 +324,4 @@ def _info_hash(text: str) -> bytes:
         raise BadArgs(str(exc)) from None
 
 
-__all__ = ["TORRENT_ROLES", "LocalNode", "Runtime", "ServiceComponent"]
+__all__ = ["LocalNode", "Runtime", "ServiceComponent"]

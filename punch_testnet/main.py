@@ -39,6 +39,7 @@ from typing import Any
 import trio
 
 from punch_net.api import Health, NodeError
+from punch_net.cli.main import build_parser, cancel_on_signal
 from punch_net.ops.remote import RemoteNode
 
 HELP = "start a local test network of N node processes on 127.0.0.1"
@@ -268,8 +269,6 @@ class ForkServer:
 @functools.cache
 def _accepts(role: str, flag: str) -> bool:
     """Whether `punch ROLE` has FLAG (roles grow flags as other work lands)."""
-    from punch_net.cli.main import build_parser
-
     parser = build_parser()
     for action in parser._subparsers._group_actions if parser._subparsers else []:  # type: ignore[attr-defined]
         sub = getattr(action, "choices", {}).get(role)
@@ -591,12 +590,6 @@ async def _run_cli(args: argparse.Namespace, out: _Output) -> int:
     code = 0
     async with trio.open_nursery() as nursery:
 
-        async def stop_on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    return
-
         async def main() -> None:
             nonlocal code
             try:
@@ -619,7 +612,7 @@ async def _run_cli(args: argparse.Namespace, out: _Output) -> int:
                          "bootstrap": net.children[0].dial_addr, "log_dir": str(net.log_dir)})
                 await trio.sleep(interval)
 
-        nursery.start_soon(stop_on_signal)
+        nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
         nursery.start_soon(main)
         if args.duration:
             nursery.start_soon(_stop_after, nursery.cancel_scope, args.duration)

@@ -168,6 +168,14 @@ class Printer:
             self.out.print(line)
 
 
+async def cancel_on_signal(scope: trio.CancelScope) -> None:
+    """ctrl+c or SIGTERM: cancel `scope`, so everything in it stops the structured way."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
 async def run_role(cfg: NodeConfig, json_mode: bool, extend: Extend | None = None) -> int:
     rt = Runtime(cfg)
     enable_headless_services(rt)
@@ -183,19 +191,13 @@ async def run_role(cfg: NodeConfig, json_mode: bool, extend: Extend | None = Non
                 async for event in events:
                     printer.emit(event)
 
-            async def stop_on_signal() -> None:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        return
-
             async def main() -> None:
                 nonlocal code
                 code = await rt.run()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(pump)
-            nursery.start_soon(stop_on_signal)
+            nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
             nursery.start_soon(main)
         # The node has stopped: what it published last is queued already (publishing never
         # waits), so print it now instead of hoping a short sleep lets the pump catch up.
