@@ -6,7 +6,7 @@ another live node already holds that name), mode 0600, peers checked with SO_PEE
 (same user or root). The protocol is JSON lines, documented in docs/OPERATIONS.md
 ("Control socket"):
 
-    node -> client, first line:  {"type": "hello", "protocol": "punch-control/1", "peer_id": ..., ...}
+    node -> client, first line:  {"type": "hello", "protocol": "punch-control/2", "peer_id": ..., ...}
     client -> node:              {"id": 1, "op": "snapshot", "args": {"parts": ["stats"]}}
     node -> client:              {"type": "reply", "id": 1, "ok": true, "result": {...}}
                                  {"type": "reply", "id": 1, "ok": false, "error": {"code": ..., "message": ...}}
@@ -51,7 +51,7 @@ __all__ = ["EVENT_BUFFER", "MAX_CLIENTS", "MAX_INFLIGHT", "MAX_LINE", "PROTOCOL"
 
 T = TypeVar("T")
 
-PROTOCOL = "punch-control/1"
+PROTOCOL = "punch-control/2"  # /2: the ops are the NodeAPI methods (/1 had send, torrent.*, network)
 SOCKET_NAME = "control.sock"
 MAX_LINE = 1 << 20
 MAX_CLIENTS = 32
