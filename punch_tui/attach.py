@@ -11,7 +11,7 @@ import json
 import socket
 from pathlib import Path
 
-from punch_net.ops.control import MAX_LINE, PROTOCOL, default_socket_path, find_sockets
+from punch_net.ops.control import MAX_LINE, default_socket_path, find_sockets, hello_problem
 
 CONNECT_TIMEOUT = 5.0
 
@@ -64,6 +64,8 @@ def read_hello(path: Path, timeout: float = CONNECT_TIMEOUT) -> dict[str, object
         hello = json.loads(buf.split(b"\n", 1)[0])
     except ValueError:
         hello = None
-    if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL:
-        raise AttachError(f"{path} is not a Punch control socket")
+    problem = hello_problem(hello)
+    if problem:
+        raise AttachError(f"{path}: {problem}")
+    assert isinstance(hello, dict)
     return hello

@@ -45,9 +45,27 @@ from punch_net.api import API_METHODS, NodeAPI, NodeError
 from punch_net.ops import wire
 from punch_net.ops.wire import ControlError
 
-__all__ = ["EVENT_BUFFER", "MAX_CLIENTS", "MAX_INFLIGHT", "MAX_LINE", "PROTOCOL", "SEND_TIMEOUT", "ControlClient",
-           "ControlError", "LineBuffer", "choose_socket_path", "default_socket_path", "encode", "find_sockets",
-           "parse_request", "serve", "serve_stream", "socket_alive", "sweep_stale"]
+__all__ = [
+    "EVENT_BUFFER",
+    "MAX_CLIENTS",
+    "MAX_INFLIGHT",
+    "MAX_LINE",
+    "PROTOCOL",
+    "SEND_TIMEOUT",
+    "ControlClient",
+    "ControlError",
+    "LineBuffer",
+    "choose_socket_path",
+    "default_socket_path",
+    "encode",
+    "find_sockets",
+    "hello_problem",
+    "parse_request",
+    "serve",
+    "serve_stream",
+    "socket_alive",
+    "sweep_stale",
+]
 
 T = TypeVar("T")
 
@@ -169,6 +187,16 @@ def _json_default(value: object) -> object:
     if isinstance(value, set | frozenset):
         return sorted(value)
     return str(value)
+
+
+def hello_problem(hello: object) -> str:
+    """Why a first line is not a hello we can talk to ("" when it is)."""
+    if not isinstance(hello, dict) or not str(hello.get("protocol", "")).startswith("punch-control/"):
+        return "not a Punch control socket"
+    if hello["protocol"] != PROTOCOL:
+        return (f"the node speaks {hello['protocol']}, this program {PROTOCOL}: "
+                f"run the same Punch version on both sides")
+    return ""
 
 
 class LineBuffer:
@@ -476,9 +504,10 @@ class ControlClient:
                 hello = json.loads(await self._read_line())
         except (ValueError, ConnectionError, trio.TooSlowError):
             hello = None
-        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL:
+        problem = hello_problem(hello)
+        if problem:
             await self.aclose()
-            raise ConnectionError(f"{self.path}: not a Punch control socket")
+            raise ConnectionError(f"{self.path}: {problem}")
         self.hello = hello
         return self
 
