@@ -50,7 +50,7 @@ from punch_net.messaging.protocol import (
     ServeHooks,
     SessionClosed,
 )
-from punch_net.p2p.addresses import AddressError, DialTarget, parse_dial_target, resolve_dns
+from punch_net.p2p.addresses import AddressError, DialTarget, is_peer_id, parse_dial_target, resolve_dns
 from punch_net.p2p.helpers import connection_bytes, dedupe_providers, learn_peer_id
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
@@ -495,9 +495,13 @@ class Node:
 
     async def dial(self, addr: str) -> ID:
         """Connect to `/ip4|dns4/.../tcp/N[/p2p/ID]`; learns the peer id when not given.
-        A `.../p2p/RELAY/p2p-circuit/p2p/ID` address dials through that relay."""
+        A `.../p2p/RELAY/p2p-circuit/p2p/ID` address dials through that relay; a bare peer
+        id (or `/p2p/ID`) is looked up first (routing table, peerstore, then the DHT)."""
         if "/p2p-circuit" in addr and self._router is not None:
             return await self._router.dial_circuit(addr.strip())
+        bare = addr.strip().removeprefix("/p2p/")
+        if is_peer_id(bare):
+            return await self._dial_peer_id(ID.from_base58(bare))
         try:
             target = parse_dial_target(addr)
         except AddressError as exc:
@@ -522,6 +526,23 @@ class Node:
         except Exception as exc:
             self.counters.dial_errors += 1
             raise NodeError(f"dial {addr}: {_reason(exc)}") from None
+        return peer
+
+    async def _dial_peer_id(self, peer: ID) -> ID:
+        if peer == self.peer_id:
+            raise NodeError(f"{peer} is ourselves")
+        if self.host.get_network().get_connections(peer):
+            return peer
+        info: PeerInfo | None = None
+        with trio.move_on_after(self.config.dial_timeout):
+            try:
+                info = await self.dht.find_peer(peer)
+            except Exception as exc:
+                raise NodeError(f"find {peer}: {_reason(exc)}") from None
+        if info is None or not info.addrs:
+            raise NodeError(f"dial {peer}: no address known for it (not in the routing table or the "
+                            f"peerstore, and the DHT did not name one)")
+        await self.connect_peer(info)
         return peer
 
     def addresses_changed(self) -> None:

@@ -83,10 +83,13 @@ class PeerBook:
 
 
 def check_dial(text: str) -> str:
-    """Validate a dial target with the node's own parser; return it stripped."""
+    """Validate a dial target (a peer id, or a multiaddr by the node's own parser); return
+    it stripped. A peer id alone is looked up by the node (routing table, peerstore, DHT)."""
     text = text.strip()
     if not text:
-        raise InputError("type a multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…")
+        raise InputError("type a peer id or a multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…")
+    if is_peer_id(text.removeprefix("/p2p/")):
+        return text
     try:
         parse_dial_target(text)
     except AddressError as exc:

@@ -37,7 +37,9 @@ def test_formatting() -> None:
 
 def test_check_dial_uses_the_node_parser() -> None:
     assert check_dial(" /ip4/127.0.0.1/tcp/4001 ") == "/ip4/127.0.0.1/tcp/4001"
-    for bad in ("", "/ip4/999.1.1.1/tcp/1", "hello", "/ip4/127.0.0.1/udp/1"):
+    assert check_dial(f" {PEER_A} ") == PEER_A  # the node looks a bare peer id up
+    assert check_dial(f"/p2p/{PEER_A}") == f"/p2p/{PEER_A}"
+    for bad in ("", "/ip4/999.1.1.1/tcp/1", "hello", "/ip4/127.0.0.1/udp/1", PEER_A[:-3] + "000"):
         with pytest.raises(InputError):
             check_dial(bad)
 

@@ -1,0 +1,64 @@
+"""Dialing by peer id alone (NodeAPI.dial): a peer we have never dialed is looked up in the
+DHT and connected; an id nobody knows is one clear error, within the dial timeout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.peer.id import ID
+
+from punch_net.api import NodeError
+from punch_net.config import NodeConfig
+from punch_net.p2p.helpers import quiet_libp2p_logging
+from punch_net.p2p.identity import new_identity
+from punch_net.runtime import Runtime
+
+quiet_libp2p_logging()
+
+WAIT = 30
+
+
+def config(tmp: Path, name: str, role: str, bootstrap: list[str]) -> NodeConfig:
+    return NodeConfig(role=role, listen_addr="127.0.0.1", port=0, bootstrap=bootstrap, ephemeral=True,
+                      data_dir=tmp / name, dial_timeout=3, relay_service=False)
+
+
+async def test_dial_a_bare_peer_id_found_through_the_dht(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(WAIT):
+            boot = Runtime(config(tmp_path, "boot", "server", []))
+            await nursery.start(boot.run)
+            addr = boot.node.listen_addrs()[0]
+            target = Runtime(config(tmp_path, "target", "server", [addr]))
+            dialer = Runtime(config(tmp_path, "dialer", "server", [addr]))
+            await nursery.start(target.run)
+            await nursery.start(dialer.run)
+            await target.node.bootstrapped.wait()
+            await dialer.node.bootstrapped.wait()
+            peer = str(target.node.peer_id)
+            assert not dialer.node.host.get_network().get_connections(target.node.peer_id)
+            for text in (peer, f"/p2p/{peer}"):
+                assert await dialer.api.dial(text) == peer
+                assert dialer.node.host.get_network().get_connections(target.node.peer_id)
+                await dialer.api.disconnect(peer)
+            assert (await dialer.api.ping(peer)) > 0  # reconnects by id on its own
+        nursery.cancel_scope.cancel()
+
+
+async def test_dial_an_unknown_peer_id_is_one_line_within_the_timeout(tmp_path: Path) -> None:
+    stranger = str(ID.from_pubkey(new_identity().public_key))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(WAIT):
+            boot = Runtime(config(tmp_path, "boot", "server", []))
+            await nursery.start(boot.run)
+            dialer = Runtime(config(tmp_path, "dialer", "server", [boot.node.listen_addrs()[0]]))
+            await nursery.start(dialer.run)
+            await dialer.node.bootstrapped.wait()
+            started = trio.current_time()
+            with pytest.raises(NodeError) as err:
+                await dialer.api.dial(stranger)
+            assert stranger in str(err.value) and "\n" not in str(err.value)
+            assert trio.current_time() - started < dialer.config.dial_timeout + 5
+        nursery.cancel_scope.cancel()
