@@ -287,6 +287,15 @@ class NodeAPI(Protocol):
 
     async def relay_status(self) -> RelayStatus: ...
 
+    async def relay_reserve(self, relay: str) -> RelayStatus:
+        """Hold a reservation on the relay at this multiaddr from now on (as `--relay`):
+        others can then reach us at a `/p2p-circuit` address through it."""
+        ...
+
+    async def relay_release(self, relay: str) -> RelayStatus:
+        """Give the reservation on that relay up (its circuit addresses go)."""
+        ...
+
     async def transfers(self) -> list[TransferInfo]: ...
 
     async def torrent_add(self, info_hash: str) -> TransferInfo: ...
@@ -325,7 +334,8 @@ class NodeAPI(Protocol):
 # Request/response commands, in the order above: what the control socket serves and
 # RemoteNode forwards (events are a stream, handled apart).
 API_METHODS = ("info", "snapshot", "dial", "disconnect", "find_peers", "provide", "request", "send_best",
-               "rank", "ping", "reputation", "relay_status", "transfers", "torrent_add", "torrent_pause",
+               "rank", "ping", "reputation", "relay_status", "relay_reserve",
+               "relay_release", "transfers", "torrent_add", "torrent_pause",
                "torrent_resume", "torrent_cancel", "torrent_verify", "torrent_catalogue", "dht_provide",
                "dht_find_providers", "dht_refresh", "health")
 

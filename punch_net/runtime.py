@@ -259,6 +259,14 @@ class LocalNode:
     async def relay_status(self) -> RelayStatus:
         return self._rt.relay.status()
 
+    async def relay_reserve(self, relay: str) -> RelayStatus:
+        self._rt.relay.reserve(relay)
+        return self._rt.relay.status()
+
+    async def relay_release(self, relay: str) -> RelayStatus:
+        self._rt.relay.release(relay)
+        return self._rt.relay.status()
+
     async def transfers(self) -> list[TransferInfo]:
         return self._torrent().snapshot() if self._rt.torrent is not None else []
 

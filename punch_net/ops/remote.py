@@ -204,6 +204,12 @@ class RemoteNode:
     async def relay_status(self) -> RelayStatus:
         return await self._invoke(NodeAPI.relay_status)
 
+    async def relay_reserve(self, relay: str) -> RelayStatus:
+        return await self._invoke(NodeAPI.relay_reserve, relay=relay)
+
+    async def relay_release(self, relay: str) -> RelayStatus:
+        return await self._invoke(NodeAPI.relay_release, relay=relay)
+
     async def transfers(self) -> list[TransferInfo]:
         return await self._invoke(NodeAPI.transfers)
 

@@ -31,7 +31,7 @@ from trio_typing import TaskStatus
 from punch_net import events as ev
 from punch_net.errors import NodeError
 from punch_net.node import Node
-from punch_net.p2p.addresses import expand_unspecified
+from punch_net.p2p.addresses import AddressError, expand_unspecified, parse_dial_target
 from punch_net.p2p.patches.autonat_dial_back import DialBackService
 from punch_net.p2p.patches.circuit_addrs import advertise_extra_addrs
 from punch_net.relay import hop
@@ -81,7 +81,8 @@ class RelayManager:
         self.punches: list[HolePunchRecord] = []
         self.punching: set[ID] = set()
         self._via: dict[int, str] = {}  # id(conn) -> direct / relay / hole_punch
-        self._keepers: set[str] = set()
+        self._keepers: dict[str, trio.CancelScope] = {}  # relay address -> its keeper task
+        self._nursery: trio.Nursery | None = None
         self._private = trio.Event()
         self._host: IHost | None = None
         self.protocol: CircuitV2Protocol | None = None
@@ -110,6 +111,7 @@ class RelayManager:
         assert self.protocol is not None
         task_status.started()
         async with background_trio_service(self.protocol), trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._reachability_loop)
             for addr in self.node.config.relays:
                 self._start_keeper(nursery, addr)
@@ -173,8 +175,36 @@ class RelayManager:
     def _start_keeper(self, nursery: trio.Nursery, addr: str) -> None:
         if addr in self._keepers:
             return
-        self._keepers.add(addr)
-        nursery.start_soon(self._keep_reservation, addr)
+        scope = self._keepers[addr] = trio.CancelScope()
+        self.held.setdefault(addr, HeldReservation(relay="", relay_addr=addr, state="reserving"))  # shown at once
+
+        async def keeper() -> None:
+            with scope:
+                await self._keep_reservation(addr)
+
+        nursery.start_soon(keeper)
+
+    def reserve(self, addr: str) -> None:
+        """Hold a reservation on the relay at `addr` from now on, renewed as with --relay
+        (see `status()` for how it goes); a relay we already hold is left as it is."""
+        if self._nursery is None:
+            raise NodeError("the relay client is not running")
+        try:
+            parse_dial_target(addr)
+        except AddressError as exc:
+            raise NodeError(str(exc)) from None
+        self._start_keeper(self._nursery, addr)
+
+    def release(self, addr: str) -> None:
+        """Stop holding the reservation on `addr`: our circuit addresses through it go."""
+        scope = self._keepers.pop(addr, None)
+        held = self.held.pop(addr, None)
+        if scope is None:
+            raise NodeError(f"no reservation on {addr} (held: {', '.join(self._keepers) or 'none'})")
+        scope.cancel()
+        if held is not None and held.relay:
+            self.connmgr.unprotect(held.relay, PROTECT_TAG)
+        self._addresses_changed()
 
     async def _auto_relays(self, nursery: trio.Nursery) -> None:
         """Once we are private, reserve on every bootstrap peer that speaks the hop protocol."""

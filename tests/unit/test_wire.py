@@ -95,6 +95,8 @@ RESULTS: dict[str, object] = {
     "ping": 0.0125,
     "reputation": [{"peer_id": OTHER, "score": 0.5}],
     "relay_status": relay_status(),
+    "relay_reserve": relay_status(),
+    "relay_release": relay_status(),
     "transfers": [transfer()],
     "torrent_add": transfer(),
     "torrent_pause": None,
