@@ -8,24 +8,28 @@ Pure (no network) bug-then-fix tests are in tests/unit/test_patches.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import multiaddr
 import pytest
 import trio
+from data_path_counts import PAYLOAD as DATA_PATH_PAYLOAD
+from data_path_counts import measure as measure_data_path
 from libp2p.abc import IHost
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.io import NoiseTransportReadWriter
+from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH, NoiseTransportReadWriter
 from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 from libp2p.tools.anyio_service import background_trio_service
@@ -599,6 +603,75 @@ async def test_interop_with_a_plain_py_libp2p_process() -> None:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+# The three speed patches of the data path, by the counts their bugs determine (not time):
+# tests/support/data_path_counts.py moves one 4 MiB stream.write between two hosts and
+# counts raw reads/sends, Noise messages, yamux writes and read_exactly calls. The bug half
+# runs it in a process of plain py-libp2p (the patches are process-wide and installed here
+# by now), the fix half here on Punch's hosts.
+DATA_PATH_SCRIPT = Path(__file__).resolve().parents[1] / "support" / "data_path_counts.py"
+
+
+@pytest.fixture(scope="module")
+def plain_data_path() -> dict[str, int]:
+    """data_path_counts.py's counts on plain py-libp2p, in a process of its own."""
+    proc = subprocess.run([sys.executable, str(DATA_PATH_SCRIPT)], capture_output=True, text=True,
+                          timeout=60, preexec_fn=die_with_parent)  # run() kills it on timeout
+    assert proc.returncode == 0, f"plain py-libp2p measurement failed: {proc.stderr[-3000:]}"
+    counts: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counts["payload"] == DATA_PATH_PAYLOAD
+    return counts
+
+
+async def patched_data_path() -> dict[str, int]:
+    """The same measurement on two Punch hosts (the patches installed), in this process."""
+    async with libp2p_host() as a, libp2p_host() as b:
+        assert NoiseTransportReadWriter.read_msg.__module__ == noise_batching.__name__
+        assert YamuxStream.write.__module__ == yamux_batched_write.__name__
+        assert Yamux.handle_incoming.__module__ == yamux_fast_data.__name__
+        return await measure_data_path(a, b, grow_receive_window)
+
+
+async def test_bug_and_fix_noise_recv_and_send_per_message(plain_data_path: dict[str, int]) -> None:
+    bug, fix = plain_data_path, await patched_data_path()
+    # reader: a 2-byte recv for each message's length and at least one for its body
+    assert bug["noise_messages_received"] >= 2 * (bug["data_frames"] - 1), bug  # a 64 KiB frame is 2
+    assert bug["raw_reads"] >= 2 * bug["noise_messages_received"], f"bug: 2 recvs per Noise message {bug}"
+    # writer: each Noise message of a large write (a 64 KiB yamux frame) sent on its own
+    assert bug["large_noise_writes"] >= DATA_PATH_PAYLOAD // (64 * 1024), bug
+    assert bug["large_write_messages"] >= 2 * bug["large_noise_writes"], bug
+    assert bug["large_write_sends"] == bug["large_write_messages"], f"bug: one send per Noise message {bug}"
+
+    # fix: recv up to 256 KiB at a time (here ~2 recvs per batched write of 5 messages)
+    assert fix["noise_messages_received"] >= DATA_PATH_PAYLOAD // MAX_PLAINTEXT_LENGTH, fix
+    assert fix["raw_reads"] <= fix["noise_messages_received"] * 2 // 3, f"fix: several messages per recv {fix}"
+    # and one send_all per write, whatever the number of Noise messages in it
+    assert fix["large_noise_writes"] >= 8, fix
+    assert fix["large_write_sends"] == fix["large_noise_writes"], f"fix: one send per write {fix}"
+    assert fix["large_write_messages"] >= 4 * fix["large_noise_writes"], fix
+
+
+async def test_bug_and_fix_yamux_one_write_per_frame(plain_data_path: dict[str, int]) -> None:
+    bug, fix = plain_data_path, await patched_data_path()
+    frames = DATA_PATH_PAYLOAD // (64 * 1024)  # at least: a frame carries 64 KiB - 12 bytes
+    assert bug["data_frames"] >= frames, bug
+    assert bug["yamux_data_writes"] == bug["data_frames"], f"bug: one write (locks, Noise write) per frame {bug}"
+    assert fix["data_frames"] >= frames, fix  # the same frames on the wire...
+    assert fix["yamux_data_writes"] <= fix["data_frames"] // 3, f"fix: up to 4 frames per write {fix}"
+
+
+async def test_bug_and_fix_yamux_read_exactly_per_frame(plain_data_path: dict[str, int]) -> None:
+    bug = plain_data_path
+    fast_before = yamux_fast_data.counts["fast_data_frames"]
+    fix = await patched_data_path()
+    fast = yamux_fast_data.counts["fast_data_frames"] - fast_before
+    # bug: handle_incoming's read_exactly for each header and each body (the first header's
+    # call was already under way when counting started)
+    assert bug["read_exactly_calls"] >= 2 * bug["data_frames"] - 1, f"bug: 2 read_exactly per frame {bug}"
+    # fix: one read_exactly call reads header after header; only non-DATA frames return from it
+    assert fix["read_exactly_calls"] <= fix["data_frames"] // 8, f"fix: DATA frames read in read_exactly {fix}"
+    assert fast >= fix["data_frames"] - 1, (fast, fix)
 
 
 async def test_grow_receive_window_gives_the_sender_credit() -> None:
