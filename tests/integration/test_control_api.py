@@ -197,7 +197,7 @@ def same_types(a: object, b: object, where: str = "") -> None:
 
 
 async def test_remote_results_have_the_local_types(tmp_path: Path) -> None:
-    async with serving(tmp_path) as (path, node, published):
+    async with serving(tmp_path) as (path, local, published):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert published == [ev.ControlListening(path=str(path), ts=published[0].ts)]
         with trio.fail_after(WAIT):
@@ -215,7 +215,7 @@ async def test_remote_results_have_the_local_types(tmp_path: Path) -> None:
                 ]
                 for name, kwargs in calls:
                     mine = await getattr(remote, name)(**kwargs)
-                    theirs = await getattr(node, name)(**kwargs)
+                    theirs = await getattr(local, name)(**kwargs)
                     assert mine == theirs, name
                     same_types(theirs, mine, name)
                 snap = await remote.snapshot()
@@ -224,7 +224,7 @@ async def test_remote_results_have_the_local_types(tmp_path: Path) -> None:
                 assert isinstance(snap.relay, RelayStatus) and snap.relay.hole_punches[0].outcome is Outcome.TIMEOUT
                 assert snap.transfers is not None and isinstance(snap.transfers[0], TransferInfo)
                 assert isinstance(snap.transfers[0].peer_stats[0], PeerSnapshot)
-                assert ("ping", {"peer": OTHER, "timeout": 5.0}) in node.calls  # defaults travel too
+                assert ("ping", {"peer": OTHER, "timeout": 5.0}) in local.calls  # defaults travel too
     assert not path.exists()  # removed on exit
 
 
