@@ -30,6 +30,7 @@ from trio_typing import TaskStatus
 from punch_net import events as ev
 from punch_net.api import NodeAPI, NodeError, Snapshot
 from punch_net.config import NodeConfig
+from punch_net.groups import first_error, only_cancelled
 from punch_net.ops.remote import RemoteNode
 from punch_tui.messages import AttachStatus, NodeEvents, NodeStarted, NodeStopped, SnapshotReady
 
@@ -64,8 +65,7 @@ class Disconnected(Exception):
 
 def describe_failure(exc: BaseException) -> str:
     """One human line for whatever ended the node (unwraps trio's exception groups)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    exc = first_error(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
     if isinstance(exc, NodeError) or name in ("ListenError", "IdentityError", "ConfigError", "AddressError"):
@@ -186,7 +186,7 @@ class NodeBridge:
         try:
             code = result.unwrap()
         except BaseException as exc:
-            if not (self._stopping and _only_cancelled(exc)):
+            if not (self._stopping and only_cancelled(exc)):
                 error = describe_failure(exc)
         self.failure = error
         if self._done is not None and not self._done.done():
@@ -348,9 +348,3 @@ def _discard(schedule: Callable[[Callable[[], None]], object]) -> Callable[[Call
         schedule(fn)
 
     return run
-
-
-def _only_cancelled(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_cancelled(e) for e in exc.exceptions)
-    return isinstance(exc, trio.Cancelled | KeyboardInterrupt)
