@@ -31,7 +31,8 @@ def provider_walk(dht: Any) -> Any:
     peer. Here (as go-libp2p's FindProvidersAsync does) every GET_PROVIDERS answer both
     may carry providers and brings closer peers, α queries stay in flight (a new one
     starts as soon as one returns), and the walk ends at `count` providers, when the
-    LOOKUP_K closest known peers have all answered, or after LOOKUP_MAX_QUERIES.
+    LOOKUP_K closest known peers have all answered (a peer that fails or times out drops
+    out of them), or after LOOKUP_MAX_QUERIES.
 
     Among the LOOKUP_K closest candidates, peers we are already connected to are asked
     first, and while such a query is in flight (at most DIAL_HOLD seconds) no dial starts:
@@ -78,11 +79,15 @@ def provider_walk(dht: Any) -> Any:
         target = int.from_bytes(hashlib.sha256(key).digest(), "big")
         distance: dict[ID, int] = {}
 
+        failed: set[ID] = set()
+
         def learn(peer: ID) -> None:
-            if peer != me and peer not in distance:
+            if peer != me and peer not in distance and peer not in failed:
                 distance[peer] = int.from_bytes(peer_id_to_key(peer), "big") ^ target
 
-        for peer in dht.routing_table.find_local_closest_peers(key, LOOKUP_K):
+        # More than k from our own table: a peer that fails drops out of the k closest, and the
+        # next-closest we know takes its place (the query budget bounds the walk all the same).
+        for peer in dht.routing_table.find_local_closest_peers(key, LOOKUP_MAX_QUERIES):
             learn(peer)
         queried: set[ID] = set()
         in_flight = 0
@@ -93,14 +98,23 @@ def provider_walk(dht: Any) -> Any:
             nonlocal in_flight
             providers: list[PeerInfo] = []
             closer: list[ID] = []
+            answered = False
             try:
                 with trio.move_on_after(QUERY_TIMEOUT):
                     providers, closer = await store._get_providers_from_peer_with_closers(peer, key)
+                    # the query turns errors into an empty answer: empty and unconnected = no answer
+                    answered = bool(providers or closer) or is_connected(peer)
             except Exception:
                 pass
             finally:
                 in_flight -= 1
                 warm.pop(peer, None)
+                if not answered:
+                    # A peer that does not answer leaves the k closest, as in Kademlia: else dead
+                    # peers that others still hand out fill those k places and end the walk
+                    # before it reaches the live peers that hold the record.
+                    failed.add(peer)
+                    distance.pop(peer, None)
             named: list[PeerInfo] = []
             try:
                 for info in providers:

@@ -11,6 +11,7 @@ provider.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,12 +21,16 @@ import trio
 from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
+from libp2p.kad_dht.routing_table import peer_id_to_key
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 from punch_harness import libp2p_host, multiaddr_of, peer_info_of, silent_port
 
 from punch_net.dht import walk as dht_walk
+from punch_net.dht.walk import LOOKUP_K, provider_walk
 from punch_net.p2p.helpers import quiet_libp2p_logging
+from punch_net.p2p.identity import new_identity
 from punch_net.p2p.patches import kad_provider_query
 
 quiet_libp2p_logging()
@@ -249,3 +254,34 @@ async def wait_record(host: IHost, peer: object, newer_than: int = -1) -> None:
             if env is not None and env.record().seq > newer_than:
                 return
             await trio.sleep(0.02)
+
+
+async def test_dead_peers_closer_to_the_key_do_not_end_the_walk() -> None:
+    """Peers that left (a refused port) but that others still hand out can be the k closest
+    to a key. Each drops out of the k closest when it fails, so the walk goes on to the
+    live peer holding the record; it used to end once those k had 'answered'."""
+    key = hashlib.sha256(b"punch-walk-dead-closest").digest()
+    target = int.from_bytes(hashlib.sha256(key).digest(), "big")
+    async with dht_host() as (ha, a), dht_host() as (hb, b):
+        with trio.fail_after(20):
+            await ha.connect(peer_info_of(str(hb.get_addrs()[0])))
+            await a.add_peer(hb.get_id())
+        b.provider_store.add_provider(key, PeerInfo(hb.get_id(), hb.get_addrs()))
+        live = int.from_bytes(peer_id_to_key(hb.get_id()), "big") ^ target
+        with socket.socket() as probe:  # a port nothing listens on: dials are refused at once
+            probe.bind(("127.0.0.1", 0))
+            refused = multiaddr_of(f"/ip4/127.0.0.1/tcp/{probe.getsockname()[1]}")
+        dead = []
+        for _ in range(5000):  # ids closer to the key than B, more than a walk's k
+            pid = ID.from_pubkey(new_identity().public_key)
+            if int.from_bytes(peer_id_to_key(pid), "big") ^ target < live:
+                ha.get_peerstore().add_addrs(pid, [refused], 3600)
+                await a.routing_table.add_peer(PeerInfo(pid, [refused]))
+                dead.append(pid)
+                if len(dead) == 2 * LOOKUP_K:
+                    break
+        closest = a.routing_table.find_local_closest_peers(key, LOOKUP_K)
+        assert hb.get_id() not in closest, "B must start outside the k closest, behind the dead"
+        with trio.fail_after(60):
+            found = await provider_walk(a)(key, 1, timeout=45)
+        assert [p.peer_id for p in found] == [hb.get_id()]
