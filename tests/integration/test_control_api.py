@@ -3,7 +3,6 @@ NodeAPI: this tests the control layer (types, errors, limits, events), not the n
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import stat
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from same_types import assert_same_types
 
 from punch_net import api
 from punch_net import events as ev
@@ -186,16 +186,6 @@ class Raw:
             await self.stream.send_all(raw)
 
 
-def same_types(a: object, b: object, where: str = "") -> None:
-    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
-    if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        for f in dataclasses.fields(a):
-            same_types(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
-    elif isinstance(a, list) and isinstance(b, list):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            same_types(x, y, f"{where}[{i}]")
-
-
 async def test_remote_results_have_the_local_types(tmp_path: Path) -> None:
     async with serving(tmp_path) as (path, local, published):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -217,7 +207,7 @@ async def test_remote_results_have_the_local_types(tmp_path: Path) -> None:
                     mine = await getattr(remote, name)(**kwargs)
                     theirs = await getattr(local, name)(**kwargs)
                     assert mine == theirs, name
-                    same_types(theirs, mine, name)
+                    assert_same_types(theirs, mine, name)
                 snap = await remote.snapshot()
                 assert isinstance(snap, api.Snapshot) and isinstance(snap.stats, api.Stats)
                 assert isinstance(snap.connections[0], api.ConnectionInfo)

@@ -11,6 +11,7 @@ import types
 import typing
 
 import pytest
+from same_types import assert_same_types
 
 from punch_net import api
 from punch_net import events as ev
@@ -109,20 +110,6 @@ RESULTS: dict[str, object] = {
 
 def over_the_wire(name: str, value: object) -> object:
     return wire.structure_result(name, json.loads(json.dumps(wire.unstructure_result(name, value))))
-
-
-def assert_same_types(a: object, b: object, where: str = "") -> None:
-    """Equal values are not enough: 5 == 5.0 and Outcome.SUCCESS == "SUCCESS"."""
-    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
-    if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        for f in dataclasses.fields(a):
-            assert_same_types(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
-    elif isinstance(a, list) and isinstance(b, list):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_types(x, y, f"{where}[{i}]")
-    elif isinstance(a, dict) and isinstance(b, dict):
-        for k in a:
-            assert_same_types(a[k], b[k], f"{where}[{k!r}]")
 
 
 def test_every_api_method_has_a_sample() -> None:
