@@ -12,6 +12,8 @@ from typing import Any
 import platformdirs
 import tomli_w
 
+from punch_net.rcmgr.limits import LIMIT_DOCS, Limits
+
 DEFAULT_PORT = 51820
 DEFAULT_BOOTSTRAP = "/ip4/127.0.0.1/tcp/51820"
 DEFAULT_NAMESPACE = "simple-chat"
@@ -88,6 +90,8 @@ class NodeConfig:
     weight_reputation: float = 0.30
     crawl_interval: float = 60.0
     weighted: bool = False  # dialer: one best node per message (selection.py) instead of all
+    # resource limits (punch_net/rcmgr/): TOML [limits], one key per Limits field
+    limits: Limits = field(default_factory=Limits)
 
     def effective_port(self) -> int:
         if self.port is not None:
@@ -160,6 +164,7 @@ CONFIG_KEYS: dict[str, dict[str, str]] = {
         "share_dir": "torrent-server: share every regular file directly inside this directory.",
         "download_dir": "torrent-client: where downloads go (default: the current directory).",
     },
+    "limits": dict(LIMIT_DOCS),
     "tui": {"theme": "Theme name for punch-tui (see themes/)."},
 }
 # Example values shown (commented out) for keys without a shared default.
@@ -202,6 +207,18 @@ def apply_config(cfg: NodeConfig, data: dict[str, Any]) -> NodeConfig:
             if not ok:
                 raise ConfigError(f"config: [{section}] {key} has the wrong type ({value!r})")
             setattr(cfg, key, Path(value).expanduser() if "Path" in want else value)
+    limits = data.get("limits", {})
+    if limits:
+        merged = {f.name: getattr(cfg.limits, f.name) for f in fields(Limits)}
+        for key, value in limits.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or (
+                    isinstance(value, float) and isinstance(merged[key], int)):
+                raise ConfigError(f"config: [limits] {key} has the wrong type ({value!r})")
+            merged[key] = value
+        try:
+            cfg.limits = Limits(**merged)
+        except ValueError as exc:
+            raise ConfigError(f"config: {exc}") from None
     return cfg
 
 
@@ -251,6 +268,7 @@ def default_config_text() -> str:
             "hole_punch": defaults.hole_punch,
         },
         "torrent": {"share_dir": None, "download_dir": None},
+        "limits": {f.name: getattr(defaults.limits, f.name) for f in fields(Limits)},
         "tui": {"theme": "punch-dark"},
     }
     out = ["# Punch configuration. Flags given on the command line override these values.\n"]

@@ -54,7 +54,9 @@ from punch_net.p2p.addresses import AddressError, DialTarget, is_peer_id, parse_
 from punch_net.p2p.helpers import connection_bytes, dedupe_providers, learn_peer_id
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
-from punch_net.p2p.patches import forget_dial_failure, install_dht
+from punch_net.p2p.patches import forget_dial_failure, guard_inbound_streams, install_dht, install_limits
+from punch_net.rcmgr import ResourceManager
+from punch_net.rcmgr.memory import keep_big_buffers_on_mmap
 
 BOOTSTRAP_CHECK_INTERVAL = 2.0
 BOOTSTRAP_IDLE_CHECK_INTERVAL = 30.0  # with a healthy routing table
@@ -182,6 +184,7 @@ class Node:
         self.bus = ev.EventBus()
         self.registry = registry or CommandRegistry()
         self.counters = Counters()
+        self.resources = ResourceManager(config.limits)  # punch_net/rcmgr: limits on what peers make us hold
         self._traffic_seen: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
         self.started_at = time.time()
         self._key_pair = key_pair
@@ -285,15 +288,19 @@ class Node:
         except Exception as exc:
             raise ListenError(f"bad listen address {cfg.listen_addr!r}: {exc}") from None
         check_port_free(cfg.listen_addr, cfg.effective_port())
+        keep_big_buffers_on_mmap()  # a request flood's freed buffers go back to the OS
         host = build_host(key_pair, cfg.dial_timeout)
+        install_limits(host, self.resources)
         mode = DHTMode.SERVER if cfg.is_dht_server() else DHTMode.CLIENT
         dht = KadDHT(host, mode)
-        install_dht(host, dht, server=mode == DHTMode.SERVER, walk=dht_walk.provider_walk)
+        install_dht(host, dht, server=mode == DHTMode.SERVER, walk=dht_walk.provider_walk, rcmgr=self.resources)
         server = CommandServer(
             self.registry,
             ServeHooks(on_request=self._on_request, on_rejected=self._on_rejected),
+            rcmgr=self.resources,
         )
-        host.set_stream_handler(codec.PROTOCOL_ID, server.handle_stream)  # type: ignore[arg-type]
+        guarded = guard_inbound_streams(self.resources, codec.PROTOCOL_ID, server.handle_stream)
+        host.set_stream_handler(codec.PROTOCOL_ID, guarded)  # type: ignore[arg-type]
         host.get_network().register_notifee(_Notifee(self))
         self._host, self._dht = host, dht
         for component in self._components:

@@ -16,11 +16,14 @@ from libp2p.abc import INetStream
 from punch_net.messaging import codec
 from punch_net.messaging.commands import Call, CommandError, CommandRegistry
 from punch_net.p2p.streams import read_some, reset_quietly
+from punch_net.rcmgr import Refusal, Reservation, ResourceManager
 
 IDLE_TIMEOUT = 120.0  # an inbound stream with no request for this long is closed
 HANDLER_TIMEOUT = 30.0  # one handler may run this long
 MAX_IN_FLIGHT = 64  # concurrent requests served per stream
 MAX_WRITE_BUFFER = 2 * 1024 * 1024  # bytes queued for one stream before senders wait
+SERVE_WRITE_BUFFER = 512 * 1024  # the server's replies queued per stream (a non-reading peer holds it)
+REPLY_OVERHEAD = 256  # bytes counted per request beyond twice its frame (ids, JSON envelope)
 
 
 class FrameWriter:
@@ -92,18 +95,38 @@ class CommandServer:
         max_frame: int = codec.MAX_FRAME,
         handler_timeout: float = HANDLER_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        rcmgr: ResourceManager | None = None,
     ) -> None:
         self.registry = registry
         self.hooks = hooks or ServeHooks()
         self.max_frame = max_frame
         self.handler_timeout = handler_timeout
         self.idle_timeout = idle_timeout
+        # Backpressure: every request holds a reservation (count and bytes, per peer and
+        # node-wide) from the moment it is read until its reply is queued.
+        self.rcmgr = rcmgr or ResourceManager()
+        self._freed = trio.Event()
+        self.rcmgr.on_release(self._wake)
+
+    def _wake(self) -> None:
+        self._freed.set()
+        self._freed = trio.Event()
+
+    async def _admit(self, peer: str, frame: bytes) -> Reservation | Refusal:
+        """A reservation for one request: over the peer's share, wait (the stream is not
+        read meanwhile, so the peer's yamux window closes); over the node's, refuse."""
+        size = 2 * len(frame) + REPLY_OVERHEAD
+        while True:
+            outcome = self.rcmgr.reserve_request(peer, size)
+            if isinstance(outcome, Reservation) or outcome.scope != "peer":
+                return outcome
+            await self._freed.wait()
 
     async def handle_stream(self, stream: INetStream) -> None:
         peer = str(stream.muxed_conn.peer_id)
         decoder = codec.FrameDecoder(self.max_frame)
-        writer = FrameWriter(stream)
-        limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+        writer = FrameWriter(stream, SERVE_WRITE_BUFFER)
+        stall = self.rcmgr.limits.reply_stall_timeout
 
         async def respond(resp: codec.Response) -> None:
             try:
@@ -114,17 +137,31 @@ class CommandServer:
                 )
             await writer.send(frame)
 
-        async def serve_one(frame: bytes) -> None:
-            async with limiter:
-                try:
-                    await respond(await self._answer(peer, frame))
-                except Exception:
-                    await reset_quietly(stream)
+        async def serve_one(frame: bytes, reservation: Reservation, done: trio.CancelScope) -> None:
+            try:
+                resp = await self._answer(peer, frame)
+                del frame  # the request's bytes are not needed while the reply waits
+                with trio.fail_after(stall):  # a peer that does not read its replies loses the stream
+                    await respond(resp)
+            except Exception:
+                done.cancel()
+                await reset_quietly(stream)
+            finally:
+                reservation.release()
+
+        async def refuse(frame: bytes, refusal: Refusal) -> None:
+            try:
+                req_id = str(codec.parse_request(frame).id)
+            except codec.BadMessage as exc:
+                req_id = str(exc.req_id)
+            self.hooks.on_rejected(peer, f"busy: node-wide {refusal.resource} limit")
+            with trio.move_on_after(stall):
+                await respond(codec.Response.failure(req_id, codec.BUSY, "node busy, retry later"))
 
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(writer.run)
-                async with trio.open_nursery() as nursery:  # one task per request
+                async with trio.open_nursery() as nursery:  # one task per admitted request
                     while True:
                         with trio.move_on_after(self.idle_timeout) as idle:
                             data = await read_some(stream)
@@ -137,8 +174,15 @@ class CommandServer:
                             outer.cancel_scope.cancel()
                             await reset_quietly(stream)
                             return
-                        for frame in frames:
-                            nursery.start_soon(serve_one, frame)
+                        del data
+                        while frames:
+                            frame = frames.pop(0)
+                            admitted = await self._admit(peer, frame)
+                            if isinstance(admitted, Reservation):
+                                nursery.start_soon(serve_one, frame, admitted, outer.cancel_scope)
+                            else:
+                                nursery.start_soon(refuse, frame, admitted)
+                            del frame
                 writer.close()  # every request answered: flush, then stop the writer
             await stream.close()
         except Exception:

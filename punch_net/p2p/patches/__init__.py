@@ -8,6 +8,7 @@ half starts failing, upstream fixed it and the patch can go.
 Entry points (all idempotent):
 - `install(agent)`: process-wide patches (dial delay, identify agent, Noise/yamux data path).
 - `install_host(host, dial_timeout)`: per-host patches; `build_host` calls both.
+- `install_limits(host, rcmgr)`: the connection gate of punch_net/rcmgr (`rcmgr_conn_gate`).
 - `install_dht(host, dht, server=...)`: per-DHT patches (kad α, no auto-dialing, server-only
   routing table, GET_PROVIDERS query and walk, dead-peer eviction, tracing, lookup memory;
   for a server also the inbound read deadline / per-peer cap).
@@ -38,14 +39,19 @@ from punch_net.p2p.patches import (
     kad_provider_walk,
     kad_server_only_routing,
     noise_batching,
+    rcmgr_conn_gate,
+    rcmgr_streams,
     secure_session_read,
     security_handshake_timeout,
     yamux_batched_write,
     yamux_fast_data,
+    yamux_window_cap,
 )
 from punch_net.p2p.patches.circuit_addrs import advertise_extra_addrs
 from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
+from punch_net.p2p.patches.rcmgr_streams import guard_handler as guard_inbound_streams
 from punch_net.p2p.patches.yamux_window import grow_receive_window
+from punch_net.rcmgr import ResourceManager
 
 _installed = False
 
@@ -65,6 +71,7 @@ def install(agent: str | None = None) -> None:
     secure_session_read.install()
     yamux_fast_data.install()
     yamux_batched_write.install()
+    yamux_window_cap.install()
     _installed = True
 
 
@@ -73,14 +80,23 @@ def install_host(host: IHost, dial_timeout: float) -> None:
     security_handshake_timeout.install(host, dial_timeout)
 
 
-def install_dht(host: IHost, dht: Any, *, server: bool, walk: Callable[[Any], Any]) -> None:
+def install_limits(host: IHost, rcmgr: ResourceManager) -> None:
+    """Per-host: inbound connections through the resource manager's gate (before listening)."""
+    rcmgr_conn_gate.install(host, rcmgr)
+
+
+def install_dht(host: IHost, dht: Any, *, server: bool, walk: Callable[[Any], Any],
+                rcmgr: ResourceManager | None = None) -> None:
     """Per-DHT patches, on a freshly built host and DHT (before the host runs), in the
-    order they wrap each other. `server`: the DHT runs in server mode (inbound guard);
-    `walk(dht)` builds the provider walk that replaces `find_providers` (dht/walk.py)."""
+    order they wrap each other. `server`: the DHT runs in server mode (inbound guard:
+    through `rcmgr`'s stream limits when given); `walk(dht)` builds the provider walk that
+    replaces `find_providers` (dht/walk.py)."""
     if getattr(dht, "_punch_patched", False):
         return
     dht._punch_patched = True
-    if server:
+    if server and rcmgr is not None:
+        rcmgr_streams.install_kad(host, dht, rcmgr, per_read=kad_inbound_guard.KAD_READ_DEADLINE)
+    elif server:
         kad_inbound_guard.install_kad_read_deadline(host, dht.handle_stream)
     kad_alpha.install()
     auto_connector.install(host)
@@ -96,7 +112,9 @@ __all__ = [
     "advertise_extra_addrs",
     "forget_dial_failure",
     "grow_receive_window",
+    "guard_inbound_streams",
     "install",
     "install_dht",
     "install_host",
+    "install_limits",
 ]

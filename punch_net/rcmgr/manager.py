@@ -1,0 +1,139 @@
+"""Pure resource accounting (no I/O, no trio): scopes, reservations, refusals.
+
+Like go-libp2p's resource manager, every resource is counted in a DAG of scopes
+(system; transient for handshakes; one per IP address, peer, protocol, protocol×peer,
+protocol×IP) and a reservation succeeds only if every scope it touches stays within its
+limit; otherwise nothing is taken and the refusal is counted in `blocked` by
+(direction, scope kind, resource), the labels of go-libp2p's `libp2p_rcmgr_blocked_resources`.
+Adapters (punch_net/p2p/patches/rcmgr_*, messaging/protocol.py) refuse or wait on a refusal.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from punch_net.rcmgr.limits import Limits
+
+# Resource names (go-libp2p's `resource` label values), plus ours for handshakes and requests.
+CONNS = "connections"
+HANDSHAKES = "handshakes"
+STREAMS = "streams"
+REQUESTS = "requests"
+MEMORY = "memory"
+
+Key = tuple[str, str, str]  # (scope kind, scope name, resource): ("peer", "Qm…", "streams")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Which scope refused: `scope` is its kind ("system", "transient", "ip", "peer",
+    "protocol", "protocol-peer", "protocol-ip"), `resource` what ran out."""
+
+    scope: str
+    resource: str
+
+
+class Reservation:
+    """Resources taken by one connection, handshake, stream or request; `release()` gives
+    them back (idempotent, so every exit path may call it)."""
+
+    def __init__(self, manager: ResourceManager, amounts: dict[Key, int]) -> None:
+        self._manager = manager
+        self._amounts = amounts
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._manager._give_back(self._amounts)
+
+
+class ResourceManager:
+    """The node's accounting. `reserve_*` return a `Reservation` or a `Refusal`."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._used: Counter[Key] = Counter()
+        self.blocked: Counter[tuple[str, str, str]] = Counter()  # (dir, scope kind, resource)
+        self._on_release: list[Callable[[], None]] = []
+
+    # ---------------------------------------------------------------- queries
+
+    def used(self, scope: str, name: str, resource: str) -> int:
+        return self._used.get((scope, name, resource), 0)
+
+    def usage(self) -> dict[Key, int]:
+        """Every non-zero counter (for metrics and tests)."""
+        return {k: v for k, v in self._used.items() if v}
+
+    def on_release(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after any reservation is released (adapters wake waiters)."""
+        self._on_release.append(callback)
+
+    # ---------------------------------------------------------------- reservations
+
+    def reserve_connection(self, ip: str) -> Reservation | Refusal:
+        """One inbound connection from `ip`, for its whole life."""
+        lim = self.limits
+        return self._reserve("inbound", [
+            ("system", "", CONNS, 1, lim.conns_inbound),
+            ("ip", ip, CONNS, 1, lim.conns_inbound_per_ip),
+        ])
+
+    def reserve_handshake(self, ip: str) -> Reservation | Refusal:
+        """One inbound handshake in progress from `ip` (the transient scope)."""
+        lim = self.limits
+        return self._reserve("inbound", [
+            ("transient", "", HANDSHAKES, 1, lim.handshakes),
+            ("ip", ip, HANDSHAKES, 1, lim.handshakes_per_ip),
+        ])
+
+    def reserve_stream(self, protocol: str, peer: str, ip: str) -> Reservation | Refusal:
+        """One inbound stream of `protocol` from `peer` (connected from `ip`; "" if unknown)."""
+        lim = self.limits
+        wants = [
+            ("system", "", STREAMS, 1, lim.streams_inbound),
+            ("peer", peer, STREAMS, 1, lim.streams_inbound_per_peer),
+            ("protocol", protocol, STREAMS, 1, lim.streams_per_protocol),
+            ("protocol-peer", f"{protocol} {peer}", STREAMS, 1, lim.streams_per_protocol_per_peer),
+        ]
+        if ip:
+            wants.append(("protocol-ip", f"{protocol} {ip}", STREAMS, 1, lim.streams_per_protocol_per_ip))
+        return self._reserve("inbound", wants)
+
+    def reserve_request(self, peer: str, size: int) -> Reservation | Refusal:
+        """One command request of `size` bytes (request + reply) being served for `peer`.
+        A refusal by "peer" means wait for that peer's requests; by "system", refuse."""
+        lim = self.limits
+        return self._reserve("inbound", [
+            ("peer", peer, REQUESTS, 1, lim.requests_in_flight_per_peer),
+            ("peer", peer, MEMORY, size, max(lim.request_memory_per_peer, size)),
+            ("system", "", REQUESTS, 1, lim.requests_in_flight),
+            ("system", "", MEMORY, size, lim.request_memory),
+        ])
+
+    # ---------------------------------------------------------------- internals
+
+    def _reserve(self, direction: str, wants: Sequence[tuple[str, str, str, int, int]]) -> Reservation | Refusal:
+        for scope, name, resource, amount, limit in wants:
+            if self._used.get((scope, name, resource), 0) + amount > limit:
+                self.blocked[(direction, scope, resource)] += 1
+                return Refusal(scope, resource)
+        amounts: dict[Key, int] = {}
+        for scope, name, resource, amount, _ in wants:
+            key = (scope, name, resource)
+            self._used[key] += amount
+            amounts[key] = amounts.get(key, 0) + amount
+        return Reservation(self, amounts)
+
+    def _give_back(self, amounts: dict[Key, int]) -> None:
+        for key, amount in amounts.items():
+            left = self._used[key] - amount
+            if left > 0:
+                self._used[key] = left
+            else:
+                del self._used[key]  # per-peer/IP keys must not pile up after they leave
+        for callback in self._on_release:
+            callback()
