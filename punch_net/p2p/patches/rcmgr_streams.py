@@ -23,11 +23,8 @@ from libp2p.abc import IHost, INetStream
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 
 from punch_net.p2p.patches.rcmgr_conn_gate import remote_endpoint
-from punch_net.p2p.patches.yamux_window_cap import cap_receive_window
 from punch_net.p2p.streams import reset_quietly
 from punch_net.rcmgr import Refusal, ResourceManager
-
-INBOUND_WINDOW = 256 * 1024  # yamux receive window of a guarded stream: yamux's initial one, never grown
 
 
 class FirstByteStream:
@@ -68,7 +65,6 @@ def guard_handler(
         if isinstance(reservation, Refusal):
             await reset_quietly(stream)
             return
-        cap_receive_window(stream, INBOUND_WINDOW)  # what the peer may push ahead of our reads
         try:
             wrapped = FirstByteStream(stream, rcmgr.limits.first_byte_timeout, per_read)
             await handler(wrapped)  # type: ignore[arg-type]
