@@ -49,7 +49,6 @@ from punch_net.errors import BadArgs, NotFound
 from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
-from punch_net.rcmgr.metrics import RcmgrCollector
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
 from punch_net.roles import dialer, listener, monitor, torrent_client
@@ -109,7 +108,7 @@ class Runtime:
         self.api = LocalNode(self)
         self.metrics = NodeMetrics(cfg.role, self.api)
         self.reputation.on_record = self.metrics.reputation_event
-        self.metrics.registry.register(RcmgrCollector(node.resources))  # libp2p_rcmgr_* series
+        self.metrics.registry.register(node.resources.collector())  # libp2p_rcmgr_* series
         node.set_router(self.relay)
         node.observe_requests(self.reputation)
         node.observe_lookups(self.metrics)
