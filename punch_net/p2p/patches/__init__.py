@@ -8,10 +8,11 @@ half starts failing, upstream fixed it and the patch can go.
 Entry points (all idempotent):
 - `install(agent)`: process-wide patches (dial delay, identify agent, Noise/yamux data path).
 - `install_host(host, dial_timeout)`: per-host patches; `build_host` calls both.
-- `install_limits(host, rcmgr)`: the connection gate of punch_net/rcmgr (`rcmgr_conn_gate`).
 - `install_dht(host, dht, server=...)`: per-DHT patches (kad α, no auto-dialing, server-only
   routing table, GET_PROVIDERS query and walk, dead-peer eviction, tracing, lookup memory;
   for a server also the inbound read deadline / per-peer cap).
+- `install_limits(host, rcmgr)`: the connection gate of punch_net/rcmgr (`rcmgr_conn_gate`);
+  with `rcmgr`, `install_dht` serves kad through its stream limits (`rcmgr_streams`).
 Used directly where they are called: `circuit_addrs.advertise_extra_addrs` (a host with
 relay addresses), `dial_failure_cache.forget_dial_failure` (before an explicit dial),
 `yamux_window.grow_receive_window` (bulk streams), and the subclasses
@@ -80,11 +81,6 @@ def install_host(host: IHost, dial_timeout: float) -> None:
     security_handshake_timeout.install(host, dial_timeout)
 
 
-def install_limits(host: IHost, rcmgr: ResourceManager) -> None:
-    """Per-host: inbound connections through the resource manager's gate (before listening)."""
-    rcmgr_conn_gate.install(host, rcmgr)
-
-
 def install_dht(host: IHost, dht: Any, *, server: bool, walk: Callable[[Any], Any],
                 rcmgr: ResourceManager | None = None) -> None:
     """Per-DHT patches, on a freshly built host and DHT (before the host runs), in the
@@ -106,6 +102,11 @@ def install_dht(host: IHost, dht: Any, *, server: bool, walk: Callable[[Any], An
     kad_lookup_tracing.install_tracing(dht)
     kad_provider_walk.install(dht, walk)
     kad_lookup_memory.install_lookup_memory(dht)
+
+
+def install_limits(host: IHost, rcmgr: ResourceManager) -> None:
+    """Per-host: inbound connections through the resource manager's gate (before listening)."""
+    rcmgr_conn_gate.install(host, rcmgr)
 
 
 __all__ = [
