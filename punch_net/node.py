@@ -56,7 +56,7 @@ from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
 from punch_net.p2p.patches import forget_dial_failure, guard_inbound_streams, install_dht, install_limits
 from punch_net.rcmgr import ResourceManager
-from punch_net.rcmgr.memory import keep_big_buffers_on_mmap
+from punch_net.rcmgr.memory import keep_big_buffers_on_mmap, trim_after_bursts
 
 BOOTSTRAP_CHECK_INTERVAL = 2.0
 BOOTSTRAP_IDLE_CHECK_INTERVAL = 30.0  # with a healthy routing table
@@ -320,6 +320,7 @@ class Node:
                     for component in self._components:
                         await nursery.start(_run_component, component)
                     nursery.start_soon(self._bootstrap_all)
+                    nursery.start_soon(trim_after_bursts, self.resources)
                     task_status.started()
                     await trio.sleep_forever()
         finally:

@@ -41,8 +41,20 @@ class FrameWriter:
         self._buf = bytearray()
         self._wakeup = trio.Event()
         self._drained = trio.Event()
+        self._written = trio.Event()
+        self.writing = 0  # bytes of the write in progress
         self._closing = False
         self.closed = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued or being written (a peer that does not read keeps them here)."""
+        return len(self._buf) + self.writing
+
+    async def wait_room(self, limit: int) -> None:
+        """Wait until fewer than `limit` bytes are pending (or the writer has ended)."""
+        while self.pending >= limit and not self.closed:
+            await self._written.wait()
 
     def close(self) -> None:
         """Let `run()` return once everything queued so far is written."""
@@ -73,10 +85,16 @@ class FrameWriter:
                 self._buf.clear()
                 drained, self._drained = self._drained, trio.Event()
                 drained.set()
+                self.writing = len(data)
                 await self.stream.write(data)
+                del data
+                self.writing = 0
+                written, self._written = self._written, trio.Event()
+                written.set()
         finally:
             self.closed = True
             self._drained.set()
+            self._written.set()
 
 
 @dataclass
@@ -177,6 +195,9 @@ class CommandServer:
                         del data
                         while frames:
                             frame = frames.pop(0)
+                            # Replies this peer has not taken yet: read no more until they leave.
+                            with trio.fail_after(stall):
+                                await writer.wait_room(SERVE_WRITE_BUFFER)
                             admitted = await self._admit(peer, frame)
                             if isinstance(admitted, Reservation):
                                 nursery.start_soon(serve_one, frame, admitted, outer.cancel_scope)

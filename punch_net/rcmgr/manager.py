@@ -62,6 +62,7 @@ class ResourceManager:
         self._used: Counter[Key] = Counter()
         self.blocked: Counter[tuple[str, str, str]] = Counter()  # (dir, scope kind, resource)
         self._on_release: list[Callable[[], None]] = []
+        self.memory_released = 0  # bytes of request memory given back, ever (memory.py trims after bursts)
 
     # ---------------------------------------------------------------- queries
 
@@ -140,6 +141,8 @@ class ResourceManager:
 
     def _give_back(self, amounts: dict[Key, int]) -> None:
         for key, amount in amounts.items():
+            if key == ("system", "", MEMORY):
+                self.memory_released += amount
             left = self._used[key] - amount
             if left > 0:
                 self._used[key] = left
