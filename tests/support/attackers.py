@@ -9,9 +9,12 @@ internet."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import trio
@@ -222,3 +225,85 @@ def rss_mib(pid: int) -> float:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# ---------------------------------------------------------------- an attacker in its own process
+
+
+class AttackerProcess:
+    """`python attackers.py KIND ADDR N` in its own process (so the attack's CPU does not
+    slow the test's honest peer, only the victim's); prints a running count each second."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.count = 0
+
+    def read_count(self) -> int:
+        """The attacker's last reported count (streams, connections or requests opened)."""
+        return self.count
+
+
+@contextmanager
+def attacker_process(kind: str, addr: str, n: int, ready_timeout: float = 60.0) -> Iterator[AttackerProcess]:
+    """Start an attacker (`kad`: N identities × 4 silent kad streams; `flood`: N silent
+    connections; `noread`: N non-reading peers), wait until it is in full swing, kill it
+    (by PID) at the end."""
+    import threading
+
+    from punch_harness import die_with_parent
+
+    proc = subprocess.Popen([sys.executable, __file__, kind, addr, str(n)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=die_with_parent)
+    attacker = AttackerProcess(proc)
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                ready.set()
+            elif line.startswith("{"):
+                attacker.count = int(json.loads(line)["count"])
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        if not ready.wait(ready_timeout):
+            raise AssertionError(f"attacker {kind} did not start within {ready_timeout:g}s")
+        yield attacker
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def _attacker_main(kind: str, addr: str, n: int) -> None:
+    from punch_harness import peer_info_of
+
+    from punch_net.p2p.helpers import quiet_libp2p_logging
+
+    quiet_libp2p_logging()
+    target = peer_info_of(addr)
+    count = [0]
+    async with trio.open_nursery() as nursery:
+        if kind == "kad":
+            await nursery.start(kad_attack, target, n, 4, ATTACKER_IP, count)
+        elif kind == "flood":
+            port = int(addr.split("/tcp/")[1].split("/")[0])
+            await nursery.start(silent_connections, port, n, ATTACKER_IP, "127.0.0.1", count)
+        elif kind == "noread":
+            await nursery.start(non_reading_attack, target, n, 1 << 20, ATTACKER_IP, count)
+        else:
+            raise SystemExit(f"unknown attack {kind}")
+        print("ready", flush=True)
+        while True:
+            print(json.dumps({"count": count[0]}), flush=True)
+            await trio.sleep(1)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a flood needs its sockets
+    trio.run(_attacker_main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
