@@ -7,12 +7,24 @@ benchmarks/attack_bench.py."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import pytest
 import trio
 from attackers import ATTACKER_IP, attacker_process, honest_echo, open_fds, rss_mib
-from punch_harness import PunchFactory, kad_find_node, libp2p_host, peer_info_of
+from prometheus_client.parser import text_string_to_metric_families
+from punch_harness import PunchFactory, free_port, kad_find_node, libp2p_host, peer_info_of
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def limits_config(tmp_path: Path, **limits: int | float) -> str:
@@ -46,7 +58,9 @@ async def test_silent_kad_streams_from_many_identities_do_not_starve_honest_peer
     """10 throwaway identities × 4 silent kad streams (before: 3 × 4 made every honest
     FIND_NODE fail). The protocol-wide limit is lowered to 24 so that, without the per-IP
     limit, the attack alone (40 streams) would fill it."""
-    server = punch.server("--config", limits_config(tmp_path, streams_per_protocol=24))
+    metrics_port = free_port()
+    server = punch.server("--config", limits_config(tmp_path, streams_per_protocol=24),
+                          "--metrics-port", str(metrics_port))
     target = peer_info_of(server.addr)
     with attacker_process("kad", server.addr, 10) as attacker:
         await wait_for(lambda: attacker.read_count() >= 16, 20, "the attack's streams")
@@ -59,6 +73,11 @@ async def test_silent_kad_streams_from_many_identities_do_not_starve_honest_peer
         # reopening them all along.
         opened = attacker.read_count()
         await wait_for(lambda: attacker.read_count() > opened, 20, "the attackers to keep trying")
+        # What the operator sees (go-libp2p's names): the refusals, and kad streams held
+        # within the per-IP share (16) plus the honest peer's.
+        text = await trio.to_thread.run_sync(scrape, metrics_port)
+        assert sample(text, "libp2p_rcmgr_blocked_resources", scope="protocol-ip", resource="stream") > 0
+        assert sample(text, "libp2p_rcmgr_streams", scope="protocol", protocol="/ipfs/kad/1.0.0") <= 17
 
 
 async def test_silent_connection_flood_leaves_room_for_honest_peers(punch: PunchFactory) -> None:
