@@ -6,8 +6,9 @@ during the attack beside the same figures without it, and the victim's RSS and o
     BENCH_ATTACK_SECONDS=20 .venv/bin/python benchmarks/attack_bench.py
 
 Three processes per attack, all on 127.0.0.1: the victim (a `server` node with default
-[limits], a mode of this file), the attacker (another mode of this file, dialing from
-127.0.0.2 like tests/adversarial) and the honest peer (this process, from 127.0.0.1):
+[limits] and the usual soft limit of 1,024 open files, a mode of this file), the attacker
+(another mode of this file, dialing from 127.0.0.2 like tests/adversarial) and the honest
+peer (this process, from 127.0.0.1):
 
 - kad:  10 throwaway identities × 4 silent /ipfs/kad/1.0.0 streams (reopened when reset);
         honest: FIND_NODE on a fresh stream.
@@ -42,6 +43,7 @@ ATTACKS = {
     "flood": "2,000 silent TCP connections",
     "noread": "20 non-reading peers, 1 MiB echo requests",
 }
+VICTIM_FDS = 1024
 TARGET_SUCCESS = 0.99
 TARGET_RSS_MIB = 200.0
 TARGET_RSS_BACK_MIB = 20.0
@@ -94,9 +96,17 @@ async def attack(kind: str, addr: str) -> None:
             print(json.dumps({"count": count[0]}), flush=True)
 
 
+def victim_fd_limit() -> None:
+    """The victim gets the usual default soft limit of 1,024 open files (as a node started
+    from a shell or a plain systemd unit would), not the bench's raised one."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(VICTIM_FDS, hard), hard))
+
+
 def spawn(*args: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=victim_fd_limit if args[0] == "serve" else None)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line:
