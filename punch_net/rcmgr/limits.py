@@ -23,11 +23,11 @@ class Limits:
     handshakes_per_ip: int = 8
     handshake_timeout: float = 5.0  # seconds an inbound handshake may take
     # inbound streams, for the protocols Punch serves (kad and the command protocol)
-    streams_inbound: int = 1024  # system
+    streams_inbound: int = 2048  # system
     streams_inbound_per_peer: int = 32
-    streams_per_protocol: int = 256  # one protocol, all peers
+    streams_per_protocol: int = 512  # one protocol, all peers
     streams_per_protocol_per_peer: int = 4  # one protocol, one peer
-    streams_per_protocol_per_ip: int = 16  # one protocol, all peers behind one IP address
+    streams_per_protocol_per_ip: int = 64  # one protocol, all peers behind one IP address (a local testnet shares one)
     first_byte_timeout: float = 5.0  # seconds an inbound kad/command stream may wait for its first byte
     # command requests (backpressure)
     requests_in_flight: int = 256  # system: requests being served

@@ -57,9 +57,9 @@ async def test_silent_kad_streams_from_many_identities_do_not_starve_honest_peer
         punch: PunchFactory, tmp_path: Path) -> None:
     """10 throwaway identities × 4 silent kad streams (before: 3 × 4 made every honest
     FIND_NODE fail). The protocol-wide limit is lowered to 24 so that, without the per-IP
-    limit, the attack alone (40 streams) would fill it."""
+    limit (16 here), the attack alone (40 streams) would fill it."""
     metrics_port = free_port()
-    server = punch.server("--config", limits_config(tmp_path, streams_per_protocol=24),
+    server = punch.server("--config", limits_config(tmp_path, streams_per_protocol=24, streams_per_protocol_per_ip=16),
                           "--metrics-port", str(metrics_port))
     target = peer_info_of(server.addr)
     with attacker_process("kad", server.addr, 10) as attacker:
