@@ -230,9 +230,9 @@ def test_progress_bar_and_row() -> None:
                         bytes_per_s=1_500_000.0, eta_s=75.0, peers=3, state="downloading", direction="download",
                         path="", uploaded=0, upload_bytes_per_s=0.0, peer_stats=[], piece_from=[])
     row = [c.text.strip() for c in transfer_row(info)]
-    assert row == ["↓ a-rather-lo…", "█▉····  32%", "2.0 MB", "1.5 MB/s", "1m15s", "3", "downloading"]
+    assert row == ["↓ a-rather-lo…", "█▉····  32%", "1.9 MiB", "1.4 MiB/s", "1m15s", "3", "downloading"]
     pending = transfer_row(replace(info, name="", state="finding", total=0, have=0, eta_s=None))
     assert pending[0].text.strip() == "↓ ababababab…"
     assert pending[4].text.strip() == "-"
     seed = transfer_row(replace(info, direction="seed", state="seeding", have=31, upload_bytes_per_s=2e3))
-    assert [c.text.strip() for c in seed][3:] == ["2.0 KB/s", "-", "3", "seeding"]
+    assert [c.text.strip() for c in seed][3:] == ["2.0 KiB/s", "-", "3", "seeding"]

@@ -11,8 +11,9 @@ import pytest
 from textual.app import App, ComposeResult
 
 from punch_net import events as ev
+from punch_net.torrent.events import human_size
 from punch_tui.bridge import describe_failure
-from punch_tui.format import age, ms, rate, short_id, short_proto, size
+from punch_tui.format import age, middle, ms, plural, rate, short_id, short_proto, size
 from punch_tui.main import main as tui_main
 from punch_tui.peers import InputError, PeerBook, check_command, check_dial
 from punch_tui.tabs.dht import fill_bar
@@ -28,8 +29,13 @@ PEER_B = "12D3KooWJcSBh4xr4zdommhJoS1CJLDQFLXPwWWVbM3AvR81Wzir"
 def test_formatting() -> None:
     assert short_id(PEER_A) == "…DBvrchSR"
     assert age(5) == "5s" and age(125) == "2m05s" and age(4000) == "1h06m" and age(None) == "-"
-    assert rate(999) == "999 B/s" and rate(1_500_000) == "1.5 MB/s"
-    assert size(2_000) == "2.0 KB"
+    assert rate(999) == "999 B/s" and rate(1_500_000) == "1.4 MiB/s"
+    # binary units, as the CLI prints them (issue 15: "4.8 MiB" there, "5.0 MB" here)
+    assert size(2_048) == "2.0 KiB" and size(5_000_000) == "4.8 MiB" and size(3 << 30) == "3.0 GiB"
+    assert size(5_000_000) == human_size(5_000_000)
+    assert size(1023.9 * 1024) == "1024 KiB" and max(len(size(1.5 ** i)) for i in range(90)) <= 8
+    assert plural(1, "peer") == "1 peer" and plural(0, "peer") == "0 peers"
+    assert middle(PEER_A, 20) == "12D3KooWRf…TDBvrchSR" and middle(PEER_A, 60) == PEER_A
     assert ms(0.1234) == "0.12 ms" and ms(None) == "-"
     assert short_proto("/ipfs/kad/1.0.0") == "kad" and short_proto("/punch/cmd/1.0.0") == "punch/cmd"
     assert fill_bar(10) == "█████░░░░░"
