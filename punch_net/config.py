@@ -27,7 +27,10 @@ def default_data_dir() -> Path:
 
 
 def default_config_path() -> Path:
-    return Path(os.environ.get("PUNCH_CONFIG") or platformdirs.user_config_dir("punch")) / "config.toml"
+    """`$PUNCH_CONFIG` names the config *file* itself; without it, config.toml in the
+    platform's config folder."""
+    env = os.environ.get("PUNCH_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir("punch")) / "config.toml"
 
 
 @dataclass
