@@ -157,7 +157,7 @@ def test_attach_shows_traffic_and_messages_from_before(tmux: Tmux, tmp_path: Pat
             screen = tmux.screen()
         tmux.keys("4")
         screen = tmux.wait_for("hello-before-attach Message #2")
-        assert "← RECV message" in screen and "hello-before-attach Message #1" in screen
+        assert "← RECV …" in screen and "hello-before-attach Message #1" in screen
         tmux.keys("q")
         tmux.wait_gone()
         assert done.read_text().strip() == "0"

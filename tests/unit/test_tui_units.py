@@ -110,7 +110,17 @@ def test_cells_sort_by_value_not_text() -> None:
 def test_message_entries() -> None:
     sent = message_entry(ev.MessageSent(peer_id=PEER_A, id="x-1", command="message", args={"text": "hi"}))
     assert sent is not None and sent.kind == "sent"
-    assert sent.text.startswith("→ SENT message #x-1") and "hi" in sent.text
+    assert sent.text == f"→ SENT {short_id(PEER_A)}: hi"  # the text first; the id is in the JSON pane
+    ping = message_entry(ev.MessageSent(peer_id=PEER_A, id="x-2", command="ping", args={}))
+    assert ping is not None and ping.text == f"→ SENT ping {short_id(PEER_A)}: {{}}"
+    recv = message_entry(ev.MessageReceived(peer_id=PEER_A, id="y-12", command="message",
+                                            args={"text": "Hello from dialer! Message #12"}, sender=""))
+    assert recv is not None and recv.text.endswith(": Hello from dialer! Message #12")
+    assert len(recv.line()) <= 72  # with its time, inside 80 columns
+    reply = message_entry(ev.Reply(peer_id=PEER_A, id="y-12", ok=True, rtt_ms=12.34,
+                                   result={"received": True, "echo": "Hello from dialer! Message #12", "by": PEER_B}))
+    assert reply is not None and reply.text == f"← REPLY {short_id(PEER_A)} 12.3 ms: ✓ Hello from dialer! Message #12"
+    assert len(reply.line()) <= 80
     err = message_entry(ev.Reply(peer_id=PEER_A, id="x-1", ok=False, error={"code": "E", "message": "m"}))
     assert err is not None and err.kind == "error"
     assert json.loads(sent.detail())["args"] == {"text": "hi"}
@@ -170,6 +180,10 @@ def test_log_view_is_bounded_and_filters() -> None:
             assert log.count == 11
             log.set_filter("")
             assert log.count == 1000
+            log.append([LogEntry("sent", "x" * 100)])  # longer than the view: cut with an ellipsis
+            await pilot.pause()
+            last = log.render_line(log.count - 1 - int(log.scroll_offset.y)).text
+            assert len(last) == log.size.width and last.endswith("x…")
 
     asyncio.run(scenario())
 
