@@ -191,6 +191,9 @@ class Node:
         self._sessions: dict[ID, CommandSession] = {}
         self._session_locks: dict[ID, trio.Lock] = {}
         self._peer_meta: dict[ID, _PeerMeta] = {}
+        # The routing-table size last published: a bootstrap dial and its connection
+        # callback both add the same peer, concurrently; one DHTUpdated says it once.
+        self._table_size_published = 0
         self._discovered: set[tuple[str, ID]] = set()
         self.bootstrap_peers: set[ID] = set()
         self._bootstrap_epoch = 0
@@ -383,13 +386,13 @@ class Node:
         if agent:
             self._meta(peer).agent = agent
         if str(KAD_PROTOCOL) in protocols:
-            before = self.dht.get_routing_table_size()
             try:
                 await self.dht.add_peer(peer)
             except Exception:
                 return
             size = self.dht.get_routing_table_size()
-            if size != before:
+            if size != self._table_size_published:
+                self._table_size_published = size
                 self.bus.publish(ev.DHTUpdated(size=size))
 
     def _agent_from_peerstore(self, peer: ID) -> str:
