@@ -70,6 +70,9 @@ class PunchApp(App[int]):
     COMMANDS = App.COMMANDS | {NodeCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # ctrl+c quits, as in btop, k9s and lazygit (Textual's own only says "press ctrl+q");
+        # a field with selected text still copies it: the focused widget's ctrl+c comes first.
+        Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("ctrl+p", "command_palette", "Palette", key_display="^p"),
@@ -388,7 +391,7 @@ class PunchApp(App[int]):
         target = self.active_tab.filter_target()
         if target is not None:
             target.focus()
-        self._sync_filter_bar()
+        self.call_after_refresh(self._sync_filter_bar)  # once the focus has left the field
 
     def clear_filter(self) -> None:
         self.query_one("#filter-input", Input).value = ""
@@ -396,7 +399,7 @@ class PunchApp(App[int]):
         if target is not None:
             target.set_filter("")
             target.focus()
-        self._sync_filter_bar()
+        self.call_after_refresh(self._sync_filter_bar)  # once the focus has left the field: the bar goes
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self._sync_filter_bar()
