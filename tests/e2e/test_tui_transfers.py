@@ -21,7 +21,7 @@ from punch_net.torrent.info import TransferInfo
 from punch_tui.peers import InputError, check_info_hash
 from punch_tui.screens.prompt import PromptScreen
 from punch_tui.screens.torrent import CatalogueScreen, ConfirmScreen, TransferDetailsScreen
-from punch_tui.tabs.transfers import progress_bar, transfer_row
+from punch_tui.tabs.transfers import column_widths, progress_bar, transfer_row
 from punch_tui.widgets.table import FilterTable
 
 SIZE = (100, 30)
@@ -236,3 +236,10 @@ def test_progress_bar_and_row() -> None:
     assert pending[4].text.strip() == "-"
     seed = transfer_row(replace(info, direction="seed", state="seeding", have=31, upload_bytes_per_s=2e3))
     assert [c.text.strip() for c in seed][3:] == ["2.0 KiB/s", "-", "3", "seeding"]
+    # wider terminals: the name and the bar take the room (issue 15: the table stayed 80 wide)
+    assert column_widths(80) == (14, 6) and column_widths(60) == (14, 6)
+    name_w, bar_w = column_widths(120)
+    assert name_w > 14 and 6 < bar_w <= 20
+    wide = [c.text for c in transfer_row(info, name_w, bar_w)]
+    assert wide[0].strip() == "↓ a-rather-long-file-name.iso" and len(wide[0]) == name_w
+    assert len(wide[1]) == bar_w + len(" 100%")
