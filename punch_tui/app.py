@@ -23,7 +23,7 @@ from punch_net.api import JSONObject, NodeAPI, PeerAddrs, Snapshot
 from punch_net.config import ConfigError, NodeConfig, update_config_file
 from punch_tui.bridge import AttachBridge, BridgeError, LocalBridge, NodeBridge
 from punch_tui.console import console
-from punch_tui.format import short_id
+from punch_tui.format import plural, short_id
 from punch_tui.messages import AttachStatus, NodeEvents, NodeStarted, NodeStopped, SnapshotReady
 from punch_tui.palette import NodeCommands
 from punch_tui.peers import InputError, PeerBook, check_command, check_dial
@@ -195,7 +195,7 @@ class PunchApp(App[int]):
             self._last_suggestions = suggestions
             self.messages_tab.set_peer_suggestions(suggestions)
         if snap.stats is not None:
-            self.sub_title = (f"{short_id(snap.stats.peer_id, 12)} · {snap.stats.connections} peers · "
+            self.sub_title = (f"{short_id(snap.stats.peer_id, 12)} · {plural(snap.stats.connections, 'peer')} · "
                               f"DHT {snap.stats.routing_table_size}")
 
     def on_node_stopped(self, msg: NodeStopped) -> None:

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Static
 from punch_net.api import NodeAPI, Snapshot
 from punch_net.torrent.info import CatalogueEntry, TransferInfo
 from punch_tui.console import console
-from punch_tui.format import age, rate, size
+from punch_tui.format import age, plural, rate, size
 from punch_tui.peers import check_info_hash
 from punch_tui.screens.prompt import PromptScreen
 from punch_tui.screens.torrent import CatalogueScreen, ConfirmScreen, TransferDetailsScreen
@@ -111,7 +111,7 @@ def summary_text(infos: list[TransferInfo]) -> Text:
     downloading = sum(1 for i in infos if i.state in ("downloading", "finding", "verifying"))
     seeding = sum(1 for i in infos if i.state == "seeding")
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(f"{len(infos)} transfer(s) · {downloading} active · {seeding} seeding · ")
+    text.append(f"{plural(len(infos), 'transfer')} · {downloading} active · {seeding} seeding · ")
     text.append(f"↓ {rate(down)} ↑ {rate(up)}")
     return text
 

@@ -16,8 +16,8 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from punch_net.torrent.info import PeerSnapshot, TransferInfo
+from punch_tui.format import plural, size
 from punch_tui.format import rate as format_rate
-from punch_tui.format import size
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
 # Peer k (1-based) gets PALETTE[(k - 1) % len]; missing and from-disk pieces are neutral.
@@ -76,7 +76,7 @@ def summary_line(info: TransferInfo) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(info.name or info.info_hash[:16], style="bold")
     text.append(f"  {info.state}  {pct:5.1f}%  {have}/{total} pieces  {size(info.size)}  ")
-    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {info.peers} peers")
+    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {plural(info.peers, 'peer')}")
     if info.error:
         text.append(f"  {info.error}", style="red")
     return text
