@@ -63,13 +63,14 @@ async def wait_until(cond: object, timeout: float) -> bool:
 
 
 @asynccontextmanager
-async def relayed_pair(cls: type[CircuitV2Protocol], dialers: int) -> AsyncIterator[tuple[IHost, list[IHost]]]:
+async def relayed_pair(cls: type[CircuitV2Protocol], dialers: int, limits: RelayLimits = LIMITS,
+                       check: bool = True) -> AsyncIterator[tuple[IHost, list[IHost]]]:
     """A relay running `cls`, a listener reserved on it, and `dialers` hosts each holding
     a relayed connection (an open circuit) to the listener, opened one after the other."""
     async with AsyncExitStack() as stack:
         relay = await stack.enter_async_context(libp2p_host())
         listener = await stack.enter_async_context(libp2p_host())
-        await stack.enter_async_context(background_trio_service(cls(relay, LIMITS, allow_hop=True)))
+        await stack.enter_async_context(background_trio_service(cls(relay, limits, allow_hop=True)))
         await stack.enter_async_context(background_trio_service(CircuitV2Protocol(listener, allow_hop=False)))
         listener.set_stream_handler(ECHO, echo)
         with trio.fail_after(30):
@@ -81,7 +82,8 @@ async def relayed_pair(cls: type[CircuitV2Protocol], dialers: int) -> AsyncItera
             with trio.fail_after(30):
                 await d.connect(peer_info_of(host_addr(relay)))
                 await hop.open_circuit(d, relay.get_id(), listener.get_id())
-                assert await round_trip(d, listener.get_id(), b"hello") == b"hello"
+                if check:
+                    assert await round_trip(d, listener.get_id(), b"hello") == b"hello"
             hosts.append(d)
         yield listener, hosts
 
@@ -127,3 +129,39 @@ async def test_fix_first_circuit_is_torn_down_on_both_sides() -> None:
         with trio.fail_after(20):
             for d in (d2, d3):
                 assert await round_trip(d, lid, b"x" * 3000) == b"x" * 3000
+
+
+async def test_bug_and_fix_a_data_cap_of_zero_means_unlimited() -> None:
+    """`--relay-circuit-bytes 0` is "unlimited" (as in the spec); py-libp2p's copy loop then
+    checks the destination's reservation, whose cap is 0, and cuts the circuit at its first byte."""
+    unlimited = RelayLimits(duration=120, data=0, max_circuit_conns=8, max_reservations=8, reservation_ttl=120)
+
+    async def works(cls: type[CircuitV2Protocol]) -> str:
+        try:
+            async with relayed_pair(cls, 1, unlimited, check=False) as (listener, (d,)):
+                with trio.fail_after(10):
+                    got = await round_trip(d, listener.get_id(), b"y" * 5000)
+                return "works" if got == b"y" * 5000 else f"answered {len(got)} bytes"
+        except Exception as exc:
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]  # type: ignore[assignment]
+            return type(exc).__name__
+
+    # bug: the listener's first bytes (its side of the security handshake) end the circuit;
+    # D's upgrade fails (SwarmException from SecurityUpgradeFailure, "fail to read from
+    # multiselect communicator"); the same set-up works with the fix
+    assert await works(CircuitV2Protocol) in ("SwarmException", "SecurityUpgradeFailure")
+    assert await works(PatchedCircuitV2) == "works"
+
+
+async def test_bug_and_fix_the_duration_cap_ends_an_idle_circuit() -> None:
+    """The relay's duration cap ends a circuit even when nothing is sent; py-libp2p checked
+    it only after a read returned, so an idle circuit outlived its cap."""
+    short = RelayLimits(duration=3, data=1 << 20, max_circuit_conns=8, max_reservations=8, reservation_ttl=120)
+
+    async def ended_within(cls: type[CircuitV2Protocol], seconds: float) -> bool:
+        async with relayed_pair(cls, 1, short) as (listener, (d,)):
+            return await wait_until(lambda: not relayed(d, listener.get_id()), seconds)
+
+    assert not await ended_within(CircuitV2Protocol, 6), "bug: idle circuit still open after twice its cap"
+    assert await ended_within(PatchedCircuitV2, 10)

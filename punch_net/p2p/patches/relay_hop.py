@@ -23,13 +23,15 @@ The source's own leg, filed as (stream, None), is never closed towards the sourc
 Fix: the copy loop below closes the two streams of its own circuit and drops only
 registry entries that hold them. It also ends at once on a clean EOF (the library retried
 StreamEOF as an "unexpected error" for 0.6 s), resets rather than writing a HopMessage
-into a circuit that carries the peers' encrypted bytes when a cap is hit, and treats a
+into a circuit that carries the peers' encrypted bytes when a cap is hit (the duration
+cap on an idle circuit too: the library checked it only between reads), and treats a
 data cap of 0 as unlimited (the library then fell back to the reservation's cap of 0 and
 cut the circuit at its first byte from the reserved peer).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -86,15 +88,19 @@ class PatchedCircuitV2(CircuitV2Protocol):
                                  circuit_data_limit: list[int] | None = None) -> None:
         """The library's copy loop for one direction of a circuit, with the fix (bug 2):
         its end closes this circuit's two streams, never another circuit's."""
+        # the duration cap also ends an idle circuit (the library only checked it between reads)
+        cap_at = trio.current_time() + (deadline - time.monotonic()) if deadline is not None else math.inf
         try:
             while True:
-                if deadline is not None and time.monotonic() > deadline:
+                data = None
+                with trio.move_on_at(cap_at):
+                    try:
+                        data = await read_some(src_stream, MAX_READ_LEN)
+                    except Exception:
+                        return  # reset, or the connection under it went away
+                if data is None:
                     await self._reset_both(src_stream, dst_stream)  # duration cap
                     return
-                try:
-                    data = await read_some(src_stream, MAX_READ_LEN)
-                except Exception:
-                    return  # reset, or the connection under it went away
                 if not data:
                     return
                 if circuit_data_limit is not None:
