@@ -27,6 +27,10 @@ into a circuit that carries the peers' encrypted bytes when a cap is hit (the du
 cap on an idle circuit too: the library checked it only between reads), and treats a
 data cap of 0 as unlimited (the library then fell back to the reservation's cap of 0 and
 cut the circuit at its first byte from the reserved peer).
+Where: libp2p/relay/circuit_v2/protocol.py of the installed 0.8.1, `_handle_connect`
+(`self._active_relays[peer_id] = (stream, dst_stream)`) and the `finally` of `_relay_data`;
+no upstream issue found. Tests: tests/integration/test_relay_circuits.py (bug, then fix)
+and tests/e2e/test_nat_concurrent.py (five dialers at once on the NAT rig).
 """
 
 from __future__ import annotations
