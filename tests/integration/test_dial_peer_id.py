@@ -9,6 +9,7 @@ import pytest
 import trio
 from libp2p.peer.id import ID
 
+from punch_net import events as ev
 from punch_net.api import NodeError
 from punch_net.config import NodeConfig
 from punch_net.p2p.helpers import quiet_libp2p_logging
@@ -18,6 +19,18 @@ from punch_net.runtime import Runtime
 quiet_libp2p_logging()
 
 WAIT = 30
+
+
+async def dial_steps(sub: ev.Subscription) -> list[ev.DialProgress]:
+    """The DialProgress events queued on `sub` (all of them are published before dial returns)."""
+    out = []
+    while True:
+        with trio.move_on_after(0.2):
+            e = await sub.receive()
+            if isinstance(e, ev.DialProgress):
+                out.append(e)
+            continue
+        return out
 
 
 def config(tmp: Path, name: str, role: str, bootstrap: list[str]) -> NodeConfig:
@@ -40,7 +53,14 @@ async def test_dial_a_bare_peer_id_found_through_the_dht(tmp_path: Path) -> None
             peer = str(target.node.peer_id)
             assert not dialer.node.host.get_network().get_connections(target.node.peer_id)
             for text in (peer, f"/p2p/{peer}"):
-                assert await dialer.api.dial(text) == peer
+                with dialer.node.bus.subscribe() as sub:
+                    assert await dialer.api.dial(text) == peer
+                    steps = await dial_steps(sub)
+                # each step is published: where it was looked for, then the dial
+                # (a DHT lookup adds one "lookup" step when the routing table and peerstore had nothing)
+                assert [s.stage for s in steps][-3:] == ["lookup", "dialing", "connected"]
+                assert steps[0].tried[0] == "routing_table" and steps[-1].peer_id == peer
+                assert steps[-3].found_in == steps[-3].tried[-1] and steps[-3].addrs
                 assert dialer.node.host.get_network().get_connections(target.node.peer_id)
                 await dialer.api.disconnect(peer)
             assert (await dialer.api.ping(peer)) > 0  # reconnects by id on its own
@@ -57,8 +77,12 @@ async def test_dial_an_unknown_peer_id_is_one_line_within_the_timeout(tmp_path: 
             await nursery.start(dialer.run)
             await dialer.node.bootstrapped.wait()
             started = trio.current_time()
-            with pytest.raises(NodeError) as err:
-                await dialer.api.dial(stranger)
+            with dialer.node.bus.subscribe() as sub:
+                with pytest.raises(NodeError) as err:
+                    await dialer.api.dial(stranger)
+                steps = await dial_steps(sub)
+            assert [s.tried for s in steps] == [["routing_table", "peerstore", "dht"]] * 2
+            assert steps[-1].stage == "failed" and steps[-1].error == str(err.value)
             assert stranger in str(err.value) and "\n" not in str(err.value)
             assert trio.current_time() - started < dialer.config.dial_timeout + 5
         nursery.cancel_scope.cancel()
