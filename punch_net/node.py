@@ -502,6 +502,9 @@ class Node:
         bare = addr.strip().removeprefix("/p2p/")
         if is_peer_id(bare):
             return await self._dial_peer_id(ID.from_base58(bare))
+        if "/" not in bare:
+            raise NodeError(f"dial {bare!r}: not a peer id, nor a multiaddr "
+                            "(/ip4/HOST/tcp/PORT or /ip4/HOST/tcp/PORT/p2p/ID)")
         try:
             target = parse_dial_target(addr)
         except AddressError as exc:
