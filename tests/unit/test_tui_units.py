@@ -14,7 +14,7 @@ from punch_net import events as ev
 from punch_tui.bridge import describe_failure
 from punch_tui.format import age, ms, rate, short_id, short_proto, size
 from punch_tui.main import main as tui_main
-from punch_tui.peers import InputError, PeerBook, check_command, check_dial
+from punch_tui.peers import InputError, PeerBook, check_command, check_dial, complete
 from punch_tui.tabs.dht import fill_bar
 from punch_tui.tabs.messages import message_entry
 from punch_tui.themes import ThemeError, load_themes, parse_theme, resolve_name
@@ -42,6 +42,21 @@ def test_check_dial_uses_the_node_parser() -> None:
     for bad in ("", "/ip4/999.1.1.1/tcp/1", "hello", "/ip4/127.0.0.1/udp/1", PEER_A[:-3] + "000"):
         with pytest.raises(InputError):
             check_dial(bad)
+    for half_typed in (PEER_A[:10], PEER_A[:-1], f"/p2p/{PEER_A[:12]}"):  # base58, but not a whole id
+        with pytest.raises(InputError, match="not a whole peer id"):
+            check_dial(half_typed)
+
+
+def test_complete_picks_what_tab_fills_in() -> None:
+    options = [PEER_A, PEER_B, f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}"]
+    assert complete(PEER_A[:6], options) == PEER_A  # first prefix match, in the given order
+    assert complete(PEER_B[:9].lower(), options) == PEER_B  # case-insensitive, as the suggestion shows
+    assert complete("/ip4/127", options) == options[2]
+    assert complete("…" + PEER_B[-6:], options) == PEER_B  # a short id as tables show it
+    assert complete(PEER_A[-6:], options) is None  # two options end with it: ambiguous
+    assert complete("", options) == PEER_A
+    assert complete(PEER_A, options) is None and complete("zzz", options) is None
+    assert complete("di", ["dial ", "find "]) == "dial "
 
 
 def test_check_command() -> None:
