@@ -66,8 +66,9 @@ class PeerBook:
 
     def dial_targets(self) -> list[str]:
         """What the dial prompt completes: known peer ids (dialed by id: looked up by the
-        node), then their full addresses."""
-        return self.peer_ids() + self.dial_addrs()
+        node), then their full addresses, then the ids as `/p2p/ID`."""
+        ids = self.peer_ids()
+        return ids + self.dial_addrs() + [f"/p2p/{p}" for p in ids]
 
     def resolve(self, text: str) -> str:
         """A full peer id, or a unique prefix/suffix of a known one (short ids shown as …XYZ)."""
@@ -99,7 +100,7 @@ def complete(text: str, options: Sequence[str]) -> str | None:
                 return option
     tail = text.strip().lstrip("…")
     if tail and text not in options:
-        ends = [o for o in options if o.endswith(tail) and o != text]
+        ends = [o for o in options if o.rstrip().endswith(tail) and o != text]
         if len(ends) == 1:
             return ends[0]
     if not text and options:

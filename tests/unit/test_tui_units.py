@@ -81,6 +81,7 @@ def test_peer_book_completion_and_resolution() -> None:
     book.handle_event(ev.Discovered(peer_id=PEER_A, addrs=["/ip4/127.0.0.1/tcp/4001"], namespace="x"))
     assert book.peer_ids() == [PEER_A]
     assert book.dial_addrs() == [f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}"]
+    assert book.dial_targets() == [PEER_A, f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}", f"/p2p/{PEER_A}"]
     assert book.resolve("…DBvrchSR") == PEER_A  # the short form shown in logs
     assert book.resolve(PEER_A[:14]) == PEER_A
     with pytest.raises(InputError, match="unknown peer"):
@@ -90,6 +91,32 @@ def test_peer_book_completion_and_resolution() -> None:
     with pytest.raises(InputError, match="not a valid peer id"):
         book.resolve("12D3KooW" + "0" * 44)  # base58 has no 0
     assert book.resolve(PEER_B[:-1] + "X") == PEER_B[:-1] + "X"  # well-formed, unknown: the node will try
+
+
+def test_palette_tab_completions() -> None:
+    from types import SimpleNamespace
+
+    from punch_net.config import NodeConfig
+    from punch_tui.palette import completions
+
+    book = PeerBook()
+    book.learn(PEER_A, ["/ip4/127.0.0.1/tcp/4001"])
+    book.learn(PEER_B, [])
+    book.connected = {PEER_B}
+    app = SimpleNamespace(peers=book, node_config=NodeConfig(role="listener", namespace="chat"),
+                          available_themes={"punch-dark": 1, "punch-light": 1}, my_addrs=["/ip4/1.2.3.4/tcp/5"])
+    verbs = ["dial", "find", "send", "ping", "theme", "copy"]
+    assert completions(app, "di", verbs) == "dial "  # type: ignore[arg-type]
+    assert completions(app, "c", verbs) == "copy "  # type: ignore[arg-type]
+    assert completions(app, "dial ", verbs) == f"dial {PEER_B}"  # type: ignore[arg-type]  # connected first
+    assert completions(app, f"ping {PEER_A[:12]}", verbs) == f"ping {PEER_A}"  # type: ignore[arg-type]
+    assert completions(app, "dial /ip4/127", verbs) == f"dial /ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}"  # type: ignore[arg-type]
+    assert completions(app, f"dial /p2p/{PEER_A[:12]}", verbs) == f"dial /p2p/{PEER_A}"  # type: ignore[arg-type]
+    assert completions(app, f"send …{PEER_A[-8:]}", verbs) == f"send {PEER_A} "  # type: ignore[arg-type]
+    assert completions(app, f"send {PEER_A} hel", verbs) is None  # type: ignore[arg-type]  # free text
+    assert completions(app, "theme punch-l", verbs) == "theme punch-light"  # type: ignore[arg-type]
+    assert completions(app, "find ", verbs) == "find chat"  # type: ignore[arg-type]
+    assert completions(app, "zz", verbs) is None  # type: ignore[arg-type]
 
 
 def test_theme_files(tmp_path: Path) -> None:
