@@ -76,6 +76,21 @@ class PeerConnected(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DialProgress(Event):
+    """A dial by peer id, step by step: where its addresses were looked for (`tried`, in
+    order: routing_table, peerstore, dht), which source named them (`found_in`, "" while
+    the DHT is asked or when nothing did), then dialing, connected or failed (`error`)."""
+
+    kind: ClassVar[str] = "dial"
+    peer_id: str
+    stage: str  # lookup / dialing / connected / failed
+    tried: list[str] = field(default_factory=list)
+    found_in: str = ""
+    addrs: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class PeerDisconnected(Event):
     kind: ClassVar[str] = "disconnected"
     peer_id: str

@@ -15,7 +15,7 @@ from punch_net.torrent.events import human_size
 from punch_tui.bridge import describe_failure
 from punch_tui.format import age, middle, ms, plural, rate, short_id, short_proto, size
 from punch_tui.main import main as tui_main
-from punch_tui.peers import InputError, PeerBook, check_command, check_dial
+from punch_tui.peers import InputError, PeerBook, check_command, check_dial, complete
 from punch_tui.tabs.dht import fill_bar
 from punch_tui.tabs.messages import message_entry
 from punch_tui.themes import ThemeError, load_themes, parse_theme, resolve_name
@@ -48,6 +48,21 @@ def test_check_dial_uses_the_node_parser() -> None:
     for bad in ("", "/ip4/999.1.1.1/tcp/1", "hello", "/ip4/127.0.0.1/udp/1", PEER_A[:-3] + "000"):
         with pytest.raises(InputError):
             check_dial(bad)
+    for half_typed in (PEER_A[:10], PEER_A[:-1], f"/p2p/{PEER_A[:12]}"):  # base58, but not a whole id
+        with pytest.raises(InputError, match="not a whole peer id"):
+            check_dial(half_typed)
+
+
+def test_complete_picks_what_tab_fills_in() -> None:
+    options = [PEER_A, PEER_B, f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}"]
+    assert complete(PEER_A[:6], options) == PEER_A  # first prefix match, in the given order
+    assert complete(PEER_B[:9].lower(), options) == PEER_B  # case-insensitive, as the suggestion shows
+    assert complete("/ip4/127", options) == options[2]
+    assert complete("…" + PEER_B[-6:], options) == PEER_B  # a short id as tables show it
+    assert complete(PEER_A[-6:], options) is None  # two options end with it: ambiguous
+    assert complete("", options) == PEER_A
+    assert complete(PEER_A, options) is None and complete("zzz", options) is None
+    assert complete("di", ["dial ", "find "]) == "dial "
 
 
 def test_check_command() -> None:
@@ -72,6 +87,7 @@ def test_peer_book_completion_and_resolution() -> None:
     book.handle_event(ev.Discovered(peer_id=PEER_A, addrs=["/ip4/127.0.0.1/tcp/4001"], namespace="x"))
     assert book.peer_ids() == [PEER_A]
     assert book.dial_addrs() == [f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}"]
+    assert book.dial_targets() == [PEER_A, f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}", f"/p2p/{PEER_A}"]
     assert book.resolve("…DBvrchSR") == PEER_A  # the short form shown in logs
     assert book.resolve(PEER_A[:14]) == PEER_A
     with pytest.raises(InputError, match="unknown peer"):
@@ -81,6 +97,32 @@ def test_peer_book_completion_and_resolution() -> None:
     with pytest.raises(InputError, match="not a valid peer id"):
         book.resolve("12D3KooW" + "0" * 44)  # base58 has no 0
     assert book.resolve(PEER_B[:-1] + "X") == PEER_B[:-1] + "X"  # well-formed, unknown: the node will try
+
+
+def test_palette_tab_completions() -> None:
+    from types import SimpleNamespace
+
+    from punch_net.config import NodeConfig
+    from punch_tui.palette import completions
+
+    book = PeerBook()
+    book.learn(PEER_A, ["/ip4/127.0.0.1/tcp/4001"])
+    book.learn(PEER_B, [])
+    book.connected = {PEER_B}
+    app = SimpleNamespace(peers=book, node_config=NodeConfig(role="listener", namespace="chat"),
+                          available_themes={"punch-dark": 1, "punch-light": 1}, my_addrs=["/ip4/1.2.3.4/tcp/5"])
+    verbs = ["dial", "find", "send", "ping", "theme", "copy"]
+    assert completions(app, "di", verbs) == "dial "  # type: ignore[arg-type]
+    assert completions(app, "c", verbs) == "copy "  # type: ignore[arg-type]
+    assert completions(app, "dial ", verbs) == f"dial {PEER_B}"  # type: ignore[arg-type]  # connected first
+    assert completions(app, f"ping {PEER_A[:12]}", verbs) == f"ping {PEER_A}"  # type: ignore[arg-type]
+    assert completions(app, "dial /ip4/127", verbs) == f"dial /ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}"  # type: ignore[arg-type]
+    assert completions(app, f"dial /p2p/{PEER_A[:12]}", verbs) == f"dial /p2p/{PEER_A}"  # type: ignore[arg-type]
+    assert completions(app, f"send …{PEER_A[-8:]}", verbs) == f"send {PEER_A} "  # type: ignore[arg-type]
+    assert completions(app, f"send {PEER_A} hel", verbs) is None  # type: ignore[arg-type]  # free text
+    assert completions(app, "theme punch-l", verbs) == "theme punch-light"  # type: ignore[arg-type]
+    assert completions(app, "find ", verbs) == "find chat"  # type: ignore[arg-type]
+    assert completions(app, "zz", verbs) is None  # type: ignore[arg-type]
 
 
 def test_theme_files(tmp_path: Path) -> None:
