@@ -14,17 +14,19 @@ from punch_net.cli.main import EXIT_USAGE, OneLineParser, add_node_flags, config
 from punch_net.config import ConfigError, default_config_path, read_config_file
 from punch_net.p2p.addresses import AddressError
 from punch_net.p2p.helpers import quiet_libp2p_logging
+from punch_net.roles import role_name
 from punch_tui.themes import DEFAULT_THEME, load_themes, resolve_name
 
 
 def build_parser(role: str | None) -> OneLineParser:
-    from punch_net.roles import ROLES
+    from punch_net.roles import ROLE_ALIASES, ROLES
 
     parser = OneLineParser(
         prog="punch-tui",
         description="Punch node console: run a node in ROLE and watch it (same flags as `punch ROLE`).",
     )
-    parser.add_argument("--role", choices=sorted(ROLES), default="listener", help="node role (default listener)")
+    parser.add_argument("--role", choices=sorted([*ROLES, *ROLE_ALIASES]), default="listener",
+                        help="node role (default listener)")
     parser.add_argument("--theme", help="punch-dark (default), punch-light, punch-high-contrast, or any "
                                         "Textual theme; saved to the config file when changed in the app")
     parser.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
@@ -41,9 +43,9 @@ def _role_from(argv: Sequence[str]) -> str | None:
     args = list(argv)
     for i, arg in enumerate(args):
         if arg == "--role" and i + 1 < len(args):
-            return args[i + 1]
+            return role_name(args[i + 1])
         if arg.startswith("--role="):
-            return arg.split("=", 1)[1]
+            return role_name(arg.split("=", 1)[1])
     return None
 
 
@@ -62,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libp2p_logging()
     parser = build_parser(_role_from(argv))
     args = parser.parse_args(argv)
+    args.role = role_name(args.role)  # an alias (torrent_server) names its role
     try:
         cfg = config_from_args(args, args.role)
     except (ConfigError, AddressError) as exc:
