@@ -30,9 +30,10 @@ def build_parser(role: str | None) -> OneLineParser:
     parser.add_argument("--theme", help="punch-dark (default), punch-light, punch-high-contrast, or any "
                                         "Textual theme; saved to the config file when changed in the app")
     parser.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
-    parser.add_argument("--attach", nargs="?", const="", metavar="SOCKET",
-                        help="open the console on a RUNNING node through its control socket (a path, or a data "
-                             "dir; default: the data dir's control.sock); quitting leaves the node running")
+    parser.add_argument("--attach", nargs="?", const="", metavar="SOCKET|DIR|ROLE",
+                        help="open the console on a RUNNING node through its control socket (a socket path, a "
+                             "data dir, or the role of a node in the data dir; default: the data dir's only "
+                             "node, or ask); quitting leaves the node running")
     add_node_flags(parser, role or "listener")
     if role in ROLES:
         ROLES[role].add_arguments(parser)
@@ -86,10 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = DEFAULT_THEME if DEFAULT_THEME in available else "textual-dark"
 
     if args.attach is not None:
-        from punch_tui.attach import AttachError, read_hello, resolve_socket
+        from punch_tui.attach import AttachError, ask, read_hello, resolve_socket
 
+        # several nodes in the data dir: a terminal user picks one, a script gets the list
+        choose = ask(sys.stdin, sys.stderr) if sys.stdin.isatty() and sys.stderr.isatty() else None
         try:
-            sock = resolve_socket(args.attach or None, cfg.data_dir)
+            sock = resolve_socket(args.attach or None, cfg.data_dir, choose)
             hello = read_hello(sock)
         except AttachError as exc:
             sys.stderr.write(f"punch-tui: error: {exc}\n")

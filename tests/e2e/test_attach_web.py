@@ -137,6 +137,77 @@ def test_attach_without_a_node_is_one_line(tmp_path: Path) -> None:
     assert len(res.stderr.strip().splitlines()) == 1 and "no control socket" in res.stderr, res.stderr
 
 
+# ------------------------------------------------------------------ several nodes, one data dir
+
+@pytest.fixture
+def shared_dir(punch: PunchFactory, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A server and a listener sharing one data dir: two live control sockets there."""
+    data = tmp_path / "shared-data"
+    server = punch.start("server", "--data-dir", str(data))
+    server_sock = Path(server.wait_event("control")["path"])
+    listener = punch.start("listener", "--bootstrap", server.addr, "--data-dir", str(data))
+    listener_sock = Path(listener.wait_event("control")["path"])
+    assert server_sock != listener_sock and {server_sock.parent, listener_sock.parent} == {data}
+    return data, {"server": (server, server_sock), "listener": (listener, listener_sock)}
+
+
+def test_attach_with_two_nodes_in_a_data_dir_lists_them(shared_dir: tuple[Path, dict[str, Any]]) -> None:
+    from punch_tui.attach import AttachError, ask, live_nodes, resolve_socket
+
+    data, nodes = shared_dir
+    (server, server_sock), (listener, listener_sock) = nodes["server"], nodes["listener"]
+    found = {n.role: n for n in live_nodes(data)}
+    assert set(found) == {"server", "listener"}
+    assert found["listener"].path == listener_sock and found["listener"].pid == listener.pid
+    assert found["server"].peer_id == server.peer_id
+
+    # no choice and no terminal: the list (role, peer id, pid, path) and exit 2
+    res = subprocess.run([sys.executable, "-m", "punch_tui.main", "--attach", "--data-dir", str(data)],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert "2 nodes run in" in lines[0] and "--attach ROLE" in lines[0], res.stderr
+    assert len(lines) == 3, res.stderr
+    for role, (proc, sock) in nodes.items():
+        row = next(line for line in lines[1:] if line.split()[0] == role)
+        assert f"pid {proc.pid}" in row and str(sock) in row and short_id(proc.peer_id, 8) in row, row
+
+    # a role picks that node; a data dir picks nothing silently
+    assert resolve_socket("listener", data) == listener_sock
+    assert resolve_socket("server", data) == server_sock
+    assert resolve_socket(str(listener_sock), data) == listener_sock
+    with pytest.raises(AttachError, match="no running dialer"):
+        resolve_socket("dialer", data)
+    with pytest.raises(AttachError, match="2 nodes run"):
+        resolve_socket(str(data), data.parent / "elsewhere")  # a given data dir wins over the default
+    import io
+
+    out = io.StringIO()
+    assert resolve_socket(None, data, ask(io.StringIO("listener\n"), out)) == listener_sock
+    assert "attach to [1-2]" in out.getvalue() and str(server_sock) in out.getvalue()
+    picked = resolve_socket(None, data, ask(io.StringIO("2\n"), io.StringIO()))
+    assert picked == sorted([server_sock, listener_sock])[1]
+    with pytest.raises(AttachError, match="no node chosen"):
+        resolve_socket(None, data, ask(io.StringIO("7\n"), io.StringIO()))
+
+
+def test_attach_by_role_and_by_asking_in_tmux(shared_dir: tuple[Path, dict[str, Any]],
+                                              tmux_pair: tuple[Tmux, Tmux], tmp_path: Path) -> None:
+    data, _nodes = shared_dir
+    env = {"TERM": "xterm-256color", "PUNCH_CONFIG": str(tmp_path / "config.toml"), "PYTHONPATH": str(REPO)}
+    by_role, asked = tmux_pair
+    base = f"{shlex.quote(sys.executable)} -m punch_tui.main --data-dir {shlex.quote(str(data))} --attach"
+    by_role.start(f"{base} listener", env)
+    by_role.wait_for("Punch · listener · attached")
+    asked.start(base, env)  # a terminal: asked before the console starts
+    asked.wait_for("attach to [1-2]")
+    asked.keys("server", "Enter")
+    asked.wait_for("Punch · server · attached")
+    for console in (by_role, asked):
+        console.keys("q")
+        console.wait_exit()
+
+
 # ------------------------------------------------------------------ web view
 
 async def browse(url: str, shot: Path, want: list[str], timeout: float = 90.0) -> dict[str, Any]:
