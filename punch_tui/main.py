@@ -34,6 +34,8 @@ def build_parser(role: str | None) -> OneLineParser:
                         help="open the console on a RUNNING node through its control socket (a socket path, a "
                              "data dir, or the role of a node in the data dir; default: the data dir's only "
                              "node, or ask); quitting leaves the node running")
+    # a browser session's console under punch_tui.web (PID: that server): ends with it and with the node
+    parser.add_argument("--web-session", type=int, metavar="PID", help=argparse.SUPPRESS)
     add_node_flags(parser, role or "listener")
     if role in ROLES:
         ROLES[role].add_arguments(parser)
@@ -100,8 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from punch_tui.app import PunchApp
 
         cfg.role = str(hello.get("role") or cfg.role)  # the title and the palette follow the node's role
+        if args.web_session is not None:
+            from punch_tui.lifecycle import end_with_parent
+
+            end_with_parent(args.web_session)
         app = PunchApp(cfg, attach=sock, theme_name=name, themes=themes, config_path=config_path,
-                       poll_interval=args.poll)
+                       poll_interval=args.poll, web_session=args.web_session is not None)
         app.run()
         return int(app.return_code or 0)
 

@@ -1,0 +1,59 @@
+"""How a console process ends, whatever ends it.
+
+- SIGTERM exits the app the way `q` does (the node stops, or the attached console
+  detaches); if that has not finished within TERM_GRACE seconds (a stuck stop, an output
+  pipe nobody reads), the process ends anyway: a console must never outlive a SIGTERM.
+- A web session's console (`punch-tui --attach ... --web-session PID`, started by
+  `punch_tui.web` for one browser session) also gets SIGTERM when that web server is gone:
+  at once on Linux (PR_SET_PDEATHSIG), within a second elsewhere (a poll of the parent pid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TypeVar
+
+from textual.app import App
+
+R = TypeVar("R")
+
+TERM_GRACE = 5.0
+PR_SET_PDEATHSIG = 1
+
+
+def exit_on_sigterm(app: App[R]) -> None:
+    """Call from the running app (on_mount); a headless app (Pilot tests) is left alone."""
+    if app.is_headless:
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_term() -> None:
+        # the deadline runs in a thread: it fires even if the event loop is stuck
+        deadline = threading.Timer(TERM_GRACE, os._exit, args=(128 + signal.SIGTERM,))
+        deadline.daemon = True
+        deadline.start()
+        app.exit()
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """SIGTERM ourselves when `parent_pid` (our parent, the web server) is gone."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # gone already (before the prctl), or not our parent at all
+        raise SystemExit(f"punch-tui: error: the web server (pid {parent_pid}) that started this console is gone")
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
