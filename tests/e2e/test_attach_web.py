@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +210,11 @@ def test_attach_by_role_and_by_asking_in_tmux(shared_dir: tuple[Path, dict[str, 
 
 # ------------------------------------------------------------------ web view
 
-async def browse(url: str, shot: Path, want: list[str], timeout: float = 90.0) -> dict[str, Any]:
+async def browse(url: str, shot: Path, want: list[str], timeout: float = 90.0,
+                 during: Callable[[], None] | None = None) -> dict[str, Any]:
     """Open `url` in headless Chromium, wait until the terminal received all of `want`,
-    screenshot it; returns what the page showed."""
+    screenshot it, run `during()` (in a thread) while the page is still open, close the
+    browser; returns what the page showed."""
     import aiohttp
 
     profile = tempfile.mkdtemp(prefix="punch-chromium-")
@@ -274,6 +276,8 @@ async def browse(url: str, shot: Path, want: list[str], timeout: float = 90.0) -
                         break
                 png = await call("Page.captureScreenshot", format="png")
                 shot.write_bytes(base64.b64decode(png["data"]))
+                if during is not None:
+                    await asyncio.to_thread(during)
                 return seen
     finally:
         proc.kill()
@@ -340,3 +344,87 @@ def test_web_view_in_headless_chromium(punch: PunchFactory, tmp_path: Path) -> N
     assert any("punch_tui.web" in k for k in kids), kids
     bad = asyncio.run(browse(f"{base}/?token=nope", tmp_path / "refused.png", ["Overview"], timeout=3))
     assert "Overview" not in bad.get("text", "")
+
+
+# ------------------------------------------------------------------ the monitor's web view by default
+
+def our_403(url: str) -> bool:
+    """A request without the token is refused by Punch's web view (not some other server)."""
+    try:
+        with urllib.request.urlopen(url, timeout=15):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 403 and "wrong or missing token" in exc.read().decode(errors="replace")
+
+
+def port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def test_monitor_serves_the_web_view_on_8080_by_default(punch: PunchFactory) -> None:
+    """Up on 127.0.0.1:8080 with a token; if 8080 is taken (another monitor, another test
+    run), on the free port it says it fell back to, and 8080 really is taken."""
+    monitor = punch.start("monitor", "--bootstrap", "/ip4/127.0.0.1/tcp/1")
+    web = monitor.wait_event("web", 60)
+    token, url = web["token"], web["url"]
+    m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/\?token=(\S+)", url)
+    assert m and m.group(2) == token and len(token) >= 16, web
+    port = int(m.group(1))
+    if web["busy_port"]:
+        assert web["busy_port"] == 8080 and port != 8080 and port_taken(8080), web
+    else:
+        assert port == 8080, web
+    assert not monitor.find_events("web_exposed")
+    base = f"http://127.0.0.1:{port}"
+    assert our_403(f"{base}/") and our_403(f"{base}/?token=wrong")
+    assert http_status(url) == 200
+
+
+def test_busy_8080_falls_back_and_says_so(punch: PunchFactory) -> None:
+    import socket
+
+    holder = socket.socket()
+    try:
+        try:
+            holder.bind(("127.0.0.1", 8080))
+            holder.listen(1)
+        except OSError:
+            pass  # someone else holds 8080: just as busy
+        monitor = punch.start("monitor", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--json")
+        web = monitor.wait_event("web", 60)
+        port = int(web["url"].split(":")[2].split("/")[0])
+        assert web["busy_port"] == 8080 and port != 8080, web
+        assert our_403(f"http://127.0.0.1:{port}/") and http_status(web["url"]) == 200
+        human = punch.run("monitor", "--listen-addr", "127.0.0.1", "--port", "0", "--ephemeral",
+                          "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--web-port", "8080", timeout=60)
+        assert human.returncode == 1 and "8080" in human.stderr, human.stderr  # an explicit port does not move
+    finally:
+        holder.close()
+
+
+def test_web_view_off_and_exposed(punch: PunchFactory) -> None:
+    import psutil
+
+    off = punch.start("monitor", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--web-port", "0")
+    off.wait_event("control", 60)
+    listener = punch.start("listener", "--bootstrap", "/ip4/127.0.0.1/tcp/1")  # off unless asked
+    listener.wait_event("control", 60)
+    port = free_port()
+    exposed = punch.start("listener", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--web-port", str(port),
+                          "--web-host", "0.0.0.0")
+    warning = exposed.wait_event("web_exposed", 60)
+    assert warning["host"] == "0.0.0.0" and warning["port"] == port
+    assert exposed.wait_event("web", 60)["url"].startswith(f"http://0.0.0.0:{port}/?token=")
+    assert our_403(f"http://127.0.0.1:{port}/")
+    time.sleep(2)  # a web view would have been announced by now (the exposed one was)
+    for proc in (off, listener):
+        assert not proc.find_events("web"), proc.describe()
+        kids = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert not any("punch_tui.web" in k for k in kids), kids
