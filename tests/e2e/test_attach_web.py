@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -428,3 +430,163 @@ def test_web_view_off_and_exposed(punch: PunchFactory) -> None:
         assert not proc.find_events("web"), proc.describe()
         kids = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
         assert not any("punch_tui.web" in k for k in kids), kids
+
+
+# ------------------------------------------------------------------ the web view's processes end
+
+def consoles_under(pid: int) -> list[int]:
+    """PIDs of the `punch_tui.main --attach` processes below `pid` (the browser sessions)."""
+    import psutil
+
+    found = []
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    for kid in kids:
+        try:
+            cmd = kid.cmdline()
+        except psutil.Error:
+            continue
+        if "punch_tui.main" in cmd and "--attach" in cmd:
+            found.append(kid.pid)
+    return found
+
+
+def web_servers_under(pid: int) -> list[int]:
+    import psutil
+
+    return [k.pid for k in psutil.Process(pid).children() if "punch_tui.web" in " ".join(k.cmdline())]
+
+
+def running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float, what: str) -> float:
+    """Seconds until none of `pids` runs; fails after `timeout`."""
+    start = time.monotonic()
+    while any(running(p) for p in pids):
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: still running after {timeout:g}s: {[p for p in pids if running(p)]}")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def wait_consoles(parent: int, timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not (found := consoles_under(parent)):
+        assert time.monotonic() < deadline, f"no browser-session console under pid {parent}"
+        time.sleep(0.2)
+    return found
+
+
+chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (make system-deps)")
+
+
+@chromium
+def test_web_sessions_end_with_the_browser_and_the_node(punch: PunchFactory, tmp_path: Path) -> None:
+    """#14.7: a browser session's console ends when the tab closes, on SIGTERM, and with
+    the node (stopped or killed); nothing is left in the process tree."""
+    def start_monitor(name: str) -> tuple[Any, str, int]:
+        monitor = punch.start("monitor", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--web-port", str(free_port()),
+                              name=name)
+        url = monitor.wait_event("web", 60)["url"]
+        return monitor, url, web_servers_under(monitor.pid)[0]
+
+    monitor, url, server_pid = start_monitor("monitor")
+    seen: dict[str, list[int]] = {}
+
+    # the tab closes: its console ends
+    asyncio.run(browse(url, tmp_path / "a.png", ["Overview"], during=lambda: seen.update(a=wait_consoles(server_pid))))
+    wait_gone(seen["a"], 30, "console of a closed tab")
+
+    # SIGTERM to a session's console: it exits promptly, the page shows the session closed
+    def term_console() -> None:
+        seen["b"] = wait_consoles(server_pid)
+        os.kill(seen["b"][0], signal.SIGTERM)
+        seen["b_s"] = [wait_gone(seen["b"], 10, "console after SIGTERM")]
+
+    asyncio.run(browse(url, tmp_path / "b.png", ["Overview"], during=term_console))
+    assert seen["b_s"][0] < 5.0
+
+    # the node stops (SIGTERM) with a tab open: the web server and the console go with it
+    def stop_node() -> None:
+        seen["c"] = wait_consoles(server_pid)
+        assert monitor.stop() == 0
+        wait_gone([server_pid, *seen["c"]], 15, "web processes after the node stopped")
+
+    asyncio.run(browse(url, tmp_path / "c.png", ["Overview"], during=stop_node))
+
+    # the node is killed (SIGKILL): no cleanup code of its own runs, still nothing is left
+    killed, url, server_pid = start_monitor("monitor-killed")
+
+    def kill_node() -> None:
+        seen["d"] = wait_consoles(server_pid)
+        killed.kill()
+        wait_gone([server_pid, *seen["d"]], 15, "web processes after the node was killed")
+
+    asyncio.run(browse(url, tmp_path / "d.png", ["Overview"], during=kill_node))
+
+
+@chromium
+def test_web_session_ends_when_its_node_goes_away(punch: PunchFactory, tmp_path: Path) -> None:
+    """The web server run by hand (so it outlives the node): when the node is killed, the
+    session's console does not keep retrying; it ends, and the web server stays up."""
+    sock = tmp_path / "node.sock"
+    listener = punch.start("listener", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--control-socket", str(sock))
+    listener.wait_event("control", 60)
+    port, token = free_port(), "t" * 24
+    server = subprocess.Popen([sys.executable, "-m", "punch_tui.web", "--socket", str(sock), "--port", str(port)],
+                              env={**os.environ, "PUNCH_WEB_TOKEN": token}, cwd=REPO, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):  # refused until it listens
+                if http_status(f"http://127.0.0.1:{port}/?token={token}") == 200:
+                    break
+            assert time.monotonic() < deadline and server.poll() is None, "web server did not start"
+            time.sleep(0.3)
+        seen: dict[str, list[int]] = {}
+
+        def kill_node() -> None:
+            seen["consoles"] = wait_consoles(server.pid)
+            listener.kill()
+            wait_gone(seen["consoles"], 20, "console of a node that is gone")
+
+        asyncio.run(browse(f"http://127.0.0.1:{port}/?token={token}", tmp_path / "gone.png", ["Overview"],
+                           during=kill_node))
+        assert server.poll() is None, "the web server itself stays up"
+        server.terminate()
+        assert server.wait(15) == 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(5)
+
+
+def test_sigterm_ends_a_terminal_console_cleanly(punch: PunchFactory, tmux_pair: tuple[Tmux, Tmux],
+                                                 tmp_path: Path) -> None:
+    """SIGTERM to `punch-tui --attach` in a terminal: it exits like `q` (status 0, the
+    terminal restored), not killed by the signal, within a few seconds."""
+    sock = tmp_path / "listener.sock"
+    listener = punch.start("listener", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--control-socket", str(sock))
+    listener.wait_event("control", 60)
+    env = {"TERM": "xterm-256color", "PUNCH_CONFIG": str(tmp_path / "config.toml"), "PYTHONPATH": str(REPO)}
+    term, _ = tmux_pair
+    term.start(f"{attach_command(sock)}; echo console-exit=$?; sleep 60", env)  # the shell reports how it ended
+    term.wait_for("Punch · listener")
+    shell = int(term.tmux("display", "-p", "-t", "t", "#{pane_pid}").stdout.strip())
+    (pid,) = consoles_under(shell)
+    os.kill(pid, signal.SIGTERM)
+    took = wait_gone([pid], 10, "terminal console after SIGTERM")
+    screen = term.wait_for("console-exit=", 10)
+    assert "console-exit=0" in screen, f"not a clean exit (143 = killed by SIGTERM):\n{screen}"
+    assert took < 5.0
+    assert listener.alive()
