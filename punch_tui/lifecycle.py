@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from types import FrameType
 from typing import TypeVar
 
 from textual.app import App
@@ -32,15 +33,19 @@ def exit_on_sigterm(app: App[R]) -> None:
     if app.is_headless:
         return
     loop = asyncio.get_running_loop()
+    armed: list[threading.Timer] = []
 
-    def on_term() -> None:
-        # the deadline runs in a thread: it fires even if the event loop is stuck
-        deadline = threading.Timer(TERM_GRACE, os._exit, args=(128 + signal.SIGTERM,))
-        deadline.daemon = True
-        deadline.start()
-        app.exit()
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        # A Python-level handler, not loop.add_signal_handler: it runs even while the main
+        # thread is blocked writing to a pipe nobody reads (the write is retried after EINTR),
+        # and the deadline's thread then ends the process if the loop never comes back.
+        if not armed:
+            armed.append(threading.Timer(TERM_GRACE, os._exit, args=(128 + signal.SIGTERM,)))
+            armed[0].daemon = True
+            armed[0].start()
+        loop.call_soon_threadsafe(app.exit)
 
-    loop.add_signal_handler(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def end_with_parent(parent_pid: int) -> None:

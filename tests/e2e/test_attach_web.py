@@ -590,3 +590,33 @@ def test_sigterm_ends_a_terminal_console_cleanly(punch: PunchFactory, tmux_pair:
     assert "console-exit=0" in screen, f"not a clean exit (143 = killed by SIGTERM):\n{screen}"
     assert took < 5.0
     assert listener.alive()
+
+
+def test_sigterm_ends_a_web_console_whose_output_is_not_read(punch: PunchFactory, tmp_path: Path) -> None:
+    """The reported hang: a session's console blocked writing to a pipe nobody reads (its
+    web server stuck or going away) ignored SIGTERM. Now it ends within the grace period."""
+    from punch_tui.lifecycle import TERM_GRACE
+
+    sock = tmp_path / "node.sock"
+    listener = punch.start("listener", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--control-socket", str(sock))
+    listener.wait_event("control", 60)
+    env = {**os.environ, "TEXTUAL_DRIVER": "textual.drivers.web_driver:WebDriver", "COLUMNS": "200", "ROWS": "60"}
+    console = subprocess.Popen([sys.executable, "-m", "punch_tui.main", "--attach", str(sock),
+                                "--web-session", str(os.getpid())], env=env, cwd=REPO, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        # wait until it is stuck: asleep in a write to the full pipe (the kernel's wait channel says so)
+        wchan = Path(f"/proc/{console.pid}/wchan")
+        deadline = time.monotonic() + 60
+        while "pipe" not in wchan.read_text():
+            assert time.monotonic() < deadline and console.poll() is None, "the console never blocked on its output"
+            time.sleep(0.2)
+        time.sleep(8)  # and the event loop behind the blocked writer backs up too
+        start = time.monotonic()
+        console.send_signal(signal.SIGTERM)
+        console.wait(TERM_GRACE + 10)
+        assert time.monotonic() - start < TERM_GRACE + 3
+    finally:
+        if console.poll() is None:
+            console.kill()
+            console.wait(5)
