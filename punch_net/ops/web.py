@@ -16,6 +16,7 @@ another node starting at the same moment. The child dies with the node.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import secrets
@@ -94,7 +95,7 @@ def bind_planned(where: WebPlan) -> tuple[socket.socket, int]:
     try:
         sock = listen(where.host, where.port)
     except OSError as exc:
-        if not (where.fallback and exc.errno in (98, 48)):  # EADDRINUSE (Linux, BSD/macOS)
+        if not (where.fallback and exc.errno == errno.EADDRINUSE):
             raise NodeError(f"web console: cannot listen on {where.host}:{where.port}: "
                             f"{exc.strerror or exc}") from None
         try:
