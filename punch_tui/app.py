@@ -24,7 +24,7 @@ from punch_net.config import ConfigError, NodeConfig, update_config_file
 from punch_tui.bridge import AttachBridge, BridgeError, LocalBridge, NodeBridge
 from punch_tui.console import console
 from punch_tui.format import short_id
-from punch_tui.lifecycle import exit_on_sigterm
+from punch_tui.lifecycle import TERM_GRACE, TERM_GRACE_LOCAL, exit_on_sigterm
 from punch_tui.messages import AttachStatus, NodeEvents, NodeStarted, NodeStopped, SnapshotReady
 from punch_tui.palette import NodeCommands
 from punch_tui.peers import InputError, PeerBook, check_command, check_dial
@@ -145,7 +145,7 @@ class PunchApp(App[int]):
             self.theme = self.start_theme
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self._persist_theme = True
-        exit_on_sigterm(self)
+        exit_on_sigterm(self, TERM_GRACE if self.bridge.attached else TERM_GRACE_LOCAL)
         self.bridge.start()
 
     @property

@@ -1,8 +1,9 @@
 """How a console process ends, whatever ends it.
 
 - SIGTERM exits the app the way `q` does (the node stops, or the attached console
-  detaches); if that has not finished within TERM_GRACE seconds (a stuck stop, an output
-  pipe nobody reads), the process ends anyway: a console must never outlive a SIGTERM.
+  detaches); if that has not finished within a grace period (3 s attached, 10 s with its own
+  node; a stuck stop, an output pipe nobody reads), the process ends anyway: a console must
+  never outlive a SIGTERM.
 - A web session's console (`punch-tui --attach ... --web-session PID`, started by
   `punch_tui.web` for one browser session) also gets SIGTERM when that web server is gone:
   at once on Linux (PR_SET_PDEATHSIG), within a second elsewhere (a poll of the parent pid).
@@ -24,11 +25,12 @@ from textual.app import App
 
 R = TypeVar("R")
 
-TERM_GRACE = 5.0
+TERM_GRACE = 3.0  # an attached console has nothing to save
+TERM_GRACE_LOCAL = 10.0  # the console's own node stops (bounded at 5 s by the app) and saves its state
 PR_SET_PDEATHSIG = 1
 
 
-def exit_on_sigterm(app: App[R]) -> None:
+def exit_on_sigterm(app: App[R], grace: float = TERM_GRACE) -> None:
     """Call from the running app (on_mount); a headless app (Pilot tests) is left alone."""
     if app.is_headless:
         return
@@ -40,7 +42,7 @@ def exit_on_sigterm(app: App[R]) -> None:
         # thread is blocked writing to a pipe nobody reads (the write is retried after EINTR),
         # and the deadline's thread then ends the process if the loop never comes back.
         if not armed:
-            armed.append(threading.Timer(TERM_GRACE, os._exit, args=(128 + signal.SIGTERM,)))
+            armed.append(threading.Timer(grace, os._exit, args=(128 + signal.SIGTERM,)))
             armed[0].daemon = True
             armed[0].start()
         loop.call_soon_threadsafe(app.exit)
