@@ -227,11 +227,22 @@ class MetricsServing(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class WebServing(Event):
-    """The web console is served at `url` (with ?token=... when not on loopback)."""
+    """The web console is served at `url` (with ?token=..., required); `busy_port`: the
+    port it should have had was taken, so it took a free one."""
 
     kind: ClassVar[str] = "web"
     url: str
     token: str = ""
+    busy_port: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebExposed(Event):
+    """The web console listens beyond this machine's loopback (an explicit --web-host)."""
+
+    kind: ClassVar[str] = "web_exposed"
+    host: str
+    port: int
 
 
 

@@ -28,6 +28,7 @@ from punch_net.config import ConfigError, NodeConfig, update_config_file
 from punch_tui.bridge import AttachBridge, BridgeError, LocalBridge, NodeBridge
 from punch_tui.console import console
 from punch_tui.format import plural, short_id
+from punch_tui.lifecycle import TERM_GRACE, TERM_GRACE_LOCAL, exit_on_sigterm
 from punch_tui.messages import AttachStatus, NodeEvents, NodeStarted, NodeStopped, SnapshotReady
 from punch_tui.palette import NodeCommands, PunchPalette
 from punch_tui.peers import InputError, PeerBook, check_command, check_dial
@@ -94,12 +95,15 @@ class PunchApp(App[int]):
         themes: list[Theme] | None = None,
         config_path: Path | None = None,
         poll_interval: float = 1.0,
+        web_session: bool = False,
     ) -> None:
         """Run a node of `config` in this process, or with `attach` (a control socket)
-        show a node that runs elsewhere; `config.role` then names the attached node's role."""
+        show a node that runs elsewhere; `config.role` then names the attached node's role.
+        `web_session`: a browser session's console, which ends when the node goes away."""
         super().__init__()
         self.node_config = config
-        self.bridge: NodeBridge = (AttachBridge(attach, self, poll_interval) if attach is not None
+        self.bridge: NodeBridge = (AttachBridge(attach, self, poll_interval, retry=not web_session)
+                                   if attach is not None
                                    else LocalBridge(config, self, poll_interval, key_pair))
         self.peers = PeerBook()
         self.my_addrs: list[str] = []
@@ -149,6 +153,7 @@ class PunchApp(App[int]):
             self.theme = self.start_theme
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self._persist_theme = True
+        exit_on_sigterm(self, TERM_GRACE if self.bridge.attached else TERM_GRACE_LOCAL)
         self.bridge.start()
 
     @property
@@ -206,6 +211,9 @@ class PunchApp(App[int]):
                               f"DHT {snap.stats.routing_table_size}")
 
     def on_node_stopped(self, msg: NodeStopped) -> None:
+        if self.bridge.attached:  # attached without retry (a web session): it ends with the node
+            self.exit(1, return_code=1)
+            return
         if msg.error:
             self.exit_code = 1
             self.sub_title = "node failed"

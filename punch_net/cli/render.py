@@ -75,7 +75,11 @@ def human(e: ev.Event) -> str | None:
     if isinstance(e, ev.MetricsServing):
         return f"[dim]metrics: {e.url}[/dim]"
     if isinstance(e, ev.WebServing):
-        return f"[green]✓[/green] web console: {e.url}"
+        busy = f" (port {e.busy_port} is busy: took a free one)" if e.busy_port else ""
+        return f"[green]✓[/green] web console: {e.url}{busy}"
+    if isinstance(e, ev.WebExposed):
+        return (f"[yellow]![/yellow] web console listens on {e.host}:{e.port}, beyond this machine: anyone who "
+                f"reaches it with the token gets the console (plain HTTP; an SSH tunnel to 127.0.0.1 is safer)")
     return _torrent(e)
 
 
