@@ -363,6 +363,7 @@ def port_taken(port: int) -> bool:
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are not "taken"
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -393,12 +394,15 @@ def test_busy_8080_falls_back_and_says_so(punch: PunchFactory) -> None:
     import socket
 
     holder = socket.socket()
+    # SO_REUSEADDR: the previous test's connections to 8080 may sit in TIME_WAIT, which
+    # would fail a plain bind although nobody listens there.
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         try:
             holder.bind(("127.0.0.1", 8080))
             holder.listen(1)
         except OSError:
-            pass  # someone else holds 8080: just as busy
+            assert port_taken(8080), "8080 refused our bind but nobody listens there"
         monitor = punch.start("monitor", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--json")
         web = monitor.wait_event("web", 60)
         port = int(web["url"].split(":")[2].split("/")[0])
