@@ -86,16 +86,20 @@ PLOTS = {
     "errors": PlotSpec("errors", "errors", "per_s", "red"),
     "latency": PlotSpec("latency", "DHT lookup", "ms", "yellow"),
 }
+TRANSFER_PLOTS = (PlotSpec("down", "download", "bytes", "green"), PlotSpec("up", "upload", "bytes", "cyan"))
 
 
 class NodeHistory:
     """The console's time series, one sample per snapshot: wire traffic in/out (B/s),
     connected peers, commands sent and served per second, errors per second (failed
     requests and dials, rejected streams, failed lookups) and the mean DHT lookup time
-    of the lookups that finished since the last snapshot (a gap when none did)."""
+    of the lookups that finished since the last snapshot (a gap when none did); and per
+    transfer its download and upload rate (for as long as the transfer is listed)."""
 
     def __init__(self, window: float = WINDOW_S) -> None:
+        self.window = window
         self.series = {key: Series(window) for key in PLOTS}
+        self.transfers: dict[str, tuple[Series, Series]] = {}  # info hash -> (download, upload)
         self._rates = {key: CounterRate() for key in ("in", "out", "requests", "errors", "lookups", "lookup_ms")}
         self.peer_id = ""
         self.now = 0.0
@@ -108,6 +112,7 @@ class NodeHistory:
             self.peer_id = stats.peer_id
             for series in self.series.values():
                 series.clear()
+            self.transfers.clear()
             for counter in self._rates.values():
                 counter.prev = None
         ts = self.now = snap.ts
@@ -121,6 +126,18 @@ class NodeHistory:
         lookups = r["lookups"].update(ts, stats.lookups)
         total_ms = r["lookup_ms"].update(ts, stats.lookup_ms)
         s["latency"].add(ts, total_ms / lookups if lookups and total_ms is not None else None)
+        if snap.transfers is not None:
+            listed = set()
+            for t in snap.transfers:
+                down, up = self.transfers.setdefault(t.info_hash, (Series(self.window), Series(self.window)))
+                down.add(ts, t.bytes_per_s)
+                up.add(ts, t.upload_bytes_per_s)
+                listed.add(t.info_hash)
+            self.transfers = {k: v for k, v in self.transfers.items() if k in listed}
+
+    def transfer(self, info_hash: str) -> tuple[Series, Series]:
+        """(download, upload) rates of one transfer; empty series when it is not listed."""
+        return self.transfers.get(info_hash) or (Series(self.window), Series(self.window))
 
 
 # ---------------------------------------------------------------- scales and labels
