@@ -21,7 +21,7 @@ from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.logview import LogEntry, LogView
 from punch_tui.widgets.plots import PlotGrid
 
-# In this order, as many as fit (three in 80 columns; the Network tab leads with the others).
+# In this order, as many as fit (the Network tab leads with the others).
 PLOTS = ("in", "out", "connections", "requests", "errors", "latency")
 
 
@@ -59,11 +59,11 @@ class OverviewTab(NodeTab):
     TITLE = "Overview"
     BINDINGS = [Binding("c", "copy_address", "Copy addr")]
     DEFAULT_CSS = """
-    OverviewTab #ov-top { height: auto; max-height: 11; }
+    OverviewTab #ov-top { height: 40%; min-height: 10; max-height: 18; }
     OverviewTab #ov-info { width: 1fr; height: auto; }
-    OverviewTab #ov-right { width: 1fr; height: auto; max-height: 11; }
+    OverviewTab #ov-right { width: 1fr; height: 1fr; }
     OverviewTab #ov-addrs { height: auto; max-height: 6; border: none; }
-    OverviewTab #ov-plots { height: 2fr; min-height: 5; }
+    OverviewTab #ov-plots { height: 1fr; min-height: 3; }
     OverviewTab #ov-events { height: 1fr; min-height: 3; }
     OverviewTab .section { color: $accent; text-style: bold; height: 1; }
     """
@@ -80,7 +80,8 @@ class OverviewTab(NodeTab):
             with Vertical(id="ov-right"):
                 yield Label("Listen addresses (c copies)", classes="section")
                 yield OptionList(id="ov-addrs")
-        yield PlotGrid(console(self.app).history, PLOTS, id="ov-plots")
+                # where the space beside the info table allows: two at 80x24, all six at 120x40
+                yield PlotGrid(console(self.app).history, PLOTS, min_width=19, id="ov-plots")
         yield Label("Events", classes="section")
         yield LogView(limit=1000, id="ov-events")
 

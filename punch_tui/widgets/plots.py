@@ -76,15 +76,16 @@ class PlotSpec:
     title: str
     kind: str  # bytes (per second) | count | per_s | ms
     style: str
+    short: str = ""  # the title where the full one does not fit
 
 
 PLOTS = {
-    "in": PlotSpec("in", "traffic in", "bytes", "green"),
-    "out": PlotSpec("out", "traffic out", "bytes", "cyan"),
-    "connections": PlotSpec("connections", "connections", "count", "magenta"),
-    "requests": PlotSpec("requests", "requests in+out", "per_s", "blue"),
+    "in": PlotSpec("in", "traffic in", "bytes", "green", "in"),
+    "out": PlotSpec("out", "traffic out", "bytes", "cyan", "out"),
+    "connections": PlotSpec("connections", "connections", "count", "magenta", "conns"),
+    "requests": PlotSpec("requests", "requests", "per_s", "blue", "reqs"),  # sent and served
     "errors": PlotSpec("errors", "errors", "per_s", "red"),
-    "latency": PlotSpec("latency", "DHT lookup", "ms", "yellow"),
+    "latency": PlotSpec("latency", "DHT lookup", "ms", "yellow", "lookup"),
 }
 TRANSFER_PLOTS = (PlotSpec("down", "download", "bytes", "green"), PlotSpec("up", "upload", "bytes", "cyan"))
 
@@ -259,8 +260,10 @@ def plot_lines(spec: PlotSpec, series: Series, now: float, width: int, height: i
     view = PlotView(spec.key, peak, scale, series.last)
 
     title = Text(no_wrap=True, overflow="ellipsis")
-    title.append(spec.title, style=f"bold {spec.style}")
-    title.append(f" {value_text(series.last, spec.kind)}")
+    now_text = f" {value_text(series.last, spec.kind)}"
+    name = spec.title if len(spec.title) + len(now_text) <= width or not spec.short else spec.short
+    title.append(name, style=f"bold {spec.style}")
+    title.append(now_text)
     peak_text = f" · max {value_text(peak, spec.kind)}"
     if title.cell_len + len(peak_text) <= width:  # the peak only where it fits whole
         title.append(peak_text, style="dim")
@@ -314,10 +317,12 @@ class PlotGrid(Widget):
 
     DEFAULT_CSS = "PlotGrid { height: 1fr; min-height: 5; }"
 
-    def __init__(self, history: NodeHistory, keys: Sequence[str], *, id: str | None = None) -> None:
+    def __init__(self, history: NodeHistory, keys: Sequence[str], *, min_width: int = MIN_PLOT_WIDTH,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.history = history
         self.keys = list(keys)
+        self.min_width = min_width
         self.views: dict[str, PlotView] = {}
 
     def update_plots(self) -> None:
@@ -325,7 +330,7 @@ class PlotGrid(Widget):
 
     def render(self) -> Text:
         width, height = self.size.width, self.size.height
-        cols, rows = grid_shape(len(self.keys), width, height)
+        cols, rows = grid_shape(len(self.keys), width, height, self.min_width)
         if not cols:
             return Text()
         gap = 2
@@ -383,7 +388,7 @@ def bucket_chart(fill: Sequence[tuple[int, int, int]], k: int, width: int, heigh
     """Vertical bars of peers per bucket (connected ones bright at the bottom, the others
     dim above), a y axis from 0 to k and the common-prefix lengths under the bars."""
     if not fill:
-        return [Text("no buckets yet", style="dim")]
+        return [Text("nothing to chart yet", style="dim")]
     height = max(3, height)
     chart_h = height - 2  # title row and CPL row
     label_w = len(str(k))

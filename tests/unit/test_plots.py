@@ -160,7 +160,7 @@ def test_bucket_fill_and_chart() -> None:
     assert column == ["    █", "█████", "     ", "  ▄██"]  # 4, 20, 0 and 10 of 20
     assert lines[6].split("└")[1].split() == ["0", "1", "2", "3"]
     assert x_labels([8, 9, 10, 11], 2) == "8 9 10  "  # 11 would touch 10
-    assert bucket_chart([], 20, 40, 7)[0].plain == "no buckets yet"
+    assert bucket_chart([], 20, 40, 7)[0].plain == "nothing to chart yet"
 
 
 def net(n: int, links: list[list[int]], alive: int | None = None) -> dict[str, object]:

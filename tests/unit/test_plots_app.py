@@ -55,6 +55,7 @@ async def _scenario(tmp_path: Path, size: tuple[int, int]) -> dict[str, str]:
         shown["overview"] = text_of(app)
         plots = app.query_one("#ov-plots", PlotGrid)
         assert plots.views["in"].peak == 4000.0 and plots.views["in"].scale == 4096.0
+        shown["overview-plots"] = " ".join(plots.views)
         await pilot.press("2")
         await pilot.pause(0.3)
         shown["dht"] = text_of(app)
@@ -63,6 +64,7 @@ async def _scenario(tmp_path: Path, size: tuple[int, int]) -> dict[str, str]:
         await pilot.pause(0.3)
         shown["network"] = text_of(app)
         net_plots = app.query_one("#net-plots", PlotGrid)
+        shown["network-plots"] = " ".join(net_plots.views)
         assert net_plots.views["latency"].peak == 120.0 and net_plots.views["connections"].last == 3.0
         await pilot.press("m")
         await pilot.pause(0.3)
@@ -84,8 +86,10 @@ async def _scenario(tmp_path: Path, size: tuple[int, int]) -> dict[str, str]:
 
 def test_pictures_at_80x24(tmp_path: Path) -> None:
     shown = asyncio.run(_scenario(tmp_path, (80, 24)))
-    assert "traffic in" in shown["overview"] and "traffic out" in shown["overview"]
-    assert "connections" in shown["overview"] and "now" in shown["overview"]
+    assert shown["overview-plots"] == "in out"  # beside the info table, the event log keeps its rows
+    assert "traffic in" in shown["overview"] and "out 1" in shown["overview"] and "4KiB┤" in shown["overview"]
+    assert "-5m" in shown["overview"] and "now" in shown["overview"]
+    assert shown["network-plots"] == "connections latency requests"
     assert "peers per bucket" in shown["dht"] and "20┤" in shown["dht"]
     assert "DHT lookup" in shown["network"] and "connections" in shown["network"]
     for peer in NET["peers"]:  # type: ignore[attr-defined]
@@ -98,6 +102,9 @@ def test_pictures_at_80x24(tmp_path: Path) -> None:
 
 def test_all_six_plots_at_120x40(tmp_path: Path) -> None:
     shown = asyncio.run(_scenario(tmp_path, (120, 40)))
+    six = {"in", "out", "connections", "requests", "errors", "latency"}
+    assert set(shown["overview-plots"].split()) == set(shown["network-plots"].split()) == six
     for title in ("traffic in", "traffic out", "connections", "requests", "errors", "DHT lookup"):
-        assert title in shown["overview"], title
         assert title in shown["network"], title
+    for title in ("in 4", "out 1", "connections", "requests", "errors", "DHT lookup"):
+        assert title in shown["overview"], title
