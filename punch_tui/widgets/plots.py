@@ -95,12 +95,14 @@ class NodeHistory:
     connected peers, commands sent and served per second, errors per second (failed
     requests and dials, rejected streams, failed lookups) and the mean DHT lookup time
     of the lookups that finished since the last snapshot (a gap when none did); and per
-    transfer its download and upload rate (for as long as the transfer is listed)."""
+    transfer its download and upload rate (kept for a window after the transfer was last
+    listed: a snapshot that misses it for a moment does not wipe its history)."""
 
     def __init__(self, window: float = WINDOW_S) -> None:
         self.window = window
         self.series = {key: Series(window) for key in PLOTS}
         self.transfers: dict[str, tuple[Series, Series]] = {}  # info hash -> (download, upload)
+        self._listed: dict[str, float] = {}  # info hash -> when a snapshot last listed it
         self._rates = {key: CounterRate() for key in ("in", "out", "requests", "errors", "lookups", "lookup_ms")}
         self.peer_id = ""
         self.now = 0.0
@@ -114,6 +116,7 @@ class NodeHistory:
             for series in self.series.values():
                 series.clear()
             self.transfers.clear()
+            self._listed.clear()
             for counter in self._rates.values():
                 counter.prev = None
         ts = self.now = snap.ts
@@ -127,17 +130,16 @@ class NodeHistory:
         lookups = r["lookups"].update(ts, stats.lookups)
         total_ms = r["lookup_ms"].update(ts, stats.lookup_ms)
         s["latency"].add(ts, total_ms / lookups if lookups and total_ms is not None else None)
-        if snap.transfers is not None:
-            listed = set()
-            for t in snap.transfers:
-                down, up = self.transfers.setdefault(t.info_hash, (Series(self.window), Series(self.window)))
-                down.add(ts, t.bytes_per_s)
-                up.add(ts, t.upload_bytes_per_s)
-                listed.add(t.info_hash)
-            self.transfers = {k: v for k, v in self.transfers.items() if k in listed}
+        for t in snap.transfers or []:
+            down, up = self.transfers.setdefault(t.info_hash, (Series(self.window), Series(self.window)))
+            down.add(ts, t.bytes_per_s)
+            up.add(ts, t.upload_bytes_per_s)
+            self._listed[t.info_hash] = ts
+        for gone in [k for k, at in self._listed.items() if at < ts - self.window]:
+            del self._listed[gone], self.transfers[gone]
 
     def transfer(self, info_hash: str) -> tuple[Series, Series]:
-        """(download, upload) rates of one transfer; empty series when it is not listed."""
+        """(download, upload) rates of one transfer; empty series when it is not known."""
         return self.transfers.get(info_hash) or (Series(self.window), Series(self.window))
 
 

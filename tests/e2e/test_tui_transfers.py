@@ -124,8 +124,8 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
             peers = app.screen.query_one("#td-peers", FilterTable)
             assert any(tnet.torrent.peer_id[-12:] in p for p in peers.column_texts("peer"))
             # the rate plots: the transfer's rates from every snapshot since it was listed
-            down, _ = app.history.transfer(tnet.info_hash)
-            assert len(down.points) >= 2
+            await wait_until(pilot, lambda: len(app.history.transfer(tnet.info_hash)[0].points) >= 2,
+                             what="the transfer's rate sampled by two snapshots")
             assert app.screen.query_one("#det-down", RatePlot).view is not None and "download" in screen_text(app)
             await pilot.press("escape")
             await wait_until(pilot, lambda: not isinstance(app.screen, TransferDetailsScreen), what="details closed")

@@ -91,7 +91,9 @@ def test_node_history_keeps_each_transfer_rate_while_listed() -> None:
     h.add(Snapshot(ts=2.0, stats=stats(), transfers=[info("a", 300.0, 1.0)]))
     down, up = h.transfer("a")
     assert [v for _, v in down.points] == [100.0, 300.0] and up.last == 1.0
-    assert "b" not in h.transfers and h.transfer("b")[0].points == type(down.points)()
+    assert h.transfer("b")[1].last == 7.0  # missing from one snapshot: kept
+    h.add(Snapshot(ts=400.0, stats=stats(), transfers=[info("a", 1.0, 1.0)]))
+    assert "b" not in h.transfers and not h.transfer("b")[0].points  # unlisted for a whole window: dropped
 
 
 def test_nice_scale_and_labels() -> None:
