@@ -267,7 +267,7 @@ def plot_lines(spec: PlotSpec, series: Series, now: float, width: int, height: i
     title.append(name, style=f"bold {spec.style}")
     title.append(now_text)
     peak_text = f" · max {value_text(peak, spec.kind)}"
-    if title.cell_len + len(peak_text) <= width:  # the peak only where it fits whole
+    if series.last is not None and title.cell_len + len(peak_text) <= width:  # where it fits whole
         title.append(peak_text, style="dim")
     title.truncate(width, overflow="ellipsis")
     lines = [title]
