@@ -109,7 +109,9 @@ class NetworkTab(NodeTab):
     def update_snapshot(self, snap: Snapshot) -> None:
         net = snap.network
         self.query_one("#net-plots", PlotGrid).refresh()
-        self.set_class(net is None, "not-monitor")
+        if self.has_class("not-monitor") != (net is None):
+            self.set_class(net is None, "not-monitor")
+            self.refresh_bindings()
         if net is None:
             self.query_one("#net-summary", Static).update(
                 "this node's last minutes · not a monitor: `punch monitor` maps the network")
@@ -139,6 +141,10 @@ class NetworkTab(NodeTab):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """No map key where there is no crawl to draw."""
+        return not (action == "toggle_map" and self.has_class("not-monitor"))
 
     def action_toggle_map(self) -> None:
         self.toggle_class("map")

@@ -399,6 +399,9 @@ def bucket_chart(fill: Sequence[tuple[int, int, int]], k: int, width: int, heigh
     bar_w = max(1, per - 1) if per > 1 else 1
     shown = fill[:room // per] if per * len(fill) > room else fill
     title = Text(f"peers per bucket (k={k}) by common-prefix length", style="bold", no_wrap=True)
+    if title.cell_len + 13 <= width:
+        title.append("  █", style="bold green")
+        title.append(" connected")
     title.truncate(width, overflow="ellipsis")
     lines = [title]
     for row in range(chart_h):
