@@ -263,7 +263,7 @@ class NodeAPI(Protocol):
     async def dial(self, addr: str) -> str:
         """Connect to a multiaddr (`/p2p/ID` optional; a `/p2p-circuit` address goes through
         its relay) or to a bare peer id (looked up in the routing table, the peerstore, then
-        the DHT); returns the peer id."""
+        the DHT; each step is published as an `events.DialProgress`); returns the peer id."""
         ...
 
     async def disconnect(self, peer: str) -> None: ...

@@ -27,7 +27,10 @@ def default_data_dir() -> Path:
 
 
 def default_config_path() -> Path:
-    return Path(os.environ.get("PUNCH_CONFIG") or platformdirs.user_config_dir("punch")) / "config.toml"
+    """`$PUNCH_CONFIG` names the config *file* itself; without it, config.toml in the
+    platform's config folder."""
+    env = os.environ.get("PUNCH_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir("punch")) / "config.toml"
 
 
 @dataclass
@@ -77,8 +80,8 @@ class NodeConfig:
     metrics_host: str = "127.0.0.1"
     control: bool = True  # headless nodes serve a control socket in the data dir
     control_socket: Path | None = None  # None: <data_dir>/control.sock
-    web_port: int | None = None  # serve the console in a browser (textual-serve)
-    web_host: str | None = None  # None: 127.0.0.1 without a token; any given host: token required
+    web_port: int | None = None  # browser console (ops/web.py): None = the role's default (monitor 8080), 0 = off
+    web_host: str | None = None  # None: 127.0.0.1; the token is always required
     reputation_half_life: float = 3600.0
     capabilities_interval: float = 30.0
     weight_cpu: float = 0.25
@@ -152,8 +155,8 @@ CONFIG_KEYS: dict[str, dict[str, str]] = {
         "metrics_host": "Interface for the metrics endpoint.",
         "control": "Serve the control socket (punch-tui --attach) in the data dir.",
         "control_socket": "Control socket path (default <data_dir>/control.sock).",
-        "web_port": "Serve the console in a browser on this port (unset = off).",
-        "web_host": "Interface for the web console (default 127.0.0.1); when set, the printed token is required.",
+        "web_port": "Browser console port (unset: 8080 for the monitor, off for other roles; 0 = off).",
+        "web_host": "Interface for the web console (default 127.0.0.1); any other is reachable from elsewhere.",
         "crawl_interval": "monitor: seconds between crawl rounds.",
     },
     "torrent": {

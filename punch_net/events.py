@@ -76,6 +76,21 @@ class PeerConnected(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DialProgress(Event):
+    """A dial by peer id, step by step: where its addresses were looked for (`tried`, in
+    order: routing_table, peerstore, dht), which source named them (`found_in`, "" while
+    the DHT is asked or when nothing did), then dialing, connected or failed (`error`)."""
+
+    kind: ClassVar[str] = "dial"
+    peer_id: str
+    stage: str  # lookup / dialing / connected / failed
+    tried: list[str] = field(default_factory=list)
+    found_in: str = ""
+    addrs: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class PeerDisconnected(Event):
     kind: ClassVar[str] = "disconnected"
     peer_id: str
@@ -212,11 +227,22 @@ class MetricsServing(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class WebServing(Event):
-    """The web console is served at `url` (with ?token=... when not on loopback)."""
+    """The web console is served at `url` (with ?token=..., required); `busy_port`: the
+    port it should have had was taken, so it took a free one."""
 
     kind: ClassVar[str] = "web"
     url: str
     token: str = ""
+    busy_port: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebExposed(Event):
+    """The web console listens beyond this machine's loopback (an explicit --web-host)."""
+
+    kind: ClassVar[str] = "web_exposed"
+    host: str
+    port: int
 
 
 

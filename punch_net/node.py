@@ -194,6 +194,9 @@ class Node:
         self._sessions: dict[ID, CommandSession] = {}
         self._session_locks: dict[ID, trio.Lock] = {}
         self._peer_meta: dict[ID, _PeerMeta] = {}
+        # The routing-table size last published: a bootstrap dial and its connection
+        # callback both add the same peer, concurrently; one DHTUpdated says it once.
+        self._table_size_published = 0
         self._discovered: set[tuple[str, ID]] = set()
         self.bootstrap_peers: set[ID] = set()
         self._bootstrap_epoch = 0
@@ -389,13 +392,13 @@ class Node:
         if agent:
             self._meta(peer).agent = agent
         if str(KAD_PROTOCOL) in protocols:
-            before = self.dht.get_routing_table_size()
             try:
                 await self.dht.add_peer(peer)
             except Exception:
                 return
             size = self.dht.get_routing_table_size()
-            if size != before:
+            if size != self._table_size_published:
+                self._table_size_published = size
                 self.bus.publish(ev.DHTUpdated(size=size))
 
     def _agent_from_peerstore(self, peer: ID) -> str:
@@ -508,6 +511,9 @@ class Node:
         bare = addr.strip().removeprefix("/p2p/")
         if is_peer_id(bare):
             return await self._dial_peer_id(ID.from_base58(bare))
+        if "/" not in bare:
+            raise NodeError(f"dial {bare!r}: not a peer id, nor a multiaddr "
+                            "(/ip4/HOST/tcp/PORT or /ip4/HOST/tcp/PORT/p2p/ID)")
         try:
             target = parse_dial_target(addr)
         except AddressError as exc:
@@ -535,21 +541,58 @@ class Node:
         return peer
 
     async def _dial_peer_id(self, peer: ID) -> ID:
+        """Find a peer's addresses (routing table, peerstore, then a DHT lookup) and dial
+        them; each step is published as a DialProgress event (the console shows them)."""
         if peer == self.peer_id:
             raise NodeError(f"{peer} is ourselves")
+        pid = str(peer)
+
+        def step(stage: str, tried: list[str], found_in: str = "", addrs: list[multiaddr.Multiaddr] | None = None,
+                 error: str = "") -> None:
+            self.bus.publish(ev.DialProgress(peer_id=pid, stage=stage, tried=list(tried), found_in=found_in,
+                                             addrs=[str(a) for a in addrs or []], error=error))
+
         if self.host.get_network().get_connections(peer):
+            step("connected", [])
             return peer
-        info: PeerInfo | None = None
-        with trio.move_on_after(self.config.dial_timeout):
+        tried = ["routing_table"]
+        known = self.dht.routing_table.get_peer_info(peer)
+        addrs = list(known.addrs) if known is not None else []
+        if not addrs:
+            tried.append("peerstore")
+            addrs = self._peerstore_addrs(peer)
+        if not addrs:
+            tried.append("dht")
+            step("lookup", tried)  # the slow part: say that it started
             try:
-                info = await self.dht.find_peer(peer)
+                with trio.move_on_after(self.config.dial_timeout):
+                    found = await self.dht.find_peer(peer)
+                    addrs = list(found.addrs) if found is not None else []
             except Exception as exc:
-                raise NodeError(f"find {peer}: {_reason(exc)}") from None
-        if info is None or not info.addrs:
-            raise NodeError(f"dial {peer}: no address known for it (not in the routing table or the "
-                            f"peerstore, and the DHT did not name one)")
-        await self.connect_peer(info)
+                error = f"find {peer}: {_reason(exc)}"
+                step("failed", tried, error=error)
+                raise NodeError(error) from None
+        if not addrs:
+            error = (f"dial {peer}: no address known for it (not in the routing table or the "
+                     f"peerstore, and the DHT did not name one)")
+            step("failed", tried, error=error)
+            raise NodeError(error)
+        step("lookup", tried, tried[-1], addrs)
+        step("dialing", tried, tried[-1], addrs)
+        forget_dial_failure(self.host, peer)  # an explicit dial is not blocked for 60 s
+        try:
+            await self.connect_peer(PeerInfo(peer, addrs))
+        except NodeError as exc:
+            step("failed", tried, tried[-1], addrs, error=str(exc))
+            raise
+        step("connected", tried, tried[-1], addrs)
         return peer
+
+    def _peerstore_addrs(self, peer: ID) -> list[multiaddr.Multiaddr]:
+        try:  # py-libp2p raises for an unknown or expired peer
+            return list(self.host.get_peerstore().addrs(peer))
+        except Exception:
+            return []
 
     def addresses_changed(self) -> None:
         """Bump the re-provide cue: a bootstrap (re)connection, or our advertised addresses

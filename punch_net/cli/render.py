@@ -35,6 +35,8 @@ def human(e: ev.Event) -> str | None:
     if isinstance(e, ev.PeerConnected):
         via = "" if e.via == "direct" else f", via {e.via.replace('_', ' ')}"
         return f"[green]✓[/green] CONNECTED to peer {e.peer_id} ({e.direction}, {e.addr}{via})"
+    if isinstance(e, ev.DialProgress):
+        return dial_progress(e)
     if isinstance(e, ev.HolePunch):
         mark = "[green]✓[/green]" if e.outcome in ("SUCCESS", "CONNECTION_REVERSED") else "[yellow]✗[/yellow]"
         why = f": {e.error}" if e.error else ""
@@ -73,8 +75,37 @@ def human(e: ev.Event) -> str | None:
     if isinstance(e, ev.MetricsServing):
         return f"[dim]metrics: {e.url}[/dim]"
     if isinstance(e, ev.WebServing):
-        return f"[green]✓[/green] web console: {e.url}"
+        busy = f" (port {e.busy_port} is busy: took a free one)" if e.busy_port else ""
+        return f"[green]✓[/green] web console: {e.url}{busy}"
+    if isinstance(e, ev.WebExposed):
+        return (f"[yellow]![/yellow] web console listens on {e.host}:{e.port}, beyond this machine: anyone who "
+                f"reaches it with the token gets the console (plain HTTP; an SSH tunnel to 127.0.0.1 is safer)")
     return _torrent(e)
+
+
+SOURCES = {"routing_table": "routing table", "peerstore": "peerstore", "dht": "DHT"}
+
+
+def dial_progress(e: ev.DialProgress) -> str:
+    """`looking up 12D3…: routing table ✗, peerstore ✗, DHT → 2 addrs`, `dialing …`, …"""
+    who = short_peer_id(e.peer_id)
+    if e.stage == "lookup":
+        steps = []
+        for source in e.tried:
+            name = SOURCES.get(source, source)
+            if source == e.found_in:
+                steps.append(f"{name} → {len(e.addrs)} addr{'s' if len(e.addrs) != 1 else ''}")
+            elif source == e.tried[-1] and not e.found_in:
+                steps.append(f"{name} …")
+            else:
+                steps.append(f"{name} ✗")
+        return f"[cyan]…[/cyan] looking up {who}: {', '.join(steps)}"
+    if e.stage == "dialing":
+        more = f" (+{len(e.addrs) - 1} more)" if len(e.addrs) > 1 else ""
+        return f"[cyan]…[/cyan] dialing {who} at {e.addrs[0] if e.addrs else '?'}{more}"
+    if e.stage == "connected":
+        return f"[green]✓[/green] dial {who}: {'connected' if e.tried else 'already connected'}"
+    return f"[red]✗[/red] {e.error}"
 
 
 def _routed(e: ev.Routed) -> str:

@@ -16,13 +16,16 @@ from punch_net import events as ev
 from punch_net.api import Snapshot, Stats
 from punch_net.cli.render import human
 from punch_tui.console import console
-from punch_tui.format import age, short_id, size
+from punch_tui.format import age, middle, plural, short_id, size
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.logview import LogEntry, LogView
 from punch_tui.widgets.plots import PlotGrid
 
 # In this order, as many as fit (the Network tab leads with the others).
 PLOTS = ("in", "out", "connections", "requests", "errors", "latency")
+INFO_LABEL_WIDTH = 13  # "Reachability"
+INFO_WIDTH_GUESS = 40  # the info panel at 80 columns, before its first layout
+INFO_VALUE_MIN = 12
 
 
 def event_entry(e: ev.Event) -> LogEntry | None:
@@ -34,7 +37,7 @@ def event_entry(e: ev.Event) -> LogEntry | None:
         return LogEntry("error", f"bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s",
                         e, e.ts)
     if isinstance(e, ev.Bootstrapped):
-        return LogEntry("reply", f"✓ DHT bootstrapped ({e.routing_table_size} peers)", e, e.ts)
+        return LogEntry("reply", f"✓ DHT bootstrapped ({plural(e.routing_table_size, 'peer')})", e, e.ts)
     if isinstance(e, ev.Registered):
         return LogEntry("reply", f"✓ announced namespace '{e.namespace}'", e, e.ts)
     if isinstance(e, ev.Discovered):
@@ -44,7 +47,7 @@ def event_entry(e: ev.Event) -> LogEntry | None:
     if isinstance(e, ev.PeerDisconnected):
         return LogEntry("info", f"- disconnected {p(e.peer_id)}", e, e.ts)
     if isinstance(e, ev.DHTUpdated):
-        return LogEntry("info", f"routing table now {e.size} peers", e, e.ts)
+        return LogEntry("info", f"routing table now {plural(e.size, 'peer')}", e, e.ts)
     if isinstance(e, ev.ErrorEvent):
         return LogEntry("error", f"! {e.where + ': ' if e.where else ''}{e.message}", e, e.ts)
     if isinstance(e, ev.MessageSent | ev.Reply | ev.MessageReceived):
@@ -73,6 +76,7 @@ class OverviewTab(NodeTab):
         self.role = role
         self.peer_id = ""
         self.addrs: list[str] = []
+        self._last_snap: Snapshot | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="ov-top"):
@@ -87,7 +91,7 @@ class OverviewTab(NodeTab):
 
     def _info_table(self, snap: Snapshot | None) -> Table:
         t = Table.grid(padding=(0, 1))
-        t.add_column(style="bold", no_wrap=True, min_width=13)
+        t.add_column(style="bold", no_wrap=True, min_width=INFO_LABEL_WIDTH)
         t.add_column(no_wrap=True, overflow="ellipsis")
         stats: Stats | None = snap.stats if snap else None
         relay = snap.relay if snap else None
@@ -95,7 +99,7 @@ class OverviewTab(NodeTab):
         dht_mode = snap.routing.mode if snap and snap.routing else "?"
         rows: list[tuple[str, str | Text]] = [
             ("Role", Text(self.role, style="bold")),
-            ("Peer ID", self.peer_id or "starting…"),
+            ("Peer ID", middle(self.peer_id, self._value_width()) if self.peer_id else "starting…"),
         ]
         if stats is None:
             rows += [(k, "-") for k in ("Uptime", "Peers", "DHT", "Messages", "Replies", "Traffic")]
@@ -103,7 +107,7 @@ class OverviewTab(NodeTab):
             rows += [
                 ("Uptime", age(stats.uptime_s)),
                 ("Peers", str(stats.connections)),
-                ("DHT", f"{stats.routing_table_size} peers ({dht_mode})"),
+                ("DHT", f"{plural(stats.routing_table_size, 'peer')} ({dht_mode})"),
                 ("Messages", f"in {stats.messages_in} · out {stats.messages_out}"),
                 ("Replies", f"{stats.replies} · errors {stats.errors}"),
                 ("Traffic", f"in {size(stats.bytes_in)} · out {size(stats.bytes_out)}"),
@@ -112,6 +116,18 @@ class OverviewTab(NodeTab):
         for k, v in rows:
             t.add_row(k, v)
         return t
+
+    def _value_width(self) -> int:
+        """Columns left for a value beside the labels (the panel's width less the label column,
+        its gap and one blank before the next panel): a longer peer id is cut in the middle."""
+        width = self.query_one("#ov-info", Static).size.width if self.is_mounted else 0
+        return max(INFO_VALUE_MIN, (width or INFO_WIDTH_GUESS) - INFO_LABEL_WIDTH - 2)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._redraw_info)
+
+    def _redraw_info(self) -> None:
+        self.query_one("#ov-info", Static).update(self._info_table(self._last_snap))
 
     def set_identity(self, peer_id: str, addrs: list[str]) -> None:
         self.peer_id = peer_id
@@ -134,6 +150,7 @@ class OverviewTab(NodeTab):
         if stats is not None:
             self.peer_id = stats.peer_id
         self._set_addrs(snap.listen_addrs)
+        self._last_snap = snap
         self.query_one("#ov-info", Static).update(self._info_table(snap))
         # the app's NodeHistory took this snapshot already (the same in-process and attached)
         self.query_one("#ov-plots", PlotGrid).refresh()
