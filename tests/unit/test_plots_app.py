@@ -12,7 +12,7 @@ from punch_net.api import RoutingBucket, RoutingPeer, RoutingTableInfo, Snapshot
 from punch_net.config import NodeConfig
 from punch_net.torrent.info import TransferInfo
 from punch_tui.app import PunchApp
-from punch_tui.format import short_id
+from punch_tui.format import rate, short_id
 from punch_tui.messages import SnapshotReady
 from punch_tui.screens.torrent import TransferDetailsScreen
 from punch_tui.widgets.netmap import NetworkPicture
@@ -87,7 +87,8 @@ async def _scenario(tmp_path: Path, size: tuple[int, int]) -> dict[str, str]:
 def test_pictures_at_80x24(tmp_path: Path) -> None:
     shown = asyncio.run(_scenario(tmp_path, (80, 24)))
     assert shown["overview-plots"] == "in out"  # beside the info table, the event log keeps its rows
-    assert "traffic in" in shown["overview"] and "out 1" in shown["overview"] and "4KiB┤" in shown["overview"]
+    assert f"in {rate(4000)}" in shown["overview"] and f"out {rate(1000)}" in shown["overview"]
+    assert "4KiB┤" in shown["overview"]
     assert "-5m" in shown["overview"] and "now" in shown["overview"]
     assert shown["network-plots"] == "connections latency requests"
     assert "peers per bucket" in shown["dht"] and "20┤" in shown["dht"]
@@ -106,5 +107,5 @@ def test_all_six_plots_at_120x40(tmp_path: Path) -> None:
     assert set(shown["overview-plots"].split()) == set(shown["network-plots"].split()) == six
     for title in ("traffic in", "traffic out", "connections", "requests", "errors", "DHT lookup"):
         assert title in shown["network"], title
-    for title in ("in 4", "out 1", "connections", "requests", "errors", "DHT lookup"):
+    for title in (f"in {rate(4000)}", f"out {rate(1000)}", "connections", "requests", "errors", "DHT lookup"):
         assert title in shown["overview"], title
