@@ -94,6 +94,9 @@ class Stats:
     connections_closed: int = 0
     dial_errors: int = 0
     rejected: int = 0
+    lookups: int = 0  # DHT operations (provide, find providers) finished
+    lookup_failures: int = 0
+    lookup_ms: float = 0.0  # their durations added up: Δlookup_ms / Δlookups is the mean latency
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,9 @@ class Counters:
     connections_closed: int = 0
     dial_errors: int = 0
     rejected: int = 0
+    lookups: int = 0  # DHT provide / find-providers operations finished
+    lookup_failures: int = 0
+    lookup_ms: float = 0.0  # their durations added up (a console plots the mean per interval)
 
 
 class Component(Protocol):
@@ -244,6 +247,9 @@ class Node:
         self.last_refresh = time.time()
 
     def _lookup_done(self, op: str, seconds: float, ok: bool) -> None:
+        self.counters.lookups += 1
+        self.counters.lookup_failures += 0 if ok else 1
+        self.counters.lookup_ms += seconds * 1000
         for observer in self._lookup_observers:
             observer.dht_lookup(op, seconds, ok)
 

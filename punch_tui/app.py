@@ -46,6 +46,7 @@ from punch_tui.tabs.transfers import TransfersTab
 from punch_tui.themes import DEFAULT_THEME
 from punch_tui.widgets.keybar import KeyBar
 from punch_tui.widgets.logview import LogEntry, LogView
+from punch_tui.widgets.plots import NodeHistory
 from punch_tui.widgets.table import FilterTable
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class PunchApp(App[int]):
         self._last_suggestions: list[str] = []
         self._dialing: dict[str, float] = {}  # peer id dialed from here -> when (its steps are shown)
         self.last_snapshot: Snapshot | None = None
+        self.history = NodeHistory()  # every snapshot, whichever tab is shown: the plots' data
         self.exit_code = 0
         self._gc_saved: tuple[int, int, int] | None = None
         self._last_input = self._last_full_gc = time.monotonic()
@@ -196,6 +198,7 @@ class PunchApp(App[int]):
     def on_snapshot_ready(self, msg: SnapshotReady) -> None:
         snap = msg.snapshot
         self.last_snapshot = snap
+        self.history.add(snap)
         self.my_addrs = snap.listen_addrs
         self.peers.update_snapshot(snap)
         active = self.active_tab

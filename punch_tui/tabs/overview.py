@@ -1,27 +1,28 @@
 """Overview: who am I, how am I doing (role, peer id, addresses, uptime, peers, DHT
-size, messages, bandwidth with sparklines, reachability) and the recent node events."""
+size, messages, bandwidth, reachability), live plots of the last minutes (traffic,
+connections, requests, errors, lookups: as many as fit) and the recent node events."""
 
 from __future__ import annotations
-
-from collections import deque
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, OptionList, Sparkline, Static
+from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from punch_net import events as ev
 from punch_net.api import Snapshot, Stats
 from punch_net.cli.render import human
 from punch_tui.console import console
-from punch_tui.format import age, middle, plural, rate, short_id, size
+from punch_tui.format import age, middle, plural, short_id, size
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.logview import LogEntry, LogView
+from punch_tui.widgets.plots import PlotGrid
 
-HISTORY = 60
+# In this order, as many as fit (the Network tab leads with the others).
+PLOTS = ("in", "out", "connections", "requests", "errors", "latency")
 INFO_LABEL_WIDTH = 13  # "Reachability"
 INFO_WIDTH_GUESS = 40  # the info panel at 80 columns, before its first layout
 INFO_VALUE_MIN = 12
@@ -61,13 +62,11 @@ class OverviewTab(NodeTab):
     TITLE = "Overview"
     BINDINGS = [Binding("c", "copy_address", "Copy addr")]
     DEFAULT_CSS = """
-    OverviewTab #ov-top { height: auto; max-height: 11; }
+    OverviewTab #ov-top { height: 40%; min-height: 10; max-height: 18; }
     OverviewTab #ov-info { width: 1fr; height: auto; }
-    OverviewTab #ov-right { width: 1fr; height: auto; max-height: 11; }
+    OverviewTab #ov-right { width: 1fr; height: 1fr; }
     OverviewTab #ov-addrs { height: auto; max-height: 6; border: none; }
-    OverviewTab .spark-label { width: 14; color: $foreground-muted; }
-    OverviewTab Sparkline { height: 1; width: 1fr; }
-    OverviewTab .spark-row { height: 1; }
+    OverviewTab #ov-plots { height: 1fr; min-height: 3; }
     OverviewTab #ov-events { height: 1fr; min-height: 3; }
     OverviewTab .section { color: $accent; text-style: bold; height: 1; }
     """
@@ -77,10 +76,7 @@ class OverviewTab(NodeTab):
         self.role = role
         self.peer_id = ""
         self.addrs: list[str] = []
-        self._prev: tuple[float, int, int] | None = None
         self._last_snap: Snapshot | None = None
-        self.rate_in: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
-        self.rate_out: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="ov-top"):
@@ -88,12 +84,8 @@ class OverviewTab(NodeTab):
             with Vertical(id="ov-right"):
                 yield Label("Listen addresses (c copies)", classes="section")
                 yield OptionList(id="ov-addrs")
-                with Horizontal(classes="spark-row"):
-                    yield Label("in  0 B/s", id="ov-in-label", classes="spark-label")
-                    yield Sparkline(list(self.rate_in), id="ov-spark-in")
-                with Horizontal(classes="spark-row"):
-                    yield Label("out 0 B/s", id="ov-out-label", classes="spark-label")
-                    yield Sparkline(list(self.rate_out), id="ov-spark-out")
+                # where the space beside the info table allows: two at 80x24, all six at 120x40
+                yield PlotGrid(console(self.app).history, PLOTS, min_width=19, id="ov-plots")
         yield Label("Events", classes="section")
         yield LogView(limit=1000, id="ov-events")
 
@@ -158,22 +150,10 @@ class OverviewTab(NodeTab):
         if stats is not None:
             self.peer_id = stats.peer_id
         self._set_addrs(snap.listen_addrs)
-        # Traffic is the node's own wire-byte count (closed connections included), in both modes.
-        # A snapshot without stats (node starting, link down) is no sample: a rate from 0 to
-        # the counters' total would draw an attached node's whole history as one spike.
-        if stats is not None:
-            b_in, b_out = stats.bytes_in, stats.bytes_out
-            if self._prev is not None:
-                dt = max(1e-3, snap.ts - self._prev[0])
-                self.rate_in.append(max(0.0, (b_in - self._prev[1]) / dt))
-                self.rate_out.append(max(0.0, (b_out - self._prev[2]) / dt))
-            self._prev = (snap.ts, b_in, b_out)
         self._last_snap = snap
         self.query_one("#ov-info", Static).update(self._info_table(snap))
-        self.query_one("#ov-spark-in", Sparkline).data = list(self.rate_in)
-        self.query_one("#ov-spark-out", Sparkline).data = list(self.rate_out)
-        self.query_one("#ov-in-label", Label).update(f"in  {rate(self.rate_in[-1])}")
-        self.query_one("#ov-out-label", Label).update(f"out {rate(self.rate_out[-1])}")
+        # the app's NodeHistory took this snapshot already (the same in-process and attached)
+        self.query_one("#ov-plots", PlotGrid).refresh()
 
     def handle_events(self, events: list[ev.Event]) -> None:
         entries = [x for x in (event_entry(e) for e in events) if x is not None]

@@ -22,6 +22,7 @@ from punch_tui.peers import InputError, check_info_hash
 from punch_tui.screens.prompt import PromptScreen
 from punch_tui.screens.torrent import CatalogueScreen, ConfirmScreen, TransferDetailsScreen
 from punch_tui.tabs.transfers import column_widths, progress_bar, transfer_row
+from punch_tui.widgets.plots import RatePlot
 from punch_tui.widgets.table import FilterTable
 
 SIZE = (100, 30)
@@ -122,6 +123,10 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
             assert "████" in text and "4/4 pieces" in text
             peers = app.screen.query_one("#td-peers", FilterTable)
             assert any(tnet.torrent.peer_id[-12:] in p for p in peers.column_texts("peer"))
+            # the rate plots: the transfer's rates from every snapshot since it was listed
+            await wait_until(pilot, lambda: len(app.history.transfer(tnet.info_hash)[0].points) >= 2,
+                             what="the transfer's rate sampled by two snapshots")
+            assert app.screen.query_one("#det-down", RatePlot).view is not None and "download" in screen_text(app)
             await pilot.press("escape")
             await wait_until(pilot, lambda: not isinstance(app.screen, TransferDetailsScreen), what="details closed")
             await pilot.press("q")
