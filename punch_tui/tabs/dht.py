@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.widgets import Label, Static
 
 from punch_net.api import RoutingTableInfo, Snapshot
-from punch_tui.format import short_id, since
+from punch_tui.format import plural, short_id, since
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.plots import BucketChart
 from punch_tui.widgets.table import Cell, FilterTable, cell
@@ -36,7 +36,8 @@ def health(rt: RoutingTableInfo | None, now: float) -> tuple[str, str]:
     stale = sum(1 for p in peers if p.last_seen and now - p.last_seen > 3600)
     refresh = since(rt.last_refresh, now)
     level = "ok" if len(peers) >= 3 and stale * 2 < len(peers) else "warn"
-    return (f"{rt.mode} mode · {rt.size} peers in {len(rt.buckets)} buckets · {connected} connected · "
+    return (f"{rt.mode} mode · {plural(rt.size, 'peer')} in {plural(len(rt.buckets), 'bucket')} · "
+            f"{connected} connected · "
             f"{stale} stale (>1h) · refreshed {refresh} ago", level)
 
 

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 
 from punch_net.api import Snapshot
 from punch_tui.console import console
-from punch_tui.format import age, ms, short_id, size
+from punch_tui.format import age, ms, plural, short_id, size
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.netmap import NetworkPicture
 from punch_tui.widgets.plots import PlotGrid
@@ -129,8 +129,10 @@ class NetworkTab(NodeTab):
         took = f" in {last['duration_ms'] / 1000:.1f}s" if last.get("duration_ms") is not None else ""
         when = f", {age(now - last['finished'])} ago" if last.get("finished") else ""
         direct = sum(1 for p in self.peers.values() if p.get("reachability") == "direct")
+        known = net.get("known", 0)
         self.query_one("#net-summary", Static).update(
-            f"{net.get('known', 0)} peers known · {net.get('alive', 0)} alive · {direct} direct · "
+            f"{plural(known if isinstance(known, int) else 0, 'peer')} known · "
+            f"{net.get('alive', 0)} alive · {direct} direct · "
             f"crawl #{net.get('rounds', 0)}{took}{when}")
         self._show_detail()
 
