@@ -27,7 +27,7 @@ def human(e: ev.Event) -> str | None:
             lines += [f"  --bootstrap {a}" for a in e.addrs[:1]]
         return "\n".join(lines) + "\n"
     if isinstance(e, ev.BootstrapRetry):
-        return f"[yellow]…[/yellow] bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s"
+        return bootstrap_retry(e)
     if isinstance(e, ev.Bootstrapped):
         return f"[green]✓[/green] DHT bootstrapped ({e.routing_table_size} peers in routing table)"
     if isinstance(e, ev.Registered):
@@ -53,16 +53,18 @@ def human(e: ev.Event) -> str | None:
         return None  # housekeeping (punch_net/routing/capabilities.py); --json still has it
     if isinstance(e, ev.MessageSent):
         text = e.args.get("text") if e.command == "message" else json.dumps(e.args)
-        return f"[cyan]→ SENT[/cyan] {e.command} to {p(e.peer_id)}: {text}"
+        size = f" ({human_size(e.size)})" if e.size > 1024 else ""
+        return f"[cyan]→ SENT[/cyan] {e.command} to {p(e.peer_id)}{size}: {text}"
     if isinstance(e, ev.Reply):
         body = json.dumps(e.result if e.ok else e.error)
         mark = "[green]← REPLY[/green]" if e.ok else "[red]← ERROR[/red]"
         return f"{mark} from {p(e.peer_id)} in {e.rtt_ms:.1f} ms: {body}"
     if isinstance(e, ev.MessageReceived):
         text = e.args.get("text") if e.command == "message" else json.dumps(e.args)
-        return f"[magenta]← RECEIVED[/magenta] {e.command} from {p(e.peer_id)} ({e.sender or '?'}): {text}"
+        size = f", {human_size(e.size)}" if e.size > 1024 else ""
+        return f"[magenta]← RECEIVED[/magenta] {e.command} from {p(e.peer_id)} ({e.sender or '?'}{size}): {text}"
     if isinstance(e, ev.ErrorEvent):
-        return f"[red]![/red] {e.message}"
+        return error_line(e)
     if isinstance(e, ev.Routed):
         return _routed(e)
     if isinstance(e, ev.CrawlFinished):
@@ -75,6 +77,27 @@ def human(e: ev.Event) -> str | None:
     if isinstance(e, ev.WebServing):
         return f"[green]✓[/green] web console: {e.url}"
     return _torrent(e)
+
+
+def bootstrap_retry(e: ev.BootstrapRetry) -> str | None:
+    """One sentence per failed try: the first three, then only at tries 4, 8, 16, ...
+    (a node tries every 2 s while its bootstrap node is down; --json has every try)."""
+    if e.attempt <= 3:
+        return (f"[yellow]…[/yellow] bootstrap node {e.addr} unreachable ({e.error}); "
+                f"next try in {e.retry_in:g} s")
+    if e.attempt & (e.attempt - 1) == 0:
+        return (f"[yellow]…[/yellow] bootstrap node {e.addr} still unreachable after {e.attempt} tries "
+                f"({e.error}); trying every {e.retry_in:g} s")
+    return None
+
+
+def error_line(e: ev.ErrorEvent) -> str:
+    """A failure; a repeated one (the node says it only now and then) with its count."""
+    if e.repeats <= 1:
+        return f"[red]![/red] {e.message}"
+    if e.peer_id and e.where in ("dialer", "discovery"):
+        return f"[red]![/red] peer {short_peer_id(e.peer_id)} still unreachable ({e.repeats} times): {e.message}"
+    return f"[red]![/red] {e.message} ({e.repeats} times so far)"
 
 
 def _routed(e: ev.Routed) -> str:
