@@ -1,0 +1,75 @@
+"""A crashed bootstrap node is rejoined soon after it is back (issue #14.5), and a peer's
+big messages do not make big log lines (issue #14.4). Real `punch` processes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import trio
+from punch_harness import PunchFactory, free_port, libp2p_host, peer_info_of
+
+from punch_net.messaging import codec
+
+pytestmark = pytest.mark.slow
+
+MiB = 1 << 20
+
+
+def test_a_killed_bootstrap_node_is_rejoined_within_5s_of_its_restart(punch: PunchFactory) -> None:
+    port = free_port()
+    data = punch.tmp_path / "server-data"  # same data dir: same identity after the restart
+    server = punch.start("server", "--port", str(port), "--data-dir", str(data), name="server")
+    server_id = server.peer_id
+    listener = punch.listener(server, "--namespace", "t-crash")
+    listener.wait_event("bootstrapped")
+
+    mark = listener.mark()
+    server.kill()  # SIGKILL: a crash
+    killed = time.monotonic()
+    listener.wait_event("disconnected", 30, lambda e: e["peer_id"] == server_id, after=mark)
+    # down for 3 s, as in the report; meanwhile the listener keeps trying, and says so
+    time.sleep(max(0.0, killed + 3.0 - time.monotonic()))
+    back = punch.start("server", "--port", str(port), "--data-dir", str(data), name="server-again")
+    assert back.peer_id == server_id
+    back_at = back.listening()["_t"]
+    retries = listener.find_events("bootstrap_retry", lambda e: e["_t"] < back_at)
+    retries = [e for e in retries if listener.events.index(e) >= mark]
+    assert len(retries) >= 2, listener.describe()  # every try is an event (0.5, 1, 2 s apart)
+    assert all(e["retry_in"] <= 2.0 for e in retries), retries
+    assert retries[0]["error"] == "connection refused", retries[0]
+
+    again = listener.wait_event("bootstrapped", 30, after=mark)
+    took = again["_t"] - back_at
+    assert took < 5.0, f"rejoined {took:.1f}s after the server was back\n{listener.describe()}"
+    # the restarted server knows the listener again: its routing table has it, and a dialer
+    # that knows only the server finds the listener and gets replies
+    back.wait_event("dht_updated", 30, lambda e: e["size"] >= 1)
+    dialer = punch.start("dialer", "--bootstrap", back.addr, "--namespace", "t-crash", "--count", "1",
+                         "--timeout", "60")
+    assert dialer.wait_exit(90) == 0, dialer.describe()
+
+
+async def test_big_messages_grow_the_json_log_by_a_bounded_amount_each(punch: PunchFactory) -> None:
+    """A peer sends ~1 MiB commands: the listener's --json log grows by ~1 KiB per message."""
+    server = punch.server()
+    listener = punch.listener(server, "--namespace", "t-big")
+    count = 12
+    async with libp2p_host() as host:
+        await host.connect(peer_info_of(listener.addr))
+        stream = await host.new_stream(peer_info_of(listener.addr).peer_id, [codec.PROTOCOL_ID])
+        before = sum(len(json.dumps(e)) for e in listener.events)
+        for i in range(count):
+            args = {"text": "x" * (900 << 10), "blob": ["y" * 500] * 100}  # ~0.95 MiB: under the 1 MiB frame cap
+            await stream.write(codec.encode_json({"id": f"big-{i}", "command": "echo", "args": args,
+                                                  "from": "attacker"}))
+        got = await listener.aevent("message_received", 60, lambda e: e["id"] == f"big-{count - 1}")
+        with trio.move_on_after(5):  # the last replies, if the echo handler answers at all
+            await stream.read(64)
+        await stream.reset()
+    grew = sum(len(json.dumps(e)) for e in listener.events) - before
+    received = listener.find_events("message_received", lambda e: e["id"].startswith("big-"))
+    assert len(received) == count
+    assert grew < count * 4096, f"log grew {grew} bytes for {count} messages of ~1 MiB"
+    assert got["size"] > 900 << 10 and got["args"]["text"].startswith("xxx") and got["args"]["text"].endswith("…")
