@@ -41,7 +41,7 @@ from punch_net.api import (
     RouteResult,
     Snapshot,
 )
-from punch_net.config import NodeConfig
+from punch_net.config import NodeConfig, prepare_data_dir
 from punch_net.dht import diagnostics
 from punch_net.dht.crawler import Crawler, NetworkMap
 from punch_net.dht.refresh import Refresher
@@ -83,6 +83,7 @@ class Runtime:
     def __init__(self, config: NodeConfig, *, key_pair: KeyPair | None = None,
                  registry: CommandRegistry | None = None) -> None:
         self.config = cfg = config
+        prepare_data_dir(cfg)  # an unwritable data dir is one line (ConfigError), not a traceback
         self.node = node = Node(cfg, registry=registry, key_pair=key_pair)
         try:
             self.connmgr = ConnManager(node, cfg.conn_low, cfg.conn_high)
