@@ -49,6 +49,7 @@ from punch_net.errors import BadArgs, NotFound
 from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
+from punch_net.p2p.logs import tame_libp2p_logging
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
 from punch_net.roles import dialer, listener, monitor, torrent_client
@@ -84,6 +85,7 @@ class Runtime:
                  registry: CommandRegistry | None = None) -> None:
         self.config = cfg = config
         prepare_data_dir(cfg)  # an unwritable data dir is one line (ConfigError), not a traceback
+        tame_libp2p_logging()  # apps embedding a node (P2PClient) get it too, not only the CLI
         self.node = node = Node(cfg, registry=registry, key_pair=key_pair)
         try:
             self.connmgr = ConnManager(node, cfg.conn_low, cfg.conn_high)

@@ -1,0 +1,46 @@
+"""examples/hello_p2p.py says what it did and nothing of py-libp2p's inner failures, even
+when the DHT still names a listener that quit (issue #15.7). Real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from punch_harness import REPO, PunchFactory
+
+pytestmark = pytest.mark.slow
+
+NOISE = ("Traceback", "Failed to open", "negative cache", "ADDCONN_FAIL", "Cancelled", "libp2p", "WARNING", "ERROR")
+
+# the same example, in an app that logs at DEBUG: py-libp2p's lines are there, marked
+DEBUG_RUN = """
+import logging, runpy, sys
+logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s %(message)s")
+sys.argv = ["hello_p2p.py", *sys.argv[1:]]
+runpy.run_path({path!r}, run_name="__main__")
+"""
+
+
+def test_hello_p2p_prints_only_its_own_lines(punch: PunchFactory) -> None:
+    server = punch.server()
+    gone = punch.listener(server, "--namespace", "my-app", name="gone")
+    gone.kill()  # its provider record stays in the DHT: the example will dial a dead address
+    alive = punch.listener(server, "--namespace", "my-app", name="alive")
+    args = ["--bootstrap", server.addr_without_id, "--namespace", "my-app"]
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "hello_p2p.py"), *args],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"connected to {alive.peer_id}" and lines[1].startswith("reply: ") and len(lines) == 3
+    assert done.stderr == "", done.stderr
+    for word in NOISE:
+        assert word not in done.stdout, done.stdout
+
+    # Not hidden for an app that wants them: at DEBUG, py-libp2p's failed dial of the listener
+    # that quit is there (which also shows the run above met that failure and kept quiet).
+    debug = subprocess.run([sys.executable, "-c", DEBUG_RUN.format(path=str(REPO / "examples" / "hello_p2p.py")),
+                            *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert debug.returncode == 0, debug.stderr[-3000:]
+    assert "DEBUG libp2p.transport.tcp.tcp (py-libp2p error) Failed to open TCP stream" in debug.stderr, \
+        debug.stderr[-3000:]
