@@ -13,6 +13,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static
 
 from punch_net import events as ev
+from punch_net.torrent.events import human_size
 from punch_tui.console import console
 from punch_tui.format import short_id
 from punch_tui.tabs.base import NodeTab
@@ -36,7 +37,8 @@ def message_entry(e: ev.Event) -> LogEntry | None:
         return LogEntry("error", f"← ERROR #{e.id} from {p(e.peer_id)}: {_brief(e.error)}", e, e.ts)
     if isinstance(e, ev.MessageReceived):
         body = e.args.get("text") if e.command == "message" and "text" in e.args else _brief(e.args)
-        return LogEntry("received", f"← RECV {e.command} #{e.id} from {p(e.peer_id)}: {body}", e, e.ts)
+        big = f" ({human_size(e.size)})" if e.size > 1024 else ""  # the event has a preview only
+        return LogEntry("received", f"← RECV {e.command} #{e.id} from {p(e.peer_id)}{big}: {body}", e, e.ts)
     if isinstance(e, ev.ErrorEvent) and e.where in ("dialer", "cmd", "send", "tui"):
         return LogEntry("error", f"! {e.message}", e, e.ts)
     return None

@@ -151,3 +151,19 @@ def test_failure_reason_says_it_once() -> None:
     nested.__cause__ = ValueError("inner detail")
     assert failure_reason(nested) == "outer: inner detail"
     assert failure_reason(trio.TooSlowError()) == "timed out"
+
+
+def test_the_console_shows_a_big_message_as_a_preview_with_its_size() -> None:
+    from punch_tui.tabs.messages import message_entry
+    from punch_tui.tabs.overview import event_entry
+
+    e = ev.MessageReceived(peer_id=PEER, id="9", command="message", args={"text": "hello " * 200_000},
+                           sender="me", size=1_200_011)
+    entry = message_entry(e)
+    assert entry is not None and entry.kind == "received"
+    assert "(1.1 MiB): hello hello" in entry.text and len(entry.text) < 400
+    assert len(entry.detail()) < 2048  # the JSON pane: the bounded event
+    retry = [event_entry(ev.BootstrapRetry(addr="/ip4/127.0.0.1/tcp/1", error="connection refused",
+                                           retry_in=2.0, attempt=n)) for n in (1, 5, 8)]
+    assert retry[1] is None and retry[0] is not None and retry[2] is not None
+    assert retry[0].text == "… bootstrap node /ip4/127.0.0.1/tcp/1 unreachable (connection refused); next try in 2 s"
