@@ -114,16 +114,31 @@ class Event:
     ts: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, str | list | tuple | dict):
-                budget, str_max = self.bounds.get(f.name, (FIELD_BUDGET, FIELD_STR_MAX))
-                bounded = preview(value, budget, str_max)
-                if bounded is not value:
-                    object.__setattr__(self, f.name, bounded)  # frozen: bounded once, here
+        for name, budget, str_max in _limits(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                if len(value) <= str_max and len(value) + 2 <= budget:
+                    continue  # the common case, kept cheap: events are made per request
+            elif not isinstance(value, list | tuple | dict):
+                continue
+            bounded = preview(value, budget, str_max)
+            if bounded is not value:
+                object.__setattr__(self, name, bounded)  # frozen: bounded once, here
 
     def to_json(self) -> dict[str, Any]:
         return {"event": self.kind, **asdict(self)}
+
+
+_LIMITS: dict[type[Event], tuple[tuple[str, int, int], ...]] = {}
+
+
+def _limits(cls: type[Event]) -> tuple[tuple[str, int, int], ...]:
+    """(field, budget, str_max) of each field of an event class but its timestamp (cached)."""
+    got = _LIMITS.get(cls)
+    if got is None:
+        got = _LIMITS[cls] = tuple((f.name, *cls.bounds.get(f.name, (FIELD_BUDGET, FIELD_STR_MAX)))
+                                   for f in fields(cls) if f.name != "ts")
+    return got
 
 
 @dataclass(frozen=True, kw_only=True)
