@@ -44,3 +44,25 @@ def test_hello_p2p_prints_only_its_own_lines(punch: PunchFactory) -> None:
     assert debug.returncode == 0, debug.stderr[-3000:]
     assert "DEBUG libp2p.transport.tcp.tcp (py-libp2p error) Failed to open TCP stream" in debug.stderr, \
         debug.stderr[-3000:]
+
+
+def test_a_dialer_says_once_that_a_listener_quit(punch: PunchFactory) -> None:
+    """The DHT names a listener that quit at every lookup (every 5 s): the dialer says so
+    once, not at every lookup (it said it 11 times in 2 minutes)."""
+    import time
+
+    server = punch.server()
+    gone = punch.listener(server, "--namespace", "t-gone", name="gone")
+    gone_id = gone.peer_id
+    gone.kill()
+    alive = punch.listener(server, "--namespace", "t-gone", name="alive")
+    dialer = punch.start("dialer", "--bootstrap", server.addr, "--namespace", "t-gone", "--interval", "0.5")
+    dialer.wait_event("reply", 60, lambda e: e["peer_id"] == alive.peer_id)
+    first = dialer.wait_event("error", 60, lambda e: e.get("peer_id") == gone_id)
+    lookups = dialer.mark()
+    time.sleep(16)  # three more lookups (one every 5 s), each naming the listener that quit
+    assert dialer.alive()
+    about_gone = dialer.find_events("error", lambda e: e.get("peer_id") == gone_id)
+    assert about_gone == [first], dialer.describe()
+    assert first["repeats"] == 1 and first["where"] == "discovery"
+    dialer.wait_event("reply", 30, lambda e: e["peer_id"] == alive.peer_id, after=lookups)  # still working
