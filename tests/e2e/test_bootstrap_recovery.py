@@ -43,6 +43,7 @@ def test_a_killed_bootstrap_node_is_rejoined_within_5s_of_its_restart(punch: Pun
     again = listener.wait_event("bootstrapped", 30, after=mark)
     took = again["_t"] - back_at
     assert took < 5.0, f"rejoined {took:.1f}s after the server was back\n{listener.describe()}"
+    assert again["peers"] == [server_id] and again["routing_table_size"] >= 1  # back in our table
     # the restarted server knows the listener again: its routing table has it, and a dialer
     # that knows only the server finds the listener and gets replies
     back.wait_event("dht_updated", 30, lambda e: e["size"] >= 1)
