@@ -456,26 +456,29 @@ class Node:
         at once and then every 0.5, 1, 2, 2, ... s (each failed try a `bootstrap_retry`),
         so a restarted bootstrap node is rejoined ~2 s after it is back.
 
-        One exception, so as not to fight a busy bootstrap node's connection manager: a
-        link that it closed soon after we made it (pruned, not crashed), while our routing
-        table no longer needs it, is redialed only after 30 s (doubling up to 5 min)."""
+        One exception, so as not to fight a busy bootstrap node's connection manager: when
+        it keeps closing our link soon after we make it (the redial succeeds at once, so it
+        is up and pruning, not crashed) while our routing table no longer needs it, the
+        next redial waits 30 s, doubling up to 5 min."""
         retry = BOOTSTRAP_RETRY_FIRST
         pruned_wait = BOOTSTRAP_PRUNED_WAIT
         attempt = 0
+        pruned = 0  # young links lost in a row that a redial remade at once
         peer: ID | None = None
         connected_at = 0.0
+        young = False
         while True:
             if peer is not None and self.host.get_network().get_connections(peer):
                 with trio.move_on_after(BOOTSTRAP_CHECK_INTERVAL):
                     await self._lost.wait()  # some peer's last connection closed: ours?
                 continue
             if peer is not None and attempt == 0:  # just lost
-                if (trio.current_time() - connected_at < BOOTSTRAP_STABLE
-                        and self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE):
+                young = trio.current_time() - connected_at < BOOTSTRAP_STABLE
+                if not young:
+                    pruned, pruned_wait = 0, BOOTSTRAP_PRUNED_WAIT
+                elif pruned and self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE:
                     await trio.sleep(pruned_wait)
                     pruned_wait = min(pruned_wait * 2, BOOTSTRAP_PRUNED_MAX_WAIT)
-                else:
-                    pruned_wait = BOOTSTRAP_PRUNED_WAIT
             try:
                 peer = await self.dial(str(target))
             except NodeError as exc:
@@ -489,6 +492,8 @@ class Node:
                 await trio.sleep(retry)
                 retry = min(retry * 2, BOOTSTRAP_RETRY_MAX)
                 continue
+            # remade at the first try after a young link was lost: it was closed, not down
+            pruned = pruned + 1 if young and attempt == 0 else 0
             retry, attempt, connected_at = BOOTSTRAP_RETRY_FIRST, 0, trio.current_time()
             self.bootstrap_peers.add(peer)
             await self._add_if_dht_server(peer)

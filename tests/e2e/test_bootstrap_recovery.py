@@ -63,6 +63,45 @@ async def test_a_killed_bootstrap_node_is_rejoined_within_5s_of_its_restart(punc
     assert dialer.wait_exit(5) == 0, dialer.describe()
 
 
+def test_nodes_with_a_full_routing_table_rejoin_a_restarted_bootstrap_node_too(punch: PunchFactory) -> None:
+    """With >= 8 peers in its table a node used to stop redialing its bootstrap node (so as
+    not to fight its pruning): a crashed one was rejoined only by chance, tens of seconds
+    later, with no retry events. Now: redialed at once, every <= 2 s while it is down."""
+    port = free_port()
+    data = punch.tmp_path / "server-data"
+    server = punch.start("server", "--port", str(port), "--data-dir", str(data), name="server")
+    server_id = server.peer_id
+    nodes = [punch.start("listener", "--bootstrap", server.addr, "--namespace", "t-full",
+                         "--data-dir", str(punch.tmp_path / f"l{i}"), name=f"l{i}") for i in range(9)]
+
+    def table(i: int) -> int:  # routing-table size, asked over the node's control socket
+        async def ask() -> int:
+            from punch_net.ops.remote import RemoteNode
+
+            async with await RemoteNode.connect(punch.tmp_path / f"l{i}" / "control.sock") as remote:
+                snap = await remote.snapshot(["routing"])
+                return snap.routing.size if snap.routing else 0
+
+        return trio.run(ask)
+
+    for node in nodes:
+        node.wait_event("registered", 120)
+    deadline = time.monotonic() + 120
+    while min(sizes := [table(i) for i in range(len(nodes))]) < 8:  # the case that was not redialed
+        assert time.monotonic() < deadline, sizes
+        time.sleep(1)
+    marks = [n.mark() for n in nodes]
+    server.kill()
+    time.sleep(3)
+    back = punch.start("server", "--port", str(port), "--data-dir", str(data), name="server-again")
+    back_at = back.listening()["_t"]
+    for node, mark in zip(nodes, marks, strict=True):
+        again = node.wait_event("bootstrapped", 30, after=mark)
+        assert again["_t"] - back_at < 5.0, f"{node.name} rejoined {again['_t'] - back_at:.1f}s after"
+        assert again["peers"] == [server_id]
+        assert node.find_events("bootstrap_retry", lambda e: e["_t"] < back_at), node.describe()
+
+
 async def test_big_messages_grow_the_json_log_by_a_bounded_amount_each(punch: PunchFactory) -> None:
     """A peer sends ~1 MiB commands: the listener's --json log grows by ~1 KiB per message."""
     server = punch.server()
