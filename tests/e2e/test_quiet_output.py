@@ -66,3 +66,25 @@ def test_a_dialer_says_once_that_a_listener_quit(punch: PunchFactory) -> None:
     assert about_gone == [first], dialer.describe()
     assert first["repeats"] == 1 and first["where"] == "discovery"
     dialer.wait_event("reply", 30, lambda e: e["peer_id"] == alive.peer_id, after=lookups)  # still working
+
+
+def test_a_message_with_markup_does_not_take_a_human_mode_listener_down(punch: PunchFactory) -> None:
+    """The human output is Rich markup: a peer's "[/x]" ended the listener (MarkupError)."""
+    import time
+
+    server = punch.server()
+    listener = punch.start("listener", "--listen-addr", "127.0.0.1", "--port", "0", "--ephemeral",
+                           "--bootstrap", server.addr, "--namespace", "t-markup", node_flags=False,
+                           name="human-listener")
+    deadline = time.monotonic() + 60
+    while not any("Registered in DHT" in line for line in listener.noise):
+        assert listener.alive() and time.monotonic() < deadline, listener.describe()
+        time.sleep(0.2)
+    dialer = punch.start("dialer", "--bootstrap", server.addr, "--namespace", "t-markup", "--count", "2",
+                         "--interval", "0.3", "--message", "hi [/oops] [bold]", "--timeout", "60")
+    assert dialer.wait_exit(90) == 0, dialer.describe()
+    deadline = time.monotonic() + 10
+    while not [line for line in listener.noise if "hi [/oops] [bold] Message #2" in line]:
+        assert time.monotonic() < deadline, listener.describe()
+        time.sleep(0.2)
+    assert listener.alive() and "Traceback" not in listener.stderr_text(), listener.describe()

@@ -4,6 +4,7 @@ failed bootstrap try is one clear sentence (issue #15.7)."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 from typing import Any
 
@@ -167,3 +168,22 @@ def test_the_console_shows_a_big_message_as_a_preview_with_its_size() -> None:
                                            retry_in=2.0, attempt=n)) for n in (1, 5, 8)]
     assert retry[1] is None and retry[0] is not None and retry[2] is not None
     assert retry[0].text == "… bootstrap node /ip4/127.0.0.1/tcp/1 unreachable (connection refused); next try in 2 s"
+
+
+def test_a_peers_text_is_printed_as_is_never_read_as_markup() -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    tricky = "hi [/oops] [bold]x[/bold] [link=http://evil]y"
+    lines = [
+        human(ev.MessageReceived(peer_id=PEER, id="1", command="message", args={"text": tricky}, sender="[/s]")),
+        human(ev.MessageReceived(peer_id=PEER, id="2", command="[/c]", args={"k": tricky}, sender="s")),
+        human(ev.Reply(peer_id=PEER, id="1", ok=False, error={"code": "[/e]", "message": tricky})),
+        human(ev.ErrorEvent(message=f"echo to x: {tricky}", where="dialer")),
+        human(tev.Available(name=tricky, size=1, info_hash="ab", providers=1)),
+    ]
+    console = Console(file=io.StringIO(), width=400)
+    for line in lines:
+        assert line is not None
+        console.print(line)  # raised MarkupError before: one message ended a listener's output
+        assert "[/oops]" in Text.from_markup(line).plain
