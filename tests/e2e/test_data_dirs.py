@@ -141,3 +141,12 @@ def test_json_mode_says_it_as_one_json_line_too(open_dir: Path) -> None:
     done = run_punch("--json", "--data-dir", str(open_dir / "file" / "d"), base=open_dir)
     assert_one_line_exit_2(done, "data dir")
     assert '"fatal": true' in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_config_init_into_an_unwritable_place_is_one_line_and_exit_2(open_dir: Path) -> None:
+    (open_dir / "file").write_text("x")
+    env = {**os.environ, "PUNCH_DATA_DIR": str(open_dir / "d"), "PUNCH_CONFIG": str(open_dir / "file" / "cfg")}
+    for argv in (["config", "init", str(open_dir / "file" / "config.toml")], ["config", "init"]):
+        done = subprocess.run([sys.executable, "-m", "punch_net.cli", *argv], capture_output=True, text=True,
+                              timeout=60, env=env, cwd="/", stdin=subprocess.DEVNULL)
+        assert_one_line_exit_2(done, "cannot write")
