@@ -208,6 +208,43 @@ def apply_config(cfg: NodeConfig, data: dict[str, Any]) -> NodeConfig:
     return cfg
 
 
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) if needed; the directory itself gets mode 0700:
+    it holds the node's key, its reputation records and its control socket."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def prepare_data_dir(cfg: NodeConfig) -> None:
+    """Before a node starts: create its data dir (0700) and make sure it can write there
+    and read or create its key, so a bad `--data-dir` or `--identity` is one line
+    (ConfigError) instead of a traceback from whichever file is touched first."""
+    if cfg.ephemeral:
+        return
+    _writable_dir(cfg.data_dir, "data dir")
+    key = cfg.identity_path()
+    try:
+        exists = key.exists()
+        if exists:
+            key.open("rb").close()
+    except OSError as exc:
+        raise ConfigError(f"cannot read identity key {key}: {exc.strerror or exc}") from None
+    if not exists and key.parent != cfg.data_dir:
+        _writable_dir(key.parent, "directory for the identity key")
+
+
+def _writable_dir(place: Path, what: str) -> None:
+    try:
+        if place.exists() and not place.is_dir():
+            raise ConfigError(f"{what} {place} is not a directory")
+        make_private_dir(place)
+        probe = place / f".punch-write-test.{os.getpid()}"
+        # a real write: access() says yes to root on a read-only mount
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write in {what} {place}: {exc.strerror or exc}") from None
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write via a temp file and rename, so a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)

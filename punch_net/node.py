@@ -9,6 +9,7 @@ fronts reach a node through punch_net/api.py, never through this class.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import weakref
@@ -51,15 +52,19 @@ from punch_net.messaging.protocol import (
     SessionClosed,
 )
 from punch_net.p2p.addresses import AddressError, DialTarget, is_peer_id, parse_dial_target, resolve_dns
+from punch_net.p2p.failures import failure_reason
 from punch_net.p2p.helpers import connection_bytes, dedupe_providers, learn_peer_id
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
 from punch_net.p2p.patches import forget_dial_failure, install_dht
 
-BOOTSTRAP_CHECK_INTERVAL = 2.0
-BOOTSTRAP_IDLE_CHECK_INTERVAL = 30.0  # with a healthy routing table
-BOOTSTRAP_MAX_BACKOFF = 30.0
-BOOTSTRAP_HEALTHY_TABLE = 8  # routing-table size from which a lost bootstrap link is not redialed
+BOOTSTRAP_CHECK_INTERVAL = 30.0  # connected: look again this often (a lost connection wakes us at once)
+BOOTSTRAP_RETRY_FIRST = 0.5
+BOOTSTRAP_RETRY_MAX = 2.0  # while a bootstrap node is down, so we are back ~2 s after it returns
+BOOTSTRAP_HEALTHY_TABLE = 8  # routing-table size from which a lost bootstrap link is not urgent
+BOOTSTRAP_STABLE = 60.0  # a link that lived less than this was likely pruned by a busy bootstrap node
+BOOTSTRAP_PRUNED_WAIT = 30.0  # ... then (with a healthy table) wait before redialing, doubling
+BOOTSTRAP_PRUNED_MAX_WAIT = 300.0
 IDENTIFY_WAIT = 5.0
 PROVIDERS_WANTED = 20  # a provider walk ends once it has this many (the spec's k)
 
@@ -202,6 +207,8 @@ class Node:
         self._bootstrap_epoch = 0
         self._bootstrap_changed = trio.Event()
         self.bootstrapped = trio.Event()
+        self._repeats = ev.RepeatLimiter()
+        self._lost = trio.Event()  # set (and replaced) whenever a peer's last connection closes
         self.last_refresh: float | None = None
         self._components: list[Component] = []
         self._router: CircuitRouter | None = None
@@ -371,6 +378,8 @@ class Node:
             if session is not None:
                 session.closed = True
             self.bus.publish(ev.PeerDisconnected(peer_id=str(peer)))
+            self._lost.set()
+            self._lost = trio.Event()
 
     async def _add_if_dht_server(self, peer: ID) -> None:
         """py-libp2p does not add connected DHT servers to the routing table itself."""
@@ -415,14 +424,25 @@ class Node:
         self.counters.messages_in += 1
         self.bus.publish(
             ev.MessageReceived(
-                peer_id=peer, id=req.id, command=req.command, args=req.args, sender=req.sender
+                peer_id=peer, id=req.id, command=req.command, args=req.args, sender=req.sender,
+                size=req.size,
             )
         )
 
     def _on_rejected(self, peer: str, reason: str) -> None:
         self.counters.rejected += 1
-        self.bus.publish(ev.ErrorEvent(message=f"rejected message from {peer}: {reason}",
-                                       where="cmd"))
+        self.peer_failed(peer, f"rejected message from {peer}: {reason}", "cmd", key=f"rejected {peer}")
+
+    def peer_failed(self, peer: str, message: str, where: str, *, key: str | None = None) -> None:
+        """Publish a failure about `peer`: the first at once, the same again only now and
+        then with its count (a peer that quit is not news every 5 s; see RepeatLimiter)."""
+        count = self._repeats.hit(key or peer, time.monotonic())
+        if count is not None:
+            self.bus.publish(ev.ErrorEvent(message=message, where=where, peer_id=peer, repeats=count))
+
+    def peer_ok(self, peer: str) -> None:
+        """`peer` answered: its next failure is news again."""
+        self._repeats.clear(peer)
 
     # ---------------------------------------------------------------- bootstrap
 
@@ -441,30 +461,49 @@ class Node:
                 nursery.start_soon(self._keep_bootstrap, target)
 
     async def _keep_bootstrap(self, target: DialTarget) -> None:
-        """Stay connected to one bootstrap node: dial, and redial with backoff when lost."""
-        backoff = 1.0
+        """Stay connected to one bootstrap node: dial; when the connection is lost, redial
+        at once and then every 0.5, 1, 2, 2, ... s (each failed try a `bootstrap_retry`),
+        so a restarted bootstrap node is rejoined ~2 s after it is back.
+
+        One exception, so as not to fight a busy bootstrap node's connection manager: when
+        it keeps closing our link soon after we make it (the redial succeeds at once, so it
+        is up and pruning, not crashed) while our routing table no longer needs it, the
+        next redial waits 30 s, doubling up to 5 min."""
+        retry = BOOTSTRAP_RETRY_FIRST
+        pruned_wait = BOOTSTRAP_PRUNED_WAIT
+        attempt = 0
+        pruned = 0  # young links lost in a row that a redial remade at once
         peer: ID | None = None
+        connected_at = 0.0
+        young = False
         while True:
-            if peer is not None and (self.host.get_network().get_connections(peer)
-                                     or self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE):
-                # With a healthy table the DHT no longer needs this node: do not fight a
-                # busy bootstrap node's connection manager by redialing it, and look again
-                # only now and then (idle wake-ups add up in a testnet of hundreds).
-                healthy = self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE
-                await trio.sleep(BOOTSTRAP_IDLE_CHECK_INTERVAL if healthy else BOOTSTRAP_CHECK_INTERVAL)
+            if peer is not None and self.host.get_network().get_connections(peer):
+                with trio.move_on_after(BOOTSTRAP_CHECK_INTERVAL):
+                    await self._lost.wait()  # some peer's last connection closed: ours?
                 continue
+            if peer is not None and attempt == 0:  # just lost
+                young = trio.current_time() - connected_at < BOOTSTRAP_STABLE
+                if not young:
+                    pruned, pruned_wait = 0, BOOTSTRAP_PRUNED_WAIT
+                elif pruned and self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE:
+                    await trio.sleep(pruned_wait)
+                    pruned_wait = min(pruned_wait * 2, BOOTSTRAP_PRUNED_MAX_WAIT)
             try:
                 peer = await self.dial(str(target))
             except NodeError as exc:
                 if "is ourselves" in str(exc):
                     return
-                self.bus.publish(
-                    ev.BootstrapRetry(addr=str(target), error=str(exc), retry_in=backoff)
-                )
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, BOOTSTRAP_MAX_BACKOFF)
+                attempt += 1
+                # dial() says "dial ADDR: reason"; the event names the address already
+                reason = str(exc).removeprefix(f"dial {target}: ")
+                self.bus.publish(ev.BootstrapRetry(addr=str(target), error=reason, retry_in=retry,
+                                                   attempt=attempt))
+                await trio.sleep(retry)
+                retry = min(retry * 2, BOOTSTRAP_RETRY_MAX)
                 continue
-            backoff = 1.0
+            # remade at the first try after a young link was lost: it was closed, not down
+            pruned = pruned + 1 if young and attempt == 0 else 0
+            retry, attempt, connected_at = BOOTSTRAP_RETRY_FIRST, 0, trio.current_time()
             self.bootstrap_peers.add(peer)
             await self._add_if_dht_server(peer)
             # Usable now: the bootstrap node answers DHT queries. Filling the table with our
@@ -707,7 +746,7 @@ class Node:
             self.counters.messages_out += 1
             if not quiet:
                 self.bus.publish(ev.MessageSent(peer_id=str(peer_id), id=req_id, command=command,
-                                                args=args))
+                                                args=args, size=_json_size(args)))
             try:
                 resp, rtt = await session.request(command, args, timeout, req_id=req_id)
             except SessionClosed as exc:
@@ -905,16 +944,17 @@ def _direction(value: Any) -> str:
     return text if text in ("inbound", "outbound") else "unknown"
 
 
+def _json_size(value: Any) -> int:
+    """Bytes of `value` as compact JSON (0 if it is not JSON: the send will say so)."""
+    try:
+        return len(json.dumps(value, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        return 0
+
+
 def _reason(exc: BaseException) -> str:
-    """One line from an exception chain that py-libp2p often leaves empty."""
-    seen: list[str] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(seen) < 4:
-        text = str(cur).strip().splitlines()[0] if str(cur).strip() else ""
-        if text and text not in seen:
-            seen.append(text)
-        cur = cur.__cause__ or cur.__context__
-    return "; ".join(seen) or type(exc).__name__
+    """One short line from an exception chain that py-libp2p often nests or leaves empty."""
+    return failure_reason(exc)
 
 
 __all__ = [

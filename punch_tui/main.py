@@ -111,8 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.run()
         return int(app.return_code or 0)
 
+    from punch_net.config import prepare_data_dir
     from punch_tui.app import PunchApp
 
+    try:
+        prepare_data_dir(cfg)  # before the terminal is taken over: one line, exit 2
+    except ConfigError as exc:
+        sys.stderr.write(f"punch-tui: error: {exc}\n")
+        return EXIT_USAGE
     app = PunchApp(cfg, theme_name=name, themes=themes, config_path=config_path, poll_interval=args.poll)
     app.run()
     return int(app.return_code or 0)

@@ -14,7 +14,7 @@ from textual.widgets import Input, Label, Static
 
 from punch_net import events as ev
 from punch_tui.console import console
-from punch_tui.format import short_id
+from punch_tui.format import short_id, size
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.logview import LogEntry, LogView
 
@@ -51,7 +51,8 @@ def message_entry(e: ev.Event) -> LogEntry | None:
             return LogEntry("reply", f"← REPLY {p(e.peer_id)} {e.rtt_ms:.1f} ms: {_reply_body(e.result)}", e, e.ts)
         return LogEntry("error", f"← ERROR {p(e.peer_id)}: {_brief(e.error)}", e, e.ts)
     if isinstance(e, ev.MessageReceived):
-        return LogEntry("received", f"← RECV {_what(e.command)}{p(e.peer_id)}: {_body(e.command, e.args)}",
+        big = f" ({size(e.size)})" if e.size > 1024 else ""  # the event has a preview only
+        return LogEntry("received", f"← RECV {_what(e.command)}{p(e.peer_id)}{big}: {_body(e.command, e.args)}",
                         e, e.ts)
     if isinstance(e, ev.ErrorEvent) and e.where in ("dialer", "cmd", "send", "tui"):
         return LogEntry("error", f"! {e.message}", e, e.ts)

@@ -14,7 +14,7 @@ from textual.widgets.option_list import Option
 
 from punch_net import events as ev
 from punch_net.api import Snapshot, Stats
-from punch_net.cli.render import human
+from punch_net.cli.render import bootstrap_retry, human
 from punch_tui.console import console
 from punch_tui.format import age, middle, plural, short_id, size
 from punch_tui.tabs.base import NodeTab
@@ -34,8 +34,8 @@ def event_entry(e: ev.Event) -> LogEntry | None:
     if isinstance(e, ev.Listening):
         return LogEntry("info", f"listening as {p(e.peer_id)} on {len(e.addrs)} address(es)", e, e.ts)
     if isinstance(e, ev.BootstrapRetry):
-        return LogEntry("error", f"bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s",
-                        e, e.ts)
+        line = bootstrap_retry(e)  # the CLI's sentence; not every try (one each 2 s while down)
+        return LogEntry("error", Text.from_markup(line).plain, e, e.ts) if line else None
     if isinstance(e, ev.Bootstrapped):
         return LogEntry("reply", f"✓ DHT bootstrapped ({plural(e.routing_table_size, 'peer')})", e, e.ts)
     if isinstance(e, ev.Registered):
