@@ -1,4 +1,4 @@
-"""NAT traversal benchmark on the real NAT rig (tests/nat/rig.py): needs root.
+"""NAT traversal benchmark on the real NAT rig (tests/support/rig.py): needs root.
 
 Per scenario, N trials (default 20), each a fresh `punch dialer` (new identity) against one
 long-running relay and listener:
@@ -9,7 +9,8 @@ long-running relay and listener:
   symmetric  B's NAT maps symmetrically (fully-random): DCUtR must fail, replies stay relayed
 
 Reported: connection success (a reply arrived), DCUtR success (listener-side outcome),
-time from the dialer being up (its `listening` event) to the first reply and to the
+broken relayed connections (a failed request, or a second relayed connection to the
+listener, before the trial ended), time from the dialer being up (its `listening` event) to the first reply and to the
 direct (hole-punched) connection, p50/p95, and the outcome counts.
 
     sudo .venv/bin/python benchmarks/nat_bench.py [--trials 20] [--parallel N] [--json out.json]
@@ -28,9 +29,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "nat"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
-from harness import Punch, is_kind, relay_addr, start_listener, start_relay
+from nat_harness import Punch, is_kind, relay_addr, start_listener, start_relay
 from rig import NatRig, rig_unavailable_reason
 
 TRIAL_TIMEOUT = 40.0
@@ -52,7 +53,8 @@ def dialer(rig: NatRig, where: str, rid: str, ns: str, port: int, name: str, *ex
 
 def run_trial(d: Punch, listener: Punch, want_punch: bool) -> dict[str, Any]:
     """Wait for the first reply (and, if wanted, the listener's hole-punch outcome)."""
-    out: dict[str, Any] = {"ok": False, "reply_s": None, "direct_s": None, "outcome": None, "first_via": None}
+    out: dict[str, Any] = {"ok": False, "reply_s": None, "direct_s": None, "outcome": None, "first_via": None,
+                           "broken": False}
     try:
         up = d.wait_for(is_kind("listening"), 30, "listening")["_t"]
         reply = d.wait_for(lambda e: e.get("event") == "reply" and e.get("ok"), TRIAL_TIMEOUT, "reply")
@@ -75,6 +77,9 @@ def run_trial(d: Punch, listener: Punch, want_punch: bool) -> dict[str, Any]:
         out["error"] = str(exc)[:200]
     finally:
         d.stop()
+        relayed = [e for e in d.kinds("connected") if e["peer_id"] == listener.peer_id and e["via"] == "relay"]
+        failed = [e for e in d.kinds("error") if e.get("where") == "dialer"]
+        out["broken"] = len(relayed) > 1 or bool(failed)
     return out
 
 
@@ -115,6 +120,7 @@ def summarize(name: str, rows: list[dict[str, Any]], punch: bool) -> dict[str, A
     outcomes = Counter(r["outcome"] for r in rows if r["outcome"])
     return {
         "scenario": name, "trials": len(rows), "connected": len(ok),
+        "broken": sum(1 for r in rows if r["broken"]),
         "via": dict(Counter(r["first_via"] for r in ok)),
         "dcutr_success": outcomes.get("SUCCESS", 0) if punch else None,
         "outcomes": dict(outcomes),
@@ -164,14 +170,14 @@ def main() -> int:
             summaries.append(summarize(name, rows, bool(kw.get("punch"))))
     print(f"\nNAT traversal on the namespace rig, {args.trials} trials per scenario "
           f"({time.monotonic() - t0:.0f} s). Times from the dialer's start (listening) event.\n")
-    head = f"{'scenario':<10} {'connected':>10} {'first via':<12} {'DCUtR ok':>9} " \
+    head = f"{'scenario':<10} {'connected':>10} {'broken':>6} {'first via':<12} {'DCUtR ok':>9} " \
            f"{'reply p50':>10} {'reply p95':>10} {'direct p50':>11} {'direct p95':>11}"
     print(head)
     print("-" * len(head))
     for s in summaries:
         via = ",".join(f"{k}:{v}" for k, v in s["via"].items()) or "—"
         dc = "—" if s["dcutr_success"] is None else f"{s['dcutr_success']}/{s['trials']}"
-        print(f"{s['scenario']:<10} {s['connected']:>4}/{s['trials']:<5} {via:<12} {dc:>9} "
+        print(f"{s['scenario']:<10} {s['connected']:>4}/{s['trials']:<5} {s['broken']:>6} {via:<12} {dc:>9} "
               f"{fmt(s['reply_p50']):>10} {fmt(s['reply_p95']):>10} {fmt(s['direct_p50']):>11} "
               f"{fmt(s['direct_p95']):>11}")
     for s in summaries:

@@ -94,6 +94,9 @@ class Stats:
     connections_closed: int = 0
     dial_errors: int = 0
     rejected: int = 0
+    lookups: int = 0  # DHT operations (provide, find providers) finished
+    lookup_failures: int = 0
+    lookup_ms: float = 0.0  # their durations added up: Δlookup_ms / Δlookups is the mean latency
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ class NodeAPI(Protocol):
     async def dial(self, addr: str) -> str:
         """Connect to a multiaddr (`/p2p/ID` optional; a `/p2p-circuit` address goes through
         its relay) or to a bare peer id (looked up in the routing table, the peerstore, then
-        the DHT); returns the peer id."""
+        the DHT; each step is published as an `events.DialProgress`); returns the peer id."""
         ...
 
     async def disconnect(self, peer: str) -> None: ...

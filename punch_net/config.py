@@ -29,7 +29,10 @@ def default_data_dir() -> Path:
 
 
 def default_config_path() -> Path:
-    return Path(os.environ.get("PUNCH_CONFIG") or platformdirs.user_config_dir("punch")) / "config.toml"
+    """`$PUNCH_CONFIG` names the config *file* itself; without it, config.toml in the
+    platform's config folder."""
+    env = os.environ.get("PUNCH_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir("punch")) / "config.toml"
 
 
 @dataclass
@@ -79,8 +82,8 @@ class NodeConfig:
     metrics_host: str = "127.0.0.1"
     control: bool = True  # headless nodes serve a control socket in the data dir
     control_socket: Path | None = None  # None: <data_dir>/control.sock
-    web_port: int | None = None  # serve the console in a browser (textual-serve)
-    web_host: str | None = None  # None: 127.0.0.1 without a token; any given host: token required
+    web_port: int | None = None  # browser console (ops/web.py): None = the role's default (monitor 8080), 0 = off
+    web_host: str | None = None  # None: 127.0.0.1; the token is always required
     reputation_half_life: float = 3600.0
     capabilities_interval: float = 30.0
     weight_cpu: float = 0.25
@@ -156,8 +159,8 @@ CONFIG_KEYS: dict[str, dict[str, str]] = {
         "metrics_host": "Interface for the metrics endpoint.",
         "control": "Serve the control socket (punch-tui --attach) in the data dir.",
         "control_socket": "Control socket path (default <data_dir>/control.sock).",
-        "web_port": "Serve the console in a browser on this port (unset = off).",
-        "web_host": "Interface for the web console (default 127.0.0.1); when set, the printed token is required.",
+        "web_port": "Browser console port (unset: 8080 for the monitor, off for other roles; 0 = off).",
+        "web_host": "Interface for the web console (default 127.0.0.1); any other is reachable from elsewhere.",
         "crawl_interval": "monitor: seconds between crawl rounds.",
     },
     "torrent": {
@@ -220,6 +223,43 @@ def apply_config(cfg: NodeConfig, data: dict[str, Any]) -> NodeConfig:
         except ValueError as exc:
             raise ConfigError(f"config: {exc}") from None
     return cfg
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) if needed; the directory itself gets mode 0700:
+    it holds the node's key, its reputation records and its control socket."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def prepare_data_dir(cfg: NodeConfig) -> None:
+    """Before a node starts: create its data dir (0700) and make sure it can write there
+    and read or create its key, so a bad `--data-dir` or `--identity` is one line
+    (ConfigError) instead of a traceback from whichever file is touched first."""
+    if cfg.ephemeral:
+        return
+    _writable_dir(cfg.data_dir, "data dir")
+    key = cfg.identity_path()
+    try:
+        exists = key.exists()
+        if exists:
+            key.open("rb").close()
+    except OSError as exc:
+        raise ConfigError(f"cannot read identity key {key}: {exc.strerror or exc}") from None
+    if not exists and key.parent != cfg.data_dir:
+        _writable_dir(key.parent, "directory for the identity key")
+
+
+def _writable_dir(place: Path, what: str) -> None:
+    try:
+        if place.exists() and not place.is_dir():
+            raise ConfigError(f"{what} {place} is not a directory")
+        make_private_dir(place)
+        probe = place / f".punch-write-test.{os.getpid()}"
+        # a real write: access() says yes to root on a read-only mount
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write in {what} {place}: {exc.strerror or exc}") from None
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

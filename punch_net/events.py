@@ -12,20 +12,133 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import trio
+
+# Events are kept (bus backlog), fanned out and logged (`--json`): each field is bounded,
+# so a peer's 1 MiB message costs the log a line of ~1 KiB, not 1 MiB (issue #14.4).
+FIELD_BUDGET = 8192  # JSON characters of any one field, at most (about)
+FIELD_STR_MAX = 2048  # characters of any one string in a field
+PREVIEW_BUDGET = 512  # peer-supplied payloads (`args`, `result`): a short preview
+PREVIEW_STR_MAX = 200
+SHORT_TEXT = 96  # peer-supplied names and ids (command, request id, sender)
+ELLIPSIS = "…"
+_MARK_COST = 32  # room kept for a "+N more" marker
+_MIN_PART = 48  # a container gets a partial item only with this much room left (> 2 + _MARK_COST)
+_MAX_DEPTH = 6
+
+
+def json_cost(value: Any, limit: int, str_max: int, depth: int = 0) -> int:
+    """The size of `value` as compact JSON (about: no escapes), or `limit + 1` once it is
+    over `limit` or breaks a rule `preview` enforces (a string over `str_max`, too deep).
+    Stops early, so a huge value costs as much as the limit, not its size."""
+    if value is None or isinstance(value, bool):
+        return 5
+    if isinstance(value, int | float):
+        return 24
+    if isinstance(value, str):
+        return len(value) + 2 if len(value) <= str_max else limit + 1
+    if isinstance(value, list | tuple | dict):
+        if depth >= _MAX_DEPTH:
+            return limit + 1
+        cost = 2
+        items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+        for key, item in items:
+            if key is not None:
+                cost += json_cost(key, limit, str_max, depth + 1) + 1
+            cost += json_cost(item, limit, str_max, depth + 1) + 1
+            if cost > limit:
+                return limit + 1
+        return cost
+    return 24  # another object (ours, never a peer's): as a short value
+
+
+def preview(value: Any, budget: int = PREVIEW_BUDGET, str_max: int = PREVIEW_STR_MAX,
+            depth: int = 0) -> Any:
+    """`value` itself when its JSON fits in `budget`, else a shortened copy that does:
+    long strings end in "…", long lists end in "… N more", long objects get a "…" key
+    saying how many keys were left out. A preview of a preview is itself (events cross
+    the control socket and are bounded again there)."""
+    if json_cost(value, budget, str_max, depth) <= budget:
+        return value
+    if isinstance(value, str):
+        keep = max(0, min(str_max, budget - 2) - 1)
+        return value[:keep] + ELLIPSIS
+    if not isinstance(value, list | tuple | dict) or depth >= _MAX_DEPTH:
+        return ELLIPSIS
+    room = budget - 2 - _MARK_COST
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            k = preview(key, min(room, SHORT_TEXT), str_max, depth + 1) if isinstance(key, str) else key
+            left = room - json_cost(k, room, str_max, depth + 1) - 2
+            cost = json_cost(item, left, str_max, depth + 1)
+            if cost > left:
+                if left < _MIN_PART:
+                    break
+                item = preview(item, left, str_max, depth + 1)
+                cost = json_cost(item, left, str_max, depth + 1)
+            out[k] = item
+            room = left - cost
+            if cost > left or room < _MIN_PART:
+                break
+        if len(out) < len(value):
+            out[ELLIPSIS] = f"+{len(value) - len(out)} more keys"
+        return out
+    items: list[Any] = []
+    for item in value:
+        left = room - 1
+        cost = json_cost(item, left, str_max, depth + 1)
+        if cost > left:
+            if left < _MIN_PART:
+                break
+            item = preview(item, left, str_max, depth + 1)
+            cost = json_cost(item, left, str_max, depth + 1)
+        items.append(item)
+        room = left - cost
+        if room < _MIN_PART:
+            break
+    if len(items) < len(value):
+        items.append(f"{ELLIPSIS} {len(value) - len(items)} more")
+    return items
 
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
     kind: ClassVar[str] = "event"
     transient: ClassVar[bool] = False  # frequent ticks, not kept in the bus backlog
+    # Tighter bounds for fields that carry what a peer sent: field -> (budget, str_max).
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {}
     ts: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        for name, budget, str_max in _limits(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                if len(value) <= str_max and len(value) + 2 <= budget:
+                    continue  # the common case, kept cheap: events are made per request
+            elif not isinstance(value, list | tuple | dict):
+                continue
+            bounded = preview(value, budget, str_max)
+            if bounded is not value:
+                object.__setattr__(self, name, bounded)  # frozen: bounded once, here
 
     def to_json(self) -> dict[str, Any]:
         return {"event": self.kind, **asdict(self)}
+
+
+_LIMITS: dict[type[Event], tuple[tuple[str, int, int], ...]] = {}
+
+
+def _limits(cls: type[Event]) -> tuple[tuple[str, int, int], ...]:
+    """(field, budget, str_max) of each field of an event class but its timestamp (cached)."""
+    got = _LIMITS.get(cls)
+    if got is None:
+        got = _LIMITS[cls] = tuple((f.name, *cls.bounds.get(f.name, (FIELD_BUDGET, FIELD_STR_MAX)))
+                                   for f in fields(cls) if f.name != "ts")
+    return got
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,10 +151,15 @@ class Listening(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class BootstrapRetry(Event):
+    """Dial `attempt` to a bootstrap node (since it was lost, or since start) failed with
+    `error` (a short reason: "connection refused"); the next try is in `retry_in` s."""
+
     kind: ClassVar[str] = "bootstrap_retry"
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {"error": (300, 300)}
     addr: str
     error: str
     retry_in: float
+    attempt: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +179,7 @@ class Registered(Event):
 @dataclass(frozen=True, kw_only=True)
 class Discovered(Event):
     kind: ClassVar[str] = "discovered"
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {"addrs": (1024, 256)}  # from a provider record
     peer_id: str
     addrs: list[str]
     namespace: str
@@ -76,6 +195,21 @@ class PeerConnected(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DialProgress(Event):
+    """A dial by peer id, step by step: where its addresses were looked for (`tried`, in
+    order: routing_table, peerstore, dht), which source named them (`found_in`, "" while
+    the DHT is asked or when nothing did), then dialing, connected or failed (`error`)."""
+
+    kind: ClassVar[str] = "dial"
+    peer_id: str
+    stage: str  # lookup / dialing / connected / failed
+    tried: list[str] = field(default_factory=list)
+    found_in: str = ""
+    addrs: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class PeerDisconnected(Event):
     kind: ClassVar[str] = "disconnected"
     peer_id: str
@@ -83,16 +217,24 @@ class PeerDisconnected(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class MessageSent(Event):
+    """A command we sent: `args` is a preview (see `preview`), `size` its JSON bytes."""
+
     kind: ClassVar[str] = "message_sent"
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {
+        "args": (PREVIEW_BUDGET, PREVIEW_STR_MAX), "command": (SHORT_TEXT, SHORT_TEXT)}
     peer_id: str
     id: str
     command: str
     args: dict[str, Any]
+    size: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
 class Reply(Event):
     kind: ClassVar[str] = "reply"
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {
+        "result": (PREVIEW_BUDGET, PREVIEW_STR_MAX), "error": (PREVIEW_BUDGET, PREVIEW_STR_MAX),
+        "id": (SHORT_TEXT, SHORT_TEXT)}
     peer_id: str
     id: str
     ok: bool
@@ -103,13 +245,19 @@ class Reply(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class MessageReceived(Event):
+    """A peer's command: `args` is a preview (never the payload), `size` the frame's bytes."""
+
     kind: ClassVar[str] = "message_received"
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {
+        "args": (PREVIEW_BUDGET, PREVIEW_STR_MAX), "command": (SHORT_TEXT, SHORT_TEXT),
+        "id": (SHORT_TEXT, SHORT_TEXT), "sender": (SHORT_TEXT, SHORT_TEXT)}
     peer_id: str
     id: str
     command: str
     args: dict[str, Any]
     sender: str
     ok: bool = True
+    size: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +271,7 @@ class HolePunch(Event):
     """One DCUtR hole-punch session ended (outcome labels: punch_net.relay.outcomes.Outcome)."""
 
     kind: ClassVar[str] = "hole_punch"
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {"error": (300, 300)}
     peer_id: str
     outcome: str
     attempts: int
@@ -151,9 +300,15 @@ class ReachabilityChanged(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class ErrorEvent(Event):
+    """Something failed. `peer_id`: the peer it is about, if any; `repeats`: how many times
+    the same failure has happened so far (see `RepeatLimiter`: said once, then rarely)."""
+
     kind: ClassVar[str] = "error"
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {"message": (600, 600)}
     message: str
     where: str = ""
+    peer_id: str = ""
+    repeats: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,12 +367,53 @@ class MetricsServing(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class WebServing(Event):
-    """The web console is served at `url` (with ?token=... when not on loopback)."""
+    """The web console is served at `url` (with ?token=..., required); `busy_port`: the
+    port it should have had was taken, so it took a free one."""
 
     kind: ClassVar[str] = "web"
     url: str
     token: str = ""
+    busy_port: int = 0
 
+
+@dataclass(frozen=True, kw_only=True)
+class WebExposed(Event):
+    """The web console listens beyond this machine's loopback (an explicit --web-host)."""
+
+    kind: ClassVar[str] = "web_exposed"
+    host: str
+    port: int
+
+
+
+class RepeatLimiter:
+    """Say a repeated failure once, then rarely: the first failure of a key is reported,
+    later ones only once `gap` s have passed (the gap doubling up to `max_gap`), with the
+    count so far ("still unreachable (12 times)"). Pure: the caller passes the clock. At
+    most `max_keys` keys are remembered (the least recently failed are forgotten)."""
+
+    def __init__(self, gap: float = 60.0, max_gap: float = 600.0, max_keys: int = 1024) -> None:
+        self.gap = gap
+        self.max_gap = max_gap
+        self.max_keys = max_keys
+        self._seen: dict[str, tuple[int, float, float]] = {}  # key -> (count, next report, gap)
+
+    def hit(self, key: str, now: float) -> int | None:
+        """Count one failure of `key`: the count to report now, or None to stay quiet."""
+        count, due, gap = self._seen.pop(key, (0, now, self.gap / 2))
+        count += 1
+        report = now >= due
+        if report:
+            gap = min(gap * 2, self.max_gap)
+            due = now + gap
+        self._seen[key] = (count, due, gap)  # re-inserted: dict order = least recent first
+        while len(self._seen) > self.max_keys:
+            del self._seen[next(iter(self._seen))]
+        return count if report else None
+
+    def clear(self, key: str) -> None:
+        """`key` works again: its next failure is reported at once."""
+        self._seen.pop(key, None)
 
 
 class Subscription:

@@ -9,6 +9,7 @@ fronts reach a node through punch_net/api.py, never through this class.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import weakref
@@ -51,6 +52,7 @@ from punch_net.messaging.protocol import (
     SessionClosed,
 )
 from punch_net.p2p.addresses import AddressError, DialTarget, is_peer_id, parse_dial_target, resolve_dns
+from punch_net.p2p.failures import failure_reason
 from punch_net.p2p.helpers import connection_bytes, dedupe_providers, learn_peer_id
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
@@ -58,10 +60,13 @@ from punch_net.p2p.patches import forget_dial_failure, guard_inbound_streams, in
 from punch_net.rcmgr import ResourceManager
 from punch_net.rcmgr.memory import keep_big_buffers_on_mmap, trim_after_bursts
 
-BOOTSTRAP_CHECK_INTERVAL = 2.0
-BOOTSTRAP_IDLE_CHECK_INTERVAL = 30.0  # with a healthy routing table
-BOOTSTRAP_MAX_BACKOFF = 30.0
-BOOTSTRAP_HEALTHY_TABLE = 8  # routing-table size from which a lost bootstrap link is not redialed
+BOOTSTRAP_CHECK_INTERVAL = 30.0  # connected: look again this often (a lost connection wakes us at once)
+BOOTSTRAP_RETRY_FIRST = 0.5
+BOOTSTRAP_RETRY_MAX = 2.0  # while a bootstrap node is down, so we are back ~2 s after it returns
+BOOTSTRAP_HEALTHY_TABLE = 8  # routing-table size from which a lost bootstrap link is not urgent
+BOOTSTRAP_STABLE = 60.0  # a link that lived less than this was likely pruned by a busy bootstrap node
+BOOTSTRAP_PRUNED_WAIT = 30.0  # ... then (with a healthy table) wait before redialing, doubling
+BOOTSTRAP_PRUNED_MAX_WAIT = 300.0
 IDENTIFY_WAIT = 5.0
 PROVIDERS_WANTED = 20  # a provider walk ends once it has this many (the spec's k)
 
@@ -77,6 +82,9 @@ class Counters:
     connections_closed: int = 0
     dial_errors: int = 0
     rejected: int = 0
+    lookups: int = 0  # DHT provide / find-providers operations finished
+    lookup_failures: int = 0
+    lookup_ms: float = 0.0  # their durations added up (a console plots the mean per interval)
 
 
 class Component(Protocol):
@@ -194,11 +202,16 @@ class Node:
         self._sessions: dict[ID, CommandSession] = {}
         self._session_locks: dict[ID, trio.Lock] = {}
         self._peer_meta: dict[ID, _PeerMeta] = {}
+        # The routing-table size last published: a bootstrap dial and its connection
+        # callback both add the same peer, concurrently; one DHTUpdated says it once.
+        self._table_size_published = 0
         self._discovered: set[tuple[str, ID]] = set()
         self.bootstrap_peers: set[ID] = set()
         self._bootstrap_epoch = 0
         self._bootstrap_changed = trio.Event()
         self.bootstrapped = trio.Event()
+        self._repeats = ev.RepeatLimiter()
+        self._lost = trio.Event()  # set (and replaced) whenever a peer's last connection closes
         self.last_refresh: float | None = None
         self._components: list[Component] = []
         self._router: CircuitRouter | None = None
@@ -244,6 +257,9 @@ class Node:
         self.last_refresh = time.time()
 
     def _lookup_done(self, op: str, seconds: float, ok: bool) -> None:
+        self.counters.lookups += 1
+        self.counters.lookup_failures += 0 if ok else 1
+        self.counters.lookup_ms += seconds * 1000
         for observer in self._lookup_observers:
             observer.dht_lookup(op, seconds, ok)
 
@@ -370,6 +386,8 @@ class Node:
             if session is not None:
                 session.closed = True
             self.bus.publish(ev.PeerDisconnected(peer_id=str(peer)))
+            self._lost.set()
+            self._lost = trio.Event()
 
     async def _add_if_dht_server(self, peer: ID) -> None:
         """py-libp2p does not add connected DHT servers to the routing table itself."""
@@ -391,13 +409,13 @@ class Node:
         if agent:
             self._meta(peer).agent = agent
         if str(KAD_PROTOCOL) in protocols:
-            before = self.dht.get_routing_table_size()
             try:
                 await self.dht.add_peer(peer)
             except Exception:
                 return
             size = self.dht.get_routing_table_size()
-            if size != before:
+            if size != self._table_size_published:
+                self._table_size_published = size
                 self.bus.publish(ev.DHTUpdated(size=size))
 
     def _agent_from_peerstore(self, peer: ID) -> str:
@@ -414,14 +432,25 @@ class Node:
         self.counters.messages_in += 1
         self.bus.publish(
             ev.MessageReceived(
-                peer_id=peer, id=req.id, command=req.command, args=req.args, sender=req.sender
+                peer_id=peer, id=req.id, command=req.command, args=req.args, sender=req.sender,
+                size=req.size,
             )
         )
 
     def _on_rejected(self, peer: str, reason: str) -> None:
         self.counters.rejected += 1
-        self.bus.publish(ev.ErrorEvent(message=f"rejected message from {peer}: {reason}",
-                                       where="cmd"))
+        self.peer_failed(peer, f"rejected message from {peer}: {reason}", "cmd", key=f"rejected {peer}")
+
+    def peer_failed(self, peer: str, message: str, where: str, *, key: str | None = None) -> None:
+        """Publish a failure about `peer`: the first at once, the same again only now and
+        then with its count (a peer that quit is not news every 5 s; see RepeatLimiter)."""
+        count = self._repeats.hit(key or peer, time.monotonic())
+        if count is not None:
+            self.bus.publish(ev.ErrorEvent(message=message, where=where, peer_id=peer, repeats=count))
+
+    def peer_ok(self, peer: str) -> None:
+        """`peer` answered: its next failure is news again."""
+        self._repeats.clear(peer)
 
     # ---------------------------------------------------------------- bootstrap
 
@@ -440,30 +469,49 @@ class Node:
                 nursery.start_soon(self._keep_bootstrap, target)
 
     async def _keep_bootstrap(self, target: DialTarget) -> None:
-        """Stay connected to one bootstrap node: dial, and redial with backoff when lost."""
-        backoff = 1.0
+        """Stay connected to one bootstrap node: dial; when the connection is lost, redial
+        at once and then every 0.5, 1, 2, 2, ... s (each failed try a `bootstrap_retry`),
+        so a restarted bootstrap node is rejoined ~2 s after it is back.
+
+        One exception, so as not to fight a busy bootstrap node's connection manager: when
+        it keeps closing our link soon after we make it (the redial succeeds at once, so it
+        is up and pruning, not crashed) while our routing table no longer needs it, the
+        next redial waits 30 s, doubling up to 5 min."""
+        retry = BOOTSTRAP_RETRY_FIRST
+        pruned_wait = BOOTSTRAP_PRUNED_WAIT
+        attempt = 0
+        pruned = 0  # young links lost in a row that a redial remade at once
         peer: ID | None = None
+        connected_at = 0.0
+        young = False
         while True:
-            if peer is not None and (self.host.get_network().get_connections(peer)
-                                     or self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE):
-                # With a healthy table the DHT no longer needs this node: do not fight a
-                # busy bootstrap node's connection manager by redialing it, and look again
-                # only now and then (idle wake-ups add up in a testnet of hundreds).
-                healthy = self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE
-                await trio.sleep(BOOTSTRAP_IDLE_CHECK_INTERVAL if healthy else BOOTSTRAP_CHECK_INTERVAL)
+            if peer is not None and self.host.get_network().get_connections(peer):
+                with trio.move_on_after(BOOTSTRAP_CHECK_INTERVAL):
+                    await self._lost.wait()  # some peer's last connection closed: ours?
                 continue
+            if peer is not None and attempt == 0:  # just lost
+                young = trio.current_time() - connected_at < BOOTSTRAP_STABLE
+                if not young:
+                    pruned, pruned_wait = 0, BOOTSTRAP_PRUNED_WAIT
+                elif pruned and self.dht.get_routing_table_size() >= BOOTSTRAP_HEALTHY_TABLE:
+                    await trio.sleep(pruned_wait)
+                    pruned_wait = min(pruned_wait * 2, BOOTSTRAP_PRUNED_MAX_WAIT)
             try:
                 peer = await self.dial(str(target))
             except NodeError as exc:
                 if "is ourselves" in str(exc):
                     return
-                self.bus.publish(
-                    ev.BootstrapRetry(addr=str(target), error=str(exc), retry_in=backoff)
-                )
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, BOOTSTRAP_MAX_BACKOFF)
+                attempt += 1
+                # dial() says "dial ADDR: reason"; the event names the address already
+                reason = str(exc).removeprefix(f"dial {target}: ")
+                self.bus.publish(ev.BootstrapRetry(addr=str(target), error=reason, retry_in=retry,
+                                                   attempt=attempt))
+                await trio.sleep(retry)
+                retry = min(retry * 2, BOOTSTRAP_RETRY_MAX)
                 continue
-            backoff = 1.0
+            # remade at the first try after a young link was lost: it was closed, not down
+            pruned = pruned + 1 if young and attempt == 0 else 0
+            retry, attempt, connected_at = BOOTSTRAP_RETRY_FIRST, 0, trio.current_time()
             self.bootstrap_peers.add(peer)
             await self._add_if_dht_server(peer)
             # Usable now: the bootstrap node answers DHT queries. Filling the table with our
@@ -510,6 +558,9 @@ class Node:
         bare = addr.strip().removeprefix("/p2p/")
         if is_peer_id(bare):
             return await self._dial_peer_id(ID.from_base58(bare))
+        if "/" not in bare:
+            raise NodeError(f"dial {bare!r}: not a peer id, nor a multiaddr "
+                            "(/ip4/HOST/tcp/PORT or /ip4/HOST/tcp/PORT/p2p/ID)")
         try:
             target = parse_dial_target(addr)
         except AddressError as exc:
@@ -537,21 +588,58 @@ class Node:
         return peer
 
     async def _dial_peer_id(self, peer: ID) -> ID:
+        """Find a peer's addresses (routing table, peerstore, then a DHT lookup) and dial
+        them; each step is published as a DialProgress event (the console shows them)."""
         if peer == self.peer_id:
             raise NodeError(f"{peer} is ourselves")
+        pid = str(peer)
+
+        def step(stage: str, tried: list[str], found_in: str = "", addrs: list[multiaddr.Multiaddr] | None = None,
+                 error: str = "") -> None:
+            self.bus.publish(ev.DialProgress(peer_id=pid, stage=stage, tried=list(tried), found_in=found_in,
+                                             addrs=[str(a) for a in addrs or []], error=error))
+
         if self.host.get_network().get_connections(peer):
+            step("connected", [])
             return peer
-        info: PeerInfo | None = None
-        with trio.move_on_after(self.config.dial_timeout):
+        tried = ["routing_table"]
+        known = self.dht.routing_table.get_peer_info(peer)
+        addrs = list(known.addrs) if known is not None else []
+        if not addrs:
+            tried.append("peerstore")
+            addrs = self._peerstore_addrs(peer)
+        if not addrs:
+            tried.append("dht")
+            step("lookup", tried)  # the slow part: say that it started
             try:
-                info = await self.dht.find_peer(peer)
+                with trio.move_on_after(self.config.dial_timeout):
+                    found = await self.dht.find_peer(peer)
+                    addrs = list(found.addrs) if found is not None else []
             except Exception as exc:
-                raise NodeError(f"find {peer}: {_reason(exc)}") from None
-        if info is None or not info.addrs:
-            raise NodeError(f"dial {peer}: no address known for it (not in the routing table or the "
-                            f"peerstore, and the DHT did not name one)")
-        await self.connect_peer(info)
+                error = f"find {peer}: {_reason(exc)}"
+                step("failed", tried, error=error)
+                raise NodeError(error) from None
+        if not addrs:
+            error = (f"dial {peer}: no address known for it (not in the routing table or the "
+                     f"peerstore, and the DHT did not name one)")
+            step("failed", tried, error=error)
+            raise NodeError(error)
+        step("lookup", tried, tried[-1], addrs)
+        step("dialing", tried, tried[-1], addrs)
+        forget_dial_failure(self.host, peer)  # an explicit dial is not blocked for 60 s
+        try:
+            await self.connect_peer(PeerInfo(peer, addrs))
+        except NodeError as exc:
+            step("failed", tried, tried[-1], addrs, error=str(exc))
+            raise
+        step("connected", tried, tried[-1], addrs)
         return peer
+
+    def _peerstore_addrs(self, peer: ID) -> list[multiaddr.Multiaddr]:
+        try:  # py-libp2p raises for an unknown or expired peer
+            return list(self.host.get_peerstore().addrs(peer))
+        except Exception:
+            return []
 
     def addresses_changed(self) -> None:
         """Bump the re-provide cue: a bootstrap (re)connection, or our advertised addresses
@@ -666,7 +754,7 @@ class Node:
             self.counters.messages_out += 1
             if not quiet:
                 self.bus.publish(ev.MessageSent(peer_id=str(peer_id), id=req_id, command=command,
-                                                args=args))
+                                                args=args, size=_json_size(args)))
             try:
                 resp, rtt = await session.request(command, args, timeout, req_id=req_id)
             except SessionClosed as exc:
@@ -864,16 +952,17 @@ def _direction(value: Any) -> str:
     return text if text in ("inbound", "outbound") else "unknown"
 
 
+def _json_size(value: Any) -> int:
+    """Bytes of `value` as compact JSON (0 if it is not JSON: the send will say so)."""
+    try:
+        return len(json.dumps(value, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        return 0
+
+
 def _reason(exc: BaseException) -> str:
-    """One line from an exception chain that py-libp2p often leaves empty."""
-    seen: list[str] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(seen) < 4:
-        text = str(cur).strip().splitlines()[0] if str(cur).strip() else ""
-        if text and text not in seen:
-            seen.append(text)
-        cur = cur.__cause__ or cur.__context__
-    return "; ".join(seen) or type(exc).__name__
+    """One short line from an exception chain that py-libp2p often nests or leaves empty."""
+    return failure_reason(exc)
 
 
 __all__ = [

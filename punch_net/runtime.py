@@ -41,7 +41,7 @@ from punch_net.api import (
     RouteResult,
     Snapshot,
 )
-from punch_net.config import NodeConfig
+from punch_net.config import NodeConfig, prepare_data_dir
 from punch_net.dht import diagnostics
 from punch_net.dht.crawler import Crawler, NetworkMap
 from punch_net.dht.refresh import Refresher
@@ -49,6 +49,7 @@ from punch_net.errors import BadArgs, NotFound
 from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
+from punch_net.p2p.logs import tame_libp2p_logging
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
 from punch_net.roles import dialer, listener, monitor, torrent_client
@@ -83,6 +84,8 @@ class Runtime:
     def __init__(self, config: NodeConfig, *, key_pair: KeyPair | None = None,
                  registry: CommandRegistry | None = None) -> None:
         self.config = cfg = config
+        prepare_data_dir(cfg)  # an unwritable data dir is one line (ConfigError), not a traceback
+        tame_libp2p_logging()  # apps embedding a node (P2PClient) get it too, not only the CLI
         self.node = node = Node(cfg, registry=registry, key_pair=key_pair)
         try:
             self.connmgr = ConnManager(node, cfg.conn_low, cfg.conn_high)

@@ -12,20 +12,25 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
+from rich.text import Text
 from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.command import CommandPalette
 from textual.containers import Horizontal
 from textual.theme import Theme
 from textual.widgets import Header, Input, Label, TabbedContent, TabPane
 
+from punch_net import events as ev
 from punch_net.api import JSONObject, NodeAPI, PeerAddrs, Snapshot
+from punch_net.cli.render import dial_progress
 from punch_net.config import ConfigError, NodeConfig, update_config_file
 from punch_tui.bridge import AttachBridge, BridgeError, LocalBridge, NodeBridge
 from punch_tui.console import console
-from punch_tui.format import short_id
+from punch_tui.format import plural, short_id
+from punch_tui.lifecycle import TERM_GRACE, TERM_GRACE_LOCAL, exit_on_sigterm
 from punch_tui.messages import AttachStatus, NodeEvents, NodeStarted, NodeStopped, SnapshotReady
-from punch_tui.palette import NodeCommands
+from punch_tui.palette import NodeCommands, PunchPalette
 from punch_tui.peers import InputError, PeerBook, check_command, check_dial
 from punch_tui.screens.error import NodeErrorScreen
 from punch_tui.screens.help import HelpScreen
@@ -41,6 +46,7 @@ from punch_tui.tabs.transfers import TransfersTab
 from punch_tui.themes import DEFAULT_THEME
 from punch_tui.widgets.keybar import KeyBar
 from punch_tui.widgets.logview import LogEntry, LogView
+from punch_tui.widgets.plots import NodeHistory
 from punch_tui.widgets.table import FilterTable
 
 if TYPE_CHECKING:
@@ -70,6 +76,9 @@ class PunchApp(App[int]):
     COMMANDS = App.COMMANDS | {NodeCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # ctrl+c quits, as in btop, k9s and lazygit (Textual's own only says "press ctrl+q");
+        # a field with selected text still copies it: the focused widget's ctrl+c comes first.
+        Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("ctrl+p", "command_palette", "Palette", key_display="^p"),
@@ -87,12 +96,15 @@ class PunchApp(App[int]):
         themes: list[Theme] | None = None,
         config_path: Path | None = None,
         poll_interval: float = 1.0,
+        web_session: bool = False,
     ) -> None:
         """Run a node of `config` in this process, or with `attach` (a control socket)
-        show a node that runs elsewhere; `config.role` then names the attached node's role."""
+        show a node that runs elsewhere; `config.role` then names the attached node's role.
+        `web_session`: a browser session's console, which ends when the node goes away."""
         super().__init__()
         self.node_config = config
-        self.bridge: NodeBridge = (AttachBridge(attach, self, poll_interval) if attach is not None
+        self.bridge: NodeBridge = (AttachBridge(attach, self, poll_interval, retry=not web_session)
+                                   if attach is not None
                                    else LocalBridge(config, self, poll_interval, key_pair))
         self.peers = PeerBook()
         self.my_addrs: list[str] = []
@@ -100,7 +112,9 @@ class PunchApp(App[int]):
         self.start_theme = theme_name
         self._persist_theme = False
         self._last_suggestions: list[str] = []
+        self._dialing: dict[str, float] = {}  # peer id dialed from here -> when (its steps are shown)
         self.last_snapshot: Snapshot | None = None
+        self.history = NodeHistory()  # every snapshot, whichever tab is shown: the plots' data
         self.exit_code = 0
         self._gc_saved: tuple[int, int, int] | None = None
         self._last_input = self._last_full_gc = time.monotonic()
@@ -141,6 +155,7 @@ class PunchApp(App[int]):
             self.theme = self.start_theme
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self._persist_theme = True
+        exit_on_sigterm(self, TERM_GRACE if self.bridge.attached else TERM_GRACE_LOCAL)
         self.bridge.start()
 
     @property
@@ -175,12 +190,15 @@ class PunchApp(App[int]):
     def on_node_events(self, msg: NodeEvents) -> None:
         for e in msg.events:
             self.peers.handle_event(e)
+            if isinstance(e, ev.DialProgress) and e.peer_id in self._dialing:
+                self._dial_step(e)
         for tab in self.tabs:
             tab.handle_events(msg.events)
 
     def on_snapshot_ready(self, msg: SnapshotReady) -> None:
         snap = msg.snapshot
         self.last_snapshot = snap
+        self.history.add(snap)
         self.my_addrs = snap.listen_addrs
         self.peers.update_snapshot(snap)
         active = self.active_tab
@@ -192,10 +210,13 @@ class PunchApp(App[int]):
             self._last_suggestions = suggestions
             self.messages_tab.set_peer_suggestions(suggestions)
         if snap.stats is not None:
-            self.sub_title = (f"{short_id(snap.stats.peer_id, 12)} · {snap.stats.connections} peers · "
+            self.sub_title = (f"{short_id(snap.stats.peer_id, 12)} · {plural(snap.stats.connections, 'peer')} · "
                               f"DHT {snap.stats.routing_table_size}")
 
     def on_node_stopped(self, msg: NodeStopped) -> None:
+        if self.bridge.attached:  # attached without retry (a web session): it ends with the node
+            self.exit(1, return_code=1)
+            return
         if msg.error:
             self.exit_code = 1
             self.sub_title = "node failed"
@@ -219,10 +240,10 @@ class PunchApp(App[int]):
             try:
                 result = await self.bridge.call(op, self.bridge.api)
             except BridgeError as exc:
-                self.notify(f"{label}: {exc}", severity="error", timeout=6)
+                self.notify(f"{label}: {exc}", severity="error", timeout=6, markup=False)
                 return
             except Exception as exc:  # NodeError and friends: one line
-                self.notify(f"{label}: {exc}", severity="error", timeout=6)
+                self.notify(f"{label}: {exc}", severity="error", timeout=6, markup=False)
                 self._log_error(f"{label}: {exc}")
                 return
             if on_ok is not None:
@@ -234,14 +255,27 @@ class PunchApp(App[int]):
         self.messages_tab.add_entries([LogEntry("error", f"! {text}", {"error": text})])
 
     def dial(self, addr: str) -> None:
+        """Dial a multiaddr, or a peer id: the node looks that up, and its DialProgress
+        events (routing table, peerstore, DHT, dialing) are shown as they come."""
         try:
             addr = check_dial(addr)
         except InputError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return
-        self.notify(f"dialling {addr}…", timeout=3)
-        self.run_node(f"dial {addr}", lambda api: api.dial(addr),
+        peer = addr.removeprefix("/p2p/")
+        if "/" in peer:
+            self.notify(f"dialling {addr}…", timeout=3)
+        else:
+            self._dialing[peer] = time.monotonic()
+        self.run_node(f"dial {short_id(peer) if '/' not in peer else addr}", lambda api: api.dial(addr),
                       on_ok=lambda peer: self.notify(f"✓ connected to {peer}", timeout=5))
+
+    def _dial_step(self, e: ev.DialProgress) -> None:
+        started = self._dialing.get(e.peer_id, 0.0)
+        if e.stage in ("connected", "failed") or time.monotonic() - started > 120:
+            self._dialing.pop(e.peer_id, None)  # the dial's own result says how it ended
+            return
+        self.notify(Text.from_markup(dial_progress(e)).plain, timeout=6, markup=False)
 
     def find_peers(self, namespace: str) -> None:
         def done(found: list[PeerAddrs]) -> None:
@@ -303,8 +337,8 @@ class PunchApp(App[int]):
     def open_prompt(self, verb: str, initial: str = "") -> None:
         book = self.peers
         if verb == "dial":
-            self.push_screen(PromptScreen("Dial a multiaddr", check_dial, book.dial_addrs(),
-                                          "/ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…", initial),
+            self.push_screen(PromptScreen("Dial a peer id or multiaddr", check_dial, book.dial_targets(),
+                                          "12D3Koo…  or  /ip4/127.0.0.1/tcp/4001[/p2p/12D3Koo…]", initial),
                              lambda v: self.dial(v) if v else None)
         elif verb == "find":
             def check_ns(text: str) -> str:
@@ -348,6 +382,10 @@ class PunchApp(App[int]):
 
     # ---------------------------------------------------------------- keys
 
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not isinstance(self.screen, CommandPalette):
+            self.push_screen(PunchPalette(id="--command-palette"))  # Textual's, plus tab completion
+
     def action_show_tab(self, name: str) -> None:
         self.query_one("#tabs", TabbedContent).active = name
         self._sync_filter_bar()
@@ -388,7 +426,7 @@ class PunchApp(App[int]):
         target = self.active_tab.filter_target()
         if target is not None:
             target.focus()
-        self._sync_filter_bar()
+        self.call_after_refresh(self._sync_filter_bar)  # once the focus has left the field
 
     def clear_filter(self) -> None:
         self.query_one("#filter-input", Input).value = ""
@@ -396,7 +434,7 @@ class PunchApp(App[int]):
         if target is not None:
             target.set_filter("")
             target.focus()
-        self._sync_filter_bar()
+        self.call_after_refresh(self._sync_filter_bar)  # once the focus has left the field: the bar goes
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self._sync_filter_bar()

@@ -312,13 +312,15 @@ class LocalBridge(NodeBridge):
 
 
 class AttachBridge(NodeBridge):
-    """A running node's control socket; retries with backoff while the node is away."""
+    """A running node's control socket; retries with backoff while the node is away
+    (`retry=False`: the run ends instead, with the reason as its error)."""
 
     attached = True
 
-    def __init__(self, path: Path | str, target: Poster, poll_interval: float = 1.0) -> None:
+    def __init__(self, path: Path | str, target: Poster, poll_interval: float = 1.0, retry: bool = True) -> None:
         super().__init__(target, poll_interval)
         self.path = Path(path)
+        self.retry = retry
 
     async def _serve(self) -> int | None:
         delay = RETRY_MIN
@@ -332,6 +334,8 @@ class AttachBridge(NodeBridge):
                     await self._watch(remote)
                 raise Disconnected("the node closed the control socket")
             except Exception as exc:  # refused, reset, node gone, bad data (possibly grouped): retry
+                if not self.retry:
+                    raise
                 self.failure = f"disconnected, retrying ({describe_failure(exc)})"
             self.running = False
             self._api = None

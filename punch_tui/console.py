@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar, cast
 
-from punch_net.api import JSONObject, NodeAPI
+from punch_net.api import JSONObject, NodeAPI, Snapshot
 from punch_net.config import NodeConfig
 from punch_tui.bridge import NodeBridge
 from punch_tui.peers import PeerBook
+from punch_tui.widgets.plots import NodeHistory
 
 T = TypeVar("T")
 
@@ -19,6 +20,8 @@ class Console(Protocol):
     peers: PeerBook
     my_addrs: list[str]
     bridge: NodeBridge
+    history: NodeHistory  # the node's series over the last minutes (plots)
+    last_snapshot: Snapshot | None
 
     @property
     def available_themes(self) -> Mapping[str, object]: ...

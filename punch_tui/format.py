@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
 
 def short_id(peer_id: str, n: int = 8) -> str:
     """The tail of a peer id, as libp2p tools print it (`…Ab3dEf9Q`)."""
@@ -31,21 +33,37 @@ def since(ts: float | None, now: float | None = None) -> str:
 
 
 def rate(bytes_per_s: float) -> str:
-    value = float(bytes_per_s)
-    for unit in ("B/s", "KB/s", "MB/s", "GB/s"):
-        if value < 1000 or unit == "GB/s":
-            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB/s"
+    """`4.8 MiB/s`: the units of `size`."""
+    return f"{size(bytes_per_s)}/s"
 
 
 def size(n: float) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
+    """`4.8 MiB`: binary units, as the CLI prints sizes (punch_net.torrent.events.human_size),
+    with no decimal from 100 on, so that any value fits in eight columns (`1023 KiB`)."""
+    value, step = float(n), 0
+    while abs(value) >= 1024 and step < len(BINARY_UNITS) - 1:
+        value /= 1024
+        step += 1
+    unit = BINARY_UNITS[step]
+    if step == 0 or abs(value) >= 99.95:
+        return f"{value:.0f} {unit}"
+    return f"{value:.1f} {unit}"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 peer`, `2 peers` (`words` for an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def middle(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cut in the middle (`12D3Koo…BvrchSR`): a peer
+    id's head says what kind of key it is and its tail is what short ids show."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head = width // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def ms(value: float | None) -> str:

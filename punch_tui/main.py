@@ -14,23 +14,28 @@ from punch_net.cli.main import EXIT_USAGE, OneLineParser, add_node_flags, config
 from punch_net.config import ConfigError, default_config_path, read_config_file
 from punch_net.p2p.addresses import AddressError
 from punch_net.p2p.helpers import quiet_libp2p_logging
+from punch_net.roles import role_name
 from punch_tui.themes import DEFAULT_THEME, load_themes, resolve_name
 
 
 def build_parser(role: str | None) -> OneLineParser:
-    from punch_net.roles import ROLES
+    from punch_net.roles import ROLE_ALIASES, ROLES
 
     parser = OneLineParser(
         prog="punch-tui",
         description="Punch node console: run a node in ROLE and watch it (same flags as `punch ROLE`).",
     )
-    parser.add_argument("--role", choices=sorted(ROLES), default="listener", help="node role (default listener)")
+    parser.add_argument("--role", choices=sorted([*ROLES, *ROLE_ALIASES]), default="listener",
+                        help="node role (default listener)")
     parser.add_argument("--theme", help="punch-dark (default), punch-light, punch-high-contrast, or any "
                                         "Textual theme; saved to the config file when changed in the app")
     parser.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
-    parser.add_argument("--attach", nargs="?", const="", metavar="SOCKET",
-                        help="open the console on a RUNNING node through its control socket (a path, or a data "
-                             "dir; default: the data dir's control.sock); quitting leaves the node running")
+    parser.add_argument("--attach", nargs="?", const="", metavar="SOCKET|DIR|ROLE",
+                        help="open the console on a RUNNING node through its control socket (a socket path, a "
+                             "data dir, or the role of a node in the data dir; default: the data dir's only "
+                             "node, or ask); quitting leaves the node running")
+    # a browser session's console under punch_tui.web (PID: that server): ends with it and with the node
+    parser.add_argument("--web-session", type=int, metavar="PID", help=argparse.SUPPRESS)
     add_node_flags(parser, role or "listener")
     if role in ROLES:
         ROLES[role].add_arguments(parser)
@@ -41,9 +46,9 @@ def _role_from(argv: Sequence[str]) -> str | None:
     args = list(argv)
     for i, arg in enumerate(args):
         if arg == "--role" and i + 1 < len(args):
-            return args[i + 1]
+            return role_name(args[i + 1])
         if arg.startswith("--role="):
-            return arg.split("=", 1)[1]
+            return role_name(arg.split("=", 1)[1])
     return None
 
 
@@ -62,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libp2p_logging()
     parser = build_parser(_role_from(argv))
     args = parser.parse_args(argv)
+    args.role = role_name(args.role)  # an alias (torrent_server) names its role
     try:
         cfg = config_from_args(args, args.role)
     except (ConfigError, AddressError) as exc:
@@ -83,10 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = DEFAULT_THEME if DEFAULT_THEME in available else "textual-dark"
 
     if args.attach is not None:
-        from punch_tui.attach import AttachError, read_hello, resolve_socket
+        from punch_tui.attach import AttachError, ask, read_hello, resolve_socket
 
+        # several nodes in the data dir: a terminal user picks one, a script gets the list
+        choose = ask(sys.stdin, sys.stderr) if sys.stdin.isatty() and sys.stderr.isatty() else None
         try:
-            sock = resolve_socket(args.attach or None, cfg.data_dir)
+            sock = resolve_socket(args.attach or None, cfg.data_dir, choose)
             hello = read_hello(sock)
         except AttachError as exc:
             sys.stderr.write(f"punch-tui: error: {exc}\n")
@@ -94,13 +102,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from punch_tui.app import PunchApp
 
         cfg.role = str(hello.get("role") or cfg.role)  # the title and the palette follow the node's role
+        if args.web_session is not None:
+            from punch_tui.lifecycle import end_with_parent
+
+            end_with_parent(args.web_session)
         app = PunchApp(cfg, attach=sock, theme_name=name, themes=themes, config_path=config_path,
-                       poll_interval=args.poll)
+                       poll_interval=args.poll, web_session=args.web_session is not None)
         app.run()
         return int(app.return_code or 0)
 
+    from punch_net.config import prepare_data_dir
     from punch_tui.app import PunchApp
 
+    try:
+        prepare_data_dir(cfg)  # before the terminal is taken over: one line, exit 2
+    except ConfigError as exc:
+        sys.stderr.write(f"punch-tui: error: {exc}\n")
+        return EXIT_USAGE
     app = PunchApp(cfg, theme_name=name, themes=themes, config_path=config_path, poll_interval=args.poll)
     app.run()
     return int(app.return_code or 0)

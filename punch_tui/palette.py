@@ -7,22 +7,23 @@ a prompt. Bad input is shown as a red hit explaining why, never an exception."""
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from rich.text import Text
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.binding import Binding, BindingType
+from textual.command import CommandInput, CommandPalette, DiscoveryHit, Hit, Hits, Provider
 
 from punch_net.api import JSONObject
 from punch_tui.console import Console, console
 from punch_tui.format import short_id
-from punch_tui.peers import InputError, check_command, check_dial, check_info_hash
+from punch_tui.peers import InputError, check_command, check_dial, check_info_hash, complete
 
 MAX_COMPLETIONS = 12
 TORRENT_VERBS = {"download", "catalogue"}  # only offered when the role runs a torrent manager
 
 ACTIONS: list[tuple[str, str, str]] = [
-    ("dial", "Dial a multiaddr", "connect to /ip4/…/tcp/PORT/p2p/ID (the /p2p part is optional)"),
+    ("dial", "Dial a peer", "by peer id (looked up: routing table, peerstore, DHT) or /ip4/…/tcp/PORT/p2p/ID"),
     ("find", "Find peers of a namespace", "DHT provider lookup"),
     ("send", "Send a message or command to a peer", "send PEER text | send PEER cmd {json}"),
     ("ping", "Ping a peer", "libp2p ping, shows the RTT"),
@@ -73,18 +74,27 @@ class NodeCommands(Provider):
                 yield Hit(score, matcher.highlight(title), partial(self.punch.open_prompt, verb_name),
                           text=title, help=help_text)
 
+    def _dial_hit(self, target: str, score: float) -> Hit:
+        app = self.punch
+        by_id = "/" not in target.removeprefix("/p2p/")
+        mark = "●" if target.removeprefix("/p2p/") in app.peers.connected else ""
+        label = f"Dial {mark + ' ' if mark else ''}{target}" + ("  (peer id: looked up)" if by_id else "")
+        return Hit(score, Text(label), partial(app.dial, target), text=f"dial {target}")
+
     def _verb_hits(self, verb: str, rest: str) -> list[Hit]:
         app = self.punch
         book = app.peers
         if verb == "dial":
-            if not rest:
-                return [Hit(0.5, Text(f"Dial {a}"), partial(app.dial, a), text=f"dial {a}")
-                        for a in book.dial_addrs()[:MAX_COMPLETIONS]] or [error_hit("type a multiaddr", rest)]
+            known = book.dial_targets()
             try:
-                addr = check_dial(rest)
+                target = check_dial(rest)
             except InputError as exc:
-                return [error_hit(str(exc), rest)]
-            return [Hit(1.0, Text(f"Dial {addr}"), partial(app.dial, addr), text=f"dial {addr}")]
+                matching = [t for t in known if t.startswith(rest)] if rest else known
+                if not matching:
+                    return [error_hit(str(exc) if rest else "no known peers yet: type a peer id or a multiaddr",
+                                      rest)]
+                return [self._dial_hit(t, 0.9) for t in matching[:MAX_COMPLETIONS]]
+            return [self._dial_hit(target, 1.0)]
         if verb == "find":
             ns = rest or app.node_config.namespace
             return [Hit(1.0, Text(f"Find peers of '{ns}'"), partial(app.find_peers, ns), text=f"find {ns}")]
@@ -135,6 +145,52 @@ class NodeCommands(Provider):
             return [Hit(1.0, Text(f"Copy {a}"), partial(app.copy_my_address, a), text=f"copy {a}")
                     for a in app.my_addrs] or [error_hit("the node is not listening yet", rest)]
         return []
+
+
+def completions(app: Console, query: str, verbs: list[str]) -> str | None:
+    """What tab makes of the palette's text: a verb (`di` → `dial `), then the verb's
+    argument among known peer ids, addresses, themes (peers.complete picks)."""
+    verb, sep, rest = query.lstrip().partition(" ")
+    if not sep:
+        return complete(verb, [f"{v} " for v in verbs])
+    verb = verb.lower()
+    book = app.peers
+    options: list[str]
+    if verb == "dial":
+        options = book.dial_targets()
+    elif verb == "ping":
+        options = book.peer_ids()
+    elif verb == "send":
+        if " " in rest.strip():
+            return None  # past the peer: the message is free text
+        options = [f"{p} " for p in book.peer_ids()]
+    elif verb == "theme":
+        options = sorted(app.available_themes)
+    elif verb == "find":
+        options = [app.node_config.namespace]
+    elif verb == "copy":
+        options = list(app.my_addrs)
+    else:
+        return None
+    found = complete(rest.strip(), options)
+    return None if found is None else f"{verb} {found}"
+
+
+class PunchPalette(CommandPalette):
+    """The command palette with tab completion of verbs and their arguments (Textual's
+    palette has none: tab would move the focus to the list)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "complete", "Complete", show=False, priority=True)]
+
+    def action_complete(self) -> None:
+        field = self.query_one(CommandInput)
+        punch = console(self.app)
+        torrent = punch.node_config.role.startswith("torrent")
+        verbs = [v for v, _, _ in ACTIONS if torrent or v not in TORRENT_VERBS]
+        found = completions(punch, field.value, verbs)
+        if found is not None:
+            field.value = found
+            field.cursor_position = len(found)
 
 
 def _split_command(payload: str) -> tuple[str, dict[str, Any]]:

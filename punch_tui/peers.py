@@ -4,6 +4,7 @@ in the palette and the compose bar, and the pure input checks both use."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from punch_net import events as ev
@@ -63,6 +64,12 @@ class PeerBook:
                     out.append(a if "/p2p/" in a else f"{a}/p2p/{p}")
         return out
 
+    def dial_targets(self) -> list[str]:
+        """What the dial prompt completes: known peer ids (dialed by id: looked up by the
+        node), then their full addresses, then the ids as `/p2p/ID`."""
+        ids = self.peer_ids()
+        return ids + self.dial_addrs() + [f"/p2p/{p}" for p in ids]
+
     def resolve(self, text: str) -> str:
         """A full peer id, or a unique prefix/suffix of a known one (short ids shown as …XYZ)."""
         text = text.strip().lstrip("…").strip()
@@ -82,14 +89,37 @@ class PeerBook:
         raise InputError(f"unknown peer '{text}'")
 
 
+def complete(text: str, options: Sequence[str]) -> str | None:
+    """Tab completion of `text` among `options` (in their order of preference): the first
+    option that starts with it (case-insensitive, as the grey suggestion shows it), else
+    the one option that ends with it (ids are shown short, as 12D3…XYZ). None: no match."""
+    if text:
+        lowered = text.lower()
+        for option in options:
+            if option.lower().startswith(lowered) and option != text:
+                return option
+    tail = text.strip().lstrip("…")
+    if tail and text not in options:
+        ends = [o for o in options if o.rstrip().endswith(tail) and o != text]
+        if len(ends) == 1:
+            return ends[0]
+    if not text and options:
+        return options[0]
+    return None
+
+
 def check_dial(text: str) -> str:
     """Validate a dial target (a peer id, or a multiaddr by the node's own parser); return
     it stripped. A peer id alone is looked up by the node (routing table, peerstore, DHT)."""
     text = text.strip()
     if not text:
         raise InputError("type a peer id or a multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…")
-    if is_peer_id(text.removeprefix("/p2p/")):
+    bare = text.removeprefix("/p2p/")
+    if is_peer_id(bare):
         return text
+    if "/" not in bare:
+        raise InputError(f"'{bare}' is not a whole peer id (tab completes known ones), "
+                         "nor a multiaddr (/ip4/HOST/tcp/PORT or /ip4/HOST/tcp/PORT/p2p/ID)")
     try:
         parse_dial_target(text)
     except AddressError as exc:

@@ -36,7 +36,7 @@ from punch_net.p2p.addresses import AddressError, parse_dial_target
 from punch_net.p2p.helpers import quiet_libp2p_logging
 from punch_net.p2p.host import ListenError
 from punch_net.p2p.identity import IdentityError
-from punch_net.roles import ROLES
+from punch_net.roles import ROLES, role_name
 from punch_net.runtime import Runtime
 
 EXIT_USAGE = 2
@@ -86,7 +86,7 @@ def build_parser() -> OneLineParser:
     sub = parser.add_subparsers(dest="role", metavar="ROLE", parser_class=OneLineParser)
     sub.required = True
     for spec in ROLES.values():
-        p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
+        p = sub.add_parser(spec.name, help=spec.help, description=spec.help, aliases=spec.aliases)
         add_node_flags(p, spec.name)
         p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
         spec.add_arguments(p)
@@ -220,6 +220,7 @@ def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int
     """`punch ...`; `extend` adds components to the node (a tool's own, e.g. the testnet agent)."""
     quiet_libp2p_logging()
     args = build_parser().parse_args(argv)
+    args.role = role_name(args.role)  # `punch torrent_server` is `punch torrent-server`
     if args.role == "config":
         return config_init(args.path or default_config_path(), args.force)
     if args.role in EXTRA_COMMANDS:

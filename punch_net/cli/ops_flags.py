@@ -21,10 +21,12 @@ def add_ops_flags(p: argparse.ArgumentParser) -> None:
                    help="control socket for punch-tui --attach (default DATA_DIR/control.sock)")
     g.add_argument("--no-control", action="store_true", help="do not serve a control socket")
     g.add_argument("--web-port", type=cli_types.port, metavar="PORT",
-                   help="serve the console in a browser on this port (default: off)")
+                   help="serve the console in a browser on this port, with the token printed at start "
+                        "(default: 8080 for the monitor, falling back to a free port when busy; off for the "
+                        "other roles; 0 = off)")
     g.add_argument("--web-host", metavar="ADDR",
-                   help="interface for --web-port (default 127.0.0.1); when given, browsers need the token "
-                        "printed at start")
+                   help="interface for the web console (default 127.0.0.1; any other is reachable from "
+                        "elsewhere: warned about at start)")
 
 
 def configure_ops(cfg: NodeConfig, args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ def enable_headless_services(rt: Runtime) -> None:
             task_status.started()
 
     rt.add_service(run_control)
-    if cfg.web_port is not None:
+    if web.plan(cfg) is not None:  # the monitor's by default; --web-port PORT for any role
         async def run_web(*, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(partial(web.serve, cfg, socket_path[0] if socket_path else None, publish))

@@ -41,6 +41,7 @@ MAX_DHT_MESSAGE = 1 << 20
 QUERY_TIMEOUT = 5.0
 PEER_TIMEOUT = 20.0
 MAX_PEERS = 20_000
+MAX_LINKS = 20_000  # edges in a snapshot's network picture
 ADDR_TTL = 3600
 
 
@@ -177,15 +178,34 @@ class NetworkMap:
         return entry
 
     def snapshot(self) -> dict[str, Any]:
-        peers = [e.to_json() for e in self.peers.values()]
+        peers = sorted((e.to_json() for e in self.peers.values()), key=lambda p: p["peer_id"])
         return {
             "self": self.self_id,
             "rounds": self.rounds,
             "last_round": self.last_round,
             "known": len(peers),
             "alive": sum(1 for p in peers if p["alive"]),
-            "peers": sorted(peers, key=lambda p: p["peer_id"]),
+            "peers": peers,
+            "links": self.links([p["peer_id"] for p in peers]),
         }
+
+    def links(self, order: list[str]) -> list[list[int]]:
+        """Who has whom in its routing table, as [i, j] pairs (i < j) of indexes into `order`
+        (the snapshot's peers): the edges of the network picture. Index pairs keep a big map's
+        snapshot small; MAX_LINKS bounds it."""
+        index = {p: i for i, p in enumerate(order)}
+        out: set[tuple[int, int]] = set()
+        for peer, entry in self.peers.items():
+            i = index.get(peer)
+            if i is None:
+                continue
+            for other in entry.neighbours:
+                j = index.get(other)
+                if j is not None and j != i:
+                    out.add((min(i, j), max(i, j)))
+                    if len(out) >= MAX_LINKS:
+                        return [list(pair) for pair in sorted(out)]
+        return [list(pair) for pair in sorted(out)]
 
 
 # ---------------------------------------------------------------- trio adapter

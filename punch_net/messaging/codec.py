@@ -100,6 +100,7 @@ class Request:
     command: str
     args: dict[str, Any] = field(default_factory=dict)
     sender: str = ""
+    size: int = field(default=0, compare=False)  # bytes of the frame it came in (0: built here)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "command": self.command, "args": self.args, "from": self.sender}
@@ -163,7 +164,7 @@ def parse_request(frame: bytes) -> Request:
     sender = obj.get("from", "")
     if not isinstance(sender, str):
         raise BadMessage(BAD_REQUEST, "'from' must be a string", req_id)
-    return Request(id=req_id, command=command, args=args, sender=sender)
+    return Request(id=req_id, command=command, args=args, sender=sender, size=len(frame))
 
 
 def parse_response(frame: bytes) -> Response:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 import multiaddr
+import multihash
 import psutil
 from libp2p.peer.id import ID
 
@@ -129,9 +130,13 @@ def short_peer_id(peer_id: str | ID, n: int = 8) -> str:
 
 
 def is_peer_id(text: str) -> bool:
-    """Is `text` a well-formed base58 peer id?"""
+    """Is `text` a well-formed base58 peer id: a public key inlined (identity multihash)
+    or a sha2-256 of one? Any base58 decodes, so a half-typed id must not pass."""
     try:
-        ID.from_base58(text)
+        peer = ID.from_base58(text)
+        digest = multihash.decode(peer.to_bytes())
     except Exception:
         return False
-    return True
+    if digest.func == multihash.Func.identity:
+        return peer.extract_public_key() is not None
+    return digest.func == multihash.Func.sha2_256 and len(digest.digest) == 32

@@ -3,7 +3,6 @@ live in punch_net/p2p/patches/)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,11 +48,12 @@ async def learn_peer_id(host: IHost, addr: multiaddr.Multiaddr) -> ID:
         await secure.close()
 
 
-def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
-    """py-libp2p logs expected peer failures (reset streams, EOFs) as warnings/errors
-    on stderr; Punch reports what matters through its own events instead."""
-    logging.getLogger("libp2p").setLevel(level)
-    logging.getLogger("multiaddr").setLevel(level)
+def quiet_libp2p_logging() -> None:
+    """py-libp2p's warnings and errors about expected peer failures become debug records
+    (punch_net/p2p/logs.py); Punch reports what matters through its own events."""
+    from punch_net.p2p.logs import tame_libp2p_logging
+
+    tame_libp2p_logging()
 
 
 def connection_bytes(conn: Any) -> tuple[int, int]:

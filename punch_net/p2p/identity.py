@@ -41,7 +41,7 @@ def load_identity(path: Path) -> KeyPair:
 
 def save_identity(key_pair: KeyPair, path: Path) -> None:
     """Write the key atomically with mode 0600 (never world-readable, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

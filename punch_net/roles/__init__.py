@@ -31,7 +31,16 @@ ROLES: dict[str, RoleSpec] = {
     "monitor": RoleSpec("monitor", "DHT server and relay that maps the network (crawler, capabilities)",
                         monitor.add_arguments, monitor.configure),
     "torrent-server": RoleSpec("torrent-server", "share the files of a directory over /punch/torrent/1.0.0",
-                               torrent_server.add_arguments, torrent_server.configure),
+                               torrent_server.add_arguments, torrent_server.configure,
+                               aliases=["torrent_server"]),
     "torrent-client": RoleSpec("torrent-client", "list shared files, or download one by info hash",
-                               torrent_client.add_arguments, torrent_client.configure),
+                               torrent_client.add_arguments, torrent_client.configure,
+                               aliases=["torrent_client"]),
 }
+# Other names a role answers to (the seed's binaries were torrent_server, torrent_client).
+ROLE_ALIASES: dict[str, str] = {alias: spec.name for spec in ROLES.values() for alias in spec.aliases}
+
+
+def role_name(name: str) -> str:
+    """The role a name (or an alias) stands for; unknown names are returned unchanged."""
+    return ROLE_ALIASES.get(name, name)

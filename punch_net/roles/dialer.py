@@ -33,10 +33,12 @@ async def discover_and_connect(node: Node, namespace: str, peers: dict[ID, None]
         try:
             await node.connect_peer(info)
         except NodeError as exc:
-            node.bus.publish(ev.ErrorEvent(message=str(exc), where="discovery"))
+            # a listener that quit stays in the DHT for a while: say so once, then rarely
+            node.peer_failed(str(info.peer_id), str(exc), "discovery")
             return
         finally:
             dialing.discard(info.peer_id)
+        node.peer_ok(str(info.peer_id))
         peers[info.peer_id] = None
         found.set()
 
@@ -65,10 +67,11 @@ async def run_dialer(node: Node, selector: Selector) -> int:
         try:
             resp = await node.request(peer, "message", {"text": text})
         except NodeError as exc:
-            node.bus.publish(ev.ErrorEvent(message=str(exc), where="dialer"))
+            node.peer_failed(str(peer), str(exc), "dialer")
             if not node.host.get_network().get_connections(peer):
                 peers.pop(peer, None)
             return
+        node.peer_ok(str(peer))
         if resp.ok:
             replies += 1
 

@@ -1,6 +1,7 @@
 """Screens of the Transfers tab: a yes/no confirmation (cancel), the catalogue of files
 torrent servers offer (enter fetches one), and the live details of one transfer (pieces
-map coloured by source peer, per-peer rates). Node calls go through the tab (seen here
+map coloured by source peer, download and upload rate over the last minutes, per-peer
+rates). Node calls go through the tab (seen here
 as `TransferControls`, so this module does not import it), which runs them through the
 bridge in workers."""
 
@@ -10,12 +11,14 @@ from typing import Protocol
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from punch_net.torrent.info import CatalogueEntry, TransferInfo
+from punch_tui.console import console
 from punch_tui.format import size
+from punch_tui.widgets.plots import TRANSFER_PLOTS, RatePlot
 from punch_tui.widgets.table import Cell, FilterTable, cell
 from punch_tui.widgets.transfers import TransferDetails
 
@@ -157,6 +160,8 @@ class TransferDetailsScreen(ModalScreen[None]):
     TransferDetailsScreen > Vertical { width: 100%; height: 90%; border: round $primary; background: $surface;
                                        padding: 0 1; }
     TransferDetailsScreen #det-hash, TransferDetailsScreen #det-hint { height: 1; color: $foreground-muted; }
+    TransferDetailsScreen #det-rates { height: 5; }
+    TransferDetailsScreen RatePlot { height: 5; width: 1fr; margin: 0 1 0 0; }
     """
 
     def __init__(self, tab: TransferControls, info_hash: str) -> None:
@@ -168,6 +173,9 @@ class TransferDetailsScreen(ModalScreen[None]):
         with Vertical() as box:
             box.border_title = "Transfer details"
             yield Static(self.info_hash, id="det-hash")
+            with Horizontal(id="det-rates"):  # from the app's history of every snapshot, kept while closed
+                yield RatePlot(TRANSFER_PLOTS[0], id="det-down")
+                yield RatePlot(TRANSFER_PLOTS[1], id="det-up")
             yield TransferDetails(id="det-body")
             yield Static("p pause/resume · v verify · c cancel · esc close", id="det-hint")
 
@@ -179,6 +187,10 @@ class TransferDetailsScreen(ModalScreen[None]):
         info = infos.get(self.info_hash)
         if info is not None:
             self.query_one("#det-body", TransferDetails).show(info)
+        history = console(self.app).history
+        down, up = history.transfer(self.info_hash)
+        self.query_one("#det-down", RatePlot).show(down, history.now)
+        self.query_one("#det-up", RatePlot).show(up, history.now)
 
     def action_pause(self) -> None:
         self.tab.action_pause(self.info_hash)

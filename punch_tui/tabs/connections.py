@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Static
 
 from punch_net.api import ConnectionInfo, Snapshot
 from punch_tui.console import console
-from punch_tui.format import age, ms, short_id, short_proto
+from punch_tui.format import age, ms, plural, short_id, short_proto
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
@@ -89,7 +89,7 @@ class ConnectionsTab(NodeTab):
         punched = sum(1 for c in snap.connections if via_label(c) == "hole-punched")
         peers = len({c.peer_id for c in snap.connections})
         self.query_one("#conn-summary", Static).update(
-            f"{len(snap.connections)} connections to {peers} peers · {inbound} inbound · "
+            f"{plural(len(snap.connections), 'connection')} to {plural(peers, 'peer')} · {inbound} inbound · "
             f"{len(snap.connections) - inbound} outbound · {relayed} relayed"
             + (f" · {punched} hole-punched" if punched else ""))
         self._show_detail()

@@ -1,6 +1,6 @@
 """DHT: the routing table the way `ipfs stats dht` shows it, and more: buckets by
-common-prefix length with fill and freshness, each peer with last seen, agent and a
-connected marker, and a one-line health summary."""
+common-prefix length with fill and freshness (a table, and beside it a bar chart),
+each peer with last seen, agent and a connected marker, and a one-line health summary."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import time
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.containers import Horizontal
 from textual.widgets import Label, Static
 
 from punch_net.api import RoutingTableInfo, Snapshot
-from punch_tui.format import short_id, since
+from punch_tui.format import plural, short_id, since
 from punch_tui.tabs.base import NodeTab
+from punch_tui.widgets.plots import BucketChart
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
 BUCKET_SIZE = 20  # Kademlia k in py-libp2p
@@ -34,7 +36,8 @@ def health(rt: RoutingTableInfo | None, now: float) -> tuple[str, str]:
     stale = sum(1 for p in peers if p.last_seen and now - p.last_seen > 3600)
     refresh = since(rt.last_refresh, now)
     level = "ok" if len(peers) >= 3 and stale * 2 < len(peers) else "warn"
-    return (f"{rt.mode} mode · {rt.size} peers in {len(rt.buckets)} buckets · {connected} connected · "
+    return (f"{rt.mode} mode · {plural(rt.size, 'peer')} in {plural(len(rt.buckets), 'bucket')} · "
+            f"{connected} connected · "
             f"{stale} stale (>1h) · refreshed {refresh} ago", level)
 
 
@@ -45,7 +48,9 @@ class DhtTab(NodeTab):
     DhtTab #dht-health.ok { color: $success; }
     DhtTab #dht-health.warn { color: $warning; }
     DhtTab #dht-health.bad { color: $error; }
-    DhtTab #dht-buckets { height: auto; max-height: 7; }
+    DhtTab #dht-top { height: 35%; min-height: 6; }
+    DhtTab #dht-buckets { height: 1fr; width: 1fr; max-width: 48; }
+    DhtTab #dht-chart { height: 1fr; width: 1fr; padding: 0 0 0 1; }
     DhtTab #dht-peers { height: 1fr; }
     DhtTab .section { color: $accent; text-style: bold; height: 1; }
     """
@@ -61,7 +66,9 @@ class DhtTab(NodeTab):
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for the node…", id="dht-health")
-        yield FilterTable(self.BUCKET_COLUMNS, id="dht-buckets")
+        with Horizontal(id="dht-top"):
+            yield FilterTable(self.BUCKET_COLUMNS, id="dht-buckets")
+            yield BucketChart(BUCKET_SIZE, id="dht-chart")
         yield Label("Peers", classes="section")
         yield FilterTable(self.PEER_COLUMNS, id="dht-peers")
 
@@ -105,6 +112,7 @@ class DhtTab(NodeTab):
                     self._row_cache[p.peer_id] = (sig, peers[p.peer_id])
         self._row_cache = {k: v for k, v in self._row_cache.items() if k in peers}
         self.query_one("#dht-buckets", FilterTable).set_rows(buckets)
+        self.query_one("#dht-chart", BucketChart).show(rt)
         self.query_one("#dht-peers", FilterTable).set_rows(peers)
 
     def filter_target(self) -> FilterTable:

@@ -14,7 +14,7 @@ from textual.widgets import Input, Label, Static
 
 from punch_net import events as ev
 from punch_tui.console import console
-from punch_tui.format import short_id
+from punch_tui.format import short_id, size
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.logview import LogEntry, LogView
 
@@ -24,19 +24,36 @@ def _brief(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _body(command: str, args: dict[str, object]) -> str:
+    return str(args["text"]) if command == "message" and "text" in args else _brief(args)
+
+
+def _what(command: str) -> str:
+    """A plain message is the common case: only other commands are named on the line."""
+    return "" if command == "message" else f"{command} "
+
+
+def _reply_body(result: object) -> str:
+    """A message's reply echoes the text (and names the peer, already on the line): show the text."""
+    if isinstance(result, dict) and result.get("received") is True and "echo" in result:
+        return f"✓ {result['echo']}"
+    return _brief(result)
+
+
 def message_entry(e: ev.Event) -> LogEntry | None:
+    """One line per message, the useful text first: the request id and the full JSON are
+    in the JSON pane (v), so that a line fits 80 columns (issue 15: cut at "Message #")."""
     p = short_id
     if isinstance(e, ev.MessageSent):
-        body = e.args.get("text") if e.command == "message" and "text" in e.args else _brief(e.args)
-        return LogEntry("sent", f"→ SENT {e.command} #{e.id} to {p(e.peer_id)}: {body}", e, e.ts)
+        return LogEntry("sent", f"→ SENT {_what(e.command)}{p(e.peer_id)}: {_body(e.command, e.args)}", e, e.ts)
     if isinstance(e, ev.Reply):
         if e.ok:
-            return LogEntry("reply", f"← REPLY #{e.id} from {p(e.peer_id)} in {e.rtt_ms:.1f} ms: "
-                            f"{_brief(e.result)}", e, e.ts)
-        return LogEntry("error", f"← ERROR #{e.id} from {p(e.peer_id)}: {_brief(e.error)}", e, e.ts)
+            return LogEntry("reply", f"← REPLY {p(e.peer_id)} {e.rtt_ms:.1f} ms: {_reply_body(e.result)}", e, e.ts)
+        return LogEntry("error", f"← ERROR {p(e.peer_id)}: {_brief(e.error)}", e, e.ts)
     if isinstance(e, ev.MessageReceived):
-        body = e.args.get("text") if e.command == "message" and "text" in e.args else _brief(e.args)
-        return LogEntry("received", f"← RECV {e.command} #{e.id} from {p(e.peer_id)}: {body}", e, e.ts)
+        big = f" ({size(e.size)})" if e.size > 1024 else ""  # the event has a preview only
+        return LogEntry("received", f"← RECV {_what(e.command)}{p(e.peer_id)}{big}: {_body(e.command, e.args)}",
+                        e, e.ts)
     if isinstance(e, ev.ErrorEvent) and e.where in ("dialer", "cmd", "send", "tui"):
         return LogEntry("error", f"! {e.message}", e, e.ts)
     return None

@@ -1,6 +1,9 @@
-"""Network (monitor role): every peer the monitor's crawler knows — alive or not, how it is
-reached, its agent, capabilities, uptime, reputation and when it was last seen. `/`
-filters, `s`/`S` or a header click sort; the selected peer's details are shown below."""
+"""Network: live plots of this node over the last minutes (connections, lookup latency,
+requests, errors, traffic: as many as fit), and for the monitor role every peer its
+crawler knows — alive or not, how it is reached, its agent, capabilities, uptime,
+reputation and when it was last seen. `/` filters, `s`/`S` or a header click sort; the
+selected peer's details are shown below; `m` swaps the table for a picture of the
+crawled network (peers and their routing-table links, coloured by reachability)."""
 
 from __future__ import annotations
 
@@ -8,12 +11,19 @@ import time
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from punch_net.api import Snapshot
-from punch_tui.format import age, ms, short_id, size
+from punch_tui.console import console
+from punch_tui.format import age, ms, plural, short_id, size
 from punch_tui.tabs.base import NodeTab
+from punch_tui.widgets.netmap import NetworkPicture
+from punch_tui.widgets.plots import PlotGrid
 from punch_tui.widgets.table import Cell, FilterTable, cell
+
+# The Overview leads with traffic; here the others come first (both show all at 120x40).
+PLOTS = ("connections", "latency", "requests", "errors", "in", "out")
 
 REACH_STYLE = {"direct": "green", "relayed": "yellow", "unreachable": "red", "unknown": "dim"}
 
@@ -68,10 +78,18 @@ def peer_detail(p: dict[str, Any]) -> str:
 
 class NetworkTab(NodeTab):
     TITLE = "Network"
+    BINDINGS = [Binding("m", "toggle_map", "Map/table")]
     DEFAULT_CSS = """
     NetworkTab #net-summary { height: 1; color: $foreground-muted; }
+    NetworkTab #net-plots { height: 30%; min-height: 5; }
     NetworkTab #net-table { height: 1fr; }
+    NetworkTab #net-map { height: 1fr; display: none; }
     NetworkTab #net-detail { height: auto; max-height: 6; border-top: solid $primary; padding: 0 1; }
+    NetworkTab.map #net-map { display: block; }
+    NetworkTab.map #net-table, NetworkTab.map #net-detail { display: none; }
+    NetworkTab.not-monitor #net-plots { height: 1fr; }
+    NetworkTab.not-monitor #net-table, NetworkTab.not-monitor #net-detail,
+    NetworkTab.not-monitor #net-map { display: none; }
     """
     COLUMNS = [("peer", "Peer"), ("state", "State"), ("reach", "Reach"), ("agent", "Agent"), ("cores", "Cores"),
                ("cpu", "CPU"), ("mem", "Mem free"), ("disk", "Disk free"), ("uptime", "Uptime"), ("rtt", "RTT"),
@@ -83,14 +101,23 @@ class NetworkTab(NodeTab):
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for the first crawl…", id="net-summary")
+        yield PlotGrid(console(self.app).history, PLOTS, id="net-plots")
         yield FilterTable(self.COLUMNS, id="net-table")
+        yield NetworkPicture(id="net-map")
         yield Static("select a peer (↑/↓) for its addresses, protocols and capabilities", id="net-detail")
 
     def update_snapshot(self, snap: Snapshot) -> None:
         net = snap.network
+        self.query_one("#net-plots", PlotGrid).refresh()
+        if self.has_class("not-monitor") != (net is None):
+            self.set_class(net is None, "not-monitor")
+            self.refresh_bindings()
         if net is None:
-            self.query_one("#net-summary", Static).update("not a monitor: run `punch monitor` to map the network")
+            self.query_one("#net-summary", Static).update(
+                "this node's last minutes · not a monitor: `punch monitor` maps the network")
             return
+        if self.has_class("map"):
+            self.query_one("#net-map", NetworkPicture).show(net)
         now = time.time()
         # The crawler's map is JSON (punch_net/dht/crawler.py): checked here, row by row.
         peers = net.get("peers")
@@ -102,8 +129,10 @@ class NetworkTab(NodeTab):
         took = f" in {last['duration_ms'] / 1000:.1f}s" if last.get("duration_ms") is not None else ""
         when = f", {age(now - last['finished'])} ago" if last.get("finished") else ""
         direct = sum(1 for p in self.peers.values() if p.get("reachability") == "direct")
+        known = net.get("known", 0)
         self.query_one("#net-summary", Static).update(
-            f"{net.get('known', 0)} peers known · {net.get('alive', 0)} alive · {direct} direct · "
+            f"{plural(known if isinstance(known, int) else 0, 'peer')} known · "
+            f"{net.get('alive', 0)} alive · {direct} direct · "
             f"crawl #{net.get('rounds', 0)}{took}{when}")
         self._show_detail()
 
@@ -114,6 +143,20 @@ class NetworkTab(NodeTab):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """No map key where there is no crawl to draw."""
+        return not (action == "toggle_map" and self.has_class("not-monitor"))
+
+    def action_toggle_map(self) -> None:
+        self.toggle_class("map")
+        picture = self.query_one("#net-map", NetworkPicture)
+        if self.has_class("map"):
+            snap = console(self.app).last_snapshot
+            picture.show(snap.network if snap is not None else None)
+            picture.focus()  # the hidden table cannot keep it, and `m` must reach this tab
+        else:
+            self.query_one("#net-table", FilterTable).focus()
 
     def filter_target(self) -> FilterTable:
         return self.query_one("#net-table", FilterTable)

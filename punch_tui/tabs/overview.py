@@ -1,27 +1,31 @@
 """Overview: who am I, how am I doing (role, peer id, addresses, uptime, peers, DHT
-size, messages, bandwidth with sparklines, reachability) and the recent node events."""
+size, messages, bandwidth, reachability), live plots of the last minutes (traffic,
+connections, requests, errors, lookups: as many as fit) and the recent node events."""
 
 from __future__ import annotations
-
-from collections import deque
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, OptionList, Sparkline, Static
+from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from punch_net import events as ev
 from punch_net.api import Snapshot, Stats
-from punch_net.cli.render import human
+from punch_net.cli.render import bootstrap_retry, human
 from punch_tui.console import console
-from punch_tui.format import age, rate, short_id, size
+from punch_tui.format import age, middle, plural, short_id, size
 from punch_tui.tabs.base import NodeTab
 from punch_tui.widgets.logview import LogEntry, LogView
+from punch_tui.widgets.plots import PlotGrid
 
-HISTORY = 60
+# In this order, as many as fit (the Network tab leads with the others).
+PLOTS = ("in", "out", "connections", "requests", "errors", "latency")
+INFO_LABEL_WIDTH = 13  # "Reachability"
+INFO_WIDTH_GUESS = 40  # the info panel at 80 columns, before its first layout
+INFO_VALUE_MIN = 12
 
 
 def event_entry(e: ev.Event) -> LogEntry | None:
@@ -30,10 +34,10 @@ def event_entry(e: ev.Event) -> LogEntry | None:
     if isinstance(e, ev.Listening):
         return LogEntry("info", f"listening as {p(e.peer_id)} on {len(e.addrs)} address(es)", e, e.ts)
     if isinstance(e, ev.BootstrapRetry):
-        return LogEntry("error", f"bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s",
-                        e, e.ts)
+        line = bootstrap_retry(e)  # the CLI's sentence; not every try (one each 2 s while down)
+        return LogEntry("error", Text.from_markup(line).plain, e, e.ts) if line else None
     if isinstance(e, ev.Bootstrapped):
-        return LogEntry("reply", f"✓ DHT bootstrapped ({e.routing_table_size} peers)", e, e.ts)
+        return LogEntry("reply", f"✓ DHT bootstrapped ({plural(e.routing_table_size, 'peer')})", e, e.ts)
     if isinstance(e, ev.Registered):
         return LogEntry("reply", f"✓ announced namespace '{e.namespace}'", e, e.ts)
     if isinstance(e, ev.Discovered):
@@ -43,7 +47,7 @@ def event_entry(e: ev.Event) -> LogEntry | None:
     if isinstance(e, ev.PeerDisconnected):
         return LogEntry("info", f"- disconnected {p(e.peer_id)}", e, e.ts)
     if isinstance(e, ev.DHTUpdated):
-        return LogEntry("info", f"routing table now {e.size} peers", e, e.ts)
+        return LogEntry("info", f"routing table now {plural(e.size, 'peer')}", e, e.ts)
     if isinstance(e, ev.ErrorEvent):
         return LogEntry("error", f"! {e.where + ': ' if e.where else ''}{e.message}", e, e.ts)
     if isinstance(e, ev.MessageSent | ev.Reply | ev.MessageReceived):
@@ -58,13 +62,11 @@ class OverviewTab(NodeTab):
     TITLE = "Overview"
     BINDINGS = [Binding("c", "copy_address", "Copy addr")]
     DEFAULT_CSS = """
-    OverviewTab #ov-top { height: auto; max-height: 11; }
+    OverviewTab #ov-top { height: 40%; min-height: 10; max-height: 18; }
     OverviewTab #ov-info { width: 1fr; height: auto; }
-    OverviewTab #ov-right { width: 1fr; height: auto; max-height: 11; }
+    OverviewTab #ov-right { width: 1fr; height: 1fr; }
     OverviewTab #ov-addrs { height: auto; max-height: 6; border: none; }
-    OverviewTab .spark-label { width: 14; color: $foreground-muted; }
-    OverviewTab Sparkline { height: 1; width: 1fr; }
-    OverviewTab .spark-row { height: 1; }
+    OverviewTab #ov-plots { height: 1fr; min-height: 3; }
     OverviewTab #ov-events { height: 1fr; min-height: 3; }
     OverviewTab .section { color: $accent; text-style: bold; height: 1; }
     """
@@ -74,9 +76,7 @@ class OverviewTab(NodeTab):
         self.role = role
         self.peer_id = ""
         self.addrs: list[str] = []
-        self._prev: tuple[float, int, int] | None = None
-        self.rate_in: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
-        self.rate_out: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
+        self._last_snap: Snapshot | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="ov-top"):
@@ -84,18 +84,14 @@ class OverviewTab(NodeTab):
             with Vertical(id="ov-right"):
                 yield Label("Listen addresses (c copies)", classes="section")
                 yield OptionList(id="ov-addrs")
-                with Horizontal(classes="spark-row"):
-                    yield Label("in  0 B/s", id="ov-in-label", classes="spark-label")
-                    yield Sparkline(list(self.rate_in), id="ov-spark-in")
-                with Horizontal(classes="spark-row"):
-                    yield Label("out 0 B/s", id="ov-out-label", classes="spark-label")
-                    yield Sparkline(list(self.rate_out), id="ov-spark-out")
+                # where the space beside the info table allows: two at 80x24, all six at 120x40
+                yield PlotGrid(console(self.app).history, PLOTS, min_width=19, id="ov-plots")
         yield Label("Events", classes="section")
         yield LogView(limit=1000, id="ov-events")
 
     def _info_table(self, snap: Snapshot | None) -> Table:
         t = Table.grid(padding=(0, 1))
-        t.add_column(style="bold", no_wrap=True, min_width=13)
+        t.add_column(style="bold", no_wrap=True, min_width=INFO_LABEL_WIDTH)
         t.add_column(no_wrap=True, overflow="ellipsis")
         stats: Stats | None = snap.stats if snap else None
         relay = snap.relay if snap else None
@@ -103,7 +99,7 @@ class OverviewTab(NodeTab):
         dht_mode = snap.routing.mode if snap and snap.routing else "?"
         rows: list[tuple[str, str | Text]] = [
             ("Role", Text(self.role, style="bold")),
-            ("Peer ID", self.peer_id or "starting…"),
+            ("Peer ID", middle(self.peer_id, self._value_width()) if self.peer_id else "starting…"),
         ]
         if stats is None:
             rows += [(k, "-") for k in ("Uptime", "Peers", "DHT", "Messages", "Replies", "Traffic")]
@@ -111,7 +107,7 @@ class OverviewTab(NodeTab):
             rows += [
                 ("Uptime", age(stats.uptime_s)),
                 ("Peers", str(stats.connections)),
-                ("DHT", f"{stats.routing_table_size} peers ({dht_mode})"),
+                ("DHT", f"{plural(stats.routing_table_size, 'peer')} ({dht_mode})"),
                 ("Messages", f"in {stats.messages_in} · out {stats.messages_out}"),
                 ("Replies", f"{stats.replies} · errors {stats.errors}"),
                 ("Traffic", f"in {size(stats.bytes_in)} · out {size(stats.bytes_out)}"),
@@ -120,6 +116,18 @@ class OverviewTab(NodeTab):
         for k, v in rows:
             t.add_row(k, v)
         return t
+
+    def _value_width(self) -> int:
+        """Columns left for a value beside the labels (the panel's width less the label column,
+        its gap and one blank before the next panel): a longer peer id is cut in the middle."""
+        width = self.query_one("#ov-info", Static).size.width if self.is_mounted else 0
+        return max(INFO_VALUE_MIN, (width or INFO_WIDTH_GUESS) - INFO_LABEL_WIDTH - 2)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._redraw_info)
+
+    def _redraw_info(self) -> None:
+        self.query_one("#ov-info", Static).update(self._info_table(self._last_snap))
 
     def set_identity(self, peer_id: str, addrs: list[str]) -> None:
         self.peer_id = peer_id
@@ -142,21 +150,10 @@ class OverviewTab(NodeTab):
         if stats is not None:
             self.peer_id = stats.peer_id
         self._set_addrs(snap.listen_addrs)
-        # Traffic is the node's own wire-byte count (closed connections included), in both modes.
-        # A snapshot without stats (node starting, link down) is no sample: a rate from 0 to
-        # the counters' total would draw an attached node's whole history as one spike.
-        if stats is not None:
-            b_in, b_out = stats.bytes_in, stats.bytes_out
-            if self._prev is not None:
-                dt = max(1e-3, snap.ts - self._prev[0])
-                self.rate_in.append(max(0.0, (b_in - self._prev[1]) / dt))
-                self.rate_out.append(max(0.0, (b_out - self._prev[2]) / dt))
-            self._prev = (snap.ts, b_in, b_out)
+        self._last_snap = snap
         self.query_one("#ov-info", Static).update(self._info_table(snap))
-        self.query_one("#ov-spark-in", Sparkline).data = list(self.rate_in)
-        self.query_one("#ov-spark-out", Sparkline).data = list(self.rate_out)
-        self.query_one("#ov-in-label", Label).update(f"in  {rate(self.rate_in[-1])}")
-        self.query_one("#ov-out-label", Label).update(f"out {rate(self.rate_out[-1])}")
+        # the app's NodeHistory took this snapshot already (the same in-process and attached)
+        self.query_one("#ov-plots", PlotGrid).refresh()
 
     def handle_events(self, events: list[ev.Event]) -> None:
         entries = [x for x in (event_entry(e) for e in events) if x is not None]

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Static
 from punch_net.api import NodeAPI, Snapshot
 from punch_net.torrent.info import CatalogueEntry, TransferInfo
 from punch_tui.console import console
-from punch_tui.format import age, rate, size
+from punch_tui.format import age, plural, rate, size
 from punch_tui.peers import check_info_hash
 from punch_tui.screens.prompt import PromptScreen
 from punch_tui.screens.torrent import CatalogueScreen, ConfirmScreen, TransferDetailsScreen
@@ -39,6 +39,12 @@ NAME_WIDTH, SIZE_WIDTH, RATE_WIDTH, ETA_WIDTH, STATE_WIDTH = 14, 8, 10, 5, 11
 STATE_STYLE = {"downloading": "green", "seeding": "cyan", "complete": "green", "paused": "yellow",
                "error": "bold red", "cancelled": "dim", "verifying": "magenta", "finding": ""}
 BAR_WIDTH = 6
+MAX_BAR_WIDTH = 20
+# The table at the widths above (each column has one cell of padding on either side), and
+# room for a vertical scrollbar: what fits 80 columns. Wider terminals widen name and bar.
+BASE_TABLE_WIDTH = (NAME_WIDTH + BAR_WIDTH + len(" 100%") + SIZE_WIDTH + RATE_WIDTH + ETA_WIDTH + len("Peers")
+                    + STATE_WIDTH + 2 * len(COLUMNS))
+SCROLLBAR_WIDTH = 2
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
@@ -64,7 +70,15 @@ def label(info: TransferInfo) -> str:
     return info.name or f"{info.info_hash[:16]}…"
 
 
-def transfer_row(info: TransferInfo) -> list[Cell]:
+def column_widths(table_width: int) -> tuple[int, int]:
+    """(name, bar) widths that fill a table `table_width` columns wide: the defaults at 80
+    columns; the room beyond goes a third to the bar (up to MAX_BAR_WIDTH), the rest to the name."""
+    spare = max(0, table_width - SCROLLBAR_WIDTH - BASE_TABLE_WIDTH)
+    bar_extra = min(spare // 3, MAX_BAR_WIDTH - BAR_WIDTH)
+    return NAME_WIDTH + spare - bar_extra, BAR_WIDTH + bar_extra
+
+
+def transfer_row(info: TransferInfo, name_width: int = NAME_WIDTH, bar_width: int = BAR_WIDTH) -> list[Cell]:
     """One table row. The arrow says the direction (↓ download, ↑ seed) and the rate is
     that direction's."""
     state = info.state
@@ -75,8 +89,8 @@ def transfer_row(info: TransferInfo) -> list[Cell]:
     active = state in ("downloading", "finding")
     name = info.name or f"{info.info_hash[:10]}…"
     return [
-        cell(fit(f"{'↑' if seed else '↓'} {name}", NAME_WIDTH), name.lower()),
-        cell(progress_bar(done), done, "green" if done >= 1.0 else ""),
+        cell(fit(f"{'↑' if seed else '↓'} {name}", name_width), name.lower()),
+        cell(progress_bar(done, bar_width), done, "green" if done >= 1.0 else ""),
         cell(size(info.size).rjust(SIZE_WIDTH), info.size),
         cell((rate(speed) if speed or active else "-").rjust(RATE_WIDTH), speed),
         cell((age(eta) if eta is not None and active else "-").rjust(ETA_WIDTH),
@@ -97,7 +111,7 @@ def summary_text(infos: list[TransferInfo]) -> Text:
     downloading = sum(1 for i in infos if i.state in ("downloading", "finding", "verifying"))
     seeding = sum(1 for i in infos if i.state == "seeding")
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(f"{len(infos)} transfer(s) · {downloading} active · {seeding} seeding · ")
+    text.append(f"{plural(len(infos), 'transfer')} · {downloading} active · {seeding} seeding · ")
     text.append(f"↓ {rate(down)} ↑ {rate(up)}")
     return text
 
@@ -135,6 +149,7 @@ class TransfersTab(NodeTab):
         self.infos: dict[str, TransferInfo] = {}  # info hash -> newest TransferInfo
         self.running = False  # the node runs a torrent manager (its snapshot has transfers)
         self._fetching = False
+        self.widths = (NAME_WIDTH, BAR_WIDTH)  # (name, bar): column_widths of the tab's width
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for the node…", id="tr-status")
@@ -184,12 +199,21 @@ class TransfersTab(NodeTab):
         if not table.display:
             table.display = True
             self.query_one("#tr-detail", Static).display = True
-        table.set_rows({k: transfer_row(i) for k, i in self.infos.items()})
+        table.set_rows(self._rows())
         self.query_one("#tr-status", Static).update(summary_text(infos))
         self._show_detail()
         for screen in self.app.screen_stack:
             if isinstance(screen, TransferDetailsScreen):
                 screen.update_info(self.infos)
+
+    def _rows(self) -> dict[str, list[Cell]]:
+        return {k: transfer_row(i, *self.widths) for k, i in self.infos.items()}
+
+    def on_resize(self) -> None:
+        widths = column_widths(self.size.width)
+        if widths != self.widths:
+            self.widths = widths
+            self.table.rebuild(self._rows())  # columns sized afresh: narrower cells too
 
     def _show_detail(self) -> None:
         detail = self.query_one("#tr-detail", Static)

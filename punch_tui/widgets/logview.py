@@ -155,9 +155,10 @@ class LogView(ScrollView, can_focus=True):
         base = self.rich_style + style
         if index == self.cursor and self.has_focus:
             base += self.get_component_rich_style("log--cursor", partial=True)
-        text = entry.line()
-        scroll_x = int(self.scroll_offset.x)
-        text = text[scroll_x:scroll_x + width].ljust(width)
+        text = entry.line()[int(self.scroll_offset.x):]
+        if len(text) > width:  # say that the line goes on (its whole text: the JSON pane, the filter)
+            text = text[:width - 1] + "…"
+        text = text.ljust(width)
         return Strip([Segment(text, base)], width)
 
     def watch_cursor(self, old: int, new: int) -> None:

@@ -78,6 +78,17 @@ class FilterTable(DataTable[Cell]):
         self._all = rows
         self._sync()
 
+    def rebuild(self, rows: dict[str, list[Cell]]) -> None:
+        """Show `rows` in columns sized afresh. A DataTable column only ever grows with its
+        cells, so cells made narrower (a smaller terminal) need the columns made again."""
+        keep = self.selected_key
+        self.clear(columns=True)
+        for key, label in self._column_defs:
+            self.add_column(label, key=key)
+        self._shown = {}
+        self.set_rows(rows)
+        self._apply_sort(keep)
+
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
         self._sync()

@@ -16,8 +16,8 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from punch_net.torrent.info import PeerSnapshot, TransferInfo
+from punch_tui.format import plural, size
 from punch_tui.format import rate as format_rate
-from punch_tui.format import size
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
 # Peer k (1-based) gets PALETTE[(k - 1) % len]; missing and from-disk pieces are neutral.
@@ -63,11 +63,6 @@ def pieces_map_text(piece_from: Sequence[int], width: int, max_rows: int = 8) ->
     return out
 
 
-def _size(n: float) -> str:
-    """Decimal units, as in the rest of the console (punch_tui.format.size)."""
-    return size(n)
-
-
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
@@ -80,8 +75,8 @@ def summary_line(info: TransferInfo) -> Text:
     pct = 100.0 * have / total if total else (100.0 if info.state in ("seeding", "complete") else 0.0)
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(info.name or info.info_hash[:16], style="bold")
-    text.append(f"  {info.state}  {pct:5.1f}%  {have}/{total} pieces  {_size(info.size)}  ")
-    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {info.peers} peers")
+    text.append(f"  {info.state}  {pct:5.1f}%  {have}/{total} pieces  {size(info.size)}  ")
+    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {plural(info.peers, 'peer')}")
     if info.error:
         text.append(f"  {info.error}", style="red")
     return text

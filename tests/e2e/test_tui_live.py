@@ -74,7 +74,7 @@ def test_palette_dial_then_message_gets_reply(network: Network, tmp_path: Path) 
             log = app.tab("messages").log_view
             await wait_until(pilot, lambda: any("REPLY" in t and "hello from the tui" in t
                                                 for t in log.visible_texts()), what="the reply in the Messages log")
-            assert any(t.startswith("→ SENT message") for t in log.visible_texts())
+            assert any(t.startswith("→ SENT …") and t.endswith(": hello from the tui") for t in log.visible_texts())
             assert "hello from the tui" in screen_text(app)
             await pilot.press("q")
 

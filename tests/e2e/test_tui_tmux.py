@@ -101,6 +101,35 @@ def test_punch_tui_in_a_real_terminal(network: Network, tmux: Tmux, tmp_path: Pa
     assert done.read_text().strip() == "0"
 
 
+def test_filter_text_shows_and_ctrl_c_quits(network: Network, tmux: Tmux, tmp_path: Path) -> None:
+    """Issue 15 at 80x24: after `/` the typed text is on screen (the key bar used to cover the
+    filter line); `t` saves the theme to the file $PUNCH_CONFIG names; ctrl+c quits (exit 0)."""
+    done, cfg = tmp_path / "exit-code", tmp_path / "cfg.toml"
+    cmd = (f"sh -c '{shlex.quote(sys.executable)} -m punch_tui.main --role listener --listen-addr 127.0.0.1 "
+           f"--port 0 --ephemeral --bootstrap {network.server.addr}; echo $? > {done}'")
+    tmux.start(cmd, {"TERM": "xterm-256color", "PUNCH_CONFIG": str(cfg), "PUNCH_DATA_DIR": str(tmp_path / "data"),
+                     "PYTHONPATH": str(REPO)})
+    tmux.wait_for("DHT bootstrapped")
+    tmux.keys("/", "bootstr")
+    screen = tmux.wait_for("/ bootstr")
+    lines = screen.rstrip("\n").splitlines()
+    assert len(lines) == 24 and "/ bootstr" in lines[-2] and "Clear filter" in lines[-1], screen
+    assert any("DHT bootstrapped" in line for line in lines[:-2])  # the events narrowed to it, still there
+    tmux.keys("Escape")
+    deadline = time.monotonic() + 10
+    while "/ bootstr" in tmux.screen():
+        assert time.monotonic() < deadline, f"the filter bar stayed after esc:\n{tmux.screen()}"
+        time.sleep(0.2)
+    tmux.keys("t")
+    deadline = time.monotonic() + 10
+    while not (cfg.is_file() and "[tui]" in cfg.read_text()):
+        assert time.monotonic() < deadline and not cfg.is_dir(), f"theme not saved to {cfg}"
+        time.sleep(0.2)
+    tmux.keys("C-c")
+    tmux.wait_gone()
+    assert done.read_text().strip() == "0"
+
+
 def test_demo_quit_stops_every_child(tmux: Tmux, tmp_path: Path) -> None:
     work = tmp_path / "demo"
     work.mkdir()
@@ -157,7 +186,7 @@ def test_attach_shows_traffic_and_messages_from_before(tmux: Tmux, tmp_path: Pat
             screen = tmux.screen()
         tmux.keys("4")
         screen = tmux.wait_for("hello-before-attach Message #2")
-        assert "← RECV message" in screen and "hello-before-attach Message #1" in screen
+        assert "← RECV …" in screen and "hello-before-attach Message #1" in screen
         tmux.keys("q")
         tmux.wait_gone()
         assert done.read_text().strip() == "0"

@@ -21,7 +21,8 @@ from punch_net.torrent.info import TransferInfo
 from punch_tui.peers import InputError, check_info_hash
 from punch_tui.screens.prompt import PromptScreen
 from punch_tui.screens.torrent import CatalogueScreen, ConfirmScreen, TransferDetailsScreen
-from punch_tui.tabs.transfers import progress_bar, transfer_row
+from punch_tui.tabs.transfers import column_widths, progress_bar, transfer_row
+from punch_tui.widgets.plots import RatePlot
 from punch_tui.widgets.table import FilterTable
 
 SIZE = (100, 30)
@@ -122,6 +123,10 @@ def test_catalogue_fetch_completes_and_details(tnet: TorrentNet, tmp_path: Path)
             assert "████" in text and "4/4 pieces" in text
             peers = app.screen.query_one("#td-peers", FilterTable)
             assert any(tnet.torrent.peer_id[-12:] in p for p in peers.column_texts("peer"))
+            # the rate plots: the transfer's rates from every snapshot since it was listed
+            await wait_until(pilot, lambda: len(app.history.transfer(tnet.info_hash)[0].points) >= 2,
+                             what="the transfer's rate sampled by two snapshots")
+            assert app.screen.query_one("#det-down", RatePlot).view is not None and "download" in screen_text(app)
             await pilot.press("escape")
             await wait_until(pilot, lambda: not isinstance(app.screen, TransferDetailsScreen), what="details closed")
             await pilot.press("q")
@@ -230,9 +235,16 @@ def test_progress_bar_and_row() -> None:
                         bytes_per_s=1_500_000.0, eta_s=75.0, peers=3, state="downloading", direction="download",
                         path="", uploaded=0, upload_bytes_per_s=0.0, peer_stats=[], piece_from=[])
     row = [c.text.strip() for c in transfer_row(info)]
-    assert row == ["↓ a-rather-lo…", "█▉····  32%", "2.0 MB", "1.5 MB/s", "1m15s", "3", "downloading"]
+    assert row == ["↓ a-rather-lo…", "█▉····  32%", "1.9 MiB", "1.4 MiB/s", "1m15s", "3", "downloading"]
     pending = transfer_row(replace(info, name="", state="finding", total=0, have=0, eta_s=None))
     assert pending[0].text.strip() == "↓ ababababab…"
     assert pending[4].text.strip() == "-"
     seed = transfer_row(replace(info, direction="seed", state="seeding", have=31, upload_bytes_per_s=2e3))
-    assert [c.text.strip() for c in seed][3:] == ["2.0 KB/s", "-", "3", "seeding"]
+    assert [c.text.strip() for c in seed][3:] == ["2.0 KiB/s", "-", "3", "seeding"]
+    # wider terminals: the name and the bar take the room (issue 15: the table stayed 80 wide)
+    assert column_widths(80) == (14, 6) and column_widths(60) == (14, 6)
+    name_w, bar_w = column_widths(120)
+    assert name_w > 14 and 6 < bar_w <= 20
+    wide = [c.text for c in transfer_row(info, name_w, bar_w)]
+    assert wide[0].strip() == "↓ a-rather-long-file-name.iso" and len(wide[0]) == name_w
+    assert len(wide[1]) == bar_w + len(" 100%")

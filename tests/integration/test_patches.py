@@ -59,6 +59,7 @@ from punch_net.p2p.patches import (
     yamux_fast_data,
 )
 from punch_net.p2p.patches.auto_connector import install as disable_auto_connector
+from punch_net.p2p.patches.connected_peer_addrs import install as keep_connected_addrs
 from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
 from punch_net.p2p.patches.kad_dead_peer_eviction import install_dead_peer_eviction
 from punch_net.p2p.patches.kad_inbound_guard import KAD_STREAMS_PER_PEER, install_kad_read_deadline
@@ -484,6 +485,54 @@ async def connections_after_auto_connect(fix: bool) -> tuple[int, int]:
 async def test_no_blind_dialing_of_peerstore_entries() -> None:
     assert await connections_after_auto_connect(fix=False) == (3, 3), "bug: the auto-connector dials every known peer"
     assert await connections_after_auto_connect(fix=True) == (0, 0)
+
+
+# ---------------------------------------------------------------------- connected peers' addresses
+
+IDENTIFY_ADDR_TTL = 7200  # seconds: py-libp2p's identify stores listen addresses for 2 h
+
+
+class _TwoHoursLater:
+    """`time` for libp2p.peer.peerdata only: the peerstore sees the identify TTL as passed."""
+
+    @staticmethod
+    def time() -> float:
+        return time.time() + IDENTIFY_ADDR_TTL + 1
+
+
+async def server_names_connected_client(fix: bool, later: bool, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """A DHT-client listener is connected to a DHT server (not in its routing table); a
+    third peer asks the server FIND_NODE for the listener: is it named?"""
+    import libp2p.peer.peerdata as peerdata
+
+    async with libp2p_host(plain=True) as server, libp2p_host() as listener, libp2p_host() as asker:
+        disable_auto_connector(server)
+        if fix:
+            keep_connected_addrs(server)
+        server_dht = KadDHT(server, DHTMode.SERVER)
+        async with background_trio_service(server_dht):
+            await connect(listener, server)
+            with trio.fail_after(10):  # identify has stored the listener's addresses
+                while not server.get_peerstore().peer_data_map.get(listener.get_id(), None) or \
+                        not server.get_peerstore().peer_data_map[listener.get_id()].get_addrs():
+                    await trio.sleep(0.05)
+            assert not server_dht.routing_table.peer_in_table(listener.get_id())
+            await connect(asker, server)
+            await wait_identified(asker, server.get_id())
+            with monkeypatch.context() as m:
+                if later:
+                    m.setattr(peerdata, "time", _TwoHoursLater)
+                named = await kad_find_node(asker, server.get_id(), timeout=10, key=listener.get_id())
+            assert server.get_network().get_connections(listener.get_id()), "still connected"
+            return listener.get_id() in named
+
+
+async def test_bug_and_fix_connected_client_named_by_find_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await server_names_connected_client(fix=False, later=False, monkeypatch=monkeypatch), \
+        "py-libp2p names a connected peer while identify's addresses are fresh"
+    assert not await server_names_connected_client(fix=False, later=True, monkeypatch=monkeypatch), \
+        "bug: 2 h after identify the server forgets a peer still connected to it"
+    assert await server_names_connected_client(fix=True, later=True, monkeypatch=monkeypatch)
 
 
 # ================================================================ Noise / yamux data path

@@ -1,4 +1,4 @@
-"""SVG snapshot tests at 80x24: each tab, the help and error screens and the three
+"""SVG snapshot tests at 80x24 (and the tabs at 120x40): each tab, the help and error screens and the three
 themes, with volatile fields (times, ports, uptime, Rich's per-export id) masked.
 
 The node is real (a listener on 127.0.0.1 with no bootstrap) with a fixed identity, so
@@ -91,6 +91,47 @@ def test_snapshots_tabs_and_help(tmp_path: Path) -> None:
             await pilot.pause(0.3)
             check("help", app.export_screenshot())
             await pilot.press("escape", "q")
+
+    asyncio.run(scenario())
+
+
+def test_snapshots_tabs_at_120x40(tmp_path: Path) -> None:
+    """The tabs at 120x40: the room is used (peer id, tables), nothing drawn for 80 only."""
+
+    async def scenario() -> None:
+        app = make_app(tmp_path, "listener", port=free_port(), key_pair=key_pair(), poll=0.25)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _settle(app, pilot)
+            assert app.peers.me == PEER_ID
+            check("overview-120x40", app.export_screenshot())
+            for key, name in (("2", "dht"), ("3", "connections"), ("4", "messages"), ("5", "transfers"),
+                              ("6", "relay")):
+                await pilot.press(key)
+                await pilot.pause(0.4)
+                check(f"{name}-120x40", app.export_screenshot())
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_snapshot_transfers_table(tmp_path: Path, size: tuple[int, int]) -> None:
+    """A torrent client's Transfers table with one transfer still finding its peers (an
+    info hash nobody has: nothing in it moves), at 80x24 and at 120x40 where it widens."""
+
+    async def scenario() -> None:
+        (tmp_path / "downloads").mkdir()
+        app = make_app(tmp_path, "torrent-client", port=free_port(), key_pair=key_pair(), poll=0.25,
+                       download_dir=tmp_path / "downloads", torrent_interactive=True, timeout=600.0)
+        async with app.run_test(size=size) as pilot:
+            await _settle(app, pilot)
+            await pilot.press("5")
+            app.download("ab" * 32)
+            tab = app.tab("transfers")
+            await wait_until(pilot, lambda: tab.table.row_count == 1, timeout=30, what="the transfer's row")
+            await pilot.pause(0.6)
+            check(f"transfers-rows-{size[0]}x{size[1]}", app.export_screenshot())
+            await pilot.press("q")
 
     asyncio.run(scenario())
 

@@ -495,8 +495,9 @@ def host_addr(host: IHost) -> str:
     return str(host.get_addrs()[0])
 
 
-async def kad_find_node(host: IHost, peer: ID, timeout: float = 5.0) -> list[ID]:
-    """One honest Kademlia FIND_NODE request on a fresh `/ipfs/kad/1.0.0` stream.
+async def kad_find_node(host: IHost, peer: ID, timeout: float = 5.0, key: ID | None = None) -> list[ID]:
+    """One honest Kademlia FIND_NODE request (for `key`, default ourselves) on a fresh
+    `/ipfs/kad/1.0.0` stream.
 
     Returns the closer peers the server answered with; raises if the stream is reset or
     no answer comes within `timeout`."""
@@ -512,7 +513,7 @@ async def kad_find_node(host: IHost, peer: ID, timeout: float = 5.0) -> list[ID]
         try:
             msg = Message()
             msg.type = Message.MessageType.FIND_NODE
-            msg.key = host.get_id().to_bytes()
+            msg.key = (key or host.get_id()).to_bytes()
             data = msg.SerializeToString()
             await stream.write(encode_uvarint(len(data)) + data)
             reply = Message()

@@ -86,3 +86,13 @@ def test_cli_types() -> None:
                      (positive_int, "1.5"), (positive_int, "0")):
         with pytest.raises(argparse.ArgumentTypeError):
             fn(text)
+
+
+def test_is_peer_id_wants_a_whole_id() -> None:
+    from punch_net.p2p.addresses import is_peer_id
+
+    ed25519 = "12D3KooWRfpyZhXK5exR8uPckhBcXkiYBpbGBKAZHxBTDBvrchSR"
+    assert is_peer_id(ed25519) and is_peer_id("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N")
+    # any base58 decodes, and "12D3KooWRfpy" even is a valid (identity) multihash
+    assert not any(is_peer_id(ed25519[:n]) for n in range(1, len(ed25519)))
+    assert not is_peer_id("") and not is_peer_id("/ip4/127.0.0.1/tcp/1") and not is_peer_id("hello")

@@ -15,6 +15,7 @@ from punch_net.config import (
     NodeConfig,
     apply_config,
     atomic_write,
+    default_config_path,
     default_config_text,
     read_config_file,
     update_config_file,
@@ -104,3 +105,19 @@ def test_update_config_file_keeps_other_values(tmp_path: Path) -> None:
     update_config_file(path, "tui", "theme", "punch-light")
     data = tomllib.loads(path.read_text())
     assert data == {"node": {"namespace": "keep"}, "tui": {"theme": "punch-light"}}
+
+
+def test_punch_config_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$PUNCH_CONFIG is the config file itself (issue 15: a theme switch made cfg.toml/config.toml)."""
+    from punch_net.cli.main import main as cli_main
+
+    path = tmp_path / "cfg.toml"
+    monkeypatch.setenv("PUNCH_CONFIG", str(path))
+    assert default_config_path() == path
+    assert cli_main(["config", "init"]) == 0  # `punch config init` writes $PUNCH_CONFIG
+    assert path.is_file() and "[node]" in path.read_text()
+    update_config_file(default_config_path(), "tui", "theme", "punch-light")
+    assert path.is_file() and tomllib.loads(path.read_text())["tui"] == {"theme": "punch-light"}
+    assert sorted(os.listdir(tmp_path)) == ["cfg.toml"]  # no folder, no temp file left
+    monkeypatch.delenv("PUNCH_CONFIG")
+    assert default_config_path().name == "config.toml"

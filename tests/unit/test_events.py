@@ -63,3 +63,20 @@ async def test_replay_gives_a_late_subscriber_the_backlog_without_ticks() -> Non
         bus.publish(ev.DHTUpdated(size=1))
         assert isinstance(late.receive_nowait(), ev.DHTUpdated)
         assert isinstance(live.receive_nowait(), ev.DHTUpdated)  # no replay asked: live only
+
+
+def test_dial_progress_is_worded_step_by_step() -> None:
+    from punch_net.cli.render import human
+
+    peer = "12D3KooWJgXwKXA91NWKxYjX43YVrKWdKZom3picnPJhC9qgC89Y"
+    tried = ["routing_table", "peerstore", "dht"]
+    asking = human(ev.DialProgress(peer_id=peer, stage="lookup", tried=tried))
+    found = human(ev.DialProgress(peer_id=peer, stage="lookup", tried=tried, found_in="dht",
+                                  addrs=["/ip4/127.0.0.1/tcp/1", "/ip4/10.0.0.1/tcp/1"]))
+    assert asking is not None and asking.endswith("routing table ✗, peerstore ✗, DHT …")
+    assert found is not None and found.endswith("routing table ✗, peerstore ✗, DHT → 2 addrs")
+    dialing = human(ev.DialProgress(peer_id=peer, stage="dialing", tried=tried, found_in="dht",
+                                    addrs=["/ip4/127.0.0.1/tcp/1", "/ip4/10.0.0.1/tcp/1"]))
+    assert dialing is not None and "/ip4/127.0.0.1/tcp/1 (+1 more)" in dialing
+    failed = human(ev.DialProgress(peer_id=peer, stage="failed", tried=tried, error="dial X: timed out"))
+    assert failed is not None and failed.endswith("dial X: timed out")

@@ -42,9 +42,9 @@ def test_summary_names_reachability_service_load_and_outcomes() -> None:
 
 def test_rows_show_countdown_limits_bytes_and_outcomes() -> None:
     table = {k.split(":")[0]: [c.text for c in v] for k, v in rows(DATA, NOW).items()}
-    assert table["held"][2:4] == ["active", "2:05"] and table["held"][5] == "300s / 1.0 MB"
+    assert table["held"][2:4] == ["active", "2:05"] and table["held"][5] == "300s / 977 KiB"
     assert table["serve"][3] == "58:20"
-    assert table["circ"][4] == "2.0 KB" and table["circ"][5] == "998.0 KB / 295s"
+    assert table["circ"][4] == "2.0 KiB" and table["circ"][5] == "975 KiB / 295s"
     assert table["punch"][2] == "FAILED" and "3 att" in table["punch"][6]
     assert "no direct connection" in table["punch"][6]
     expired = replace(DATA, reservations=[replace(HELD, expires=NOW - 1)])

@@ -7,7 +7,8 @@ half starts failing, upstream fixed it and the patch can go.
 
 Entry points (all idempotent):
 - `install(agent)`: process-wide patches (dial delay, identify agent, Noise/yamux data path).
-- `install_host(host, dial_timeout)`: per-host patches; `build_host` calls both.
+- `install_host(host, dial_timeout)`: per-host patches (handshake deadline, connected peers'
+  addresses kept); `build_host` calls both.
 - `install_dht(host, dht, server=...)`: per-DHT patches (kad α, no auto-dialing, server-only
   routing table, GET_PROVIDERS query and walk, dead-peer eviction, tracing, lookup memory;
   for a server also the inbound read deadline / per-peer cap).
@@ -29,6 +30,7 @@ from libp2p.abc import IHost
 
 from punch_net.p2p.patches import (
     auto_connector,
+    connected_peer_addrs,
     happy_eyeballs,
     identify_agent,
     kad_alpha,
@@ -77,8 +79,10 @@ def install(agent: str | None = None) -> None:
 
 
 def install_host(host: IHost, dial_timeout: float) -> None:
-    """Per-host patches: a deadline on the outbound security handshake."""
+    """Per-host patches: a deadline on the outbound security handshake; a connected peer's
+    addresses do not expire (a DHT server then names a connected client in FIND_NODE)."""
     security_handshake_timeout.install(host, dial_timeout)
+    connected_peer_addrs.install(host)
 
 
 def install_dht(host: IHost, dht: Any, *, server: bool, walk: Callable[[Any], Any],
