@@ -249,7 +249,7 @@ class TorrentManager:
             n = src.meta.num_pieces
             out.append(TransferInfo(
                 info_hash=ih.hex(), name=src.meta.name, size=src.meta.length, have=n, total=n,
-                bytes_per_s=0.0, eta_s=None, peers=sum(1 for m in src.peers.values() if m.rate(now) > 0),
+                bytes_per_s=0.0, eta_s=None, active_peers=sum(1 for m in src.peers.values() if m.rate(now) > 0),
                 state="paused" if ih in self.service.paused else "seeding", direction="seed",
                 path=str(src.path), uploaded=src.uploaded, upload_bytes_per_s=src.meter.rate(now),
                 peer_stats=[PeerSnapshot(pid, i + 1, "active" if m.rate(now) > 0 else "idle", m.rate(now),
@@ -273,7 +273,7 @@ class TorrentManager:
                 "down": f"{human_size(t.bytes_per_s)}/s",
                 "up": f"{human_size(t.upload_bytes_per_s)}/s",
                 "eta": "-" if t.eta_s is None else f"{t.eta_s:.0f}s",
-                "peers": t.peers,
+                "peers": t.active_peers,
                 "error": t.error,
             })
         return out

@@ -38,7 +38,7 @@ async def progress_bar(transfer: Transfer) -> None:
             bar.update(task, description=info.name or transfer.hex[:12],
                        total=info.total or (1 if info.state in ("complete", "seeding") else None),
                        completed=info.have if info.total else (1 if info.state in ("complete", "seeding") else 0),
-                       rate=f"{human_size(info.bytes_per_s)}/s", eta=_eta(info.eta_s), peers=info.peers,
+                       rate=f"{human_size(info.bytes_per_s)}/s", eta=_eta(info.eta_s), peers=info.active_peers,
                        state=info.state)
             if transfer.done.is_set():
                 break

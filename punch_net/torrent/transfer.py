@@ -203,7 +203,7 @@ class Transfer:
             total=total,
             bytes_per_s=rate,
             eta_s=eta_seconds(remaining, rate) if self.state == "downloading" else None,
-            peers=sum(1 for p in self.peers.values() if p.state == "active"),
+            active_peers=sum(1 for p in self.peers.values() if p.state == "active"),
             state=self.state,
             direction="seed" if self.state == "seeding" else "download",
             path=self.path,

@@ -76,7 +76,7 @@ def summary_line(info: TransferInfo) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(info.name or info.info_hash[:16], style="bold")
     text.append(f"  {info.state}  {pct:5.1f}%  {have}/{total} pieces  {size(info.size)}  ")
-    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {plural(info.peers, 'peer')}")
+    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {plural(info.active_peers, 'peer')}")
     if info.error:
         text.append(f"  {info.error}", style="red")
     return text

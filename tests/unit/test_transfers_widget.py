@@ -53,7 +53,7 @@ class _Host(App[None]):
 def test_details_panel_shows_summary_map_and_peers() -> None:
     info = TransferInfo(
         info_hash="ab" * 32, name="big.bin", size=5 * 65536, have=3, total=5, bytes_per_s=2_000_000.0, eta_s=12.0,
-        peers=2, state="downloading", direction="download", path="", uploaded=0, upload_bytes_per_s=0.0,
+        active_peers=2, state="downloading", direction="download", path="", uploaded=0, upload_bytes_per_s=0.0,
         piece_from=[1, 2, 1, -1, -1],
         peer_stats=[
             PeerSnapshot(peer_id="12D3KooWpeerAAAAAAAAAAAA", number=1, state="active", bytes_per_s=1e6,
