@@ -1,8 +1,9 @@
-"""Which piece to ask which peer for: rarest first, in file order among equals, endgame at the end.
+"""Which piece to ask which peer for: rarest first, endgame at the end.
 
-File order among equals (not BitTorrent's random order): a Punch client serves only
-finished files, so spreading pieces across downloaders buys nothing, while in-order
-pieces are written sequentially and let the whole-file SHA-256 follow the download.
+Among equally rare pieces, file order starting at `start` (the transfer picks it at
+random): downloaders that start together from one seeder begin at different places, so
+each soon has pieces the others lack and can trade them, while each still writes long
+sequential runs. The first pieces are thus random, then rarest first decides.
 
 Pure state machine, no I/O. The downloader tells it what peers have, what it asked for,
 what arrived (verified) and what failed; it answers `pick(peer, n)`.
@@ -17,8 +18,9 @@ ENDGAME_DUPLICATES = 2  # at most this many peers fetch the same piece in endgam
 
 
 class PiecePicker:
-    def __init__(self, num_pieces: int, have: bytearray | None = None) -> None:
+    def __init__(self, num_pieces: int, have: bytearray | None = None, start: int = 0) -> None:
         self.num_pieces = num_pieces
+        self.start = start % num_pieces if num_pieces else 0
         self.have = bytearray(have) if have is not None else bytearray(num_pieces)
         if len(self.have) != num_pieces:
             raise ValueError("have bitfield size does not match")
@@ -80,9 +82,10 @@ class PiecePicker:
     # ------------------------------------------------------------ picking
 
     def _rebuild(self) -> None:
-        missing = [i for i in range(self.num_pieces) if not self.have[i]]
+        n, start = self.num_pieces, self.start
+        missing = [i for i in (*range(start, n), *range(start)) if not self.have[i]]
         avail = self.availability
-        missing.sort(key=avail.__getitem__)  # stable: file order among equal availability
+        missing.sort(key=avail.__getitem__)  # stable: file order (from `start`) among equals
         self._order = missing
         self._dirty = False
 

@@ -9,9 +9,10 @@ pause/resume/cancel/verify call the methods here, and `snapshot()` feeds the fro
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from punch_net.routing.reputation import ReputationStore
 from punch_net.torrent import events as tev
 from punch_net.torrent import wire
 from punch_net.torrent.client import COALESCE_BELOW, READ_SIZE, BadMetainfo, PeerError, fetch_metainfo, open_stream
-from punch_net.torrent.info import PeerSnapshot, TransferInfo
+from punch_net.torrent.info import PeerSnapshot, TransferInfo, TransferPeer
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.peer_session import (
     Action,
@@ -124,6 +125,8 @@ class Transfer:
         self.resumed = 0
         self.started = 0.0  # monotonic time the metainfo was known (the transfer began)
         self.on_complete: list[Callable[[Transfer], None]] = []  # once the file is in place
+        self.on_ready: list[Callable[[Transfer], None]] = []  # NAME.part is open: serve and announce it
+        self.on_piece: list[Callable[[int], None]] = []  # a piece was verified and stored (HAVE it)
         self._readers = 0  # peer sessions reading pieces now (READ_COALESCE applies to one)
         self.uploaded_source: Source | None = None  # set by the manager when seeding
 
@@ -183,9 +186,35 @@ class Transfer:
         self._notify()
         return bad
 
+    def serve_from(self, source: Source | None, seeding: bool = False) -> None:
+        """The manager serves this transfer's pieces from `source` (upload figures come from it)."""
+        self.uploaded_source = source
+        if seeding:
+            self.state = "seeding"
+
+    def part_path(self) -> Path | None:
+        return self.part.part if self.part is not None else None
+
+    def down_rates(self) -> dict[str, float]:
+        """Bytes/s each peer gives us now (the choker's tit-for-tat ranking)."""
+        now = time.monotonic()
+        return {str(pid): p.meter.rate(now) for pid, p in self.peers.items()}
+
+    def offer_peer(self, pid: ID) -> None:
+        """A peer asked us for this torrent: it downloads it too, so ask it for pieces
+        (it serves what it has). Sooner than waiting for the DHT to name it."""
+        if self.picker is None or self._nursery is None or self.state != "downloading":
+            return
+        try:
+            addrs = self.node.host.get_peerstore().addrs(pid)
+        except Exception:
+            addrs = []
+        self._offer_provider(PeerInfo(pid, addrs))
+
     # ------------------------------------------------------------ snapshot
 
-    def snapshot(self) -> TransferInfo:
+    def snapshot(self, serving: Mapping[str, bool] | None = None) -> TransferInfo:
+        """`serving`: peers downloading from us now -> whether we choke them (the manager's)."""
         now = time.monotonic()
         meta = self.meta
         total = meta.num_pieces if meta else 0
@@ -216,7 +245,31 @@ class Transfer:
                         for p in sorted(self.peers.values(), key=lambda p: p.number)],
             piece_from=list(self.piece_from),
             error=self.error,
+            peers=self._peer_rows(now, serving or {}),
+            piece_sources=tuple(f - 1 if f > 0 else (-2 if f == 0 else -1) for f in self.piece_from),
         )
+
+    def _peer_rows(self, now: float, serving: Mapping[str, bool]) -> tuple[TransferPeer, ...]:
+        """Peers we fetch from (in `number` order, so piece_from's k is row k-1), then
+        peers that only download from us."""
+        src = self.uploaded_source
+        up = src.peers if src is not None else {}
+        picker = self.picker
+        rows = []
+        for p in sorted(self.peers.values(), key=lambda p: p.number):
+            key = str(p.peer_id)
+            bits = picker.peer_bits.get(p.peer_id) if picker is not None else None
+            meter = up.get(key)
+            rows.append(TransferPeer(key, p.meter.rate(now), meter.rate(now) if meter else 0.0,
+                                     sum(bits) if bits is not None else 0,
+                                     serving.get(key, False), key in serving))
+        known = {str(pid) for pid in self.peers}
+        for key in sorted(set(serving) | set(up)):
+            if key not in known:
+                meter = up.get(key)
+                rows.append(TransferPeer(key, 0.0, meter.rate(now) if meter else 0.0, 0,
+                                         serving.get(key, False), key in serving))
+        return tuple(rows)
 
     # ------------------------------------------------------------ main loop
 
@@ -269,6 +322,8 @@ class Transfer:
                 if await self._prepare(meta):
                     nursery.cancel_scope.cancel()
                     return
+                for cb in self.on_ready:
+                    cb(self)
                 self.meta_ready.set()
                 self.started = time.monotonic()
             self.state = "downloading"
@@ -303,7 +358,7 @@ class Transfer:
             raise TransferError(f"{final} already exists with other content; move it away first")
         self.part = PartFile(self.download_dir, meta)
         have = await trio.to_thread.run_sync(self.part.open)
-        self.picker = PiecePicker(meta.num_pieces, have)
+        self.picker = PiecePicker(meta.num_pieces, have, start=random.randrange(max(1, meta.num_pieces)))
         self.piece_from = [0 if b else -1 for b in have]
         self.resumed = sum(have)
         self._last_checkpoint_have = self.picker.have_count()
@@ -556,7 +611,11 @@ class Transfer:
         picker = self.picker
         assert picker is not None
         while not picker.complete:
-            out = session.fill()
+            now = time.monotonic()
+            stalled = session.check_stall(now)
+            if stalled:
+                self._apply(peer, session, stalled, now)
+            out = session.fill(now)
             if out:
                 with trio.fail_after(PEER_STALL):
                     await stream.write(out)
@@ -596,6 +655,8 @@ class Transfer:
                 part.write_piece(act.index, act.data)
                 self.piece_from[act.index] = peer.number
                 stored += len(act.data)
+                for cb in self.on_piece:
+                    cb(act.index)
                 todo.extend(session.piece_stored(act.index))
             elif isinstance(act, Cancel):
                 other = self.peers.get(act.peer)  # type: ignore[call-overload]

@@ -29,6 +29,8 @@ PIECE = 0x84
 HAVE = 0x85
 REJECT = 0x86
 ERROR = 0x87
+CHOKE = 0x88  # the server will not answer REQUESTs until UNCHOKE; queued ones are dropped
+UNCHOKE = 0x89
 
 MAX_CATALOGUE = 4 * 1024 * 1024
 MAX_ERROR = 1024
@@ -48,6 +50,8 @@ LIMITS: dict[int, tuple[int, int]] = {
     HAVE: (4, 4),
     REJECT: (4, 4),
     ERROR: (0, MAX_ERROR),
+    CHOKE: (0, 0),
+    UNCHOKE: (0, 0),
 }
 MAX_FRAME = 1 + max(hi for _, hi in LIMITS.values())
 _LEN = struct.Struct(">I")
@@ -205,7 +209,7 @@ class Decoder:
 
 
 CLIENT_TYPES = frozenset({LIST, GET_META, INTERESTED, REQUEST, CANCEL})
-SERVER_TYPES = frozenset({CATALOGUE, META, BITFIELD, PIECE, HAVE, REJECT, ERROR})
+SERVER_TYPES = frozenset({CATALOGUE, META, BITFIELD, PIECE, HAVE, REJECT, ERROR, CHOKE, UNCHOKE})
 
 
 def pack_bits(have: bytearray | list[bool], count: int) -> bytes:

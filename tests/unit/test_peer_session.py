@@ -41,6 +41,10 @@ class Shared:
     meta: Metainfo
     data: bytes
     have: bytearray | None = None
+    sent: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sent = self.sent or [0] * self.meta.num_pieces
 
     def has(self, index: int) -> bool:
         return 0 <= index < self.meta.num_pieces and (self.have is None or bool(self.have[index]))
