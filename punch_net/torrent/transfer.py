@@ -469,10 +469,16 @@ class Transfer:
     async def _reporter(self) -> None:
         while True:
             if self.picker is not None:
+                now = time.monotonic()
+                down = {str(p.peer_id): round(p.meter.rate(now), 1) for p in self.peers.values()}
+                src = self.uploaded_source
+                up = {pid: round(m.rate(now), 1) for pid, m in src.peers.items()} if src is not None else {}
                 self.node.bus.publish(tev.Progress(
                     info_hash=self.hex, have=self.picker.have_count(), total=self.picker.num_pieces,
-                    bytes_per_s=round(self.meter.rate(time.monotonic()), 1),
-                    peers=sum(1 for p in self.peers.values() if p.state == "active")))
+                    bytes_per_s=round(self.meter.rate(now), 1),
+                    peers=sum(1 for p in self.peers.values() if p.state == "active"),
+                    down_by_peer={k: v for k, v in down.items() if v > 0},
+                    up_by_peer={k: v for k, v in up.items() if v > 0}))
             await trio.sleep(PROGRESS_EVERY)
 
     # ------------------------------------------------------------ providers

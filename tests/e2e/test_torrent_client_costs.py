@@ -123,6 +123,9 @@ def test_sigkill_and_resume_refetches_no_verified_piece(net: Net) -> None:
     dest = net.root / "dl-kill"
     first = net.download(info_hash, dest, name="client-killed")
     first.wait_event("progress", timeout=120, pred=lambda e: e["have"] >= total // 3)
+    # --json progress carries each peer's rate (here the one server's, towards us).
+    rates = first.wait_event("progress", timeout=10, pred=lambda e: e["down_by_peer"].get(slow.peer_id, 0) > 0)
+    assert rates["up_by_peer"] == {} and set(rates["down_by_peer"]) == {slow.peer_id}, rates
     time.sleep(0.3)  # mid-way between two records
     first.kill()
     part = (dest / "k.bin.part").read_bytes()
