@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-from nat_harness import Punch, is_kind  # noqa: E402
-from swarm_rig import BOOT_IP, BOOT_PORT, SwarmRig, swarm_unavailable_reason  # noqa: E402
+from nat_harness import Punch, is_kind
+from swarm_rig import BOOT_IP, BOOT_PORT, SwarmRig, swarm_unavailable_reason
 
 MB = 1_000_000
 START = 90.0
@@ -80,7 +80,7 @@ def main() -> int:
     u = args.rate_mbit * 1e6 / 8  # bytes/s per uplink
     rows = []
     with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp:
-        root = Path(tmp)
+        root = Path(os.environ.get("SWARM_BENCH_DIR") or tmp)
         with SwarmRig(prefix=f"pb{os.getpid() % 10000}_", hosts=1 + max(args.downloaders),
                       rate_mbit=args.rate_mbit, log_dir=root) as rig:
             boot = Punch(rig, "boot", "boot", ["server", "--listen-addr", "0.0.0.0", "--port", str(BOOT_PORT),

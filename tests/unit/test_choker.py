@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from punch_net.torrent.choker import Candidate, Choker
-from punch_net.torrent.picker import PiecePicker
+from punch_net.torrent.picker import BLOCK, PiecePicker
 
 
 def test_new_peers_are_unchoked_while_a_slot_is_free() -> None:
@@ -43,14 +43,26 @@ def test_forget_frees_the_slot() -> None:
 
 
 
-def test_picker_starts_at_its_random_place_then_goes_rarest_first() -> None:
-    picker = PiecePicker(10, start=7)
+def test_picker_takes_file_order_from_one_peer_random_blocks_from_several() -> None:
+    n = 4 * BLOCK
+    picker = PiecePicker(n, rng=random.Random(3))
+    picker.add_peer("seed", bytearray(b"\x01" * n))
+    assert picker.pick("seed", 3) == [0, 1, 2]  # one peer: sequential
+    a, b = PiecePicker(n, rng=random.Random(1)), PiecePicker(n, rng=random.Random(2))
+    for p in (a, b):
+        p.add_peer("seed", bytearray(b"\x01" * n))
+        p.add_peer("other", bytearray(n))
+    first_a, first_b = a.pick("seed", BLOCK), b.pick("seed", BLOCK)
+    # each takes one whole block, in order, at a random place: two downloaders differ
+    assert first_a == list(range(first_a[0], first_a[0] + BLOCK)) and first_a[0] % BLOCK == 0
+    assert first_b == list(range(first_b[0], first_b[0] + BLOCK)) and first_a != first_b
+
+
+def test_picker_goes_rarest_first() -> None:
+    picker = PiecePicker(10)
     picker.add_peer("seed", bytearray(b"\x01" * 10))
-    assert picker.pick("seed", 4) == [7, 8, 9, 0]
-    other = PiecePicker(10, start=2)
-    other.add_peer("seed", bytearray(b"\x01" * 10))
-    other.add_peer("d", bytearray(10))
-    for i in (2, 3, 4):
-        other.peer_has("d", i)  # a fellow downloader has these: they are no longer the rarest
-    assert other.pick("seed", 3) == [5, 6, 7]
-    assert other.pick("d", 5) == [2, 3, 4]
+    picker.add_peer("d", bytearray(10))
+    for i in (0, 1, 2):
+        picker.peer_has("d", i)  # a fellow downloader has these: they are no longer the rarest
+    assert picker.pick("seed", 3) == [3, 4, 5]
+    assert picker.pick("d", 5) == [0, 1, 2]

@@ -464,8 +464,8 @@ def test_request_depth_follows_the_peer_rate() -> None:
     session = link.down
     assert session.target_depth(0.0) == ps.START_DEPTH  # no rate yet
     meter = link.counters.meter
-    for t in range(20):  # 100 KB/s: a slow peer holds the minimum
-        meter.add(25_000, t * 0.25)
+    for t in range(20):  # 25 KB/s: a slow peer holds the minimum
+        meter.add(6_250, t * 0.25)
     assert session.target_depth(5.0) == ps.MIN_DEPTH
     fast = Link(shared, picker, peer="fast")
     for t in range(20):  # 40 MB/s: rate x HORIZON / piece
