@@ -25,7 +25,7 @@ from punch_net.torrent.rates import RateMeter
 DEPTH = 96  # most pieces outstanding per peer (6 MiB): the pipe never drains between requests
 MIN_DEPTH = 4
 START_DEPTH = 16  # before the peer's rate is known
-HORIZON = 0.5  # seconds of the peer's measured rate kept in flight (at least twice its delay)
+HORIZON = 2.0  # seconds of the peer's measured rate kept in flight (at least twice its delay)
 STALL_AFTER = 5.0  # a peer with requests out that sends no piece this long: they go to others
 REFILL = 16  # top up requests in batches of this many (fewer, larger writes)
 MAX_QUEUED = 1024  # requests one stream may have outstanding at a server; more is a protocol error

@@ -1,9 +1,11 @@
 """Which piece to ask which peer for: rarest first, endgame at the end.
 
-Among equally rare pieces, file order starting at `start` (the transfer picks it at
-random): downloaders that start together from one seeder begin at different places, so
-each soon has pieces the others lack and can trade them, while each still writes long
-sequential runs. The first pieces are thus random, then rarest first decides.
+Among equally rare pieces: file order while we know a single peer (sequential writes,
+and the whole-file hash follows the download), otherwise blocks of BLOCK pieces in a
+random order, file order inside a block. Downloaders fetching from one seeder thus take
+different pieces (they cannot see each other's requests, only their HAVEs), so each soon
+has pieces the others lack and can trade them; the first pieces are random, then rarest
+first decides.
 
 Pure state machine, no I/O. The downloader tells it what peers have, what it asked for,
 what arrived (verified) and what failed; it answers `pick(peer, n)`.
@@ -11,16 +13,20 @@ what arrived (verified) and what failed; it answers `pick(peer, n)`.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Hashable
 
 Peer = Hashable
+BLOCK = 16  # pieces (1 MiB) fetched in file order before jumping to another random block
 ENDGAME_DUPLICATES = 2  # at most this many peers fetch the same piece in endgame
 
 
 class PiecePicker:
-    def __init__(self, num_pieces: int, have: bytearray | None = None, start: int = 0) -> None:
+    def __init__(self, num_pieces: int, have: bytearray | None = None, rng: random.Random | None = None) -> None:
         self.num_pieces = num_pieces
-        self.start = start % num_pieces if num_pieces else 0
+        self._blocks = list(range(-(-num_pieces // BLOCK)))
+        (rng or random.Random()).shuffle(self._blocks)
+        self._shuffled = False  # the order in use: False = file order (one peer known)
         self.have = bytearray(have) if have is not None else bytearray(num_pieces)
         if len(self.have) != num_pieces:
             raise ValueError("have bitfield size does not match")
@@ -82,10 +88,15 @@ class PiecePicker:
     # ------------------------------------------------------------ picking
 
     def _rebuild(self) -> None:
-        n, start = self.num_pieces, self.start
-        missing = [i for i in (*range(start, n), *range(start)) if not self.have[i]]
+        n = self.num_pieces
+        self._shuffled = len(self.peer_bits) > 1
+        if self._shuffled:
+            base: list[int] | range = [i for b in self._blocks for i in range(b * BLOCK, min(n, (b + 1) * BLOCK))]
+        else:
+            base = range(n)
+        missing = [i for i in base if not self.have[i]]
         avail = self.availability
-        missing.sort(key=avail.__getitem__)  # stable: file order (from `start`) among equals
+        missing.sort(key=avail.__getitem__)  # stable: the base order among equals
         self._order = missing
         self._dirty = False
 

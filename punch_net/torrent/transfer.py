@@ -9,7 +9,6 @@ pause/resume/cancel/verify call the methods here, and `snapshot()` feeds the fro
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -63,7 +62,7 @@ PEER_STALL = 30.0  # a peer with requests outstanding that sends nothing this lo
 RETRY_PEER_AFTER = 5.0
 METAINFO_RETRY = 2.0  # a provider whose metainfo request failed (not a bad answer) is asked again after this
 DISCOVERY_MIN = 0.5
-DISCOVERY_MAX = 10.0
+DISCOVERY_MAX = 3.0  # fellow downloaders announce themselves during the download: look again often
 CHECKPOINT_EVERY = 1.0
 PROGRESS_EVERY = 0.5
 HASH_STEP = 16 << 20  # bytes the whole-file hash takes in per thread call while downloading
@@ -357,7 +356,7 @@ class Transfer:
             raise TransferError(f"{final} already exists with other content; move it away first")
         self.part = PartFile(self.download_dir, meta)
         have = await trio.to_thread.run_sync(self.part.open)
-        self.picker = PiecePicker(meta.num_pieces, have, start=random.randrange(max(1, meta.num_pieces)))
+        self.picker = PiecePicker(meta.num_pieces, have)
         self.piece_from = [0 if b else -1 for b in have]
         self.resumed = sum(have)
         self._whole, self._hashed_upto = WholeHasher(), 0

@@ -1,0 +1,68 @@
+"""Upload slots (the choker: tit-for-tat, the optimistic unchoke) and the picker's random
+start, as pure logic: no sockets, no clock."""
+
+from __future__ import annotations
+
+import random
+
+from punch_net.torrent.choker import Candidate, Choker
+from punch_net.torrent.picker import BLOCK, PiecePicker
+
+
+def test_new_peers_are_unchoked_while_a_slot_is_free() -> None:
+    choker = Choker(slots=2)
+    assert [choker.admit(p) for p in "abcd"] == [True, True, True, False]  # 2 regular + 1 optimistic
+
+
+def test_rechoke_keeps_the_best_givers_and_one_optimistic() -> None:
+    choker = Choker(slots=2, optimistic_every=3, rng=random.Random(1))
+    peers = [Candidate("slow", 10.0), Candidate("fast", 900.0), Candidate("mid", 500.0),
+             Candidate("new", 0.0), Candidate("idle", 0.0, interested=False)]
+    unchoked = choker.rechoke(peers)
+    assert {"fast", "mid"} <= unchoked and len(unchoked) == 3 and "idle" not in unchoked
+    optimistic = choker.optimistic
+    assert optimistic in ("slow", "new")
+    # the optimistic slot holds for optimistic_every rounds, then rotates to another peer
+    assert choker.rechoke(peers) == unchoked and choker.rechoke(peers) == unchoked
+    assert choker.rechoke(peers) - {"fast", "mid"} == {"slow", "new"} - {optimistic}
+
+
+def test_a_peer_that_starts_giving_earns_a_regular_slot() -> None:
+    choker = Choker(slots=1, optimistic_every=100, rng=random.Random(2))
+    assert choker.rechoke([Candidate("a", 100.0), Candidate("b", 0.0), Candidate("c", 0.0)]) >= {"a"}
+    after = choker.rechoke([Candidate("a", 100.0), Candidate("b", 500.0), Candidate("c", 0.0)])
+    assert "b" in after and len(after) == 2  # b is regular now; a or c is the optimistic one
+
+
+def test_forget_frees_the_slot() -> None:
+    choker = Choker(slots=1)
+    assert choker.admit("a") and choker.admit("b") and not choker.admit("c")
+    choker.forget("a")
+    assert choker.admit("c")
+
+
+
+
+def test_picker_takes_file_order_from_one_peer_random_blocks_from_several() -> None:
+    n = 4 * BLOCK
+    picker = PiecePicker(n, rng=random.Random(3))
+    picker.add_peer("seed", bytearray(b"\x01" * n))
+    assert picker.pick("seed", 3) == [0, 1, 2]  # one peer: sequential
+    a, b = PiecePicker(n, rng=random.Random(1)), PiecePicker(n, rng=random.Random(2))
+    for p in (a, b):
+        p.add_peer("seed", bytearray(b"\x01" * n))
+        p.add_peer("other", bytearray(n))
+    first_a, first_b = a.pick("seed", BLOCK), b.pick("seed", BLOCK)
+    # each takes one whole block, in order, at a random place: two downloaders differ
+    assert first_a == list(range(first_a[0], first_a[0] + BLOCK)) and first_a[0] % BLOCK == 0
+    assert first_b == list(range(first_b[0], first_b[0] + BLOCK)) and first_a != first_b
+
+
+def test_picker_goes_rarest_first() -> None:
+    picker = PiecePicker(10)
+    picker.add_peer("seed", bytearray(b"\x01" * 10))
+    picker.add_peer("d", bytearray(10))
+    for i in (0, 1, 2):
+        picker.peer_has("d", i)  # a fellow downloader has these: they are no longer the rarest
+    assert picker.pick("seed", 3) == [3, 4, 5]
+    assert picker.pick("d", 5) == [0, 1, 2]
