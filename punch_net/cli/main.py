@@ -171,9 +171,10 @@ class Printer:
             sys.stdout.flush()
             return
         live = self.live
-        if live is not None and isinstance(event, tev.Complete | ev.ErrorEvent) and live.active:
-            if not isinstance(event, ev.ErrorEvent) or event.where == "torrent":
-                live.finish("complete" if isinstance(event, tev.Complete) else "error")
+        if live is not None and isinstance(event, tev.Progress):
+            live.progress(event)
+        elif live is not None and isinstance(event, tev.Complete):
+            live.complete(event)  # the bar ends at 100 %, and the `complete` line goes below it
         line = human(event)
         if line:
             if live is not None and live.takes_status_lines():

@@ -2,19 +2,22 @@
 
 One live line, redrawn in place; status lines are printed *above* it through the same
 console (rich's Live does that), never into it. The Printer (cli/main.py) routes its lines
-here while the line is live on a terminal that stdout shares. On a stderr that is not a
-terminal nothing is drawn while downloading, and the final line ends with a newline.
+here while the line is live on a terminal that stdout shares, and hands it the `progress`
+events (fresher than the 0.25 s polls of the NodeAPI) and `complete`. On a stderr that is
+not a terminal nothing is drawn while downloading; the final state is one line.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import trio
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from punch_net.api import NodeAPI
+from punch_net.torrent import events as tev
 from punch_net.torrent.events import human_size
 from punch_net.torrent.info import TransferInfo
 
@@ -75,23 +78,28 @@ class LiveProgress:
                             break
                     await trio.sleep(REFRESH)
         finally:
-            self.finish("")
+            self.finish()
 
-    def finish(self, state: str) -> None:
-        """Draw the last state (the `complete` or `error` event said it) and stop the live
-        line, so what is printed next goes below it."""
+    def progress(self, event: tev.Progress) -> None:
+        if self.active and self._bar is not None and self._task is not None and event.info_hash == self.info_hash:
+            self._bar.update(self._task, total=event.total or None, completed=event.have,
+                             rate=f"{human_size(event.bytes_per_s)}/s", peers=event.peers)
+
+    def complete(self, event: tev.Complete) -> None:
+        """Draw the finished state (its event comes before the next poll would see it) and
+        stop the live line, so the `complete` line and what follows go below it."""
         bar, task = self._bar, self._task
-        if not self.active or bar is None or task is None:
-            return
-        self.active = False
-        if state == "complete":
+        if self.active and bar is not None and task is not None and event.info_hash == self.info_hash:
             total = bar.tasks[0].total or 1
-            bar.update(task, total=total, completed=total, state=state, eta="--:--")
-        elif state:
-            bar.update(task, state=state)
-        bar.stop()
-        if not self.console.is_terminal:
-            self.console.line()  # rich leaves the final render of a non-terminal unterminated
+            bar.update(task, description=Path(event.path).name, total=total, completed=total, state="complete",
+                       eta="--:--")
+            self.finish()
+
+    def finish(self) -> None:
+        """Stop the live line (its last state stays, on a line of its own)."""
+        if self.active and self._bar is not None:
+            self.active = False
+            self._bar.stop()
 
 
 def _update(bar: Progress, task: TaskID, info: TransferInfo) -> None:

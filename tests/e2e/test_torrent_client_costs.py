@@ -223,3 +223,24 @@ def test_progress_line_on_a_terminal_is_never_broken_into(net: Net) -> None:
     # Something was printed while the bar was live (the bar starts at "finding"): the
     # connections to the server come after the DHT lookup, so they were printed above it.
     assert b"finding" in out and out.index(b"finding") < out.rindex(b"CONNECTED"), text
+
+
+def test_progress_line_when_not_a_terminal(net: Net) -> None:
+    """stdout and stderr into one file (no terminal): nothing is drawn while downloading,
+    and the final progress line is a line of its own (it used to end without a newline,
+    so the next status line was glued to it)."""
+    _, info_hash = net.share("file.bin", os.urandom(2 * 1024 * 1024))
+    dest = net.root / "dl-file"
+    dest.mkdir()
+    log = net.root / "client-output.txt"
+    argv = [sys.executable, "-m", "punch_net.cli", "torrent-client", "--bootstrap", net.boot.addr,
+            "--info-hash", info_hash, "--download-dir", str(dest), "--no-seed", "--timeout", "60",
+            "--listen-addr", "127.0.0.1", "--port", "0", "--ephemeral"]
+    with log.open("w") as out:
+        code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, **net.f.env}, timeout=120).returncode
+    text = log.read_text()
+    assert code == 0, text
+    bars = [line for line in text.splitlines() if "━" in line]
+    assert len(bars) == 1 and bars[0].startswith("file.bin ") and bars[0].endswith("complete"), text
+    assert any(line.startswith("✓ complete: ") for line in text.splitlines()), text
