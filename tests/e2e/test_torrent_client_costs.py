@@ -113,6 +113,22 @@ def test_timeout_with_a_provider_frozen_mid_download(net: Net) -> None:
         slow.kill()
 
 
+def test_timeout_with_a_provider_frozen_before_start(net: Net) -> None:
+    """The only provider is SIGSTOPped before the client starts: its kernel accepts the TCP
+    connection, nothing answers. Exit 1 with an `error` soon after --timeout."""
+    frozen, info_hash = net.share("cold.bin", os.urandom(1024 * 1024))
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        client = net.download(info_hash, net.root / "dl-cold", "--timeout", "5", name="client-cold")
+        assert client.wait_exit(5 + 25) == 1, client.describe()
+        assert time.monotonic() - client.started_at < 5 + 15
+        err = client.wait_event("error", timeout=5)
+        assert info_hash in err["message"] and "5s" in err["message"], err
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        frozen.kill()
+
+
 def test_sigkill_and_resume_refetches_no_verified_piece(net: Net) -> None:
     """Kill -9 mid-download (from one slow server, so no endgame duplicates), then resume:
     every piece that was on disk and whole at the kill is kept, and only the others are
