@@ -44,8 +44,8 @@ class TorrentManager:
         self.share_dir = share_dir
         self.seed = seed
         self.timeout = timeout
-        self.service = TorrentService(on_error=self._protocol_error)
-        self.service.on_interested = self._peer_interested
+        self.service = TorrentService(on_error=self._protocol_error, on_interested=self._peer_interested,
+                                      addrs_of=self._addrs_of)
         self.transfers: dict[bytes, Transfer] = {}
         self.index: ShareIndex | None = None
         self._nursery: trio.Nursery | None = None
@@ -80,6 +80,12 @@ class TorrentManager:
         transfer = self.transfers.get(info_hash)
         if transfer is not None:
             transfer.offer_peer(peer)
+
+    def _addrs_of(self, peer: str) -> list[str]:
+        try:
+            return [str(a) for a in self.node.host.get_peerstore().addrs(ID.from_base58(peer))]
+        except Exception:  # unknown peer or a malformed id: nothing to tell
+            return []
 
     def _protocol_error(self, message: str) -> None:
         self.node.bus.publish(ev.ErrorEvent(message=message, where="torrent"))

@@ -76,6 +76,13 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Peers:
+    """The server named other downloaders of the torrent: offer them as providers."""
+
+    peers: list[tuple[str, list[str]]]  # (peer id, multiaddrs)
+
+
+@dataclass(frozen=True, slots=True)
 class Changed:
     """The shared picker changed (pieces freed, peers' pieces, endgame, completion): wake waiters."""
 
@@ -100,7 +107,7 @@ class Close:
     reason: str = ""
 
 
-Action = Send | Verify | Store | Read | Cancel | Changed | Wake | PeerBad | Close
+Action = Send | Verify | Store | Read | Cancel | Peers | Changed | Wake | PeerBad | Close
 _CHANGED = Changed()
 _WAKE = Wake()
 
@@ -202,6 +209,7 @@ class DownloadSession:
         if self.closed or not mine or now - self._last_progress < STALL_AFTER:
             return []
         self.snubbed = True
+        self.picker.set_choking(self.peer, True)  # its pieces are not to be counted on
         for index in sorted(mine):
             self.picker.failed(self.peer, index)
             self._cancels.append(index)
@@ -243,7 +251,9 @@ class DownloadSession:
                     asked[index] = left - 1
                 received += len(msg.data)
                 self._last_progress = now
-                self.snubbed = False
+                if self.snubbed:
+                    self.snubbed = False
+                    picker.set_choking(peer, self.choked)
                 sent = self._sent_at.pop(index, None)
                 if sent:
                     self.min_delay = min(self.min_delay, now - sent)
@@ -278,13 +288,22 @@ class DownloadSession:
             elif t == wire.CHOKE:
                 # The server dropped our queued requests: free them for other peers.
                 self.choked = True
+                picker.set_choking(peer, True)
                 for i in sorted(picker.peer_requests.get(peer, ())):
                     picker.failed(peer, i)
                 changed = True
             elif t == wire.UNCHOKE:
                 self.choked = False
+                picker.set_choking(peer, self.snubbed)
                 self._last_progress = now
                 changed = True
+            elif t == wire.PEERS:
+                try:
+                    found = wire.decode_peers(msg.data)
+                except wire.ProtocolError as exc:
+                    return self._close(str(exc))
+                if found:
+                    out.append(Peers(found))
             elif t == wire.HAVE:
                 if not 0 <= index < count:
                     return self._close(f"have index {index} out of range")
@@ -380,6 +399,11 @@ class ServeSession(Generic[S]):
         """We verified `index` while this peer downloads from us: tell it (`take_control`)."""
         if self.source is not None and not self.closed:
             self._control.append(wire.encode_index(wire.HAVE, index))
+
+    def tell_peers(self, peers: list[tuple[str, list[str]]]) -> None:
+        """Name other downloaders of this torrent to the peer (peer exchange)."""
+        if peers and self.source is not None and not self.closed:
+            self._control.append(wire.encode_peers(peers))
 
     def set_choked(self, choked: bool) -> bool:
         """Choke or unchoke the peer; True if that changed anything (a frame is owed).

@@ -35,6 +35,8 @@ class PiecePicker:
         self.in_flight: dict[int, set[Peer]] = {}  # piece -> peers asked
         self.peer_requests: dict[Peer, set[int]] = {}
         self._order: list[int] = []
+        self.counts: dict[Peer, int] = {}  # pieces each peer has
+        self.choking: set[Peer] = set()  # peers that choke us: their pieces are not available
         self._dirty = True
         self.missing = num_pieces - sum(self.have)
 
@@ -46,35 +48,55 @@ class PiecePicker:
         self.remove_peer(peer)
         self.peer_bits[peer] = bytearray(bits)
         self.peer_requests[peer] = set()
+        self.counts[peer] = sum(bits)
+        self._count_in(peer, 1)
+
+    def _count_in(self, peer: Peer, sign: int) -> None:
         avail = self.availability
-        for i, b in enumerate(bits):
+        for i, b in enumerate(self.peer_bits[peer]):
             if b:
-                avail[i] += 1
+                avail[i] += sign
         self._dirty = True
+
+    def set_choking(self, peer: Peer, choking: bool) -> None:
+        """The peer choked (or unchoked) us: its pieces leave (or rejoin) the availability."""
+        if peer not in self.peer_bits or (peer in self.choking) == choking:
+            return
+        if choking:
+            self.choking.add(peer)
+            self._count_in(peer, -1)
+        else:
+            self.choking.discard(peer)
+            self._count_in(peer, 1)
 
     def peer_has(self, peer: Peer, index: int) -> None:
         bits = self.peer_bits.get(peer)
         if bits is not None and 0 <= index < self.num_pieces and not bits[index]:
             bits[index] = 1
-            self.availability[index] += 1
-            self._dirty = True
+            self.counts[peer] += 1
+            if peer not in self.choking:
+                self.availability[index] += 1
+                self._dirty = True
 
     def peer_lacks(self, peer: Peer, index: int) -> None:
         """The peer refused a piece it once offered: stop asking it for that one."""
         bits = self.peer_bits.get(peer)
         if bits is not None and 0 <= index < self.num_pieces and bits[index]:
             bits[index] = 0
-            self.availability[index] -= 1
-            self._dirty = True
+            self.counts[peer] -= 1
+            if peer not in self.choking:
+                self.availability[index] -= 1
+                self._dirty = True
 
     def remove_peer(self, peer: Peer) -> list[int]:
         """Forget a peer; returns the pieces it had in flight (now free for others)."""
-        bits = self.peer_bits.pop(peer, None)
-        if bits is None:
+        if peer not in self.peer_bits:
             return []
-        for i, b in enumerate(bits):
-            if b:
-                self.availability[i] -= 1
+        if peer not in self.choking:
+            self._count_in(peer, -1)
+        self.choking.discard(peer)
+        self.counts.pop(peer, None)
+        del self.peer_bits[peer]
         pending = self.peer_requests.pop(peer, set())
         for index in pending:
             asked = self.in_flight.get(index)
@@ -113,13 +135,21 @@ class PiecePicker:
         if self._dirty:
             self._rebuild()
         out: list[int] = []
-        have, in_flight = self.have, self.in_flight
+        have, in_flight, avail = self.have, self.in_flight, self.availability
+        # A seed is asked only for pieces no one else can give us (super-seeding from the
+        # downloader's side): the seed's upload, the swarm's scarcest resource, then goes
+        # to pieces the downloaders can trade. The endgame lifts this.
+        seed_last = self.counts.get(peer) == self.num_pieces and any(
+            c < self.num_pieces for p, c in self.counts.items() if p not in self.choking) and not self.endgame
         keep: list[int] = []
         order = self._order
         scanned = 0
         for pos, index in enumerate(order):
             if have[index]:
                 continue  # dropped from the order below
+            if seed_last and avail[index] > 1:
+                scanned = pos
+                break  # the order is by availability: only more common pieces follow
             keep.append(index)
             scanned = pos + 1
             if index in in_flight or not bits[index]:

@@ -74,14 +74,17 @@ class Source:
 class TorrentService:
     """The protocol handler; `sources` maps info hash -> Source."""
 
-    def __init__(self, on_error: Callable[[str], None] | None = None) -> None:
+    def __init__(self, on_error: Callable[[str], None] | None = None,
+                 on_interested: Callable[[bytes, ID], None] | None = None,
+                 addrs_of: Callable[[str], list[str]] | None = None) -> None:
         self.sources: dict[bytes, Source] = {}
         self.paused: set[bytes] = set()
         self.on_error = on_error
         self.active_streams = 0
         # A peer opened a download stream for one of our torrents: a downloader learns of
         # a fellow downloader this way long before the DHT names it.
-        self.on_interested: Callable[[bytes, ID], None] | None = None
+        self.on_interested = on_interested
+        self.addrs_of = addrs_of  # a peer's dialable addresses, for PEERS (peer exchange)
         self._streams: dict[bytes, dict[ServeSession[Source], Callable[[], None]]] = {}
         self._chokers: dict[bytes, Choker] = {}
 
@@ -221,7 +224,18 @@ class TorrentService:
                   stream: INetStream) -> None:
         """A new downloader of `info_hash`: HAVEs and choking reach it from now on; it
         starts unchoked while an upload slot is free."""
-        self._streams.setdefault(info_hash, {})[session] = poke
+        streams = self._streams.setdefault(info_hash, {})
+        if self.addrs_of is not None:
+            # Peer exchange: the newcomer and the downloaders already here learn of each
+            # other at once, so they trade before the DHT would have named them.
+            others = [s.peer for s in streams if s.peer != session.peer]
+            session.tell_peers([(p, self.addrs_of(p)) for p in others[:wire.PEERS_PER_MESSAGE]])
+            me = [(session.peer, self.addrs_of(session.peer))]
+            for other, other_poke in streams.items():
+                if other.peer != session.peer:
+                    other.tell_peers(me)
+                    other_poke()
+        streams[session] = poke
         choker = self._chokers.setdefault(info_hash, Choker())
         if not choker.admit(session):
             session.set_choked(True)

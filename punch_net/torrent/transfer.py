@@ -20,6 +20,7 @@ from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from multiaddr import Multiaddr
 
 from punch_net import events as ev
 from punch_net.dht.keys import dht_key, digest_multihash
@@ -42,6 +43,7 @@ from punch_net.torrent.peer_session import (
     DownloadSession,
     PeerBad,
     PeerCounters,
+    Peers,
     Store,
     Verify,
     Wake,
@@ -214,6 +216,16 @@ class Transfer:
         except Exception:
             addrs = []
         self._offer_provider(PeerInfo(pid, addrs))
+
+    def _offer_named(self, peers: list[tuple[str, list[str]]]) -> None:
+        """Downloaders a peer named (PEERS): providers, like those the DHT names."""
+        for pid_text, addr_texts in peers:
+            try:
+                pid = ID.from_base58(pid_text)
+                addrs = [Multiaddr(a) for a in addr_texts]
+            except Exception:  # a malformed id or address: skip that entry
+                continue
+            self._offer_provider(PeerInfo(pid, addrs))
 
     # ------------------------------------------------------------ snapshot
 
@@ -696,6 +708,8 @@ class Transfer:
                 if other is not None and other.session is not None:
                     other.session.cancel(act.index)
                     other.wake.set()
+            elif isinstance(act, Peers):
+                self._offer_named(act.peers)
             elif isinstance(act, Changed):
                 changed = True
             elif isinstance(act, Wake):

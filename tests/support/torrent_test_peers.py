@@ -66,12 +66,14 @@ def main() -> int:
             rt.torrent = EvilManager(rt.node, share_dir=rt.config.share_dir, seed=True)
             rt.metrics.transfers = rt.torrent.snapshot
         manager = rt.torrent
-        if mode == "corrupt":
-            manager.service = CorruptService(on_error=manager._protocol_error)
+        hooks = {"on_error": manager._protocol_error, "on_interested": manager._peer_interested,
+                 "addrs_of": manager._addrs_of}
+        if mode == "corrupt":  # also as a downloader: it serves garbage from its NAME.part
+            manager.service = CorruptService(**hooks)
         elif mode == "slow":
-            manager.service = SlowService(on_error=manager._protocol_error)
+            manager.service = SlowService(**hooks)
         elif mode == "stall":
-            manager.service = StallService(on_error=manager._protocol_error)
+            manager.service = StallService(**hooks)
 
     return cli.main(argv, extend=extend)
 

@@ -66,3 +66,26 @@ def test_picker_goes_rarest_first() -> None:
         picker.peer_has("d", i)  # a fellow downloader has these: they are no longer the rarest
     assert picker.pick("seed", 3) == [3, 4, 5]
     assert picker.pick("d", 5) == [0, 1, 2]
+
+
+def test_a_seed_is_asked_only_for_what_no_one_else_has_until_the_endgame() -> None:
+    picker = PiecePicker(8)
+    picker.add_peer("seed", bytearray(b"\x01" * 8))
+    picker.add_peer("d", bytearray(b"\x01\x01\x01\x00\x00\x00\x00\x00"))  # a downloader with 0-2
+    assert sorted(picker.pick("seed", 8)) == [3, 4, 5, 6, 7]  # not 0-2: d can give those
+    assert picker.pick("d", 8) == [0, 1, 2]
+    assert picker.endgame and picker.pick("seed", 8) == [0, 1, 2]  # endgame: anyone, twice at most
+
+
+def test_a_choking_peer_does_not_count_as_a_source() -> None:
+    picker = PiecePicker(4)
+    picker.add_peer("seed", bytearray(b"\x01" * 4))
+    picker.add_peer("d", bytearray(b"\x01\x01\x00\x00"))
+    picker.set_choking("d", True)
+    assert picker.availability == [1, 1, 1, 1]
+    assert sorted(picker.pick("seed", 4)) == [0, 1, 2, 3]
+    picker.set_choking("d", False)
+    picker.peer_has("d", 2)
+    assert picker.availability == [2, 2, 2, 1]
+    picker.remove_peer("d")
+    assert picker.availability == [1, 1, 1, 1] and not picker.choking

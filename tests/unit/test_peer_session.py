@@ -484,3 +484,17 @@ def test_server_spreads_pieces_uploaded_fewest_times_first() -> None:
     read = link.serve.next_read()
     assert isinstance(read, ps.Read) and read.indexes[:4] == [4, 5, 6, 7]
     assert PIECE * 8 <= ps.BATCH_BYTES
+
+
+def test_peers_named_by_the_server_reach_the_downloader() -> None:
+    shared = shared_file(4)
+    link = Link(shared, PiecePicker(4))
+    handshake(link)
+    named = [("12D3KooWfellow", ["/ip4/198.18.1.11/tcp/4001"]), ("12D3KooWother", [])]
+    link.serve.tell_peers(named)
+    actions = link.down.receive_data(link.serve.take_control(), 1.0)
+    assert actions == [ps.Peers(named)]
+    # malformed entries are skipped, a body that is not a JSON list ends the stream
+    body = b'[["ok",["/ip4/1.2.3.4/tcp/1"]],[1,[]],["x",[2]],"junk"]'
+    assert wire.decode_peers(body) == [("ok", ["/ip4/1.2.3.4/tcp/1"])]
+    assert isinstance(link.down.receive_data(wire.frame(wire.PEERS, b"{}"), 2.0)[0], ps.Close)
