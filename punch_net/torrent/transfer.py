@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 from libp2p.abc import INetStream
@@ -68,7 +67,7 @@ DISCOVERY_MIN = 0.5
 DISCOVERY_MAX = 3.0  # fellow downloaders announce themselves during the download: look again often
 CHECKPOINT_EVERY = 1.0
 PROGRESS_EVERY = 0.5
-MAX_VERIFY_ROUNDS = 3
+HASH_STEP = 16 << 20  # bytes the whole-file hash takes in per thread call while downloading
 
 
 class TransferError(Exception):
@@ -129,7 +128,10 @@ class Transfer:
         self.on_ready: list[Callable[[Transfer], None]] = []  # NAME.part is open: serve and announce it
         self.on_piece: list[Callable[[int], None]] = []  # a piece was verified and stored (HAVE it)
         self._readers = 0  # peer sessions reading pieces now (READ_COALESCE applies to one)
-        self.uploaded_source: Source | None = None  # set by the manager when seeding
+        self.uploaded_source: Source | None = None
+        self._whole = WholeHasher()  # SHA-256 of the file's verified prefix, fed by _hash_in_order
+        self._hashed_upto = 0  # bytes of the file in self._whole
+        self._hash_lock = trio.Lock()  # set by the manager when seeding
 
     # ------------------------------------------------------------ control
 
@@ -184,6 +186,9 @@ class Transfer:
         for i in bad:
             picker.unverify(i)
             self.piece_from[i] = -1
+        if bad and bad[0] < self._hashed_upto:  # the whole-file hash took in bytes now known bad
+            self._whole = WholeHasher()
+            self._hashed_upto = 0
         self._notify()
         return bad
 
@@ -315,7 +320,8 @@ class Transfer:
                     and self.state != "seeding":
                 with trio.CancelScope(shield=True):
                     try:
-                        await trio.to_thread.run_sync(self.part.checkpoint, bytearray(self.picker.have))
+                        await trio.to_thread.run_sync(self.part.checkpoint, bytearray(self.picker.have),
+                                                      self.part.logged)
                     except StorageError:
                         pass
             if self.part is not None:
@@ -340,20 +346,13 @@ class Transfer:
             self.state = "downloading"
             nursery.start_soon(self._checkpointer)
             nursery.start_soon(self._reporter)
-            for rounds in range(MAX_VERIFY_ROUNDS):
-                await self._wait_complete()
-                self.state = "verifying"
-                assert self.part is not None and self.picker is not None
-                bad, self.sha256 = await self._final_check(self.part)
-                if not bad:
-                    break
-                for i in bad:
-                    self.picker.unverify(i)
-                    self.piece_from[i] = -1
-                self.state = "downloading"
-                self._notify()
-                if rounds == MAX_VERIFY_ROUNDS - 1:
-                    raise TransferError(f"{len(bad)} pieces keep failing the final check; the disk may be faulty")
+            hashing = trio.CancelScope()
+            nursery.start_soon(self._hash_in_order, hashing)
+            await self._wait_complete()
+            self.state = "verifying"
+            assert self.part is not None
+            hashing.cancel()
+            self.sha256 = await self._final_check(self.part)
             nursery.cancel_scope.cancel()
         await self._finish()
 
@@ -372,24 +371,41 @@ class Transfer:
         self.picker = PiecePicker(meta.num_pieces, have)
         self.piece_from = [0 if b else -1 for b in have]
         self.resumed = sum(have)
+        self._whole, self._hashed_upto = WholeHasher(), 0
         self._last_checkpoint_have = self.picker.have_count()
         return False
 
-    async def _final_check(self, part: PartFile) -> tuple[list[int], str]:
-        """Re-hash every piece on disk beside the whole-file SHA-256 and the fsync: three
-        threads, two of them hashing in multi-KiB calls that release the GIL, so the check
-        takes about one hashing pass on this machine's two cores."""
-        out: dict[str, Any] = {}
+    async def _final_check(self, part: PartFile) -> str:
+        """Hash what the whole-file SHA-256 has not taken in yet beside the fsync (two
+        threads). Pieces are not hashed again: each was verified when it arrived, or on
+        resume (storage.PartFile.open). Returns the SHA-256."""
+        async with self._hash_lock:  # _hash_in_order has stopped feeding the hasher
+            async with trio.open_nursery() as inner:
+                inner.start_soon(trio.to_thread.run_sync, part.hash_prefix, self._whole, part.meta.length)
+                inner.start_soon(trio.to_thread.run_sync, part.sync)
+        return self._whole.hexdigest()
 
-        async def run(key: str, fn: Callable[..., Any], *args: Any) -> None:
-            out[key] = await trio.to_thread.run_sync(fn, *args)
-
-        whole = WholeHasher()
-        async with trio.open_nursery() as inner:
-            inner.start_soon(run, "bad", part.verify_all)
-            inner.start_soon(run, "sha", part.hash_prefix, whole, part.meta.length)
-            inner.start_soon(run, "sync", part.sync)
-        return out["bad"], whole.hexdigest()
+    async def _hash_in_order(self, scope: trio.CancelScope) -> None:
+        """Feed the whole-file SHA-256 the file's verified prefix as it grows (read back
+        from the page cache in a thread), so little is left to hash once the last piece
+        lands. At most HASH_STEP per thread call: cancelling waits for the call to end."""
+        picker, part = self.picker, self.part
+        assert picker is not None and part is not None
+        with scope:
+            while True:
+                i = self._hashed_upto // part.meta.piece_length
+                while i < picker.num_pieces and picker.have[i]:
+                    i += 1
+                upto = min(part.meta.length, i * part.meta.piece_length)
+                whole = self._whole
+                if upto > whole.offset:
+                    async with self._hash_lock:
+                        await trio.to_thread.run_sync(part.hash_prefix, whole, min(upto, whole.offset + HASH_STEP))
+                    self._hashed_upto = whole.offset if whole is self._whole else 0
+                else:
+                    changed = self._changed
+                    with trio.move_on_after(1.0):
+                        await changed.wait()
 
     async def _finish(self) -> None:
         assert self.part is not None and self.meta is not None
@@ -418,12 +434,23 @@ class Transfer:
         picker = self.picker
         assert picker is not None
         alone_since: float | None = None
+        # --timeout holds whatever the providers do: connected peers that send nothing (a
+        # stalled or SIGSTOPped server, one that stops mid-piece) end the download too.
+        last_have, progress_at = picker.have_count(), trio.current_time()
         while not picker.complete:
             changed = self._changed
-            with trio.move_on_after(1.0):
+            with trio.move_on_after(min(1.0, self.timeout / 4)):
                 await changed.wait()
             active = any(p.state == "active" for p in self.peers.values()) or bool(self.sessions)
             now = trio.current_time()
+            if picker.have_count() != last_have:
+                last_have, progress_at = picker.have_count(), now
+            elif now - progress_at > self.timeout:
+                reasons = "; ".join(sorted({p.error for p in self.peers.values() if p.error}))[:300]
+                raise TransferError(
+                    f"no piece of {self.hex[:16]}… received for {self.timeout:g}s "
+                    f"({picker.have_count()}/{picker.num_pieces} pieces kept)"
+                    + (f": {reasons}" if reasons else ": the providers stopped sending"))
             if active:
                 alone_since = None
             elif alone_since is None:
@@ -446,17 +473,23 @@ class Transfer:
         count = self.picker.have_count()
         if count == self._last_checkpoint_have:
             return
-        snapshot = bytearray(self.picker.have)
-        await trio.to_thread.run_sync(self.part.checkpoint, snapshot)
+        snapshot, logged = bytearray(self.picker.have), self.part.logged  # together, on the loop that logs
+        await trio.to_thread.run_sync(self.part.checkpoint, snapshot, logged)
         self._last_checkpoint_have = count
 
     async def _reporter(self) -> None:
         while True:
             if self.picker is not None:
+                now = time.monotonic()
+                down = {str(p.peer_id): round(p.meter.rate(now), 1) for p in self.peers.values()}
+                src = self.uploaded_source
+                up = {pid: round(m.rate(now), 1) for pid, m in src.peers.items()} if src is not None else {}
                 self.node.bus.publish(tev.Progress(
                     info_hash=self.hex, have=self.picker.have_count(), total=self.picker.num_pieces,
-                    bytes_per_s=round(self.meter.rate(time.monotonic()), 1),
-                    peers=sum(1 for p in self.peers.values() if p.state == "active")))
+                    bytes_per_s=round(self.meter.rate(now), 1),
+                    peers=sum(1 for p in self.peers.values() if p.state == "active"),
+                    down_by_peer={k: v for k, v in down.items() if v > 0},
+                    up_by_peer={k: v for k, v in up.items() if v > 0}))
             await trio.sleep(PROGRESS_EVERY)
 
     # ------------------------------------------------------------ providers
@@ -560,8 +593,9 @@ class Transfer:
             for pid in [p for p in self.providers
                         if p not in self.banned and retry_at.get(p, now) <= now]:
                 tried.add(pid)
-                try:
-                    meta = await fetch_metainfo(self.node.host, pid, self.info_hash, self.node.config.dial_timeout)
+                try:  # bounded by what is left of --timeout too: a stalling provider cannot hold it
+                    meta = await fetch_metainfo(self.node.host, pid, self.info_hash,
+                                                max(0.1, min(self.node.config.dial_timeout, deadline - now)))
                 except PeerError as exc:
                     last_error = str(exc)
                     retry_at[pid] = trio.current_time() + METAINFO_RETRY
