@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     from punch_net.cli.progress import LiveProgress
 
 EXIT_USAGE = 2
-# The CLI process exits once its node stops: closing each connection politely (py-libp2p
-# closes them one after another) took 0.4 s after a download; the kernel closes them anyway.
-CLOSE_TIMEOUT = 0.1
 Extend = Callable[[Runtime], None]
 
 # Subcommands that are not node roles: name -> module with HELP, add_arguments(parser)
@@ -263,7 +260,6 @@ def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int
         cfg = config_from_args(args, args.role)
     except (ConfigError, AddressError) as exc:
         return fail(str(exc), json_mode)
-    cfg.close_timeout = CLOSE_TIMEOUT
     try:
         try:
             return trio.run(run_role, cfg, json_mode, extend)

@@ -18,6 +18,10 @@ from punch_net.torrent.metainfo import parse_info_hash
 
 EXIT_FAILED = 1
 DEFAULT_TIMEOUT = 10.0
+# `punch torrent-client` exits once its node stops: closing each connection politely
+# (py-libp2p closes them one after another) took 0.4 s after a download's `complete`; the
+# kernel closes them anyway. (Other roles, and the console, keep the polite close.)
+EXIT_CLOSE_TIMEOUT = 0.1
 
 
 async def run_torrent_client(node: Node, manager: TorrentManager) -> int:
@@ -91,3 +95,5 @@ def configure(cfg: NodeConfig, args: argparse.Namespace) -> None:
     cli = hasattr(args, "json")
     cfg.progress_bar = cli and not args.json
     cfg.torrent_interactive = not cli
+    if cli:
+        cfg.close_timeout = EXIT_CLOSE_TIMEOUT
