@@ -308,6 +308,9 @@ class DownloadSession:
                 if not 0 <= index < count:
                     return self._close(f"have index {index} out of range")
                 picker.peer_has(peer, index)
+                # Asked of a seed only? This peer can give it now: cancel the seed's copy,
+                # so the seed's upload goes to pieces no one else has.
+                out += [Cancel(seed, index) for seed in picker.release_from_seeds(peer, index)]
                 changed = True
             elif t == wire.ERROR:
                 return self._close(msg.data.decode(errors="replace"))

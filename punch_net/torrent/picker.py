@@ -19,6 +19,9 @@ from collections.abc import Hashable
 Peer = Hashable
 BLOCK = 16  # pieces (1 MiB) fetched in file order before jumping to another random block
 ENDGAME_DUPLICATES = 2  # at most this many peers fetch the same piece in endgame
+# ... and only for the last this many pieces: with seconds of requests in flight per peer,
+# "everything missing is requested" comes early, and duplicates then cost the seed's upload.
+ENDGAME_PIECES = 32
 
 
 class PiecePicker:
@@ -124,8 +127,8 @@ class PiecePicker:
 
     @property
     def endgame(self) -> bool:
-        """Every missing piece has been asked for: duplicate requests finish the tail fast."""
-        return 0 < self.missing <= len(self.in_flight)
+        """Every missing piece has been asked for and few are left: duplicate requests finish the tail fast."""
+        return 0 < self.missing <= min(len(self.in_flight), ENDGAME_PIECES)
 
     def pick(self, peer: Peer, n: int) -> list[int]:
         """Up to `n` pieces to request from `peer` now (and marks them requested)."""
@@ -166,6 +169,19 @@ class PiecePicker:
         if len(out) < n and self.endgame:
             out += self._pick_endgame(peer, bits, n - len(out))
         return out
+
+    def release_from_seeds(self, peer: Peer, index: int) -> list[Peer]:
+        """`peer` (not a seed, not choking us) just got `index`, which is requested only
+        from seeds: free it from them (returns them, to CANCEL) so `peer` is asked."""
+        asked = self.in_flight.get(index)
+        n = self.num_pieces
+        if (not asked or peer in asked or peer in self.choking or self.counts.get(peer, n) >= n
+                or self.endgame or any(self.counts.get(p, 0) < n for p in asked)):
+            return []
+        seeds = sorted(asked, key=str)
+        for seed in seeds:
+            self._unmark(seed, index)
+        return seeds
 
     def _pick_endgame(self, peer: Peer, bits: bytearray, n: int) -> list[int]:
         mine = self.peer_requests[peer]

@@ -89,3 +89,16 @@ def test_a_choking_peer_does_not_count_as_a_source() -> None:
     assert picker.availability == [2, 2, 2, 1]
     picker.remove_peer("d")
     assert picker.availability == [1, 1, 1, 1] and not picker.choking
+
+
+def test_a_piece_asked_of_a_seed_moves_to_a_downloader_that_gets_it() -> None:
+    picker = PiecePicker(100)
+    picker.add_peer("seed", bytearray(b"\x01" * 100))
+    picker.add_peer("d", bytearray(100))
+    asked = picker.pick("seed", 4)
+    picker.peer_has("d", asked[0])
+    assert picker.release_from_seeds("d", asked[0]) == ["seed"]  # the caller CANCELs it at the seed
+    assert asked[0] not in picker.in_flight and picker.pick("d", 4) == [asked[0]]
+    picker.peer_has("d", asked[1])
+    picker.set_choking("d", True)
+    assert picker.release_from_seeds("d", asked[1]) == []  # a choking peer cannot give it
