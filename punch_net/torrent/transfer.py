@@ -131,7 +131,7 @@ class Transfer:
         self.uploaded_source: Source | None = None
         self._whole = WholeHasher()  # SHA-256 of the file's verified prefix, fed by _hash_in_order
         self._hashed_upto = 0  # bytes of the file in self._whole
-        self._hash_lock = trio.Lock()  # set by the manager when seeding
+        self._hash_lock = trio.Lock()  # one thread at a time feeds self._whole
 
     # ------------------------------------------------------------ control
 
