@@ -17,7 +17,7 @@ from typing import Protocol
 from punch_net.errors import CommandFailed, NoCandidates, NodeError, NotRunning
 from punch_net.events import Event
 from punch_net.relay.status import RelayStatus
-from punch_net.torrent.info import CatalogueEntry, TransferInfo
+from punch_net.torrent.info import CatalogueEntry, TransferInfo, TransferPeer
 
 # Parts of a snapshot; a front asks for the ones it shows.
 SNAPSHOT_PARTS = ("stats", "listen_addrs", "connections", "routing", "relay", "transfers", "reputation",
@@ -347,5 +347,5 @@ __all__ = [
     "API_METHODS", "SNAPSHOT_PARTS", "Candidate", "CommandFailed", "ConnManagerStats", "ConnectionInfo",
     "DHTProvideResult", "Health", "JSONObject", "LookupStep", "NoCandidates", "NodeAPI", "NodeError", "NodeInfo",
     "NotRunning", "PeerAddrs", "ProviderLookup", "RefreshResult", "Reply", "RouteResult", "RoutingBucket",
-    "RoutingPeer", "RoutingTableInfo", "Snapshot", "Stats", "StreamInfo",
+    "RoutingPeer", "RoutingTableInfo", "Snapshot", "Stats", "StreamInfo", "TransferInfo", "TransferPeer",
 ]

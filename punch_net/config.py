@@ -61,6 +61,7 @@ class NodeConfig:
     # timeouts
     dial_timeout: float = 10.0
     request_timeout: float = 10.0
+    close_timeout: float = 5.0  # how long stopping may spend closing connections (torrent-client CLI: 0.1)
     # connection manager and DHT upkeep (punch_net/routing/connmgr.py, punch_net/dht/refresh.py)
     conn_low: int = 32
     conn_high: int = 48

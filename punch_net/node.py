@@ -343,7 +343,7 @@ class Node:
             self._nursery = None
             for session in list(self._sessions.values()):
                 session.closed = True
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
+            with trio.CancelScope(shield=True), trio.move_on_after(cfg.close_timeout):
                 await host.close()
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:

@@ -1,7 +1,5 @@
 """`python -m punch_net.cli ROLE ...` (what the testnet and the tests start)."""
 
-import sys
+from punch_net.cli.entry import run
 
-from punch_net.cli.main import main
-
-sys.exit(main())
+run()

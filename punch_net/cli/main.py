@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
@@ -38,6 +38,12 @@ from punch_net.p2p.host import ListenError
 from punch_net.p2p.identity import IdentityError
 from punch_net.roles import ROLES, role_name
 from punch_net.runtime import Runtime
+from punch_net.torrent import events as tev
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from punch_net.cli.progress import LiveProgress
 
 EXIT_USAGE = 2
 Extend = Callable[[Runtime], None]
@@ -139,9 +145,22 @@ class Printer:
     def __init__(self, json_mode: bool, cfg: NodeConfig) -> None:
         self.json = json_mode
         self.cfg = cfg
-        from rich.console import Console
+        self._out: Console | None = None  # made on first use: --json never needs rich
+        # A download's live progress line (stderr); status lines go above it, never into it.
+        # Imported here: rich's progress costs ~70 ms of imports a --json node does not need.
+        self.live: LiveProgress | None = None
+        if cfg.progress_bar and cfg.info_hash and not json_mode:
+            from punch_net.cli.progress import LiveProgress
 
-        self.out = Console(highlight=False, soft_wrap=True)
+            self.live = LiveProgress(cfg.info_hash)
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            from rich.console import Console
+
+            self._out = Console(highlight=False, soft_wrap=True)
+        return self._out
 
     def header(self) -> None:
         if self.json:
@@ -163,9 +182,17 @@ class Printer:
             sys.stdout.write(json.dumps(event.to_json(), default=str) + "\n")
             sys.stdout.flush()
             return
+        live = self.live
+        if live is not None and isinstance(event, tev.Progress):
+            live.progress(event)
+        elif live is not None and isinstance(event, tev.Complete):
+            live.complete(event)  # the bar ends at 100 %, and the `complete` line goes below it
         line = human(event)
         if line:
-            self.out.print(line)
+            if live is not None and live.takes_status_lines():
+                live.print(line)
+            else:
+                self.out.print(line)
 
 
 async def cancel_on_signal(scope: trio.CancelScope) -> None:
@@ -198,6 +225,8 @@ async def run_role(cfg: NodeConfig, json_mode: bool, extend: Extend | None = Non
 
             nursery.start_soon(pump)
             nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
+            if printer.live is not None:
+                nursery.start_soon(printer.live.run, rt.api)
             nursery.start_soon(main)
         # The node has stopped: what it published last is queued already (publishing never
         # waits), so print it now instead of hoping a short sleep lets the pump catch up.

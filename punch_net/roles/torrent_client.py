@@ -15,10 +15,13 @@ from punch_net.node import Node
 from punch_net.torrent import events as tev
 from punch_net.torrent.manager import TorrentManager
 from punch_net.torrent.metainfo import parse_info_hash
-from punch_net.torrent.progress import progress_bar
 
 EXIT_FAILED = 1
 DEFAULT_TIMEOUT = 10.0
+# `punch torrent-client` exits once its node stops: closing each connection politely
+# (py-libp2p closes them one after another) took 0.4 s after a download's `complete`; the
+# kernel closes them anyway. (Other roles, and the console, keep the polite close.)
+EXIT_CLOSE_TIMEOUT = 0.1
 
 
 async def run_torrent_client(node: Node, manager: TorrentManager) -> int:
@@ -52,12 +55,8 @@ async def _list(node: Node, manager: TorrentManager) -> int:
 
 
 async def _download(node: Node, manager: TorrentManager, info_hash: bytes) -> int:
-    transfer = manager.add(info_hash)
-    if node.config.progress_bar:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(progress_bar, transfer)  # returns once the transfer is done
-    else:
-        await transfer.done.wait()
+    transfer = manager.add(info_hash)  # human mode: the CLI draws its progress (cli/progress.py)
+    await transfer.done.wait()
     if transfer.state not in ("complete", "seeding"):
         return EXIT_FAILED
     if transfer.state == "seeding":
@@ -96,3 +95,5 @@ def configure(cfg: NodeConfig, args: argparse.Namespace) -> None:
     cli = hasattr(args, "json")
     cfg.progress_bar = cli and not args.json
     cfg.torrent_interactive = not cli
+    if cli:
+        cfg.close_timeout = EXIT_CLOSE_TIMEOUT

@@ -2,7 +2,7 @@
 cached by (size, mtime, inode) so a restart does not re-hash unchanged files.
 
 Only plain files in DIR itself are shared: symlinks, sub-directories, hidden files and
-our own `.part`/`.part.resume` files are skipped, and files are opened with O_NOFOLLOW.
+our own `.part`/`.part.resume`/`.part.log` files are skipped, and files are opened with O_NOFOLLOW.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class SharedFile:
 
 def shareable(entry: os.DirEntry[str]) -> bool:
     name = entry.name
-    if name.startswith(".") or name.endswith((".part", ".part.resume")):
+    if name.startswith(".") or name.endswith((".part", ".part.resume", ".part.log")):
         return False
     try:
         check_name(name)

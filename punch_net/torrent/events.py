@@ -70,6 +70,10 @@ class Progress(Event):
     total: int
     bytes_per_s: float
     peers: int
+    # Per peer id, bytes/s over the last 5 s: pieces it sends us / pieces we send it (peers
+    # with a rate of 0 both ways are left out).
+    down_by_peer: dict[str, float] = field(default_factory=dict)
+    up_by_peer: dict[str, float] = field(default_factory=dict)
 
 
 

@@ -19,6 +19,18 @@ class PeerSnapshot:
 
 
 @dataclass(frozen=True)
+class TransferPeer:
+    """One peer of a transfer, both ways: what it gives us, what we give it, what it has."""
+
+    peer_id: str
+    down_rate: float  # bytes/s of pieces from it
+    up_rate: float  # bytes/s of pieces to it
+    have: int  # pieces it has (its bitfield and HAVEs)
+    choked: bool  # we choke it: its requests are not served
+    interested: bool  # it is interested in what we have
+
+
+@dataclass(frozen=True)
 class TransferInfo:
     info_hash: str
     name: str  # "" until the metainfo is known
@@ -27,7 +39,7 @@ class TransferInfo:
     total: int
     bytes_per_s: float
     eta_s: float | None  # None: unknown (no rate yet)
-    peers: int  # peers currently sending
+    active_peers: int  # peers currently sending
     state: str  # finding | downloading | paused | verifying | seeding | complete | cancelled | error
     direction: str  # download | seed
     path: str
@@ -36,6 +48,8 @@ class TransferInfo:
     peer_stats: list[PeerSnapshot]
     piece_from: list[int]  # per piece: -1 missing, 0 verified from disk (earlier run), k = peer number k
     error: str = ""
+    peers: tuple[TransferPeer, ...] = ()  # everyone we exchange pieces with, either way
+    piece_sources: tuple[int, ...] = ()  # per piece: index into `peers` of who sent it, -1 not yet, -2 from disk
 
 
 @dataclass(frozen=True)

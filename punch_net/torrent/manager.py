@@ -22,9 +22,10 @@ from punch_net.routing.reputation import ReputationStore
 from punch_net.torrent import NAMESPACE, PROTOCOL_ID
 from punch_net.torrent import events as tev
 from punch_net.torrent.catalogue import SharedFile, ShareIndex
+from punch_net.torrent.choker import RECHOKE_EVERY
 from punch_net.torrent.client import PeerError, fetch_catalogue
 from punch_net.torrent.events import human_size
-from punch_net.torrent.info import CatalogueEntry, PeerSnapshot, TransferInfo
+from punch_net.torrent.info import CatalogueEntry, PeerSnapshot, TransferInfo, TransferPeer
 from punch_net.torrent.service import Source, TorrentService
 from punch_net.torrent.storage import existing_matches
 from punch_net.torrent.transfer import Transfer
@@ -43,7 +44,8 @@ class TorrentManager:
         self.share_dir = share_dir
         self.seed = seed
         self.timeout = timeout
-        self.service = TorrentService(on_error=self._protocol_error)
+        self.service = TorrentService(on_error=self._protocol_error, on_interested=self._peer_interested,
+                                      addrs_of=self._addrs_of)
         self.transfers: dict[bytes, Transfer] = {}
         self.index: ShareIndex | None = None
         self._nursery: trio.Nursery | None = None
@@ -60,6 +62,7 @@ class TorrentManager:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._keep_providing)
+            nursery.start_soon(self._rechoke)
             if self.share_dir is not None:
                 self._provide_namespace()
                 nursery.start_soon(self._watch_share_dir)
@@ -67,6 +70,22 @@ class TorrentManager:
                 self.ready.set()
             task_status.started()
             await trio.sleep_forever()
+
+    async def _rechoke(self) -> None:
+        while True:
+            await trio.sleep(RECHOKE_EVERY)
+            self.service.rechoke()
+
+    def _peer_interested(self, info_hash: bytes, peer: ID) -> None:
+        transfer = self.transfers.get(info_hash)
+        if transfer is not None:
+            transfer.offer_peer(peer)
+
+    def _addrs_of(self, peer: str) -> list[str]:
+        try:
+            return [str(a) for a in self.node.host.get_peerstore().addrs(ID.from_base58(peer))]
+        except Exception:  # unknown peer or a malformed id: nothing to tell
+            return []
 
     def _protocol_error(self, message: str) -> None:
         self.node.bus.publish(ev.ErrorEvent(message=message, where="torrent"))
@@ -174,17 +193,36 @@ class TorrentManager:
             raise RuntimeError("torrent manager is not running")
         transfer = Transfer(self.node, info_hash, directory, self.timeout, self.reputation)
         transfer.on_complete.append(self._on_complete)
+        transfer.on_ready.append(self._on_ready)
+        transfer.on_piece.append(lambda index: self.service.have(info_hash, index))
         self.transfers[info_hash] = transfer
         self._nursery.start_soon(transfer.run)
         return transfer
 
-    def _on_complete(self, transfer: Transfer) -> None:
-        if not self.seed or transfer.meta is None:
+    def _on_ready(self, transfer: Transfer) -> None:
+        """The metainfo is known and NAME.part open: serve the verified pieces while the
+        download goes on, and announce the info hash so other downloaders find us."""
+        part, picker, meta = transfer.part_path(), transfer.picker, transfer.meta
+        if part is None or picker is None or meta is None:
             return
-        source = Source(transfer.meta, Path(transfer.path))
+        source = Source(meta, part, have=picker.have, down_rates=transfer.down_rates)
         self.service.add(source)
-        transfer.uploaded_source = source
-        transfer.state = "seeding"
+        transfer.serve_from(source)
+        self._provide_info_hash(transfer.info_hash, meta.name)
+
+    def _on_complete(self, transfer: Transfer) -> None:
+        if transfer.meta is None:
+            return
+        source = transfer.uploaded_source
+        if source is not None:
+            source.completed(Path(transfer.path))  # streams open on the part file go on
+        if not self.seed:
+            self.service.remove(transfer.info_hash)
+            return
+        if source is None:
+            source = Source(transfer.meta, Path(transfer.path))
+        self.service.add(source)
+        transfer.serve_from(source, seeding=True)
         self._provide_info_hash(transfer.info_hash, transfer.meta.name)
         self._provide_namespace()
 
@@ -237,7 +275,7 @@ class TorrentManager:
         """Every transfer: downloads first (in the order added), then shared files."""
         out = []
         for ih, t in self.transfers.items():
-            info = t.snapshot()
+            info = t.snapshot(self.service.downloaders(ih))
             if info.state == "seeding" and ih in self.service.paused:  # finished, serving paused
                 info = dataclasses.replace(info, state="paused")
             out.append(info)
@@ -247,15 +285,20 @@ class TorrentManager:
             if ih in seen:
                 continue
             n = src.meta.num_pieces
+            serving = self.service.downloaders(ih)
             out.append(TransferInfo(
                 info_hash=ih.hex(), name=src.meta.name, size=src.meta.length, have=n, total=n,
-                bytes_per_s=0.0, eta_s=None, peers=sum(1 for m in src.peers.values() if m.rate(now) > 0),
+                bytes_per_s=0.0, eta_s=None, active_peers=sum(1 for m in src.peers.values() if m.rate(now) > 0),
                 state="paused" if ih in self.service.paused else "seeding", direction="seed",
                 path=str(src.path), uploaded=src.uploaded, upload_bytes_per_s=src.meter.rate(now),
                 peer_stats=[PeerSnapshot(pid, i + 1, "active" if m.rate(now) > 0 else "idle", m.rate(now),
                                          m.total, 0, 0, 0, "")
                             for i, (pid, m) in enumerate(sorted(src.peers.items()))],
                 piece_from=[0] * n,
+                peers=tuple(TransferPeer(pid, 0.0, src.peers[pid].rate(now) if pid in src.peers else 0.0, 0,
+                                         serving.get(pid, False), pid in serving)
+                            for pid in sorted(set(src.peers) | set(serving))),
+                piece_sources=(-2,) * n,
             ))
         return out
 
@@ -273,7 +316,7 @@ class TorrentManager:
                 "down": f"{human_size(t.bytes_per_s)}/s",
                 "up": f"{human_size(t.upload_bytes_per_s)}/s",
                 "eta": "-" if t.eta_s is None else f"{t.eta_s:.0f}s",
-                "peers": t.peers,
+                "peers": t.active_peers,
                 "error": t.error,
             })
         return out

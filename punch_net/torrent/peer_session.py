@@ -10,18 +10,23 @@ actions out. Work is batched per read (every frame that arrived together), not p
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from punch_net.torrent import wire
+from punch_net.torrent import PIECE_LENGTH, wire
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.picker import Peer, PiecePicker
 from punch_net.torrent.rates import RateMeter
 
-DEPTH = 96  # pieces outstanding per peer (6 MiB): the pipe never drains between requests
+DEPTH = 96  # most pieces outstanding per peer (6 MiB): the pipe never drains between requests
+MIN_DEPTH = 4
+START_DEPTH = 16  # before the peer's rate is known
+HORIZON = 2.0  # seconds of the peer's measured rate kept in flight (at least twice its delay)
+STALL_AFTER = 5.0  # a peer with requests out that sends no piece this long: they go to others
 REFILL = 16  # top up requests in batches of this many (fewer, larger writes)
 MAX_QUEUED = 1024  # requests one stream may have outstanding at a server; more is a protocol error
 BATCH_BYTES = 1 << 20  # pieces a server reads and writes at once (~1 MiB per write)
@@ -71,6 +76,13 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Peers:
+    """The server named other downloaders of the torrent: offer them as providers."""
+
+    peers: list[tuple[str, list[str]]]  # (peer id, multiaddrs)
+
+
+@dataclass(frozen=True, slots=True)
 class Changed:
     """The shared picker changed (pieces freed, peers' pieces, endgame, completion): wake waiters."""
 
@@ -95,7 +107,7 @@ class Close:
     reason: str = ""
 
 
-Action = Send | Verify | Store | Read | Cancel | Changed | Wake | PeerBad | Close
+Action = Send | Verify | Store | Read | Cancel | Peers | Changed | Wake | PeerBad | Close
 _CHANGED = Changed()
 _WAKE = Wake()
 
@@ -130,6 +142,12 @@ class DownloadSession:
         self.refill = refill
         self.ready = False  # the peer's bitfield arrived; requests may go out
         self.closed = False
+        self.choked = False  # the peer sent CHOKE: no requests until UNCHOKE
+        self.snubbed = False  # stalled: one request at a time until a piece arrives
+        self.max_depth = depth
+        self.min_delay = math.inf  # shortest REQUEST -> PIECE time seen (s)
+        self._sent_at: dict[int, float] = {}
+        self._last_progress = 0.0  # last piece, or when requests went out to an idle peer
         self._decoder = wire.Decoder(wire.SERVER_TYPES)
         # Replies still allowed per piece: a count, not a set, since a piece asked for,
         # cancelled and asked for again may be answered twice.
@@ -145,7 +163,18 @@ class DownloadSession:
     def start(self) -> bytes:
         return wire.encode_interested(self.info_hash)
 
-    def fill(self) -> bytes:
+    def target_depth(self, now: float) -> int:
+        """Requests to keep in flight: the peer's bandwidth x delay (HORIZON at least), so a
+        slow peer holds few pieces and never the file's tail; one while it is snubbed."""
+        if self.snubbed:
+            return 1
+        rate = self.counters.meter.rate(now)
+        if rate <= 0:
+            return min(START_DEPTH, self.max_depth)
+        delay = max(HORIZON, 2 * self.min_delay) if self.min_delay < math.inf else HORIZON
+        return max(MIN_DEPTH, min(self.max_depth, math.ceil(rate * delay / PIECE_LENGTH) + 2))
+
+    def fill(self, now: float = 0.0) -> bytes:
         """CANCELs owed and new REQUESTs, as one write (b"": nothing to send now)."""
         if not self.ready or self.closed:
             return b""
@@ -153,15 +182,39 @@ class DownloadSession:
         if self._cancels:
             out += [wire.encode_index(wire.CANCEL, i) for i in self._cancels]
             self._cancels.clear()
+        if self.choked:
+            return b"".join(out)
         outstanding = self.outstanding
+        if now:
+            self.depth = self.target_depth(now)
+            self.refill = max(1, min(REFILL, self.depth // 4))
+            if not outstanding:
+                self._last_progress = now
         room = self.depth - outstanding
         # Refill in rounds of `refill`, unless the pipe is nearly empty (the file's tail).
         if room >= self.refill or (outstanding < self.refill and room > 0):
             asked = self._asked
+            sent_at = self._sent_at
             for index in self.picker.pick(self.peer, room):
                 asked[index] = asked.get(index, 0) + 1
+                sent_at[index] = now
                 out.append(wire.encode_index(wire.REQUEST, index))
         return b"".join(out)
+
+    def check_stall(self, now: float) -> list[Action]:
+        """Called about once a second: a peer that sent no piece for STALL_AFTER while we
+        wait on it is snubbed, and its requests are freed for the other peers (CANCELs go
+        out with the next `fill`; a piece still on its way is accepted)."""
+        mine = self.picker.peer_requests.get(self.peer)
+        if self.closed or not mine or now - self._last_progress < STALL_AFTER:
+            return []
+        self.snubbed = True
+        self.picker.set_choking(self.peer, True)  # its pieces are not to be counted on
+        for index in sorted(mine):
+            self.picker.failed(self.peer, index)
+            self._cancels.append(index)
+        self._last_progress = now
+        return [_CHANGED, _WAKE]
 
     def cancel(self, index: int) -> None:
         """Another peer delivered `index`: tell this one not to bother (sent by `fill`)."""
@@ -197,6 +250,13 @@ class DownloadSession:
                 else:
                     asked[index] = left - 1
                 received += len(msg.data)
+                self._last_progress = now
+                if self.snubbed:
+                    self.snubbed = False
+                    picker.set_choking(peer, self.choked)
+                sent = self._sent_at.pop(index, None)
+                if sent:
+                    self.min_delay = min(self.min_delay, now - sent)
                 if have[index] or index in verifying:  # a duplicate from endgame, or after a cancel
                     picker.failed(peer, index)
                     changed = True
@@ -225,10 +285,32 @@ class DownloadSession:
                 picker.failed(peer, index)
                 picker.peer_lacks(peer, index)
                 changed = True
+            elif t == wire.CHOKE:
+                # The server dropped our queued requests: free them for other peers.
+                self.choked = True
+                picker.set_choking(peer, True)
+                for i in sorted(picker.peer_requests.get(peer, ())):
+                    picker.failed(peer, i)
+                changed = True
+            elif t == wire.UNCHOKE:
+                self.choked = False
+                picker.set_choking(peer, self.snubbed)
+                self._last_progress = now
+                changed = True
+            elif t == wire.PEERS:
+                try:
+                    found = wire.decode_peers(msg.data)
+                except wire.ProtocolError as exc:
+                    return self._close(str(exc))
+                if found:
+                    out.append(Peers(found))
             elif t == wire.HAVE:
                 if not 0 <= index < count:
                     return self._close(f"have index {index} out of range")
                 picker.peer_has(peer, index)
+                # Asked of a seed only? This peer can give it now: cancel the seed's copy,
+                # so the seed's upload goes to pieces no one else has.
+                out += [Cancel(seed, index) for seed in picker.release_from_seeds(peer, index)]
                 changed = True
             elif t == wire.ERROR:
                 return self._close(msg.data.decode(errors="replace"))
@@ -277,6 +359,7 @@ class Servable(Protocol):
     """A torrent a server can answer for (the service's Source)."""
 
     meta: Metainfo
+    sent: list[int]  # per piece: copies uploaded so far
 
     def has(self, index: int) -> bool: ...
 
@@ -303,14 +386,51 @@ class ServeSession(Generic[S]):
     """The server end of one stream: LIST, GET_META, or INTERESTED then REQUESTs, queued
     (at most MAX_QUEUED) and handed out in batches of ~BATCH_BYTES by `next_read`."""
 
-    def __init__(self, library: Library[S]) -> None:
+    def __init__(self, library: Library[S], peer: str = "") -> None:
         self.library = library
+        self.peer = peer  # who is downloading (the choker ranks streams by it)
         self.source: S | None = None  # set by INTERESTED; one stream serves one torrent
         self.closed = False
+        self.choked = False  # while choked, REQUESTs are dropped (the client freed them on CHOKE)
         self._decoder = wire.Decoder(wire.CLIENT_TYPES)
         self._queue: deque[int] = deque()
         self._queued: set[int] = set()
         self._eof = False
+        self._control: list[bytes] = []  # HAVE, CHOKE, UNCHOKE frames owed to the peer
+
+    def have(self, index: int) -> None:
+        """We verified `index` while this peer downloads from us: tell it (`take_control`)."""
+        if self.source is not None and not self.closed:
+            self._control.append(wire.encode_index(wire.HAVE, index))
+
+    def tell_peers(self, peers: list[tuple[str, list[str]]]) -> None:
+        """Name other downloaders of this torrent to the peer (peer exchange)."""
+        if peers and self.source is not None and not self.closed:
+            self._control.append(wire.encode_peers(peers))
+
+    def set_choked(self, choked: bool) -> bool:
+        """Choke or unchoke the peer; True if that changed anything (a frame is owed).
+        Choking drops the queued requests: the client frees them when the CHOKE arrives."""
+        if choked == self.choked or self.closed:
+            return False
+        self.choked = choked
+        if choked:
+            self._queue.clear()
+            self._queued.clear()
+        self._control.append(wire.frame(wire.CHOKE if choked else wire.UNCHOKE))
+        return True
+
+    @property
+    def pending_control(self) -> bool:
+        return bool(self._control)
+
+    def take_control(self) -> bytes:
+        """The HAVE/CHOKE/UNCHOKE frames owed, as one write (b"": none)."""
+        if not self._control:
+            return b""
+        out = b"".join(self._control)
+        self._control.clear()
+        return out
 
     @property
     def queued(self) -> int:
@@ -344,6 +464,20 @@ class ServeSession(Generic[S]):
             queue, queued = self._queue, self._queued
             batch: list[int] = []
             size = 0
+            sent = src.sent
+            if len(queue) > 1 and any(sent[i] for i in queue):
+                # Pieces uploaded fewest times first: a seeder spreads distinct pieces
+                # across its downloaders, so they have something to trade.
+                order = sorted(queue, key=sent.__getitem__)
+                for index in order:
+                    if size >= BATCH_BYTES:
+                        break
+                    batch.append(index)
+                    size += src.meta.piece_size(index)
+                for index in batch:
+                    queue.remove(index)
+                    queued.discard(index)
+                return Read(batch)
             while queue and size < BATCH_BYTES:
                 index = queue.popleft()
                 queued.discard(index)
@@ -372,6 +506,8 @@ class ServeSession(Generic[S]):
             if src is None:
                 raise wire.ProtocolError("REQUEST before INTERESTED")
             index = msg.index
+            if self.choked:
+                return b""
             if src.meta.info_hash in self.library.paused or not src.has(index):
                 return wire.encode_index(wire.REJECT, index)
             if index in self._queued:

@@ -1,8 +1,11 @@
-"""Which piece to ask which peer for: rarest first, in file order among equals, endgame at the end.
+"""Which piece to ask which peer for: rarest first, endgame at the end.
 
-File order among equals (not BitTorrent's random order): a Punch client serves only
-finished files, so spreading pieces across downloaders buys nothing, while in-order
-pieces are written sequentially and let the whole-file SHA-256 follow the download.
+Among equally rare pieces: file order while we know a single peer (sequential writes,
+and the whole-file hash follows the download), otherwise blocks of BLOCK pieces in a
+random order, file order inside a block. Downloaders fetching from one seeder thus take
+different pieces (they cannot see each other's requests, only their HAVEs), so each soon
+has pieces the others lack and can trade them; the first pieces are random, then rarest
+first decides.
 
 Pure state machine, no I/O. The downloader tells it what peers have, what it asked for,
 what arrived (verified) and what failed; it answers `pick(peer, n)`.
@@ -10,15 +13,23 @@ what arrived (verified) and what failed; it answers `pick(peer, n)`.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Hashable
 
 Peer = Hashable
+BLOCK = 16  # pieces (1 MiB) fetched in file order before jumping to another random block
 ENDGAME_DUPLICATES = 2  # at most this many peers fetch the same piece in endgame
+# ... and only for the last this many pieces: with seconds of requests in flight per peer,
+# "everything missing is requested" comes early, and duplicates then cost the seed's upload.
+ENDGAME_PIECES = 32
 
 
 class PiecePicker:
-    def __init__(self, num_pieces: int, have: bytearray | None = None) -> None:
+    def __init__(self, num_pieces: int, have: bytearray | None = None, rng: random.Random | None = None) -> None:
         self.num_pieces = num_pieces
+        self._blocks = list(range(-(-num_pieces // BLOCK)))
+        (rng or random.Random()).shuffle(self._blocks)
+        self._shuffled = False  # the order in use: False = file order (one peer known)
         self.have = bytearray(have) if have is not None else bytearray(num_pieces)
         if len(self.have) != num_pieces:
             raise ValueError("have bitfield size does not match")
@@ -27,6 +38,8 @@ class PiecePicker:
         self.in_flight: dict[int, set[Peer]] = {}  # piece -> peers asked
         self.peer_requests: dict[Peer, set[int]] = {}
         self._order: list[int] = []
+        self.counts: dict[Peer, int] = {}  # pieces each peer has
+        self.choking: set[Peer] = set()  # peers that choke us: their pieces are not available
         self._dirty = True
         self.missing = num_pieces - sum(self.have)
 
@@ -38,35 +51,55 @@ class PiecePicker:
         self.remove_peer(peer)
         self.peer_bits[peer] = bytearray(bits)
         self.peer_requests[peer] = set()
+        self.counts[peer] = sum(bits)
+        self._count_in(peer, 1)
+
+    def _count_in(self, peer: Peer, sign: int) -> None:
         avail = self.availability
-        for i, b in enumerate(bits):
+        for i, b in enumerate(self.peer_bits[peer]):
             if b:
-                avail[i] += 1
+                avail[i] += sign
         self._dirty = True
+
+    def set_choking(self, peer: Peer, choking: bool) -> None:
+        """The peer choked (or unchoked) us: its pieces leave (or rejoin) the availability."""
+        if peer not in self.peer_bits or (peer in self.choking) == choking:
+            return
+        if choking:
+            self.choking.add(peer)
+            self._count_in(peer, -1)
+        else:
+            self.choking.discard(peer)
+            self._count_in(peer, 1)
 
     def peer_has(self, peer: Peer, index: int) -> None:
         bits = self.peer_bits.get(peer)
         if bits is not None and 0 <= index < self.num_pieces and not bits[index]:
             bits[index] = 1
-            self.availability[index] += 1
-            self._dirty = True
+            self.counts[peer] += 1
+            if peer not in self.choking:
+                self.availability[index] += 1
+                self._dirty = True
 
     def peer_lacks(self, peer: Peer, index: int) -> None:
         """The peer refused a piece it once offered: stop asking it for that one."""
         bits = self.peer_bits.get(peer)
         if bits is not None and 0 <= index < self.num_pieces and bits[index]:
             bits[index] = 0
-            self.availability[index] -= 1
-            self._dirty = True
+            self.counts[peer] -= 1
+            if peer not in self.choking:
+                self.availability[index] -= 1
+                self._dirty = True
 
     def remove_peer(self, peer: Peer) -> list[int]:
         """Forget a peer; returns the pieces it had in flight (now free for others)."""
-        bits = self.peer_bits.pop(peer, None)
-        if bits is None:
+        if peer not in self.peer_bits:
             return []
-        for i, b in enumerate(bits):
-            if b:
-                self.availability[i] -= 1
+        if peer not in self.choking:
+            self._count_in(peer, -1)
+        self.choking.discard(peer)
+        self.counts.pop(peer, None)
+        del self.peer_bits[peer]
         pending = self.peer_requests.pop(peer, set())
         for index in pending:
             asked = self.in_flight.get(index)
@@ -80,16 +113,22 @@ class PiecePicker:
     # ------------------------------------------------------------ picking
 
     def _rebuild(self) -> None:
-        missing = [i for i in range(self.num_pieces) if not self.have[i]]
+        n = self.num_pieces
+        self._shuffled = len(self.peer_bits) > 1
+        if self._shuffled:
+            base: list[int] | range = [i for b in self._blocks for i in range(b * BLOCK, min(n, (b + 1) * BLOCK))]
+        else:
+            base = range(n)
+        missing = [i for i in base if not self.have[i]]
         avail = self.availability
-        missing.sort(key=avail.__getitem__)  # stable: file order among equal availability
+        missing.sort(key=avail.__getitem__)  # stable: the base order among equals
         self._order = missing
         self._dirty = False
 
     @property
     def endgame(self) -> bool:
-        """Every missing piece has been asked for: duplicate requests finish the tail fast."""
-        return 0 < self.missing <= len(self.in_flight)
+        """Every missing piece has been asked for and few are left: duplicate requests finish the tail fast."""
+        return 0 < self.missing <= min(len(self.in_flight), ENDGAME_PIECES)
 
     def pick(self, peer: Peer, n: int) -> list[int]:
         """Up to `n` pieces to request from `peer` now (and marks them requested)."""
@@ -99,13 +138,21 @@ class PiecePicker:
         if self._dirty:
             self._rebuild()
         out: list[int] = []
-        have, in_flight = self.have, self.in_flight
+        have, in_flight, avail = self.have, self.in_flight, self.availability
+        # A seed is asked only for pieces no one else can give us (super-seeding from the
+        # downloader's side): the seed's upload, the swarm's scarcest resource, then goes
+        # to pieces the downloaders can trade. The endgame lifts this.
+        seed_last = self.counts.get(peer) == self.num_pieces and any(
+            c < self.num_pieces for p, c in self.counts.items() if p not in self.choking) and not self.endgame
         keep: list[int] = []
         order = self._order
         scanned = 0
         for pos, index in enumerate(order):
             if have[index]:
                 continue  # dropped from the order below
+            if seed_last and avail[index] > 1:
+                scanned = pos
+                break  # the order is by availability: only more common pieces follow
             keep.append(index)
             scanned = pos + 1
             if index in in_flight or not bits[index]:
@@ -122,6 +169,19 @@ class PiecePicker:
         if len(out) < n and self.endgame:
             out += self._pick_endgame(peer, bits, n - len(out))
         return out
+
+    def release_from_seeds(self, peer: Peer, index: int) -> list[Peer]:
+        """`peer` (not a seed, not choking us) just got `index`, which is requested only
+        from seeds: free it from them (returns them, to CANCEL) so `peer` is asked."""
+        asked = self.in_flight.get(index)
+        n = self.num_pieces
+        if (not asked or peer in asked or peer in self.choking or self.counts.get(peer, n) >= n
+                or self.endgame or any(self.counts.get(p, 0) < n for p in asked)):
+            return []
+        seeds = sorted(asked, key=str)
+        for seed in seeds:
+            self._unmark(seed, index)
+        return seeds
 
     def _pick_endgame(self, peer: Peer, bits: bytearray, n: int) -> list[int]:
         mine = self.peer_requests[peer]

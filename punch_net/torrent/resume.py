@@ -1,7 +1,9 @@
 """The resume record kept beside NAME.part: which pieces are verified on disk.
 
 Written atomically after the .part data it describes has been fsynced, so after a crash
-it never claims a piece that is not on disk. The final whole-file check backs it up.
+it never claims a piece that is not on disk. `log` is how many bytes of NAME.part.log
+(4-byte piece indexes appended as each verified piece is written, storage.PartFile) it
+covers: entries past it are pieces written since, re-hashed from disk on resume.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ResumeError(ValueError):
 class ResumeRecord:
     info_hash: str
     have: bytearray  # one 0/1 byte per piece
+    log: int = 0  # bytes of NAME.part.log this record covers
 
     def encode(self) -> bytes:
         bits = pack_bits(self.have, len(self.have))
@@ -33,6 +36,7 @@ class ResumeRecord:
             "info_hash": self.info_hash,
             "pieces": len(self.have),
             "have": base64.b64encode(bits).decode(),
+            "log": self.log,
         }, separators=(",", ":")).encode()
 
 
@@ -49,8 +53,11 @@ def decode_record(data: bytes, meta: Metainfo) -> ResumeRecord:
             raise ResumeError("resume record has the wrong piece count")
         bits = base64.b64decode(obj["have"], validate=True)
         have = unpack_bits(bits, meta.num_pieces)
+        log = obj.get("log", 0)
+        if not isinstance(log, int) or log < 0:
+            raise ResumeError("resume record has a bad log offset")
     except ResumeError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, ProtocolError) as exc:
         raise ResumeError(f"resume record is damaged: {exc}") from None
-    return ResumeRecord(meta.info_hash_hex, have)
+    return ResumeRecord(meta.info_hash_hex, have, log)

@@ -19,10 +19,12 @@ from typing import Any
 import trio
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.id import ID
 
 from punch_net.groups import first_error
 from punch_net.p2p.streams import reset_quietly
 from punch_net.torrent import wire
+from punch_net.torrent.choker import Candidate, Choker
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.peer_session import Close, Send, ServeSession
 from punch_net.torrent.rates import RateMeter
@@ -30,6 +32,7 @@ from punch_net.torrent.rates import RateMeter
 READ_SIZE = 1 << 20
 IDLE_TIMEOUT = 120.0  # a stream that sends nothing for this long is closed
 WRITE_TIMEOUT = 60.0  # a reader that takes nothing for this long is dropped
+_ZERO = RateMeter()
 
 
 @dataclass
@@ -43,9 +46,23 @@ class Source:
     peers: dict[str, RateMeter] = field(default_factory=dict)
     meter: RateMeter = field(default_factory=RateMeter)
     started: float = field(default_factory=time.time)
+    # bytes/s each peer (str id) gives us, for tit-for-tat while downloading; None: complete
+    down_rates: Callable[[], dict[str, float]] | None = None
+    sent: list[int] = field(default_factory=list)  # per piece: copies uploaded (spread the rarest first)
+
+    def __post_init__(self) -> None:
+        if not self.sent:
+            self.sent = [0] * self.meta.num_pieces
 
     def has(self, index: int) -> bool:
         return 0 <= index < self.meta.num_pieces and (self.have is None or bool(self.have[index]))
+
+    def completed(self, path: Path) -> None:
+        """The download behind this partial source is whole at `path`: streams open on it
+        go on serving from there."""
+        self.path = path
+        self.have = None
+        self.down_rates = None
 
     def bitfield(self) -> bytes:
         n = self.meta.num_pieces
@@ -57,11 +74,25 @@ class Source:
 class TorrentService:
     """The protocol handler; `sources` maps info hash -> Source."""
 
-    def __init__(self, on_error: Callable[[str], None] | None = None) -> None:
+    def __init__(self, on_error: Callable[[str], None] | None = None,
+                 on_interested: Callable[[bytes, ID], None] | None = None,
+                 addrs_of: Callable[[str], list[str]] | None = None) -> None:
         self.sources: dict[bytes, Source] = {}
         self.paused: set[bytes] = set()
         self.on_error = on_error
         self.active_streams = 0
+        # A peer opened a download stream for one of our torrents: a downloader learns of
+        # a fellow downloader this way long before the DHT names it.
+        self.on_interested = on_interested
+        self.addrs_of = addrs_of  # a peer's dialable addresses, for PEERS (peer exchange)
+        self._streams: dict[bytes, dict[ServeSession[Source], Callable[[], None]]] = {}
+        self._chokers: dict[bytes, Choker] = {}
+
+    def have(self, info_hash: bytes, index: int) -> None:
+        """A partial source verified `index`: queue a HAVE on every stream serving it."""
+        for session, poke in self._streams.get(info_hash, {}).items():
+            session.have(index)
+            poke()
 
     def add(self, source: Source) -> None:
         self.sources[source.meta.info_hash] = source
@@ -123,14 +154,23 @@ class TorrentService:
                 pass
 
     async def _serve(self, stream: INetStream, peer: str) -> None:
-        session: ServeSession[Source] = ServeSession(self)
+        session: ServeSession[Source] = ServeSession(self, peer)
         wake = trio.Event()
+        registered: bytes | None = None
+
+        def poke() -> None:
+            wake.set()
 
         async def writer() -> None:
             nonlocal wake
             while True:
+                control = session.take_control()  # HAVE, CHOKE, UNCHOKE
+                if control:
+                    await _write(stream, control)
                 action = session.next_read()
                 if action is None:
+                    if session.pending_control:
+                        continue
                     wake = trio.Event()
                     await wake.wait()
                     continue
@@ -150,24 +190,82 @@ class TorrentService:
                     src.uploaded += size
                     src.meter.add(size, now)
                     src.peers.setdefault(peer, RateMeter()).add(size, now)
+                    sent = src.sent
+                    for i in action.indexes:
+                        sent[i] += 1
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer)
-            while True:
-                try:
-                    with trio.fail_after(IDLE_TIMEOUT):
-                        data = await stream.read(READ_SIZE)
-                except StreamEOF:
-                    data = b""
-                for action in session.receive_data(data):
-                    if isinstance(action, Send):
-                        await _write(stream, action.data)
-                    elif isinstance(action, Close):
-                        raise wire.ProtocolError(action.reason)
-                if session.queued or not data:
-                    wake.set()
-                if not data:
-                    return  # the writer drains what was asked, then the nursery ends
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                while True:
+                    try:
+                        with trio.fail_after(IDLE_TIMEOUT):
+                            data = await stream.read(READ_SIZE)
+                    except StreamEOF:
+                        data = b""
+                    for action in session.receive_data(data):
+                        if isinstance(action, Send):
+                            await _write(stream, action.data)
+                        elif isinstance(action, Close):
+                            raise wire.ProtocolError(action.reason)
+                    if registered is None and session.source is not None:
+                        registered = session.source.meta.info_hash
+                        self._register(registered, session, poke, stream)
+                    if session.queued or not data:
+                        wake.set()
+                    if not data:
+                        return  # the writer drains what was asked, then the nursery ends
+        finally:
+            if registered is not None:
+                self._streams.get(registered, {}).pop(session, None)
+                self._chokers.get(registered, Choker()).forget(session)
+
+    def _register(self, info_hash: bytes, session: ServeSession[Source], poke: Callable[[], None],
+                  stream: INetStream) -> None:
+        """A new downloader of `info_hash`: HAVEs and choking reach it from now on; it
+        starts unchoked while an upload slot is free."""
+        streams = self._streams.setdefault(info_hash, {})
+        if self.addrs_of is not None:
+            # Peer exchange: the newcomer and the downloaders already here learn of each
+            # other at once, so they trade before the DHT would have named them.
+            others = [s.peer for s in streams if s.peer != session.peer]
+            session.tell_peers([(p, self.addrs_of(p)) for p in others[:wire.PEERS_PER_MESSAGE]])
+            me = [(session.peer, self.addrs_of(session.peer))]
+            for other, other_poke in streams.items():
+                if other.peer != session.peer:
+                    other.tell_peers(me)
+                    other_poke()
+        streams[session] = poke
+        choker = self._chokers.setdefault(info_hash, Choker())
+        if not choker.admit(session):
+            session.set_choked(True)
+            poke()
+        if self.on_interested is not None:
+            self.on_interested(info_hash, stream.muxed_conn.peer_id)
+
+    def downloaders(self, info_hash: bytes) -> dict[str, bool]:
+        """Peers downloading `info_hash` from us now -> whether we choke them."""
+        return {session.peer: session.choked for session in self._streams.get(info_hash, {})}
+
+    def rechoke(self) -> None:
+        """Choose every torrent's upload slots again (the manager calls this every RECHOKE_EVERY)."""
+        now = time.monotonic()
+        for info_hash, streams in list(self._streams.items()):
+            src = self.sources.get(info_hash)
+            if src is None or not streams:
+                continue
+            gives = src.down_rates() if src.down_rates is not None else {}
+            candidates = []
+            for session, _ in streams.items():
+                pid = session.peer
+                # Downloading: rank by what the peer gives us (tit-for-tat); seeding: by
+                # what it takes, so the fastest downloaders get the pieces out soonest.
+                rate = gives.get(pid, 0.0) if src.have is not None else src.peers.get(pid, _ZERO).rate(now)
+                candidates.append(Candidate(session, rate, interested=True))
+            unchoked = self._chokers.setdefault(info_hash, Choker()).rechoke(candidates)
+            for session, poke in streams.items():
+                if session.set_choked(session not in unchoked):
+                    poke()
 
 
 async def _write(stream: INetStream, data: bytes) -> None:

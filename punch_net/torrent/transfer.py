@@ -11,16 +11,16 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from multiaddr import Multiaddr
 
 from punch_net import events as ev
 from punch_net.dht.keys import dht_key, digest_multihash
@@ -33,7 +33,7 @@ from punch_net.routing.reputation import ReputationStore
 from punch_net.torrent import events as tev
 from punch_net.torrent import wire
 from punch_net.torrent.client import COALESCE_BELOW, READ_SIZE, BadMetainfo, PeerError, fetch_metainfo, open_stream
-from punch_net.torrent.info import PeerSnapshot, TransferInfo
+from punch_net.torrent.info import PeerSnapshot, TransferInfo, TransferPeer
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.peer_session import (
     Action,
@@ -43,6 +43,7 @@ from punch_net.torrent.peer_session import (
     DownloadSession,
     PeerBad,
     PeerCounters,
+    Peers,
     Store,
     Verify,
     Wake,
@@ -63,10 +64,10 @@ PEER_STALL = 30.0  # a peer with requests outstanding that sends nothing this lo
 RETRY_PEER_AFTER = 5.0
 METAINFO_RETRY = 2.0  # a provider whose metainfo request failed (not a bad answer) is asked again after this
 DISCOVERY_MIN = 0.5
-DISCOVERY_MAX = 10.0
+DISCOVERY_MAX = 3.0  # fellow downloaders announce themselves during the download: look again often
 CHECKPOINT_EVERY = 1.0
 PROGRESS_EVERY = 0.5
-MAX_VERIFY_ROUNDS = 3
+HASH_STEP = 16 << 20  # bytes the whole-file hash takes in per thread call while downloading
 
 
 class TransferError(Exception):
@@ -124,8 +125,13 @@ class Transfer:
         self.resumed = 0
         self.started = 0.0  # monotonic time the metainfo was known (the transfer began)
         self.on_complete: list[Callable[[Transfer], None]] = []  # once the file is in place
+        self.on_ready: list[Callable[[Transfer], None]] = []  # NAME.part is open: serve and announce it
+        self.on_piece: list[Callable[[int], None]] = []  # a piece was verified and stored (HAVE it)
         self._readers = 0  # peer sessions reading pieces now (READ_COALESCE applies to one)
-        self.uploaded_source: Source | None = None  # set by the manager when seeding
+        self.uploaded_source: Source | None = None
+        self._whole = WholeHasher()  # SHA-256 of the file's verified prefix, fed by _hash_in_order
+        self._hashed_upto = 0  # bytes of the file in self._whole
+        self._hash_lock = trio.Lock()  # one thread at a time feeds self._whole
 
     # ------------------------------------------------------------ control
 
@@ -180,12 +186,51 @@ class Transfer:
         for i in bad:
             picker.unverify(i)
             self.piece_from[i] = -1
+        if bad and bad[0] < self._hashed_upto:  # the whole-file hash took in bytes now known bad
+            self._whole = WholeHasher()
+            self._hashed_upto = 0
         self._notify()
         return bad
 
+    def serve_from(self, source: Source | None, seeding: bool = False) -> None:
+        """The manager serves this transfer's pieces from `source` (upload figures come from it)."""
+        self.uploaded_source = source
+        if seeding:
+            self.state = "seeding"
+
+    def part_path(self) -> Path | None:
+        return self.part.part if self.part is not None else None
+
+    def down_rates(self) -> dict[str, float]:
+        """Bytes/s each peer gives us now (the choker's tit-for-tat ranking)."""
+        now = time.monotonic()
+        return {str(pid): p.meter.rate(now) for pid, p in self.peers.items()}
+
+    def offer_peer(self, pid: ID) -> None:
+        """A peer asked us for this torrent: it downloads it too, so ask it for pieces
+        (it serves what it has). Sooner than waiting for the DHT to name it."""
+        if self.picker is None or self._nursery is None or self.state != "downloading":
+            return
+        try:
+            addrs = self.node.host.get_peerstore().addrs(pid)
+        except Exception:
+            addrs = []
+        self._offer_provider(PeerInfo(pid, addrs))
+
+    def _offer_named(self, peers: list[tuple[str, list[str]]]) -> None:
+        """Downloaders a peer named (PEERS): providers, like those the DHT names."""
+        for pid_text, addr_texts in peers:
+            try:
+                pid = ID.from_base58(pid_text)
+                addrs = [Multiaddr(a) for a in addr_texts]
+            except Exception:  # a malformed id or address: skip that entry
+                continue
+            self._offer_provider(PeerInfo(pid, addrs))
+
     # ------------------------------------------------------------ snapshot
 
-    def snapshot(self) -> TransferInfo:
+    def snapshot(self, serving: Mapping[str, bool] | None = None) -> TransferInfo:
+        """`serving`: peers downloading from us now -> whether we choke them (the manager's)."""
         now = time.monotonic()
         meta = self.meta
         total = meta.num_pieces if meta else 0
@@ -203,7 +248,7 @@ class Transfer:
             total=total,
             bytes_per_s=rate,
             eta_s=eta_seconds(remaining, rate) if self.state == "downloading" else None,
-            peers=sum(1 for p in self.peers.values() if p.state == "active"),
+            active_peers=sum(1 for p in self.peers.values() if p.state == "active"),
             state=self.state,
             direction="seed" if self.state == "seeding" else "download",
             path=self.path,
@@ -216,7 +261,31 @@ class Transfer:
                         for p in sorted(self.peers.values(), key=lambda p: p.number)],
             piece_from=list(self.piece_from),
             error=self.error,
+            peers=self._peer_rows(now, serving or {}),
+            piece_sources=tuple(f - 1 if f > 0 else (-2 if f == 0 else -1) for f in self.piece_from),
         )
+
+    def _peer_rows(self, now: float, serving: Mapping[str, bool]) -> tuple[TransferPeer, ...]:
+        """Peers we fetch from (in `number` order, so piece_from's k is row k-1), then
+        peers that only download from us."""
+        src = self.uploaded_source
+        up = src.peers if src is not None else {}
+        picker = self.picker
+        rows = []
+        for p in sorted(self.peers.values(), key=lambda p: p.number):
+            key = str(p.peer_id)
+            bits = picker.peer_bits.get(p.peer_id) if picker is not None else None
+            meter = up.get(key)
+            rows.append(TransferPeer(key, p.meter.rate(now), meter.rate(now) if meter else 0.0,
+                                     sum(bits) if bits is not None else 0,
+                                     serving.get(key, False), key in serving))
+        known = {str(pid) for pid in self.peers}
+        for key in sorted(set(serving) | set(up)):
+            if key not in known:
+                meter = up.get(key)
+                rows.append(TransferPeer(key, 0.0, meter.rate(now) if meter else 0.0, 0,
+                                         serving.get(key, False), key in serving))
+        return tuple(rows)
 
     # ------------------------------------------------------------ main loop
 
@@ -251,7 +320,8 @@ class Transfer:
                     and self.state != "seeding":
                 with trio.CancelScope(shield=True):
                     try:
-                        await trio.to_thread.run_sync(self.part.checkpoint, bytearray(self.picker.have))
+                        await trio.to_thread.run_sync(self.part.checkpoint, bytearray(self.picker.have),
+                                                      self.part.logged)
                     except StorageError:
                         pass
             if self.part is not None:
@@ -269,25 +339,20 @@ class Transfer:
                 if await self._prepare(meta):
                     nursery.cancel_scope.cancel()
                     return
+                for cb in self.on_ready:
+                    cb(self)
                 self.meta_ready.set()
                 self.started = time.monotonic()
             self.state = "downloading"
             nursery.start_soon(self._checkpointer)
             nursery.start_soon(self._reporter)
-            for rounds in range(MAX_VERIFY_ROUNDS):
-                await self._wait_complete()
-                self.state = "verifying"
-                assert self.part is not None and self.picker is not None
-                bad, self.sha256 = await self._final_check(self.part)
-                if not bad:
-                    break
-                for i in bad:
-                    self.picker.unverify(i)
-                    self.piece_from[i] = -1
-                self.state = "downloading"
-                self._notify()
-                if rounds == MAX_VERIFY_ROUNDS - 1:
-                    raise TransferError(f"{len(bad)} pieces keep failing the final check; the disk may be faulty")
+            hashing = trio.CancelScope()
+            nursery.start_soon(self._hash_in_order, hashing)
+            await self._wait_complete()
+            self.state = "verifying"
+            assert self.part is not None
+            hashing.cancel()
+            self.sha256 = await self._final_check(self.part)
             nursery.cancel_scope.cancel()
         await self._finish()
 
@@ -306,24 +371,41 @@ class Transfer:
         self.picker = PiecePicker(meta.num_pieces, have)
         self.piece_from = [0 if b else -1 for b in have]
         self.resumed = sum(have)
+        self._whole, self._hashed_upto = WholeHasher(), 0
         self._last_checkpoint_have = self.picker.have_count()
         return False
 
-    async def _final_check(self, part: PartFile) -> tuple[list[int], str]:
-        """Re-hash every piece on disk beside the whole-file SHA-256 and the fsync: three
-        threads, two of them hashing in multi-KiB calls that release the GIL, so the check
-        takes about one hashing pass on this machine's two cores."""
-        out: dict[str, Any] = {}
+    async def _final_check(self, part: PartFile) -> str:
+        """Hash what the whole-file SHA-256 has not taken in yet beside the fsync (two
+        threads). Pieces are not hashed again: each was verified when it arrived, or on
+        resume (storage.PartFile.open). Returns the SHA-256."""
+        async with self._hash_lock:  # _hash_in_order has stopped feeding the hasher
+            async with trio.open_nursery() as inner:
+                inner.start_soon(trio.to_thread.run_sync, part.hash_prefix, self._whole, part.meta.length)
+                inner.start_soon(trio.to_thread.run_sync, part.sync)
+        return self._whole.hexdigest()
 
-        async def run(key: str, fn: Callable[..., Any], *args: Any) -> None:
-            out[key] = await trio.to_thread.run_sync(fn, *args)
-
-        whole = WholeHasher()
-        async with trio.open_nursery() as inner:
-            inner.start_soon(run, "bad", part.verify_all)
-            inner.start_soon(run, "sha", part.hash_prefix, whole, part.meta.length)
-            inner.start_soon(run, "sync", part.sync)
-        return out["bad"], whole.hexdigest()
+    async def _hash_in_order(self, scope: trio.CancelScope) -> None:
+        """Feed the whole-file SHA-256 the file's verified prefix as it grows (read back
+        from the page cache in a thread), so little is left to hash once the last piece
+        lands. At most HASH_STEP per thread call: cancelling waits for the call to end."""
+        picker, part = self.picker, self.part
+        assert picker is not None and part is not None
+        with scope:
+            while True:
+                i = self._hashed_upto // part.meta.piece_length
+                while i < picker.num_pieces and picker.have[i]:
+                    i += 1
+                upto = min(part.meta.length, i * part.meta.piece_length)
+                whole = self._whole
+                if upto > whole.offset:
+                    async with self._hash_lock:
+                        await trio.to_thread.run_sync(part.hash_prefix, whole, min(upto, whole.offset + HASH_STEP))
+                    self._hashed_upto = whole.offset if whole is self._whole else 0
+                else:
+                    changed = self._changed
+                    with trio.move_on_after(1.0):
+                        await changed.wait()
 
     async def _finish(self) -> None:
         assert self.part is not None and self.meta is not None
@@ -352,12 +434,23 @@ class Transfer:
         picker = self.picker
         assert picker is not None
         alone_since: float | None = None
+        # --timeout holds whatever the providers do: connected peers that send nothing (a
+        # stalled or SIGSTOPped server, one that stops mid-piece) end the download too.
+        last_have, progress_at = picker.have_count(), trio.current_time()
         while not picker.complete:
             changed = self._changed
-            with trio.move_on_after(1.0):
+            with trio.move_on_after(min(1.0, self.timeout / 4)):
                 await changed.wait()
             active = any(p.state == "active" for p in self.peers.values()) or bool(self.sessions)
             now = trio.current_time()
+            if picker.have_count() != last_have:
+                last_have, progress_at = picker.have_count(), now
+            elif now - progress_at > self.timeout:
+                reasons = "; ".join(sorted({p.error for p in self.peers.values() if p.error}))[:300]
+                raise TransferError(
+                    f"no piece of {self.hex[:16]}… received for {self.timeout:g}s "
+                    f"({picker.have_count()}/{picker.num_pieces} pieces kept)"
+                    + (f": {reasons}" if reasons else ": the providers stopped sending"))
             if active:
                 alone_since = None
             elif alone_since is None:
@@ -380,17 +473,23 @@ class Transfer:
         count = self.picker.have_count()
         if count == self._last_checkpoint_have:
             return
-        snapshot = bytearray(self.picker.have)
-        await trio.to_thread.run_sync(self.part.checkpoint, snapshot)
+        snapshot, logged = bytearray(self.picker.have), self.part.logged  # together, on the loop that logs
+        await trio.to_thread.run_sync(self.part.checkpoint, snapshot, logged)
         self._last_checkpoint_have = count
 
     async def _reporter(self) -> None:
         while True:
             if self.picker is not None:
+                now = time.monotonic()
+                down = {str(p.peer_id): round(p.meter.rate(now), 1) for p in self.peers.values()}
+                src = self.uploaded_source
+                up = {pid: round(m.rate(now), 1) for pid, m in src.peers.items()} if src is not None else {}
                 self.node.bus.publish(tev.Progress(
                     info_hash=self.hex, have=self.picker.have_count(), total=self.picker.num_pieces,
-                    bytes_per_s=round(self.meter.rate(time.monotonic()), 1),
-                    peers=sum(1 for p in self.peers.values() if p.state == "active")))
+                    bytes_per_s=round(self.meter.rate(now), 1),
+                    peers=sum(1 for p in self.peers.values() if p.state == "active"),
+                    down_by_peer={k: v for k, v in down.items() if v > 0},
+                    up_by_peer={k: v for k, v in up.items() if v > 0}))
             await trio.sleep(PROGRESS_EVERY)
 
     # ------------------------------------------------------------ providers
@@ -494,8 +593,9 @@ class Transfer:
             for pid in [p for p in self.providers
                         if p not in self.banned and retry_at.get(p, now) <= now]:
                 tried.add(pid)
-                try:
-                    meta = await fetch_metainfo(self.node.host, pid, self.info_hash, self.node.config.dial_timeout)
+                try:  # bounded by what is left of --timeout too: a stalling provider cannot hold it
+                    meta = await fetch_metainfo(self.node.host, pid, self.info_hash,
+                                                max(0.1, min(self.node.config.dial_timeout, deadline - now)))
                 except PeerError as exc:
                     last_error = str(exc)
                     retry_at[pid] = trio.current_time() + METAINFO_RETRY
@@ -556,7 +656,11 @@ class Transfer:
         picker = self.picker
         assert picker is not None
         while not picker.complete:
-            out = session.fill()
+            now = time.monotonic()
+            stalled = session.check_stall(now)
+            if stalled:
+                self._apply(peer, session, stalled, now)
+            out = session.fill(now)
             if out:
                 with trio.fail_after(PEER_STALL):
                     await stream.write(out)
@@ -596,12 +700,16 @@ class Transfer:
                 part.write_piece(act.index, act.data)
                 self.piece_from[act.index] = peer.number
                 stored += len(act.data)
+                for cb in self.on_piece:
+                    cb(act.index)
                 todo.extend(session.piece_stored(act.index))
             elif isinstance(act, Cancel):
                 other = self.peers.get(act.peer)  # type: ignore[call-overload]
                 if other is not None and other.session is not None:
                     other.session.cancel(act.index)
                     other.wake.set()
+            elif isinstance(act, Peers):
+                self._offer_named(act.peers)
             elif isinstance(act, Changed):
                 changed = True
             elif isinstance(act, Wake):

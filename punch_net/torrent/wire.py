@@ -29,9 +29,14 @@ PIECE = 0x84
 HAVE = 0x85
 REJECT = 0x86
 ERROR = 0x87
+CHOKE = 0x88  # the server will not answer REQUESTs until UNCHOKE; queued ones are dropped
+UNCHOKE = 0x89
+PEERS = 0x8A  # other downloaders of the torrent: JSON [[peer id, [multiaddr, ...]], ...]
 
 MAX_CATALOGUE = 4 * 1024 * 1024
 MAX_ERROR = 1024
+MAX_PEERS = 64 * 1024
+PEERS_PER_MESSAGE = 50
 MAX_BITFIELD = 32 + MAX_METAINFO_BYTES // 32 // 8 + 1
 
 # type -> (min body, max body)
@@ -48,6 +53,9 @@ LIMITS: dict[int, tuple[int, int]] = {
     HAVE: (4, 4),
     REJECT: (4, 4),
     ERROR: (0, MAX_ERROR),
+    CHOKE: (0, 0),
+    UNCHOKE: (0, 0),
+    PEERS: (2, MAX_PEERS),
 }
 MAX_FRAME = 1 + max(hi for _, hi in LIMITS.values())
 _LEN = struct.Struct(">I")
@@ -111,6 +119,28 @@ def encode_meta(info_hash: bytes, metainfo: bytes) -> bytes:
 
 def encode_bitfield(info_hash: bytes, bits: bytes) -> bytes:
     return frame(BITFIELD, _hash(info_hash) + bits)
+
+
+def encode_peers(peers: list[tuple[str, list[str]]]) -> bytes:
+    """PEERS: up to PEERS_PER_MESSAGE (peer id, addresses) pairs; addresses are cut to fit."""
+    entries = [[pid, addrs[:8]] for pid, addrs in peers[:PEERS_PER_MESSAGE]]
+    return frame(PEERS, json.dumps(entries, separators=(",", ":")).encode()[:MAX_PEERS])
+
+
+def decode_peers(data: bytes) -> list[tuple[str, list[str]]]:
+    """A PEERS body -> (peer id, addresses) pairs; malformed entries are skipped."""
+    try:
+        entries = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("peers is not JSON") from None
+    if not isinstance(entries, list):
+        raise ProtocolError("peers is not a list")
+    out = []
+    for e in entries[:PEERS_PER_MESSAGE]:
+        if (isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], list)
+                and all(isinstance(a, str) for a in e[1])):
+            out.append((e[0][:128], [a[:256] for a in e[1][:8]]))
+    return out
 
 
 def encode_error(text: str) -> bytes:
@@ -205,7 +235,7 @@ class Decoder:
 
 
 CLIENT_TYPES = frozenset({LIST, GET_META, INTERESTED, REQUEST, CANCEL})
-SERVER_TYPES = frozenset({CATALOGUE, META, BITFIELD, PIECE, HAVE, REJECT, ERROR})
+SERVER_TYPES = frozenset({CATALOGUE, META, BITFIELD, PIECE, HAVE, REJECT, ERROR, CHOKE, UNCHOKE, PEERS})
 
 
 def pack_bits(have: bytearray | list[bool], count: int) -> bytes:

@@ -95,7 +95,7 @@ def transfer_row(info: TransferInfo, name_width: int = NAME_WIDTH, bar_width: in
         cell((rate(speed) if speed or active else "-").rjust(RATE_WIDTH), speed),
         cell((age(eta) if eta is not None and active else "-").rjust(ETA_WIDTH),
              eta if eta is not None and active else float("inf")),
-        cell(str(info.peers).rjust(3), info.peers),
+        cell(str(info.active_peers).rjust(3), info.active_peers),
         cell(state.ljust(STATE_WIDTH), state, STATE_STYLE.get(state, "")),
     ]
 

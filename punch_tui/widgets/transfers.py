@@ -1,8 +1,9 @@
 """Torrent transfer widgets: a pieces map coloured by the peer each piece came from, a
-per-peer rate table, and a details panel combining them.
+per-peer rate table, the swarm table (each peer's rates both ways, what it has, choking),
+and a details panel combining them.
 
-They take `TransferInfo` / `PeerSnapshot` (punch_net/torrent/info.py: pure data, the same
-in-process and attached), so the UI never imports the network stack.
+They take `TransferInfo` / `PeerSnapshot` / `TransferPeer` (punch_net/torrent/info.py: pure
+data, the same in-process and attached), so the UI never imports the network stack.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from punch_net.torrent.info import PeerSnapshot, TransferInfo
+from punch_net.torrent.info import PeerSnapshot, TransferInfo, TransferPeer
 from punch_tui.format import plural, size
 from punch_tui.format import rate as format_rate
 from punch_tui.widgets.table import Cell, FilterTable, cell
@@ -76,7 +77,7 @@ def summary_line(info: TransferInfo) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(info.name or info.info_hash[:16], style="bold")
     text.append(f"  {info.state}  {pct:5.1f}%  {have}/{total} pieces  {size(info.size)}  ")
-    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {plural(info.peers, 'peer')}")
+    text.append(f"↓ {format_rate(info.bytes_per_s)}  ETA {_eta(info.eta_s)}  {plural(info.active_peers, 'peer')}")
     if info.error:
         text.append(f"  {info.error}", style="red")
     return text
@@ -92,6 +93,56 @@ def legend_text(peer_stats: Sequence[PeerSnapshot]) -> Text:
         text.append(FULL, style=peer_style(p.number))
         text.append(f" {p.peer_id[-8:]}  ")
     return text
+
+
+def map_sources(info: TransferInfo) -> list[int]:
+    """The pieces map's per-piece source in `peer_style` numbering (k >= 1 peer k, 0 from
+    disk, -1 missing): from `piece_sources` (index into `peers`) when the node gives it."""
+    if info.piece_sources:
+        return [s + 1 if s >= 0 else (0 if s == -2 else -1) for s in info.piece_sources]
+    return list(info.piece_from)
+
+
+def swarm_legend_text(peers: Sequence[TransferPeer]) -> Text:
+    """The legend for a map drawn from `piece_sources`: peer i has colour peer_style(i + 1)."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(FULL, style=DISK_STYLE)
+    text.append(" on disk  ")
+    text.append(EMPTY, style=MISSING_STYLE)
+    text.append(" missing  ")
+    for i, p in enumerate(peers):
+        text.append(FULL, style=peer_style(i + 1))
+        text.append(f" {p.peer_id[-8:]}  ")
+    return text
+
+
+def has_bar(have: int, total: int, width: int = 8) -> str:
+    """What a peer has: a small bar and its share of the pieces ("████····  50%")."""
+    frac = have / total if total else 0.0
+    full = min(width, int(frac * width + 1e-9))
+    pct = int(frac * 100) if have < total else 100
+    return f"{FULL * full}{EMPTY * (width - full)} {pct:3d}%"
+
+
+SWARM_COLUMNS = [("peer", "Peer"), ("down", "↓ Rate"), ("up", "↑ Rate"), ("has", "Has"), ("pieces", "Pieces"),
+                 ("choked", "We choke"), ("interested", "Wants ours")]
+
+
+def swarm_rows(peers: Sequence[TransferPeer], total: int) -> dict[str, list[Cell]]:
+    """One row per peer we exchange pieces with, either way (`TransferInfo.peers`)."""
+    rows: dict[str, list[Cell]] = {}
+    for i, p in enumerate(peers):
+        pid = p.peer_id
+        rows[pid] = [
+            cell(f"█ …{pid[-12:]}", pid, peer_style(i + 1)),
+            cell(format_rate(p.down_rate), p.down_rate),
+            cell(format_rate(p.up_rate), p.up_rate),
+            cell(has_bar(p.have, total), p.have, "green" if total and p.have >= total else ""),
+            cell(f"{p.have}/{total}", p.have),
+            cell("yes" if p.choked else "no", int(p.choked), "yellow" if p.choked else ""),
+            cell("yes" if p.interested else "no", int(p.interested)),
+        ]
+    return rows
 
 
 PEER_COLUMNS = [("peer", "Peer"), ("state", "State"), ("rate", "Rate"), ("pieces", "Pieces"),
@@ -140,7 +191,8 @@ class TransferDetails(Vertical):
 
     DEFAULT_CSS = """
     TransferDetails { height: auto; }
-    TransferDetails #td-summary, TransferDetails #td-legend { height: 1; }
+    TransferDetails #td-summary, TransferDetails #td-legend, TransferDetails #td-swarm-title { height: 1; }
+    TransferDetails #td-swarm-title { color: $foreground-muted; }
     TransferDetails FilterTable { height: auto; max-height: 12; }
     """
 
@@ -149,10 +201,14 @@ class TransferDetails(Vertical):
         yield PiecesMap(id="td-map")
         yield Static("", id="td-legend")
         yield FilterTable(PEER_COLUMNS, id="td-peers")
+        yield Static("Swarm: every peer, both ways", id="td-swarm-title")
+        yield FilterTable(SWARM_COLUMNS, id="td-swarm")
 
     def show(self, info: TransferInfo) -> None:
         peers = info.peer_stats
         self.query_one("#td-summary", Static).update(summary_line(info))
-        self.query_one("#td-map", PiecesMap).show(info.piece_from)
-        self.query_one("#td-legend", Static).update(legend_text(peers))
+        self.query_one("#td-map", PiecesMap).show(map_sources(info))
+        legend = swarm_legend_text(info.peers) if info.piece_sources else legend_text(peers)
+        self.query_one("#td-legend", Static).update(legend)
         self.query_one("#td-peers", FilterTable).set_rows(peer_rows(peers))
+        self.query_one("#td-swarm", FilterTable).set_rows(swarm_rows(info.peers, info.total))

@@ -41,7 +41,7 @@ def relay() -> RelayStatus:
 
 def transfer() -> TransferInfo:
     return TransferInfo(info_hash="cd" * 20, name="a.bin", size=100, have=1, total=2, bytes_per_s=10.0, eta_s=10.0,
-                        peers=1, state="downloading", direction="download", path="/tmp/a.bin", uploaded=0,
+                        active_peers=1, state="downloading", direction="download", path="/tmp/a.bin", uploaded=0,
                         upload_bytes_per_s=0.0,
                         peer_stats=[PeerSnapshot(peer_id=OTHER, number=1, state="active", bytes_per_s=10.0,
                                                  downloaded=50, pieces=1, bad_pieces=0, outstanding=0, error="")],

@@ -100,6 +100,8 @@ async def test_manager_api_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
         assert info.state == "seeding", info.error
         assert info.have == info.total == 49 and info.name == "f.bin" and info.path == str(dl / "f.bin")
         assert set(info.piece_from) == {1} and info.peer_stats[0].pieces == 49
+        assert info.peers[0].peer_id == str(server.peer_id) and info.peers[0].have == 0  # its stream closed
+        assert set(info.piece_sources) == {0}  # every piece from peers[0]
         assert hashlib.sha256((dl / "f.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
         assert await cmgr.verify(info.info_hash) == []
         (dl / "f.bin").write_bytes(b"tampered")
@@ -153,4 +155,69 @@ async def test_a_provider_whose_old_address_just_failed_is_dialed_at_its_new_one
             await transfer.done.wait()
         assert transfer.state == "complete", transfer.error
         assert hashlib.sha256((dl / "g.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_downloader_serves_what_it_has_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A downloads from a slow server, which is paused once A has a few pieces; B, started
+    then, gets the metainfo and those pieces from A (a partial source: BITFIELD, HAVE),
+    while A sees B as a peer downloading from it. Resumed, everyone completes."""
+    import time as time_module
+
+    from punch_net.torrent.service import TorrentService
+
+    read_batch = TorrentService.read_batch
+
+    def slow_read_batch(self: TorrentService, path: Path, meta: object, indexes: list[int]) -> list[bytes]:
+        if path.parent.name == "share":  # only the seeder is slow
+            time_module.sleep(0.03 * len(indexes))
+        return read_batch(self, path, meta, indexes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TorrentService, "read_batch", slow_read_batch)
+    share = tmp_path / "share"
+    share.mkdir()
+    data = os.urandom(6 * 1024 * 1024 + 7)
+    (share / "s.bin").write_bytes(data)
+    boot = Node(config("server", tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(boot.run)
+        addr = boot.listen_addrs()[0]
+        server = Node(config("torrent-server", tmp_path, bootstrap=[addr]))
+        await nursery.start(server.run)
+        smgr = TorrentManager(server, share_dir=share)
+        await nursery.start(smgr.run)
+        await wait_for(lambda: len(smgr.service.sources) == 1, "shared")
+        info_hash = next(iter(smgr.service.sources))
+        nodes, managers = [], []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            node = Node(config("torrent-client", tmp_path / name, bootstrap=[addr]))
+            await nursery.start(node.run)
+            mgr = TorrentManager(node, download_dir=tmp_path / name, seed=False, timeout=60)
+            await nursery.start(mgr.run)
+            nodes.append(node)
+            managers.append(mgr)
+        a, b = managers
+        ta = a.add(info_hash)
+        await wait_for(lambda: ta.picker is not None and ta.picker.have_count() >= 8, "A's first pieces")
+        smgr.pause(info_hash)  # A keeps what it has; the seeder refuses the rest for now
+        assert info_hash in a.service.sources and a.service.sources[info_hash].have is not None
+        key = bytes.fromhex(dht_key(digest_multihash(info_hash)))
+        await wait_for(lambda: nodes[0].peer_id in {p.peer_id for p in boot.dht.provider_store.get_providers(key)},
+                       "A announced as a provider")
+        had = ta.picker.have_count()  # type: ignore[union-attr]
+        tb = b.add(info_hash)
+        await wait_for(lambda: tb.picker is not None and tb.picker.have_count() >= had, "B got A's pieces")
+        row = b.snapshot()[0]
+        from_a = [i for i, p in enumerate(row.peers) if p.peer_id == str(nodes[0].peer_id)]
+        assert from_a and row.piece_sources.count(from_a[0]) >= had
+        seen = a.snapshot()[0].peers
+        assert any(p.peer_id == str(nodes[1].peer_id) and p.interested and p.up_rate > 0 for p in seen), seen
+        smgr.resume(info_hash)
+        with trio.fail_after(TIMEOUT):
+            await ta.done.wait()
+            await tb.done.wait()
+        for name, t in (("a", ta), ("b", tb)):
+            assert t.state == "complete", t.error
+            assert hashlib.sha256((tmp_path / name / "s.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
         nursery.cancel_scope.cancel()

@@ -21,10 +21,12 @@ Event = dict[str, Any]
 class Punch:
     """One `punch ROLE --json` process in a namespace; events arrive on a reader thread."""
 
-    def __init__(self, rig: NatRig, where: str, name: str, args: list[str]) -> None:
+    def __init__(self, rig: NatRig, where: str, name: str, args: list[str],
+                 program: list[str] | None = None) -> None:
+        """`program`: what runs instead of `python -m punch_net.cli` (e.g. torrent_test_peers.py MODE)."""
         self.rig = rig
         self.name = name
-        argv = [sys.executable, "-m", "punch_net.cli", *args, "--json"]
+        argv = [*(program or [sys.executable, "-m", "punch_net.cli"]), *args, "--json"]
         self.proc: Proc = rig.spawn(where, name, argv)
         self.events: list[Event] = []
         self._q: queue.Queue[Event | None] = queue.Queue()

@@ -1,10 +1,12 @@
 """Misbehaving torrent peers for the tests, run as real processes:
 
-    python torrent_test_peers.py corrupt|slow|evil-name  torrent-server --share-dir DIR [punch flags]
+    python torrent_test_peers.py corrupt|slow|stall|evil-name  torrent-server --share-dir DIR [punch flags]
 
 `corrupt`: a torrent server whose pieces have one byte flipped (right metainfo, bad data).
 `slow`: an honest torrent server that sleeps before every batch of pieces (so a test can
         kill a client mid-download).
+`stall`: answers the handshake and the metainfo, then never sends a piece (each read of
+        pieces hangs in its worker thread until the process is killed).
 `evil-name`: serves, for every shared file, metainfo renamed to `../evil-<name>` (whose
         info hash it announces and prints as a `shared` event), as a hostile peer would.
 """
@@ -38,6 +40,12 @@ class SlowService(TorrentService):
         return super().read_batch(path, meta, indexes)
 
 
+class StallService(TorrentService):
+    def read_batch(self, path: Path, meta: Metainfo, indexes: list[int]) -> list[bytes]:
+        while True:
+            time.sleep(1.0)
+
+
 class EvilManager(TorrentManager):
     def _share(self, shared: SharedFile) -> None:
         meta = shared.meta
@@ -58,10 +66,14 @@ def main() -> int:
             rt.torrent = EvilManager(rt.node, share_dir=rt.config.share_dir, seed=True)
             rt.metrics.transfers = rt.torrent.snapshot
         manager = rt.torrent
-        if mode == "corrupt":
-            manager.service = CorruptService(on_error=manager._protocol_error)
+        hooks = {"on_error": manager._protocol_error, "on_interested": manager._peer_interested,
+                 "addrs_of": manager._addrs_of}
+        if mode == "corrupt":  # also as a downloader: it serves garbage from its NAME.part
+            manager.service = CorruptService(**hooks)
         elif mode == "slow":
-            manager.service = SlowService(on_error=manager._protocol_error)
+            manager.service = SlowService(**hooks)
+        elif mode == "stall":
+            manager.service = StallService(**hooks)
 
     return cli.main(argv, extend=extend)
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,12 @@ WAIT = 45.0  # generous: other test runs share the 2-core machine
 class Child:
     """`python -m punch_net.cli ROLE ... --json` with its events read on a thread."""
 
-    def __init__(self, role: str, *args: str, cwd: Path, env: dict[str, str]) -> None:
-        argv = [sys.executable, "-m", "punch_net.cli", role, "--listen-addr", "127.0.0.1", "--ephemeral",
-                "--json", *args]
+    def __init__(self, role: str, *args: str, cwd: Path, env: dict[str, str],
+                 launcher: Sequence[str] = ()) -> None:
+        """`launcher` replaces `python -m punch_net.cli` (e.g. a misbehaving peer from
+        torrent_test_peers.py, which takes the same arguments)."""
+        argv = [*(launcher or (sys.executable, "-m", "punch_net.cli")), role, "--listen-addr", "127.0.0.1",
+                "--ephemeral", "--json", *args]
         if "--port" not in args:
             argv += ["--port", "0"]
         # stderr to a file: when a child dies early, the failure says why

@@ -9,8 +9,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from punch_net.torrent import PIECE_LENGTH, wire
 from punch_net.torrent import peer_session as ps
-from punch_net.torrent import wire
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.peer_session import (
     Action,
@@ -41,6 +41,10 @@ class Shared:
     meta: Metainfo
     data: bytes
     have: bytearray | None = None
+    sent: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sent = self.sent or [0] * self.meta.num_pieces
 
     def has(self, index: int) -> bool:
         return 0 <= index < self.meta.num_pieces and (self.have is None or bool(self.have[index]))
@@ -392,3 +396,105 @@ def test_server_list_meta_and_unknown_hashes() -> None:
     serve.receive_data(wire.encode_interested(shared.meta.info_hash))
     assert serve.receive_data(wire.encode_interested(other.meta.info_hash)) == [
         Close("one stream serves one torrent")]
+
+
+# ---------------------------------------------------------------- swarm: choke, HAVE, stall, depth
+
+
+def test_choke_frees_requests_for_others_and_unchoke_resumes() -> None:
+    shared = shared_file(20)
+    picker = PiecePicker(shared.meta.num_pieces)
+    link = Link(shared, picker, depth=8, refill=4)
+    handshake(link)
+    asked = [m.index for m in frames(link.down.fill())]
+    assert len(asked) == 8
+    link.serve.receive_data(link.down.fill() or wire.encode_index(wire.REQUEST, asked[0]))
+    assert link.serve.set_choked(True) and not link.serve.set_choked(True)
+    assert link.serve.queued == 0  # queued requests dropped
+    link.feed_client(link.serve.take_control())
+    assert link.down.choked and link.down.outstanding == 0 and not picker.in_flight
+    assert link.down.fill() == b""  # no requests while choked
+    # a request that crossed the CHOKE is dropped silently (no REJECT: the client freed it)
+    assert link.serve.receive_data(wire.encode_index(wire.REQUEST, 0)) == [] and link.serve.queued == 0
+    link.serve.set_choked(False)
+    link.feed_client(link.serve.take_control())
+    assert not link.down.choked
+    link.pump()
+    assert picker.complete and link.ends == []
+
+
+def test_have_frames_reach_the_downloader_and_its_picker() -> None:
+    have = bytearray(10)
+    shared = shared_file(10, have)
+    picker = PiecePicker(10)
+    link = Link(shared, picker)
+    handshake(link)
+    assert link.down.fill() == b""  # the peer has nothing yet
+    have[3] = 1
+    link.serve.have(3)
+    link.feed_client(link.serve.take_control())
+    assert picker.peer_bits["server"][3] == 1 and picker.availability[3] == 1
+    assert [m.index for m in frames(link.down.fill())] == [3]
+    assert link.serve.take_control() == b""
+
+
+def test_a_stalled_peer_is_snubbed_and_its_requests_go_to_another() -> None:
+    shared = shared_file(12)
+    picker = PiecePicker(shared.meta.num_pieces)
+    slow, fast = Link(shared, picker, peer="slow"), Link(shared, picker, peer="fast")
+    handshake(slow)
+    handshake(fast)
+    held = [m.index for m in frames(slow.down.fill(now=1.0))]
+    assert len(held) == ps.START_DEPTH or len(held) == shared.meta.num_pieces
+    assert slow.down.check_stall(1.0 + ps.STALL_AFTER - 0.1) == []
+    acts = slow.down.check_stall(1.0 + ps.STALL_AFTER + 0.1)
+    assert any(isinstance(a, ps.Changed) for a in acts)
+    assert slow.down.snubbed and slow.down.outstanding == 0
+    cancels = frames(slow.down.fill(now=7.0))
+    assert sorted(m.index for m in cancels if m.type == wire.CANCEL) == sorted(held)
+    assert [m.type for m in cancels].count(wire.REQUEST) <= 1  # snubbed: one request at a time
+    fast.pump()
+    assert picker.complete and set(fast.stored) >= set(held) - set(slow.stored)
+
+
+def test_request_depth_follows_the_peer_rate() -> None:
+    shared = shared_file(4)
+    picker = PiecePicker(shared.meta.num_pieces)
+    link = Link(shared, picker)
+    session = link.down
+    assert session.target_depth(0.0) == ps.START_DEPTH  # no rate yet
+    meter = link.counters.meter
+    for t in range(20):  # 25 KB/s: a slow peer holds the minimum
+        meter.add(6_250, t * 0.25)
+    assert session.target_depth(5.0) == ps.MIN_DEPTH
+    fast = Link(shared, picker, peer="fast")
+    for t in range(20):  # 40 MB/s: rate x HORIZON / piece
+        fast.counters.meter.add(10_000_000, t * 0.25)
+    depth = fast.down.target_depth(5.0)
+    rate = fast.counters.meter.rate(5.0)
+    assert depth == min(ps.DEPTH, -(-int(rate * ps.HORIZON) // PIECE_LENGTH) + 2) and depth > 4 * ps.MIN_DEPTH
+
+
+def test_server_spreads_pieces_uploaded_fewest_times_first() -> None:
+    shared = shared_file(8)
+    shared.sent[:4] = [3, 3, 3, 3]  # pieces 0-3 already went out to other downloaders
+    link = Link(shared, PiecePicker(8))
+    handshake(link)
+    link.serve.receive_data(b"".join(wire.encode_index(wire.REQUEST, i) for i in range(8)))
+    read = link.serve.next_read()
+    assert isinstance(read, ps.Read) and read.indexes[:4] == [4, 5, 6, 7]
+    assert PIECE * 8 <= ps.BATCH_BYTES
+
+
+def test_peers_named_by_the_server_reach_the_downloader() -> None:
+    shared = shared_file(4)
+    link = Link(shared, PiecePicker(4))
+    handshake(link)
+    named = [("12D3KooWfellow", ["/ip4/198.18.1.11/tcp/4001"]), ("12D3KooWother", [])]
+    link.serve.tell_peers(named)
+    actions = link.down.receive_data(link.serve.take_control(), 1.0)
+    assert actions == [ps.Peers(named)]
+    # malformed entries are skipped, a body that is not a JSON list ends the stream
+    body = b'[["ok",["/ip4/1.2.3.4/tcp/1"]],[1,[]],["x",[2]],"junk"]'
+    assert wire.decode_peers(body) == [("ok", ["/ip4/1.2.3.4/tcp/1"])]
+    assert isinstance(link.down.receive_data(wire.frame(wire.PEERS, b"{}"), 2.0)[0], ps.Close)

@@ -287,6 +287,52 @@ def test_part_file_ignores_record_longer_than_part(tmp_path: Path) -> None:
     part.close()
 
 
+def test_part_file_log_keeps_pieces_written_after_the_last_record(tmp_path: Path) -> None:
+    """A SIGKILL after the last checkpoint: the log names the pieces written since; only
+    those are hashed again on resume, and one that is not on disk right is not claimed."""
+    data = os.urandom(4 * PIECE_LENGTH)
+    meta = meta_for(data)
+    part = PartFile(tmp_path, meta)
+    assert part.open() == bytearray(4)
+    part.write_piece(0, data[:PIECE_LENGTH])
+    part.checkpoint(bytearray([1, 0, 0, 0]), part.logged)
+    part.write_piece(3, data[3 * PIECE_LENGTH:])  # after the record: only in the log
+    part.write_piece(1, data[PIECE_LENGTH:2 * PIECE_LENGTH])
+    part.close()
+    with (tmp_path / "f.bin.part").open("r+b") as f:  # piece 1 did not reach the disk intact
+        f.seek(PIECE_LENGTH)
+        f.write(b"\0")
+    with (tmp_path / "f.bin.part.log").open("ab") as f:
+        f.write(b"\x02\x00")  # a torn entry from the kill
+    again = PartFile(tmp_path, meta)
+    assert again.open() == bytearray([1, 0, 0, 1])
+    assert again.rehashed == 2  # pieces 3 and 1, not piece 0 (the record has it)
+    assert again.logged == 12 and (tmp_path / "f.bin.part.log").stat().st_size == 12  # torn entry cut
+    again.write_piece(1, data[PIECE_LENGTH:2 * PIECE_LENGTH])
+    again.write_piece(2, data[2 * PIECE_LENGTH:3 * PIECE_LENGTH])
+    again.close()
+    third = PartFile(tmp_path, meta)
+    assert third.open() == bytearray([1, 1, 1, 1])  # killed before any record of this run: the log has it
+    third.sync()
+    third.finish()
+    third.close()
+    assert not (tmp_path / "f.bin.part.log").exists() and (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_part_file_unclean_record_rereads_the_whole_part(tmp_path: Path) -> None:
+    data = os.urandom(3 * PIECE_LENGTH)
+    meta = meta_for(data)
+    part = PartFile(tmp_path, meta)
+    part.open()
+    part.write_piece(0, data[:PIECE_LENGTH])
+    part.write_piece(2, data[2 * PIECE_LENGTH:])
+    part.close()
+    (tmp_path / "f.bin.part.resume").write_bytes(b"{damaged")
+    again = PartFile(tmp_path, meta)
+    assert again.open() == bytearray([1, 0, 1]) and again.rehashed == 3
+    again.close()
+
+
 # ---------------------------------------------------------------- share index
 
 

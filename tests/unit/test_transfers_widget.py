@@ -53,7 +53,7 @@ class _Host(App[None]):
 def test_details_panel_shows_summary_map_and_peers() -> None:
     info = TransferInfo(
         info_hash="ab" * 32, name="big.bin", size=5 * 65536, have=3, total=5, bytes_per_s=2_000_000.0, eta_s=12.0,
-        peers=2, state="downloading", direction="download", path="", uploaded=0, upload_bytes_per_s=0.0,
+        active_peers=2, state="downloading", direction="download", path="", uploaded=0, upload_bytes_per_s=0.0,
         piece_from=[1, 2, 1, -1, -1],
         peer_stats=[
             PeerSnapshot(peer_id="12D3KooWpeerAAAAAAAAAAAA", number=1, state="active", bytes_per_s=1e6,
@@ -76,5 +76,41 @@ def test_details_panel_shows_summary_map_and_peers() -> None:
             table = details.query_one(FilterTable)
             assert table.total_rows == 2
             assert any("bad" in t for t in table.column_texts("state"))
+
+    asyncio.run(scenario())
+
+
+def test_swarm_table_and_map_from_piece_sources() -> None:
+    """TransferInfo.peers / piece_sources: the map colours piece i by peers[piece_sources[i]]
+    (peer_style(index + 1)), -2 from disk, -1 missing; the swarm table shows each peer's
+    rates both ways, what it has and the choking."""
+    from punch_net.torrent.info import TransferPeer
+    from punch_tui.widgets.transfers import has_bar, map_sources, swarm_legend_text, swarm_rows
+
+    peers = (TransferPeer("12D3KooWseederAAAAAAAAAAA", 3e6, 0.0, 4, False, False),
+             TransferPeer("12D3KooWleecherBBBBBBBBBB", 1e6, 2e6, 2, True, True))
+    info = TransferInfo(
+        info_hash="cd" * 32, name="swarm.bin", size=4 * 65536, have=3, total=4, bytes_per_s=4e6, eta_s=1.0,
+        active_peers=2, state="downloading", direction="download", path="", uploaded=65536,
+        upload_bytes_per_s=2e6, peer_stats=[], piece_from=[], peers=peers, piece_sources=(0, 1, -2, -1))
+    assert map_sources(info) == [1, 2, 0, -1]
+    text = pieces_map_text(map_sources(info), width=10)
+    assert [st for _, st in styles(text)] == [peer_style(1), peer_style(2), DISK_STYLE, MISSING_STYLE]
+    assert "AAAAAAAA" in swarm_legend_text(peers).plain and "BBBBBBBB" in swarm_legend_text(peers).plain
+    assert has_bar(4, 4) == FULL * 8 + " 100%" and has_bar(2, 4) == FULL * 4 + EMPTY * 4 + "  50%"
+    leech = [c.text for c in swarm_rows(peers, 4)[peers[1].peer_id]]
+    assert leech[1:3] == ["977 KiB/s", "1.9 MiB/s"] and leech[5:] == ["yes", "yes"], leech
+
+    async def scenario() -> None:
+        app = _Host()
+        async with app.run_test(size=(120, 30)) as pilot:
+            details = app.query_one(TransferDetails)
+            details.show(info)
+            await pilot.pause()
+            swarm = details.query_one("#td-swarm", FilterTable)
+            assert swarm.total_rows == 2
+            assert [t.strip() for t in swarm.column_texts("choked")] == ["no", "yes"]
+            assert [t.strip() for t in swarm.column_texts("pieces")] == ["4/4", "2/4"]
+            assert str(details.query_one(PiecesMap).render()).startswith(FULL * 3 + EMPTY)
 
     asyncio.run(scenario())

@@ -1,0 +1,104 @@
+"""Upload slots (the choker: tit-for-tat, the optimistic unchoke) and the picker's random
+start, as pure logic: no sockets, no clock."""
+
+from __future__ import annotations
+
+import random
+
+from punch_net.torrent.choker import Candidate, Choker
+from punch_net.torrent.picker import BLOCK, PiecePicker
+
+
+def test_new_peers_are_unchoked_while_a_slot_is_free() -> None:
+    choker = Choker(slots=2)
+    assert [choker.admit(p) for p in "abcd"] == [True, True, True, False]  # 2 regular + 1 optimistic
+
+
+def test_rechoke_keeps_the_best_givers_and_one_optimistic() -> None:
+    choker = Choker(slots=2, optimistic_every=3, rng=random.Random(1))
+    peers = [Candidate("slow", 10.0), Candidate("fast", 900.0), Candidate("mid", 500.0),
+             Candidate("new", 0.0), Candidate("idle", 0.0, interested=False)]
+    unchoked = choker.rechoke(peers)
+    assert {"fast", "mid"} <= unchoked and len(unchoked) == 3 and "idle" not in unchoked
+    optimistic = choker.optimistic
+    assert optimistic in ("slow", "new")
+    # the optimistic slot holds for optimistic_every rounds, then rotates to another peer
+    assert choker.rechoke(peers) == unchoked and choker.rechoke(peers) == unchoked
+    assert choker.rechoke(peers) - {"fast", "mid"} == {"slow", "new"} - {optimistic}
+
+
+def test_a_peer_that_starts_giving_earns_a_regular_slot() -> None:
+    choker = Choker(slots=1, optimistic_every=100, rng=random.Random(2))
+    assert choker.rechoke([Candidate("a", 100.0), Candidate("b", 0.0), Candidate("c", 0.0)]) >= {"a"}
+    after = choker.rechoke([Candidate("a", 100.0), Candidate("b", 500.0), Candidate("c", 0.0)])
+    assert "b" in after and len(after) == 2  # b is regular now; a or c is the optimistic one
+
+
+def test_forget_frees_the_slot() -> None:
+    choker = Choker(slots=1)
+    assert choker.admit("a") and choker.admit("b") and not choker.admit("c")
+    choker.forget("a")
+    assert choker.admit("c")
+
+
+
+
+def test_picker_takes_file_order_from_one_peer_random_blocks_from_several() -> None:
+    n = 4 * BLOCK
+    picker = PiecePicker(n, rng=random.Random(3))
+    picker.add_peer("seed", bytearray(b"\x01" * n))
+    assert picker.pick("seed", 3) == [0, 1, 2]  # one peer: sequential
+    a, b = PiecePicker(n, rng=random.Random(1)), PiecePicker(n, rng=random.Random(2))
+    for p in (a, b):
+        p.add_peer("seed", bytearray(b"\x01" * n))
+        p.add_peer("other", bytearray(n))
+    first_a, first_b = a.pick("seed", BLOCK), b.pick("seed", BLOCK)
+    # each takes one whole block, in order, at a random place: two downloaders differ
+    assert first_a == list(range(first_a[0], first_a[0] + BLOCK)) and first_a[0] % BLOCK == 0
+    assert first_b == list(range(first_b[0], first_b[0] + BLOCK)) and first_a != first_b
+
+
+def test_picker_goes_rarest_first() -> None:
+    picker = PiecePicker(10)
+    picker.add_peer("seed", bytearray(b"\x01" * 10))
+    picker.add_peer("d", bytearray(10))
+    for i in (0, 1, 2):
+        picker.peer_has("d", i)  # a fellow downloader has these: they are no longer the rarest
+    assert picker.pick("seed", 3) == [3, 4, 5]
+    assert picker.pick("d", 5) == [0, 1, 2]
+
+
+def test_a_seed_is_asked_only_for_what_no_one_else_has_until_the_endgame() -> None:
+    picker = PiecePicker(8)
+    picker.add_peer("seed", bytearray(b"\x01" * 8))
+    picker.add_peer("d", bytearray(b"\x01\x01\x01\x00\x00\x00\x00\x00"))  # a downloader with 0-2
+    assert sorted(picker.pick("seed", 8)) == [3, 4, 5, 6, 7]  # not 0-2: d can give those
+    assert picker.pick("d", 8) == [0, 1, 2]
+    assert picker.endgame and picker.pick("seed", 8) == [0, 1, 2]  # endgame: anyone, twice at most
+
+
+def test_a_choking_peer_does_not_count_as_a_source() -> None:
+    picker = PiecePicker(4)
+    picker.add_peer("seed", bytearray(b"\x01" * 4))
+    picker.add_peer("d", bytearray(b"\x01\x01\x00\x00"))
+    picker.set_choking("d", True)
+    assert picker.availability == [1, 1, 1, 1]
+    assert sorted(picker.pick("seed", 4)) == [0, 1, 2, 3]
+    picker.set_choking("d", False)
+    picker.peer_has("d", 2)
+    assert picker.availability == [2, 2, 2, 1]
+    picker.remove_peer("d")
+    assert picker.availability == [1, 1, 1, 1] and not picker.choking
+
+
+def test_a_piece_asked_of_a_seed_moves_to_a_downloader_that_gets_it() -> None:
+    picker = PiecePicker(100)
+    picker.add_peer("seed", bytearray(b"\x01" * 100))
+    picker.add_peer("d", bytearray(100))
+    asked = picker.pick("seed", 4)
+    picker.peer_has("d", asked[0])
+    assert picker.release_from_seeds("d", asked[0]) == ["seed"]  # the caller CANCELs it at the seed
+    assert asked[0] not in picker.in_flight and picker.pick("d", 4) == [asked[0]]
+    picker.peer_has("d", asked[1])
+    picker.set_choking("d", True)
+    assert picker.release_from_seeds("d", asked[1]) == []  # a choking peer cannot give it
