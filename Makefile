@@ -18,7 +18,8 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq tmux >/dev/null) || echo "tmux could not be installed; its test will skip"; \
 	  else echo "tmux missing and not root: the tmux test will skip"; fi; }
-	@# iproute2 + nftables build the NAT rig (tests/nat): network namespaces with masquerade
+	@# iproute2 + nftables build the NAT rig (tests/nat): network namespaces with masquerade;
+	@# iproute2's tc (tbf) limits each host of the swarm rig (tests/support/swarm_rig.py)
 	@{ command -v ip >/dev/null 2>&1 && command -v nft >/dev/null 2>&1; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq iproute2 nftables >/dev/null) || echo "nftables could not be installed; NAT tests will skip"; \

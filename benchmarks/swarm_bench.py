@@ -2,6 +2,8 @@
 
     sudo .venv/bin/python benchmarks/swarm_bench.py [--size-mib 64] [--rate-mbit 80] [--downloaders 4 8] [--runs 2]
 
+Figures and how to read them: docs/TORRENT.md, "Swarm benchmark".
+
 One seeder and N downloaders, each in its own network namespace on a bridge, every
 host's uplink limited with `tc qdisc … tbf rate R` (tests/support/swarm_rig.py; needs
 root). The seeder shares an F-byte file; the N `punch torrent-client`s start together.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -65,6 +68,10 @@ def one_run(rig: SwarmRig, boot_id: str, info_hash: str, n: int, root: Path) -> 
     return out
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind the rig's `with`: processes killed, namespaces deleted
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=64)
@@ -72,6 +79,7 @@ def main() -> int:
     ap.add_argument("--downloaders", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--runs", type=int, default=2)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _terminate)
     reason = swarm_unavailable_reason()
     if reason:
         print(f"swarm rig unavailable: {reason}", file=sys.stderr)

@@ -396,7 +396,7 @@ class ServeSession(Generic[S]):
         self._queue: deque[int] = deque()
         self._queued: set[int] = set()
         self._eof = False
-        self._control: list[bytes] = []  # HAVE, CHOKE, UNCHOKE frames owed to the peer
+        self._control: list[bytes] = []  # HAVE, CHOKE, UNCHOKE, PEERS frames owed to the peer
 
     def have(self, index: int) -> None:
         """We verified `index` while this peer downloads from us: tell it (`take_control`)."""
@@ -425,7 +425,7 @@ class ServeSession(Generic[S]):
         return bool(self._control)
 
     def take_control(self) -> bytes:
-        """The HAVE/CHOKE/UNCHOKE frames owed, as one write (b"": none)."""
+        """The HAVE/CHOKE/UNCHOKE/PEERS frames owed, as one write (b"": none)."""
         if not self._control:
             return b""
         out = b"".join(self._control)

@@ -164,7 +164,7 @@ class TorrentService:
         async def writer() -> None:
             nonlocal wake
             while True:
-                control = session.take_control()  # HAVE, CHOKE, UNCHOKE
+                control = session.take_control()  # HAVE, CHOKE, UNCHOKE, PEERS
                 if control:
                     await _write(stream, control)
                 action = session.next_read()
