@@ -50,7 +50,14 @@ from punch_net.messaging.protocol import (
     ServeHooks,
     SessionClosed,
 )
-from punch_net.p2p.addresses import AddressError, DialTarget, is_peer_id, parse_dial_target, resolve_dns
+from punch_net.p2p.addresses import (
+    AddressError,
+    AdvertisedAddrs,
+    DialTarget,
+    is_peer_id,
+    parse_dial_target,
+    resolve_dns,
+)
 from punch_net.p2p.helpers import connection_bytes, dedupe_providers, learn_peer_id
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
@@ -184,6 +191,8 @@ class Node:
         self.counters = Counters()
         self._traffic_seen: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
         self.started_at = time.time()
+        # What we advertise (announced, observed, port-mapped, listen): host.get_addrs()'s factory.
+        self.addresses = AdvertisedAddrs(config.announce, config.no_announce)
         self._key_pair = key_pair
         self._host: IHost | None = None
         self._dht: KadDHT | None = None
@@ -288,7 +297,7 @@ class Node:
         except Exception as exc:
             raise ListenError(f"bad listen address {cfg.listen_addr!r}: {exc}") from None
         check_port_free(cfg.listen_addr, cfg.effective_port())
-        host = build_host(key_pair, cfg.dial_timeout)
+        host = build_host(key_pair, cfg.dial_timeout, self.addresses)
         mode = DHTMode.SERVER if cfg.is_dht_server() else DHTMode.CLIENT
         dht = KadDHT(host, mode)
         install_dht(host, dht, server=mode == DHTMode.SERVER, walk=dht_walk.provider_walk)

@@ -1,0 +1,61 @@
+"""--announce replaces what a node advertises everywhere it is read: identify (the peer's
+peerstore), the DHT provider records others find, and the Listening event's "others should
+use" list; --no-announce filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from punch_net import events as ev
+from punch_net.config import NodeConfig
+from punch_net.p2p.helpers import quiet_libp2p_logging
+from punch_net.runtime import Runtime
+
+quiet_libp2p_logging()
+
+WAIT = 40
+PUBLIC = "/ip4/203.0.113.7/tcp/4001"
+
+
+def config(tmp: Path, name: str, role: str, bootstrap: list[str], **kw: object) -> NodeConfig:
+    cfg = NodeConfig(role=role, listen_addr="127.0.0.1", port=0, bootstrap=bootstrap, ephemeral=True,
+                     data_dir=tmp / name, dial_timeout=3, relay_service=False, namespace="ann")
+    for key, value in kw.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+async def test_announced_address_in_identify_provider_records_and_listening(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(WAIT):
+            boot = Runtime(config(tmp_path, "boot", "server", []))
+            await nursery.start(boot.run)
+            addr = boot.node.listen_addrs()[0]
+            lis = Runtime(config(tmp_path, "lis", "listener", [addr], announce=[PUBLIC, "/ip4/127.0.0.1/tcp/9"],
+                                 no_announce=["/ip4/127.0.0.0/ipcidr/8"]))
+            await nursery.start(lis.run)
+            me = f"/p2p/{lis.node.peer_id}"
+            assert lis.node.listen_addrs() == [PUBLIC + me]
+            listening = [e for e in lis.node.bus.backlog() if isinstance(e, ev.Listening)]
+            assert listening and listening[0].addrs == [PUBLIC + me]
+            await lis.node.bootstrapped.wait()
+            # identify: the bootstrap node learnt the announced address, not 127.0.0.1
+            while True:
+                known = [str(a) for a in boot.node.host.get_peerstore().addrs(lis.node.peer_id)]
+                if PUBLIC + me in known:
+                    break
+                await trio.sleep(0.05)
+            assert not any("127.0.0.1" in a for a in known), known
+            # the provider record another node finds carries the announced address
+            dialer = Runtime(config(tmp_path, "dialer", "dialer", [addr]))
+            await nursery.start(dialer.run)
+            await dialer.node.bootstrapped.wait()
+            while True:
+                found = {p.peer_id: p for p in await dialer.api.find_peers("ann", timeout=5)}
+                if str(lis.node.peer_id) in found:
+                    break
+                await trio.sleep(0.2)
+            assert [a.removesuffix(me) for a in found[str(lis.node.peer_id)].addrs] == [PUBLIC], found
+        nursery.cancel_scope.cancel()
