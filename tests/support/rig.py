@@ -6,7 +6,12 @@ Topology (names carry a per-rig prefix so rigs can run side by side):
       ├─ {p}relay  198.18.0.10  public relay / bootstrap host
       ├─ {p}pub    198.18.0.20  public dialer host
       ├─ {p}nata   wan0 198.18.0.11 | lan0 10.0.1.1  → {p}a  10.0.1.2
-      └─ {p}natb   wan0 198.18.0.12 | lan0 10.0.2.1  → {p}b  10.0.2.2
+      ├─ {p}natb   wan0 198.18.0.12 | lan0 10.0.2.1  → {p}b  10.0.2.2
+      ├─ (cloud=True)  {p}natc  wan0 198.18.0.13 | lan0 10.0.3.1 → {p}c 10.0.3.2, a 1:1 NAT
+      │                (DNAT of everything to 198.18.0.13, SNAT back): a cloud VM's private
+      │                interface behind its public IP
+      └─ (outside=N)   {p}out1, {p}out2 … 198.18.1.20, 198.18.2.20 …: public hosts in other
+                       /24 networks (observed-address votes count per network)
 
 Each NAT router masquerades lan0 → wan0 (plain masquerade keeps the source port when it
 is free: an endpoint-independent mapping; `fully-random` gives a symmetric NAT), forwards
@@ -31,9 +36,14 @@ from pathlib import Path
 PUBLIC_NET = "198.18.0.0/15"
 RELAY_IP = "198.18.0.10"
 PUB_IP = "198.18.0.20"
-NAT_WAN = {"a": "198.18.0.11", "b": "198.18.0.12"}
-LAN_HOST = {"a": "10.0.1.2", "b": "10.0.2.2"}
-LAN_GW = {"a": "10.0.1.1", "b": "10.0.2.1"}
+NAT_WAN = {"a": "198.18.0.11", "b": "198.18.0.12", "c": "198.18.0.13"}
+LAN_HOST = {"a": "10.0.1.2", "b": "10.0.2.2", "c": "10.0.3.2"}
+LAN_GW = {"a": "10.0.1.1", "b": "10.0.2.1", "c": "10.0.3.1"}
+
+
+def outside_ip(n: int) -> str:
+    """The n-th (1-based) extra public host, each in its own /24."""
+    return f"198.18.{n}.20"
 
 
 class RigUnavailable(Exception):
@@ -83,6 +93,16 @@ table inet pn_filter {{
 """
 
 
+def one_to_one_rules(public: str, private: str) -> str:
+    """A cloud provider's 1:1 NAT: everything to `public` goes to `private`, and back."""
+    return f"""
+table ip pn_nat {{
+  chain pn_pre {{ type nat hook prerouting priority dstnat; iifname "wan0" ip daddr {public} dnat to {private}; }}
+  chain pn_post {{ type nat hook postrouting priority srcnat; oifname "wan0" ip saddr {private} snat to {public}; }}
+}}
+"""
+
+
 @dataclass
 class Proc:
     name: str
@@ -97,6 +117,8 @@ class NatRig:
 
     prefix: str
     symmetric: Sequence[str] = ()  # which NATs ("a", "b") map symmetrically (fully-random)
+    cloud: bool = False  # add natc + c: a 1:1 NAT (cloud VM)
+    outside: int = 0  # extra public hosts out1..outN, each in its own /24
     log_dir: Path = field(default_factory=lambda: Path("/tmp"))
     procs: list[Proc] = field(default_factory=list)
     _created: list[str] = field(default_factory=list)
@@ -119,7 +141,10 @@ class NatRig:
 
     def up(self) -> None:
         self.clean_stale()
-        for role in ("inet", "relay", "pub", "nata", "natb", "a", "b"):
+        roles = ["inet", "relay", "pub", "nata", "natb", "a", "b"]
+        roles += ["natc", "c"] if self.cloud else []
+        roles += [f"out{n}" for n in range(1, self.outside + 1)]
+        for role in roles:
             name = self.ns(role)
             _run("ip", "netns", "add", name)
             self._created.append(name)
@@ -128,8 +153,11 @@ class NatRig:
         _run("ip", "-n", inet, "link", "add", "br0", "type", "bridge")
         _run("ip", "-n", inet, "link", "set", "br0", "up")
         # public hosts and NAT WAN sides on the bridge
-        for role, ip, ifname in (("relay", RELAY_IP, "eth0"), ("pub", PUB_IP, "eth0"),
-                                 ("nata", NAT_WAN["a"], "wan0"), ("natb", NAT_WAN["b"], "wan0")):
+        public = [("relay", RELAY_IP, "eth0"), ("pub", PUB_IP, "eth0"),
+                  ("nata", NAT_WAN["a"], "wan0"), ("natb", NAT_WAN["b"], "wan0")]
+        public += [("natc", NAT_WAN["c"], "wan0")] if self.cloud else []
+        public += [(f"out{n}", outside_ip(n), "eth0") for n in range(1, self.outside + 1)]
+        for role, ip, ifname in public:
             port = f"p_{role}"
             _run("ip", "-n", inet, "link", "add", port, "type", "veth", "peer", "name", ifname,
                  "netns", self.ns(role))
@@ -137,7 +165,7 @@ class NatRig:
             _run("ip", "-n", self.ns(role), "addr", "add", f"{ip}/15", "dev", ifname)
             _run("ip", "-n", self.ns(role), "link", "set", ifname, "up")
         # LANs behind each NAT
-        for side in ("a", "b"):
+        for side in ("a", "b", "c") if self.cloud else ("a", "b"):
             nat, host = self.ns(f"nat{side}"), self.ns(side)
             _run("ip", "-n", nat, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0",
                  "netns", host)
@@ -147,7 +175,9 @@ class NatRig:
             _run("ip", "-n", host, "link", "set", "eth0", "up")
             _run("ip", "-n", host, "route", "add", "default", "via", LAN_GW[side])
             _run("ip", "netns", "exec", nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            _run("ip", "netns", "exec", nat, "nft", "-f", "-", stdin=nat_rules(side in self.symmetric))
+            rules = one_to_one_rules(NAT_WAN[side], LAN_HOST[side]) if side == "c" else \
+                nat_rules(side in self.symmetric)
+            _run("ip", "netns", "exec", nat, "nft", "-f", "-", stdin=rules)
 
     def clean_stale(self) -> None:
         """Delete namespaces left with our prefix by a crashed earlier run."""
