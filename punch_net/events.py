@@ -37,6 +37,14 @@ class Listening(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AddrsChanged(Event):
+    """What we advertise changed (an observed or port-mapped address came or went)."""
+
+    kind: ClassVar[str] = "addrs_changed"
+    addrs: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
 class BootstrapRetry(Event):
     kind: ClassVar[str] = "bootstrap_retry"
     addr: str

@@ -49,6 +49,7 @@ from punch_net.errors import BadArgs, NotFound
 from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
+from punch_net.reach.service import ObservedAddrsService
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
 from punch_net.roles import dialer, listener, monitor, torrent_client
@@ -119,6 +120,7 @@ class Runtime:
             self.connmgr,
             Refresher(node, cfg.dht_refresh_interval),
             RoutingUpkeep(node, self.reputation, self.book, cfg.capabilities_interval),
+            ObservedAddrsService(node, lambda: str(self.relay.reachability)),
         ]
         for component in components:
             node.add_component(component)

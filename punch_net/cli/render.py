@@ -26,6 +26,8 @@ def human(e: ev.Event) -> str | None:
             lines += ["", "[green]✓[/green] Bootstrap node started. Others join with:"]
             lines += [f"  --bootstrap {a}" for a in e.addrs[:1]]
         return "\n".join(lines) + "\n"
+    if isinstance(e, ev.AddrsChanged):
+        return "\n".join(["[cyan]i[/cyan] Addresses others should use now:"] + [f"  {a}" for a in e.addrs])
     if isinstance(e, ev.BootstrapRetry):
         return f"[yellow]…[/yellow] bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s"
     if isinstance(e, ev.Bootstrapped):

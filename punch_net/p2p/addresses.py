@@ -225,6 +225,13 @@ class AdvertisedAddrs:
         self._listeners: list[AddrsListener] = []
         self._last: list[str] | None = None
         self._last_transport: list[multiaddr.Multiaddr] = []
+        self._transport: Callable[[], list[multiaddr.Multiaddr]] | None = None
+
+    def bind_transport(self, transport: Callable[[], list[multiaddr.Multiaddr]]) -> None:
+        """Read the listen addresses from `transport()` (the host's `get_transport_addrs`)
+        instead of the candidates py-libp2p passes, which include its own observed
+        addresses (patches/observed_addrs.py says why ours decide)."""
+        self._transport = transport
 
     def on_change(self, listener: AddrsListener) -> None:
         """`listener(addrs)` after `set_observed` / `set_mapped` change what we advertise."""
@@ -268,7 +275,7 @@ class AdvertisedAddrs:
         return out
 
     def __call__(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
-        self._last_transport = list(candidates)
-        result = self.compute(candidates)
+        self._last_transport = list(self._transport() if self._transport is not None else candidates)
+        result = self.compute(self._last_transport)
         self._last = [str(a) for a in result]
         return result

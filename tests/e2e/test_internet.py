@@ -3,6 +3,7 @@ announced or observed public address, found through the DHT and dialed directly.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,36 @@ def test_cloud_vm_announced_address_reached_on_first_dial(make_rig, tmp_path: Pa
     inbound = lis.wait_for(is_kind("connected", peer_id=dialer.peer_id), 5, "inbound connection")
     assert inbound["via"] == "direct"
     assert LAN_HOST["c"] not in str(found)
+
+
+def test_cloud_vm_advertises_its_observed_address_after_two_outside_peers(make_rig, tmp_path: Path) -> None:
+    """No --announce: two peers in two other networks dial the public address; identify's
+    observed address, agreed by both, is then advertised, and a third peer that finds the
+    node through the DHT dials it directly."""
+    rig = make_rig(cloud=True, outside=2)
+    relay = start_relay(rig, tmp_path / "relay", "--no-mdns", "--no-port-mapping")
+    rid = relay.peer_id
+    lis = start_cloud_listener(rig, rid, "vm2")
+    listening = lis.wait_for(is_kind("listening"), 90, "listening")
+    assert all(NAT_WAN["c"] not in a for a in listening["addrs"]), listening  # not known yet
+    lis.wait_for(is_kind("registered"), 60, "provider record")
+    me = lis.peer_id
+    outside = [Punch(rig, f"out{n}", f"out{n}", ["listener", "--listen-addr", "0.0.0.0", "--port", "4001",
+                                                  "--ephemeral", "--namespace", f"other{n}", "--no-mdns",
+                                                  "--no-port-mapping", "--bootstrap", f"{CLOUD_PUBLIC}/p2p/{me}"])
+               for n in (1, 2)]
+    for peer in outside:
+        peer.wait_for(is_kind("bootstrapped"), 90, "bootstrapped on the cloud node")
+    changed = lis.wait_for(lambda e: e.get("event") == "addrs_changed" and
+                           e["addrs"][0].startswith(CLOUD_PUBLIC + "/p2p/"), 30, "observed address advertised")
+    assert changed["addrs"][0] == f"{CLOUD_PUBLIC}/p2p/{me}", changed
+    # the record made after the change carries it; a third peer finds and dials it directly
+    lis.wait_for(lambda e: e.get("event") == "registered" and e["_t"] > changed["_t"], 30, "re-provide")
+    dialer = start_dialer(rig, "pub", rid, "vm2", "--count", "2", "--interval", "0.3", "--timeout", "60",
+                          "--no-mdns", "--no-port-mapping")
+    code = dialer.wait_exit(90)
+    assert code == 0, '\n'.join(json.dumps(e)[:400] for e in dialer.events)
+    found = dialer.wait_for(is_kind("discovered", peer_id=me), 1, "discovery of the listener")
+    assert found["addrs"][0].startswith(CLOUD_PUBLIC), found
+    conns = [e for e in dialer.kinds("connected") if e["peer_id"] == me]
+    assert conns and conns[0]["via"] == "direct" and conns[0]["addr"].startswith(CLOUD_PUBLIC), conns

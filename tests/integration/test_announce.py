@@ -4,9 +4,14 @@ use" list; --no-announce filters."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import multiaddr
+import pytest
 import trio
+from libp2p.network.exceptions import SwarmException
+from libp2p.peer.peerinfo import PeerInfo
 
 from punch_net import events as ev
 from punch_net.config import NodeConfig
@@ -58,4 +63,31 @@ async def test_announced_address_in_identify_provider_records_and_listening(tmp_
                     break
                 await trio.sleep(0.2)
             assert [a.removesuffix(me) for a in found[str(lis.node.peer_id)].addrs] == [PUBLIC], found
+        nursery.cancel_scope.cancel()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_bug_one_tcp_address_dialed_fix_every_advertised_address_in_order(tmp_path: Path) -> None:
+    """py-libp2p dials one TCP address per peer, the oldest known: a dead first address
+    means no connection (bug); the kernel's connect_peer dials them in order (fix)."""
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(WAIT):
+            target = Runtime(config(tmp_path, "target", "server", []))
+            plain = Runtime(config(tmp_path, "plain", "server", []))
+            fixed = Runtime(config(tmp_path, "fixed", "server", []))
+            for rt in (target, plain, fixed):
+                await nursery.start(rt.run)
+            peer = target.node.peer_id
+            dead = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{closed_port()}")
+            live = multiaddr.Multiaddr(target.node.listen_addrs()[0].split("/p2p/")[0])
+            with pytest.raises(SwarmException):
+                await plain.node.host.connect(PeerInfo(peer, [dead, live]))
+            assert not plain.node.host.get_network().get_connections(peer)
+            await fixed.node.connect_peer(PeerInfo(peer, [dead, live]))
+            assert fixed.node.host.get_network().get_connections(peer)
         nursery.cancel_scope.cancel()
