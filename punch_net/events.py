@@ -45,6 +45,27 @@ class AddrsChanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class MdnsPeer(Event):
+    """A peer announced itself on our LAN (mDNS)."""
+
+    kind: ClassVar[str] = "mdns_peer"
+    peer_id: str
+    addrs: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PortMapped(Event):
+    """The router mapped (or unmapped) our listen port (UPnP IGD)."""
+
+    kind: ClassVar[str] = "port_mapped"
+    external: str  # /ip4/IP/tcp/PORT, "" once removed
+    internal: str
+    gateway: str
+    lease: int  # seconds, 0 = permanent
+    removed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class BootstrapRetry(Event):
     kind: ClassVar[str] = "bootstrap_retry"
     addr: str

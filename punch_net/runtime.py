@@ -49,6 +49,7 @@ from punch_net.errors import BadArgs, NotFound
 from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
+from punch_net.reach.mdns import MdnsService
 from punch_net.reach.service import ObservedAddrsService
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
@@ -76,6 +77,14 @@ class ServiceComponent:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.fn(task_status=task_status)
+
+
+MDNS_ROLES = ("listener", "dialer")  # on by default for these, as kubo's LAN discovery
+
+
+def _loopback_only(listen_addr: str) -> bool:
+    """Listening on loopback (tests, punch testnet): LAN discovery and port mapping are moot."""
+    return listen_addr.startswith("127.") or listen_addr == "::1"
 
 
 class Runtime:
@@ -122,6 +131,11 @@ class Runtime:
             RoutingUpkeep(node, self.reputation, self.book, cfg.capabilities_interval),
             ObservedAddrsService(node, lambda: str(self.relay.reachability)),
         ]
+        if cfg.mdns and cfg.role in MDNS_ROLES and not _loopback_only(cfg.listen_addr):
+            self.mdns: MdnsService | None = MdnsService(node)
+            components.append(self.mdns)
+        else:
+            self.mdns = None
         for component in components:
             node.add_component(component)
 

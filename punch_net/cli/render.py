@@ -28,6 +28,13 @@ def human(e: ev.Event) -> str | None:
         return "\n".join(lines) + "\n"
     if isinstance(e, ev.AddrsChanged):
         return "\n".join(["[cyan]i[/cyan] Addresses others should use now:"] + [f"  {a}" for a in e.addrs])
+    if isinstance(e, ev.MdnsPeer):
+        return f"[green]✓[/green] found {p(e.peer_id)} on the local network (mDNS)"
+    if isinstance(e, ev.PortMapped):
+        if e.removed:
+            return f"[dim]✗ port mapping {e.internal} removed from the router {e.gateway}[/dim]"
+        lease = f"lease {e.lease}s" if e.lease else "no lease limit"
+        return f"[green]✓[/green] router {e.gateway} maps {e.external} to {e.internal} ({lease})"
     if isinstance(e, ev.BootstrapRetry):
         return f"[yellow]…[/yellow] bootstrap {e.addr} unreachable ({e.error}); retry in {e.retry_in:g}s"
     if isinstance(e, ev.Bootstrapped):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from nat_harness import Punch, is_kind, relay_addr, start_dialer, start_relay
-from rig import LAN_HOST, NAT_WAN, NatRig
+from rig import LAN_HOST, NAT_WAN, RELAY_IP, NatRig
 
 pytestmark = pytest.mark.slow
 CLOUD_PUBLIC = f"/ip4/{NAT_WAN['c']}/tcp/4001"
@@ -76,3 +76,28 @@ def test_cloud_vm_advertises_its_observed_address_after_two_outside_peers(make_r
     assert found["addrs"][0].startswith(CLOUD_PUBLIC), found
     conns = [e for e in dialer.kinds("connected") if e["peer_id"] == me]
     assert conns and conns[0]["via"] == "direct" and conns[0]["addr"].startswith(CLOUD_PUBLIC), conns
+
+
+def test_mdns_two_nodes_on_one_lan_without_bootstrap(make_rig, tmp_path: Path) -> None:
+    """Two nodes on one bridge, no bootstrap node: mDNS finds the listener, the dialer's
+    namespace lookup (through the routing table mDNS filled) finds it, and it replies."""
+    rig = make_rig()
+    conf = tmp_path / "nobootstrap.toml"
+    conf.write_text("[node]\nbootstrap = []\n")
+    common = ["--listen-addr", "0.0.0.0", "--ephemeral", "--namespace", "lan", "--config", str(conf),
+              "--no-port-mapping"]
+    lis = Punch(rig, "relay", "lan_listener", ["listener", "--port", "4001", *common])
+    lis.wait_for(is_kind("listening"), 90, "listening")
+    dialer = Punch(rig, "pub", "lan_dialer", ["dialer", "--port", "4002", "--count", "3", "--interval", "1",
+                                              "--timeout", "30", *common])
+    started = dialer.wait_for(is_kind("listening"), 90, "listening")
+    found = dialer.wait_for(is_kind("mdns_peer", peer_id=lis.peer_id), 20, "mDNS discovery")
+    seconds = found["_t"] - started["_t"]
+    print(f"mDNS discovery: {seconds:.2f} s after the dialer listened")
+    assert any(RELAY_IP in a for a in found["addrs"]) and not any("0.0.0.0" in a for a in found["addrs"]), found
+    assert dialer.wait_exit(60) == 0, dialer.events[-8:]
+    replies = [e for e in dialer.kinds("reply") if e["peer_id"] == lis.peer_id and e["ok"]]
+    assert len(replies) >= 3
+    # the dialer's own announcement (sent once its name is probed, ~1.5 s) reached the listener
+    lis.wait_for(is_kind("mdns_peer", peer_id=dialer.peer_id), 10, "the listener finds the dialer too")
+    assert seconds < 5, seconds  # target 2 s; generous for a loaded machine
