@@ -50,6 +50,7 @@ from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
 from punch_net.reach.mdns import MdnsService
+from punch_net.reach.portmap import PortMapService
 from punch_net.reach.service import ObservedAddrsService
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
@@ -136,6 +137,11 @@ class Runtime:
             components.append(self.mdns)
         else:
             self.mdns = None
+        if cfg.port_mapping and not _loopback_only(cfg.listen_addr):
+            self.portmap: PortMapService | None = PortMapService(node)
+            components.append(self.portmap)
+        else:
+            self.portmap = None
         for component in components:
             node.add_component(component)
 

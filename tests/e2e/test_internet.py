@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 from nat_harness import Punch, is_kind, relay_addr, start_dialer, start_relay
-from rig import LAN_HOST, NAT_WAN, RELAY_IP, NatRig
+from rig import (
+    LAN_HOST,
+    NAT_WAN,
+    RELAY_IP,
+    UPNP_HOST,
+    UPNP_PEERS,
+    UPNP_WAN,
+    NatRig,
+    miniupnpd_unavailable_reason,
+)
 
 pytestmark = pytest.mark.slow
 CLOUD_PUBLIC = f"/ip4/{NAT_WAN['c']}/tcp/4001"
@@ -101,3 +110,43 @@ def test_mdns_two_nodes_on_one_lan_without_bootstrap(make_rig, tmp_path: Path) -
     # the dialer's own announcement (sent once its name is probed, ~1.5 s) reached the listener
     lis.wait_for(is_kind("mdns_peer", peer_id=dialer.peer_id), 10, "the listener finds the dialer too")
     assert seconds < 5, seconds  # target 2 s; generous for a loaded machine
+
+
+def test_upnp_mapping_lets_an_outside_dialer_in_directly(make_rig, tmp_path: Path) -> None:
+    """A listener behind a home router running miniupnpd maps its port at start; an outside
+    dialer that finds it through the DHT connects straight to the mapped address (no relay,
+    no hole punch); the mapping is gone once the listener exits."""
+    reason = miniupnpd_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    rig = make_rig(upnp=True)
+    rig.start_miniupnpd()
+    boot = f"/ip4/{UPNP_PEERS['relay']}/tcp/4001"
+    relay = start_relay(rig, tmp_path / "relay", "--no-mdns", "--no-port-mapping")
+    rid = relay.peer_id
+    lis = Punch(rig, "u", "upnp_listener", ["listener", "--listen-addr", "0.0.0.0", "--port", "4001", "--ephemeral",
+                                            "--bootstrap", f"{boot}/p2p/{rid}", "--namespace", "home", "--no-mdns",
+                                            "--no-hole-punch"])
+    started = lis.wait_for(is_kind("listening"), 90, "listening")
+    mapped = lis.wait_for(is_kind("port_mapped"), 30, "port mapping")
+    seconds = mapped["_t"] - started["_t"]
+    print(f"UPnP: mapped {seconds:.2f} s after listening, {mapped['_t'] - lis.started:.2f} s after the process started")
+    public = f"/ip4/{UPNP_WAN}/tcp/4001"
+    assert mapped["external"] == public and mapped["internal"] == f"/ip4/{UPNP_HOST}/tcp/4001", mapped
+    assert mapped["lease"] > 0 and not mapped["removed"]
+    assert "4001" in rig.upnp_redirects(), rig.upnp_redirects()
+    changed = lis.wait_for(lambda e: e.get("event") == "addrs_changed" and e["addrs"][0].startswith(public), 10,
+                           "mapped address advertised")
+    lis.wait_for(lambda e: e.get("event") == "registered" and e["_t"] >= changed["_t"], 30, "re-provide")
+    dialer = Punch(rig, "pub", "upnp_dialer", ["dialer", "--listen-addr", "0.0.0.0", "--port", "4002", "--ephemeral",
+                                               "--bootstrap", f"{boot}/p2p/{rid}", "--namespace", "home", "--no-mdns",
+                                               "--no-port-mapping", "--count", "2", "--interval", "0.3",
+                                               "--timeout", "60"])
+    code = dialer.wait_exit(90)
+    assert code == 0, "\n".join(json.dumps(e)[:300] for e in dialer.events)
+    conns = [e for e in dialer.kinds("connected") if e["peer_id"] == lis.peer_id]
+    assert conns and all(e["via"] == "direct" for e in conns) and conns[0]["addr"].startswith(public), conns
+    assert not dialer.kinds("hole_punch") and not lis.kinds("reservation")
+    lis.stop()
+    assert "4001" not in rig.upnp_redirects(), rig.upnp_redirects()
+    assert lis.kinds("port_mapped")[-1]["removed"] is True

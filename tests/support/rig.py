@@ -10,8 +10,12 @@ Topology (names carry a per-rig prefix so rigs can run side by side):
       ├─ (cloud=True)  {p}natc  wan0 198.18.0.13 | lan0 10.0.3.1 → {p}c 10.0.3.2, a 1:1 NAT
       │                (DNAT of everything to 198.18.0.13, SNAT back): a cloud VM's private
       │                interface behind its public IP
-      └─ (outside=N)   {p}out1, {p}out2 … 198.18.1.20, 198.18.2.20 …: public hosts in other
-                       /24 networks (observed-address votes count per network)
+      ├─ (outside=N)   {p}out1, {p}out2 … 198.18.1.20, 198.18.2.20 …: public hosts in other
+      │                /24 networks (observed-address votes count per network)
+      └─ (upnp=True)   {p}natu  wan0 11.22.33.1 | lan0 10.0.4.1 → {p}u 10.0.4.2: a home router
+                       running miniupnpd (UPnP IGD); relay and pub also get 11.22.33.10 / .20.
+                       miniupnpd refuses a "reserved" external address such as 198.18/15, so
+                       this corner of the isolated bridge uses an ordinary-looking one.
 
 Each NAT router masquerades lan0 → wan0 (plain masquerade keeps the source port when it
 is free: an endpoint-independent mapping; `fully-random` gives a symmetric NAT), forwards
@@ -41,6 +45,12 @@ LAN_HOST = {"a": "10.0.1.2", "b": "10.0.2.2", "c": "10.0.3.2"}
 LAN_GW = {"a": "10.0.1.1", "b": "10.0.2.1", "c": "10.0.3.1"}
 
 
+UPNP_WAN = "11.22.33.1"
+UPNP_LAN_GW = "10.0.4.1"
+UPNP_HOST = "10.0.4.2"
+UPNP_PEERS = {"relay": "11.22.33.10", "pub": "11.22.33.20"}
+
+
 def outside_ip(n: int) -> str:
     """The n-th (1-based) extra public host, each in its own /24."""
     return f"198.18.{n}.20"
@@ -48,6 +58,12 @@ def outside_ip(n: int) -> str:
 
 class RigUnavailable(Exception):
     """Namespaces cannot be created here (not root, no iproute2/nftables, no permission)."""
+
+
+def miniupnpd_unavailable_reason() -> str | None:
+    if shutil.which("miniupnpd") is None:
+        return "miniupnpd is not installed (make system-deps installs miniupnpd-nftables)"
+    return None
 
 
 def rig_unavailable_reason() -> str | None:
@@ -103,6 +119,48 @@ table ip pn_nat {{
 """
 
 
+UPNP_RULES = """
+table inet pn_upnp {
+  chain forward {
+    type filter hook forward priority 0; policy drop;
+    ct state established,related accept
+    iifname "lan0" oifname "wan0" accept
+    jump miniupnpd
+  }
+  chain miniupnpd { }
+  chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    jump postrouting_miniupnpd
+    oifname "wan0" masquerade
+  }
+  chain prerouting_miniupnpd { }
+  chain postrouting_miniupnpd { }
+  chain pn_input { type filter hook input priority 0; policy accept; iifname "wan0" ct state new drop; }
+}
+"""
+
+
+def miniupnpd_conf(pid_file: str, lease_file: str) -> str:
+    return f"""ext_ifname=wan0
+listening_ip=lan0
+http_port=0
+enable_upnp=yes
+enable_natpmp=yes
+secure_mode=yes
+system_uptime=yes
+uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
+lease_file={lease_file}
+upnp_table_name=pn_upnp
+upnp_nat_table_name=pn_upnp
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+allow 1024-65535 10.0.4.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+"""
+
+
 @dataclass
 class Proc:
     name: str
@@ -119,6 +177,7 @@ class NatRig:
     symmetric: Sequence[str] = ()  # which NATs ("a", "b") map symmetrically (fully-random)
     cloud: bool = False  # add natc + c: a 1:1 NAT (cloud VM)
     outside: int = 0  # extra public hosts out1..outN, each in its own /24
+    upnp: bool = False  # add natu + u: a home router with UPnP (start it with start_miniupnpd)
     log_dir: Path = field(default_factory=lambda: Path("/tmp"))
     procs: list[Proc] = field(default_factory=list)
     _created: list[str] = field(default_factory=list)
@@ -144,6 +203,7 @@ class NatRig:
         roles = ["inet", "relay", "pub", "nata", "natb", "a", "b"]
         roles += ["natc", "c"] if self.cloud else []
         roles += [f"out{n}" for n in range(1, self.outside + 1)]
+        roles += ["natu", "u"] if self.upnp else []
         for role in roles:
             name = self.ns(role)
             _run("ip", "netns", "add", name)
@@ -178,6 +238,39 @@ class NatRig:
             rules = one_to_one_rules(NAT_WAN[side], LAN_HOST[side]) if side == "c" else \
                 nat_rules(side in self.symmetric)
             _run("ip", "netns", "exec", nat, "nft", "-f", "-", stdin=rules)
+
+        if self.upnp:
+            self._up_upnp()
+
+    def _up_upnp(self) -> None:
+        inet, nat, host = self.ns("inet"), self.ns("natu"), self.ns("u")
+        _run("ip", "-n", inet, "link", "add", "p_natu", "type", "veth", "peer", "name", "wan0", "netns", nat)
+        _run("ip", "-n", inet, "link", "set", "p_natu", "master", "br0", "up")
+        _run("ip", "-n", nat, "addr", "add", f"{UPNP_WAN}/24", "dev", "wan0")
+        _run("ip", "-n", nat, "link", "set", "wan0", "up")
+        for role, ip in UPNP_PEERS.items():
+            _run("ip", "-n", self.ns(role), "addr", "add", f"{ip}/24", "dev", "eth0")
+        _run("ip", "-n", nat, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", host)
+        _run("ip", "-n", nat, "addr", "add", f"{UPNP_LAN_GW}/24", "dev", "lan0")
+        _run("ip", "-n", nat, "link", "set", "lan0", "up")
+        _run("ip", "-n", host, "addr", "add", f"{UPNP_HOST}/24", "dev", "eth0")
+        _run("ip", "-n", host, "link", "set", "eth0", "up")
+        _run("ip", "-n", host, "route", "add", "default", "via", UPNP_LAN_GW)
+        _run("ip", "netns", "exec", nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        _run("ip", "netns", "exec", nat, "nft", "-f", "-", stdin=UPNP_RULES)
+
+    def start_miniupnpd(self) -> Proc:
+        """miniupnpd in the UPnP router's namespace, in the foreground (killed by close())."""
+        conf = self.log_dir / f"{self.prefix}miniupnpd.conf"
+        conf.write_text(miniupnpd_conf(str(self.log_dir / f"{self.prefix}miniupnpd.pid"),
+                                       str(self.log_dir / f"{self.prefix}miniupnpd.leases")))
+        return self.spawn("natu", "miniupnpd", ["miniupnpd", "-d", "-f", str(conf), "-P",
+                                                str(self.log_dir / f"{self.prefix}miniupnpd.pid")])
+
+    def upnp_redirects(self) -> str:
+        """The router's current port-forwarding rules (miniupnpd's chain), as nft lists them."""
+        return _run("ip", "netns", "exec", self.ns("natu"), "nft", "list", "chain", "inet", "pn_upnp",
+                    "prerouting_miniupnpd", check=False).stdout
 
     def clean_stale(self) -> None:
         """Delete namespaces left with our prefix by a crashed earlier run."""

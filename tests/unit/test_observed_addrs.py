@@ -51,3 +51,11 @@ def test_a_changed_observation_moves_the_vote_and_order_by_votes() -> None:
 def test_groups() -> None:
     assert observer_group("198.18.1.20") == "198.18.1.0/24"
     assert observer_group("2001:db8:1:2::1") == "2001:db8:1::/56"
+
+
+def test_port_mapping_renewal_plan() -> None:
+    from punch_net.reach.portmap import PERMANENT_RECHECK, Mapping, renew_after
+
+    assert renew_after(3600) == 1800 and renew_after(0) == PERMANENT_RECHECK
+    m = Mapping("gw", "11.22.33.1", 4001, "10.0.4.2", 4001, 3600, 0.0)
+    assert m.external == "/ip4/11.22.33.1/tcp/4001" and m.internal == "/ip4/10.0.4.2/tcp/4001"
