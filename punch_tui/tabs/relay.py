@@ -44,7 +44,7 @@ REACHABLE_STYLE = {"announced": "green", "port-mapped": "green", "public": "gree
 
 def reachable_text(data: RelayStatus, now: float) -> str:
     """"port-mapped for 3m00s", "relayed only for 20s": how others reach us (plain text)."""
-    if data.reachable_since is None:
+    if data.reachable_since is None or data.reachable_as == "unknown":  # no news in how long
         return data.reachable_as
     return f"{data.reachable_as} for {age(max(0.0, now - data.reachable_since))}"
 
