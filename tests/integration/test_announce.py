@@ -43,6 +43,9 @@ async def test_announced_address_in_identify_provider_records_and_listening(tmp_
             await nursery.start(lis.run)
             me = f"/p2p/{lis.node.peer_id}"
             assert lis.node.listen_addrs() == [PUBLIC + me]
+            status = await lis.api.relay_status()
+            assert status.reachable_as == "announced" and status.announced_addrs == [PUBLIC, "/ip4/127.0.0.1/tcp/9"]
+            assert status.reachable_since is not None
             listening = [e for e in lis.node.bus.backlog() if isinstance(e, ev.Listening)]
             assert listening and listening[0].addrs == [PUBLIC + me]
             await lis.node.bootstrapped.wait()
