@@ -130,7 +130,7 @@ class Runtime:
             self.connmgr,
             Refresher(node, cfg.dht_refresh_interval),
             RoutingUpkeep(node, self.reputation, self.book, cfg.capabilities_interval),
-            ObservedAddrsService(node, lambda: str(self.relay.reachability)),
+            ObservedAddrsService(node, lambda: str(self.relay.reachability), lambda: self.relay.dialed_back),
         ]
         if cfg.mdns and cfg.role in MDNS_ROLES and not _loopback_only(cfg.listen_addr):
             self.mdns: MdnsService | None = MdnsService(node)

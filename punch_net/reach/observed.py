@@ -5,7 +5,9 @@ As go-libp2p's observed-address manager (p2p/host/basic/obsaddr): identify tells
 address each peer sees us at; an address counts once per observer *group* and is used
 once enough groups agree. Differences, on purpose:
 - two groups suffice (go: four), but a group is a whole network: an IPv4 /24, an IPv6 /56
-  (go: one IPv4 address), so two peers of one provider's /24 are one vote;
+  (go: one IPv4 address), so two peers of one provider's /24 are one vote; one group
+  suffices once AutoNAT has dialed us back (a home router forwarding a port: AutoNAT says
+  public, but nobody else can reach us to vote before we advertise the address);
 - only observations on connections whose local port is a listen port count (inbound
   connections): py-libp2p dials from ephemeral ports, whose mapping nobody can dial back;
 - only public observed addresses count (a LAN peer seeing our LAN address tells nothing);
@@ -73,8 +75,10 @@ class ObservedAddrs:
             out.setdefault(vote.observed, set()).add(vote.group)
         return out
 
-    def confirmed(self, now: float) -> list[str]:
-        """Addresses with at least `threshold` groups, most votes first (at most 3)."""
-        counted = [(len(g), addr) for addr, g in self.groups(now).items() if len(g) >= self.threshold]
+    def confirmed(self, now: float, autonat_public: bool = False) -> list[str]:
+        """Addresses with at least `threshold` groups (1 when AutoNAT found us public), most
+        votes first (at most 3)."""
+        need = 1 if autonat_public else self.threshold
+        counted = [(len(g), addr) for addr, g in self.groups(now).items() if len(g) >= need]
         counted.sort(key=lambda x: (-x[0], x[1]))
         return [addr for _, addr in counted[:MAX_CONFIRMED]]

@@ -2,8 +2,9 @@
 rule (observed.py) and advertises what it confirms, unless AutoNAT has found us private.
 
 Observations count only on inbound connections (they arrive on a listen port), so a
-confirmed address has already been dialed from two networks; AutoNAT's verdict, when it
-says "private", still withholds it (the NAT may have closed since)."""
+confirmed address has already been dialed from two networks (or from one, once AutoNAT
+has dialed us back: "public"); AutoNAT's "private" withholds it (the NAT may have closed
+since)."""
 
 from __future__ import annotations
 
@@ -24,16 +25,18 @@ from punch_net.reach.observed import ObservedAddrs
 if TYPE_CHECKING:
     from punch_net.node import Node
 
-UPDATE_EVERY = 10.0
+UPDATE_EVERY = 2.0  # cheap; picks up AutoNAT's verdict and expired votes
 
 
 class ObservedAddrsService:
     """A node Component. `reachability()` gives AutoNAT's verdict ("public", "private",
-    "unknown")."""
+    "unknown"); `dialed_back()` the address an AutoNAT server last reached us at."""
 
-    def __init__(self, node: Node, reachability: Callable[[], str]) -> None:
+    def __init__(self, node: Node, reachability: Callable[[], str],
+                 dialed_back: Callable[[], str | None] = lambda: None) -> None:
         self.node = node
         self.reachability = reachability
+        self.dialed_back = dialed_back
         self.core = ObservedAddrs()
 
     def attach(self, host: IHost, dht: object) -> None:
@@ -59,9 +62,14 @@ class ObservedAddrsService:
         self.core.closed(conn, time.monotonic())
 
     def update(self) -> None:
-        confirmed = self.core.confirmed(time.monotonic())
-        if self.reachability() == "private":
-            confirmed = []
+        verdict = self.reachability()
+        confirmed = [] if verdict == "private" else self.core.confirmed(time.monotonic(), verdict == "public")
+        # AutoNAT's dial-back reached us at a public address we do not listen on (a router
+        # forwarding a port by hand): nobody else could vote for it before we advertise it
+        back = self.dialed_back() if verdict == "public" else None
+        back_tw = _thin_waist(multiaddr.Multiaddr(back)) if back else None
+        if back_tw and back_tw not in confirmed and is_public_ip(multiaddr.Multiaddr(back_tw)):
+            confirmed.append(back_tw)
         self.node.addresses.set_observed([multiaddr.Multiaddr(a) for a in confirmed])
 
 

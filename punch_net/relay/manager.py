@@ -39,7 +39,7 @@ from punch_net.relay import hop
 from punch_net.relay.dcutr import PROTOCOL_ID as DCUTR_PROTOCOL
 from punch_net.relay.dcutr import HolePuncher, is_public_ip, is_relayed, predict_addrs, punchable, tcp_ip_port
 from punch_net.relay.outcomes import HolePunchRecord, count_outcomes
-from punch_net.relay.reachability import Reachability, ask, supports_autonat
+from punch_net.relay.reachability import Reachability, ask_with_addr, supports_autonat
 from punch_net.relay.service import RelayService, RelayServiceLimits
 from punch_net.relay.status import HeldReservation, RelayStatus, ServedCircuitInfo, ServedReservationInfo
 from punch_net.routing.connmgr import ConnManager
@@ -79,6 +79,8 @@ class RelayManager:
         self.reachability = Reachability.UNKNOWN
         self.reachability_checked: float | None = None
         self._reachable = Since()
+        # the address an AutoNAT server last reached us at (reach/service.py may advertise it)
+        self.dialed_back: str | None = None
         self.held: dict[str, HeldReservation] = {}  # by relay address text as configured
         self.punches: list[HolePunchRecord] = []
         self.punching: set[ID] = set()
@@ -308,9 +310,11 @@ class RelayManager:
             addrs = self.punch_addrs()
             results: list[Reachability] = []
             for server in servers[:3]:
-                got = await ask(self.autonat, server, addrs)
+                got, dialed = await ask_with_addr(self.autonat, server, addrs)
                 if got is not None:
                     results.append(got)
+                if got == Reachability.PUBLIC and dialed:
+                    self.dialed_back = dialed
             if not results:
                 # No verdict (no servers yet, or all refused: e.g. loopback-only addresses,
                 # which AutoNAT servers will not dial): back off instead of asking three
@@ -320,6 +324,8 @@ class RelayManager:
                 continue
             retry = REACH_RETRY
             new = Reachability.PUBLIC if Reachability.PUBLIC in results else Reachability.PRIVATE
+            if new == Reachability.PRIVATE:
+                self.dialed_back = None
             self.reachability_checked = time.time()
             if new != self.reachability:
                 self.reachability = new

@@ -30,9 +30,10 @@ def make_rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
     rigs: list[NatRig] = []
     tag = "".join(ch for ch in request.node.name if ch.isalnum())[-6:]
 
-    def make(symmetric: tuple[str, ...] = (), cloud: bool = False, outside: int = 0, upnp: bool = False) -> NatRig:
+    def make(symmetric: tuple[str, ...] = (), cloud: bool = False, outside: int = 0, upnp: bool = False,
+             forward: tuple[str, ...] = ()) -> NatRig:
         rig = NatRig(prefix=f"pn{os.getpid() % 10000}{tag}{len(rigs)}_", symmetric=symmetric, log_dir=tmp_path,
-                     cloud=cloud, outside=outside, upnp=upnp)
+                     cloud=cloud, outside=outside, upnp=upnp, forward=forward)
         rigs.append(rig)
         rig.__enter__()
         return rig

@@ -55,9 +55,11 @@ def test_cloud_vm_announced_address_reached_on_first_dial(make_rig, tmp_path: Pa
 
 
 def test_cloud_vm_advertises_its_observed_address_after_two_outside_peers(make_rig, tmp_path: Path) -> None:
-    """No --announce: two peers in two other networks dial the public address; identify's
-    observed address, agreed by both, is then advertised, and a third peer that finds the
-    node through the DHT dials it directly."""
+    """No --announce: two peers in two other networks dial the public address, and the
+    public address is advertised; a third peer that finds the node through the DHT dials it
+    directly. (The relay's AutoNAT dial-back may confirm it first: both paths lead here;
+    the two-network rule alone is proven in tests/unit/test_patches.py and
+    tests/unit/test_observed_addrs.py.)"""
     rig = make_rig(cloud=True, outside=2)
     relay = start_relay(rig, tmp_path / "relay", "--no-mdns", "--no-port-mapping")
     rid = relay.peer_id
@@ -150,3 +152,26 @@ def test_upnp_mapping_lets_an_outside_dialer_in_directly(make_rig, tmp_path: Pat
     lis.stop()
     assert "4001" not in rig.upnp_redirects(), rig.upnp_redirects()
     assert lis.kinds("port_mapped")[-1]["removed"] is True
+
+
+def test_home_router_port_forward_advertised_once_autonat_confirms(make_rig, tmp_path: Path) -> None:
+    """The issue's measured case: a router forwards public port 4001 to the listener by hand.
+    AutoNAT judges it public; the address its dial-back connection observed is then
+    advertised, and a public dialer that finds it through the DHT connects directly."""
+    rig = make_rig(forward=("a",))
+    relay = start_relay(rig, tmp_path / "relay", "--no-mdns", "--no-port-mapping")
+    rid = relay.peer_id
+    public = f"/ip4/{NAT_WAN['a']}/tcp/4001"
+    lis = Punch(rig, "a", "home", ["listener", "--listen-addr", "0.0.0.0", "--port", "4001", "--ephemeral",
+                                   "--bootstrap", relay_addr(rid), "--namespace", "fw", "--no-mdns",
+                                   "--no-port-mapping", "--no-hole-punch"])
+    assert lis.wait_for(is_kind("reachability"), 60, "AutoNAT verdict")["status"] == "public"
+    changed = lis.wait_for(lambda e: e.get("event") == "addrs_changed" and e["addrs"][0].startswith(public), 20,
+                           "forwarded address advertised")
+    lis.wait_for(lambda e: e.get("event") == "registered" and e["_t"] >= changed["_t"], 30, "re-provide")
+    dialer = start_dialer(rig, "pub", rid, "fw", "--count", "2", "--interval", "0.3", "--timeout", "60",
+                          "--no-mdns", "--no-port-mapping")
+    code = dialer.wait_exit(90)
+    assert code == 0, "\n".join(json.dumps(e)[:300] for e in dialer.events)
+    conns = [e for e in dialer.kinds("connected") if e["peer_id"] == lis.peer_id]
+    assert conns and conns[0]["via"] == "direct" and conns[0]["addr"].startswith(public), conns

@@ -88,18 +88,24 @@ def _run(*args: str, check: bool = True, stdin: str | None = None) -> subprocess
     return res
 
 
-def nat_rules(symmetric: bool) -> str:
-    """nftables ruleset of one NAT router (chain names prefixed: `fwd` is reserved in nft)."""
+def nat_rules(symmetric: bool, forward_to: str | None = None) -> str:
+    """nftables ruleset of one NAT router (chain names prefixed: `fwd` is reserved in nft).
+    `forward_to`: the LAN host that the router's TCP port 4001 is forwarded to (by hand)."""
     random = " fully-random" if symmetric else ""
+    pre = (f'chain pn_pre {{ type nat hook prerouting priority dstnat; iifname "wan0" tcp dport 4001 '
+           f'dnat to {forward_to}:4001; }}') if forward_to else ""
+    accept_dnat = "ct status dnat accept" if forward_to else ""
     return f"""
 table ip pn_nat {{
   chain pn_post {{ type nat hook postrouting priority srcnat; oifname "wan0" masquerade{random}; }}
+  {pre}
 }}
 table inet pn_filter {{
   chain pn_forward {{
     type filter hook forward priority 0; policy drop;
     ct state established,related accept
     iifname "lan0" oifname "wan0" accept
+    {accept_dnat}
   }}
   chain pn_input {{
     type filter hook input priority 0; policy accept;
@@ -175,6 +181,7 @@ class NatRig:
 
     prefix: str
     symmetric: Sequence[str] = ()  # which NATs ("a", "b") map symmetrically (fully-random)
+    forward: Sequence[str] = ()  # which NATs ("a", "b") forward TCP 4001 to their host by hand
     cloud: bool = False  # add natc + c: a 1:1 NAT (cloud VM)
     outside: int = 0  # extra public hosts out1..outN, each in its own /24
     upnp: bool = False  # add natu + u: a home router with UPnP (start it with start_miniupnpd)
@@ -236,7 +243,7 @@ class NatRig:
             _run("ip", "-n", host, "route", "add", "default", "via", LAN_GW[side])
             _run("ip", "netns", "exec", nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             rules = one_to_one_rules(NAT_WAN[side], LAN_HOST[side]) if side == "c" else \
-                nat_rules(side in self.symmetric)
+                nat_rules(side in self.symmetric, LAN_HOST[side] if side in self.forward else None)
             _run("ip", "netns", "exec", nat, "nft", "-f", "-", stdin=rules)
 
         if self.upnp:

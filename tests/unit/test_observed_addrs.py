@@ -59,3 +59,9 @@ def test_port_mapping_renewal_plan() -> None:
     assert renew_after(3600) == 1800 and renew_after(0) == PERMANENT_RECHECK
     m = Mapping("gw", "11.22.33.1", 4001, "10.0.4.2", 4001, 3600, 0.0)
     assert m.external == "/ip4/11.22.33.1/tcp/4001" and m.internal == "/ip4/10.0.4.2/tcp/4001"
+
+
+def test_autonat_public_lets_one_network_confirm() -> None:
+    obs = ObservedAddrs()
+    obs.observe("c1", "198.18.0.10", PUB, on_listen_port=True, public=True)
+    assert obs.confirmed(0) == [] and obs.confirmed(0, autonat_public=True) == [PUB]
