@@ -94,3 +94,18 @@ def test_flags_and_config_file(tmp_path) -> None:  # type: ignore[no-untyped-def
         config_from_args(build_parser().parse_args(["listener", "--config", str(conf)]), "listener")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["listener", "--announce", "1.2.3.4:5"])
+
+
+def test_new_events_are_worded_and_json() -> None:
+    from punch_net import events as ev
+    from punch_net.cli.render import human
+
+    changed = ev.AddrsChanged(addrs=[f"/ip4/198.51.100.1/tcp/4001/p2p/{PEER}"])
+    assert "198.51.100.1" in (human(changed) or "") and changed.to_json()["event"] == "addrs_changed"
+    mdns = ev.MdnsPeer(peer_id=PEER, addrs=[f"/ip4/192.168.1.5/tcp/4001/p2p/{PEER}"])
+    assert "mDNS" in (human(mdns) or "") and mdns.to_json()["event"] == "mdns_peer"
+    mapped = ev.PortMapped(external="/ip4/11.22.33.1/tcp/4001", internal="/ip4/10.0.4.2/tcp/4001",
+                           gateway="http://10.0.4.1:5000/ctl", lease=3600)
+    assert "11.22.33.1" in (human(mapped) or "") and mapped.to_json()["lease"] == 3600
+    gone = ev.PortMapped(external="", internal="/ip4/10.0.4.2/tcp/4001", gateway="gw", lease=0, removed=True)
+    assert "removed" in (human(gone) or "")
