@@ -64,6 +64,7 @@ from punch_net.p2p.helpers import (
     dial_in_order,
     direct_tcp_addrs,
     learn_peer_id,
+    push_identify,
 )
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
@@ -570,6 +571,8 @@ class Node:
         me = f"/p2p/{self.peer_id}" if self._host is not None else ""
         self.bus.publish(ev.AddrsChanged(addrs=[a + me for a in addrs]))
         self.addresses_changed()
+        if self._host is not None:
+            self.spawn(push_identify, self._host)
 
     def addresses_changed(self) -> None:
         """Bump the re-provide cue: a bootstrap (re)connection, or our advertised addresses

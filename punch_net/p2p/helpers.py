@@ -118,3 +118,19 @@ async def dial_in_order(host: IHost, peer: ID, addrs: list[multiaddr.Multiaddr],
                 await failed.wait()
     if not done:
         raise errors[-1] if errors else ConnectionError(f"no address to dial for {peer}")
+
+
+async def push_identify(host: IHost) -> None:
+    """Tell every connected peer that speaks identify/push our addresses changed (they
+    replace what they hold for us; the bootstrap nodes then hand out the new ones)."""
+    from libp2p.identity.identify_push.identify_push import ID_PUSH, push_identify_to_peer
+
+    store = host.get_peerstore()
+    for peer in list(host.get_connected_peers()):
+        try:
+            protocols = [str(p) for p in store.get_protocols(peer)]
+        except Exception:
+            continue
+        if str(ID_PUSH) in protocols:
+            with trio.move_on_after(5):
+                await push_identify_to_peer(host, peer)

@@ -12,6 +12,7 @@ import pytest
 import trio
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.peerinfo import PeerInfo
+from punch_harness import libp2p_host, peer_info_of
 
 from punch_net import events as ev
 from punch_net.config import NodeConfig
@@ -93,4 +94,27 @@ async def test_bug_one_tcp_address_dialed_fix_every_advertised_address_in_order(
             assert not plain.node.host.get_network().get_connections(peer)
             await fixed.node.connect_peer(PeerInfo(peer, [dead, live]))
             assert fixed.node.host.get_network().get_connections(peer)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_address_reaches_connected_peers_by_identify_push(tmp_path: Path) -> None:
+    """A port mapping or observed address that appears later is announced in an
+    addrs_changed event and pushed to connected peers (identify/push): a plain py-libp2p
+    peer, which exchanges nothing else with us, learns it."""
+    mapped = "/ip4/198.51.100.77/tcp/4001"
+    async with trio.open_nursery() as nursery, libp2p_host() as peer:
+        with trio.fail_after(WAIT):
+            node = Runtime(config(tmp_path, "node", "server", []))
+            await nursery.start(node.run)
+            me = f"/p2p/{node.node.peer_id}"
+            await peer.connect(peer_info_of(node.node.listen_addrs()[0]))
+            store = peer.get_peerstore()
+            while not store.get_protocols(node.node.peer_id):  # identify done
+                await trio.sleep(0.05)
+            node.node.addresses.set_mapped([multiaddr.Multiaddr(mapped)])
+            changed = [e for e in node.node.bus.backlog() if isinstance(e, ev.AddrsChanged)]
+            assert changed and changed[-1].addrs[0] == mapped + me
+            while mapped + me not in [str(a) for a in store.addrs(node.node.peer_id)]:
+                await trio.sleep(0.05)
+            assert (await node.api.relay_status()).reachable_as == "port-mapped"
         nursery.cancel_scope.cancel()
