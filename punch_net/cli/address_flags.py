@@ -32,7 +32,7 @@ def add_address_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-announce", action="append", metavar="MULTIADDR", type=_no_announce,
                    help="never advertise this address, or any in /ip4/NET/ipcidr/N (repeatable)")
     g.add_argument("--no-port-mapping", action="store_true",
-                   help="do not map the listen port on the router (UPnP IGD)")
+                   help="do not map the listen port on the router (NAT-PMP, UPnP IGD)")
     g.add_argument("--no-mdns", action="store_true", help="do not look for peers on the LAN (mDNS)")
 
 

@@ -114,15 +114,16 @@ def test_mdns_two_nodes_on_one_lan_without_bootstrap(make_rig, tmp_path: Path) -
     assert seconds < 5, seconds  # target 2 s; generous for a loaded machine
 
 
-def test_upnp_mapping_lets_an_outside_dialer_in_directly(make_rig, tmp_path: Path) -> None:
-    """A listener behind a home router running miniupnpd maps its port at start; an outside
-    dialer that finds it through the DHT connects straight to the mapped address (no relay,
-    no hole punch); the mapping is gone once the listener exits."""
+@pytest.mark.parametrize("protocol", ["upnp", "natpmp"])
+def test_upnp_mapping_lets_an_outside_dialer_in_directly(make_rig, tmp_path: Path, protocol: str) -> None:
+    """A listener behind a home router running miniupnpd (UPnP IGD, or NAT-PMP only) maps
+    its port at start; an outside dialer that finds it through the DHT connects straight to
+    the mapped address (no relay, no hole punch); the mapping is gone once the listener exits."""
     reason = miniupnpd_unavailable_reason()
     if reason:
         pytest.skip(reason)
     rig = make_rig(upnp=True)
-    rig.start_miniupnpd()
+    rig.start_miniupnpd(upnp=protocol == "upnp", natpmp=protocol == "natpmp")
     boot = f"/ip4/{UPNP_PEERS['relay']}/tcp/4001"
     relay = start_relay(rig, tmp_path / "relay", "--no-mdns", "--no-port-mapping")
     rid = relay.peer_id
@@ -132,7 +133,9 @@ def test_upnp_mapping_lets_an_outside_dialer_in_directly(make_rig, tmp_path: Pat
     started = lis.wait_for(is_kind("listening"), 90, "listening")
     mapped = lis.wait_for(is_kind("port_mapped"), 30, "port mapping")
     seconds = mapped["_t"] - started["_t"]
-    print(f"UPnP: mapped {seconds:.2f} s after listening, {mapped['_t'] - lis.started:.2f} s after the process started")
+    print(f"{protocol}: mapped {seconds:.2f} s after listening, "
+          f"{mapped['_t'] - lis.started:.2f} s after the process started")
+    assert mapped["gateway"].startswith("NAT-PMP") == (protocol == "natpmp"), mapped
     public = f"/ip4/{UPNP_WAN}/tcp/4001"
     assert mapped["external"] == public and mapped["internal"] == f"/ip4/{UPNP_HOST}/tcp/4001", mapped
     assert mapped["lease"] > 0 and not mapped["removed"]

@@ -147,12 +147,12 @@ table inet pn_upnp {
 """
 
 
-def miniupnpd_conf(pid_file: str, lease_file: str) -> str:
+def miniupnpd_conf(pid_file: str, lease_file: str, upnp: bool = True, natpmp: bool = True) -> str:
     return f"""ext_ifname=wan0
 listening_ip=lan0
 http_port=0
-enable_upnp=yes
-enable_natpmp=yes
+enable_upnp={"yes" if upnp else "no"}
+enable_natpmp={"yes" if natpmp else "no"}
 secure_mode=yes
 system_uptime=yes
 uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
@@ -266,11 +266,12 @@ class NatRig:
         _run("ip", "netns", "exec", nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         _run("ip", "netns", "exec", nat, "nft", "-f", "-", stdin=UPNP_RULES)
 
-    def start_miniupnpd(self) -> Proc:
-        """miniupnpd in the UPnP router's namespace, in the foreground (killed by close())."""
+    def start_miniupnpd(self, upnp: bool = True, natpmp: bool = True) -> Proc:
+        """miniupnpd in the UPnP router's namespace, in the foreground (killed by close());
+        `upnp=False`: a router that speaks NAT-PMP only."""
         conf = self.log_dir / f"{self.prefix}miniupnpd.conf"
         conf.write_text(miniupnpd_conf(str(self.log_dir / f"{self.prefix}miniupnpd.pid"),
-                                       str(self.log_dir / f"{self.prefix}miniupnpd.leases")))
+                                       str(self.log_dir / f"{self.prefix}miniupnpd.leases"), upnp, natpmp))
         return self.spawn("natu", "miniupnpd", ["miniupnpd", "-d", "-f", str(conf), "-P",
                                                 str(self.log_dir / f"{self.prefix}miniupnpd.pid")])
 

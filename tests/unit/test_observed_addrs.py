@@ -65,3 +65,23 @@ def test_autonat_public_lets_one_network_confirm() -> None:
     obs = ObservedAddrs()
     obs.observe("c1", "198.18.0.10", PUB, on_listen_port=True, public=True)
     assert obs.confirmed(0) == [] and obs.confirmed(0, autonat_public=True) == [PUB]
+
+
+def test_natpmp_messages() -> None:
+    import struct
+
+    from punch_net.reach.portmap import (
+        natpmp_external_request,
+        natpmp_map_request,
+        natpmp_parse_external,
+        natpmp_parse_map,
+    )
+
+    assert natpmp_external_request() == b"\x00\x00"
+    assert natpmp_map_request(4001, 4001, 3600) == bytes([0, 2, 0, 0, 0x0F, 0xA1, 0x0F, 0xA1, 0, 0, 0x0E, 0x10])
+    assert natpmp_parse_external(bytes([0, 128, 0, 0, 0, 0, 0, 9, 11, 22, 33, 1])) == "11.22.33.1"
+    assert natpmp_parse_external(bytes([0, 128, 0, 3, 0, 0, 0, 9, 0, 0, 0, 0])) is None  # result 3: network failure
+    answer = struct.pack("!BBHIHHI", 0, 130, 0, 9, 4001, 4001, 3600)
+    assert natpmp_parse_map(answer) == (4001, 4001, 3600)
+    assert natpmp_parse_map(struct.pack("!BBHIHHI", 0, 130, 2, 9, 4001, 0, 0)) is None  # refused
+    assert natpmp_parse_map(answer[:10]) is None
