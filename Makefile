@@ -24,6 +24,12 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq iproute2 nftables >/dev/null) || echo "nftables could not be installed; NAT tests will skip"; \
 	  else echo "iproute2/nftables missing and not root: NAT tests will skip"; fi; }
+	@# miniupnpd-nftables is the UPnP gateway of the rig's home router (tests/e2e/test_internet.py)
+	@command -v miniupnpd >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq miniupnpd-nftables >/dev/null) \
+	      || echo "miniupnpd could not be installed; the UPnP test will skip"; \
+	  else echo "miniupnpd missing and not root: the UPnP test will skip"; fi; }
 	@# chromium (Debian's) loads the web console in tests/monitor/test_attach_web.py, headless
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

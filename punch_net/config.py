@@ -46,6 +46,11 @@ class NodeConfig:
     identity: Path | None = None
     ephemeral: bool = False
     dht_mode: str = "auto"  # auto: server for reachable roles, client for the dialer
+    # what we advertise (punch_net/p2p/addresses.py): kubo's Addresses.Announce / NoAnnounce
+    announce: list[str] = field(default_factory=list)
+    no_announce: list[str] = field(default_factory=list)
+    port_mapping: bool = True  # NAT-PMP / UPnP IGD mapping of the listen port (reach/portmap.py)
+    mdns: bool = True  # LAN discovery (listener and dialer roles)
     # dialer
     message: str = "Hello from dialer!"
     count: int | None = None
@@ -122,6 +127,10 @@ CONFIG_KEYS: dict[str, dict[str, str]] = {
         "namespace": "Namespace listeners announce and dialers look up.",
         "data_dir": "Where the identity key and state live.",
         "dht_mode": "auto, server or client.",
+        "announce": "Addresses to advertise instead of the listen ones (e.g. a cloud VM's public IP).",
+        "no_announce": "Addresses (or /ip4/NET/ipcidr/N networks) never to advertise.",
+        "port_mapping": "Map the listen port on the router (NAT-PMP, UPnP IGD).",
+        "mdns": "Find peers on the local network with mDNS (listener and dialer).",
         "dial_timeout": "Seconds before a dial to a silent peer gives up.",
         "request_timeout": "Seconds to wait for a command reply.",
         "conn_low": "Connection manager: prune down to this many connections.",

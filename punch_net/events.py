@@ -150,6 +150,35 @@ class Listening(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AddrsChanged(Event):
+    """What we advertise changed (an observed or port-mapped address came or went)."""
+
+    kind: ClassVar[str] = "addrs_changed"
+    addrs: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MdnsPeer(Event):
+    """A peer announced itself on our LAN (mDNS)."""
+
+    kind: ClassVar[str] = "mdns_peer"
+    peer_id: str
+    addrs: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PortMapped(Event):
+    """The router mapped (or unmapped) our listen port (UPnP IGD)."""
+
+    kind: ClassVar[str] = "port_mapped"
+    external: str  # /ip4/IP/tcp/PORT, "" once removed
+    internal: str
+    gateway: str
+    lease: int  # seconds, 0 = permanent
+    removed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class BootstrapRetry(Event):
     """Dial `attempt` to a bootstrap node (since it was lost, or since start) failed with
     `error` (a short reason: "connection refused"); the next try is in `retry_in` s."""

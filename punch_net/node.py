@@ -51,9 +51,23 @@ from punch_net.messaging.protocol import (
     ServeHooks,
     SessionClosed,
 )
-from punch_net.p2p.addresses import AddressError, DialTarget, is_peer_id, parse_dial_target, resolve_dns
+from punch_net.p2p.addresses import (
+    AddressError,
+    AdvertisedAddrs,
+    DialTarget,
+    is_peer_id,
+    parse_dial_target,
+    resolve_dns,
+)
 from punch_net.p2p.failures import failure_reason
-from punch_net.p2p.helpers import connection_bytes, dedupe_providers, learn_peer_id
+from punch_net.p2p.helpers import (
+    connection_bytes,
+    dedupe_providers,
+    dial_in_order,
+    direct_tcp_addrs,
+    learn_peer_id,
+    push_identify,
+)
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
 from punch_net.p2p.patches import forget_dial_failure, guard_inbound_streams, install_dht, install_limits
@@ -195,6 +209,9 @@ class Node:
         self.resources = ResourceManager(config.limits)  # punch_net/rcmgr: limits on what peers make us hold
         self._traffic_seen: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
         self.started_at = time.time()
+        # What we advertise (announced, observed, port-mapped, listen): host.get_addrs()'s factory.
+        self.addresses = AdvertisedAddrs(config.announce, config.no_announce)
+        self.addresses.on_change(self._advertised_changed)
         self._key_pair = key_pair
         self._host: IHost | None = None
         self._dht: KadDHT | None = None
@@ -305,7 +322,8 @@ class Node:
             raise ListenError(f"bad listen address {cfg.listen_addr!r}: {exc}") from None
         check_port_free(cfg.listen_addr, cfg.effective_port())
         keep_big_buffers_on_mmap()  # a request flood's freed buffers go back to the OS
-        host = build_host(key_pair, cfg.dial_timeout)
+        host = build_host(key_pair, cfg.dial_timeout, self.addresses)
+        self.addresses.bind_transport(host.get_transport_addrs)
         install_limits(host, self.resources)
         mode = DHTMode.SERVER if cfg.is_dht_server() else DHTMode.CLIENT
         dht = KadDHT(host, mode)
@@ -641,6 +659,14 @@ class Node:
         except Exception:
             return []
 
+    def _advertised_changed(self, addrs: list[str]) -> None:
+        """Observed or port-mapped addresses came or went: say so, and re-provide."""
+        me = f"/p2p/{self.peer_id}" if self._host is not None else ""
+        self.bus.publish(ev.AddrsChanged(addrs=[a + me for a in addrs]))
+        self.addresses_changed()
+        if self._host is not None:
+            self.spawn(push_identify, self._host)
+
     def addresses_changed(self) -> None:
         """Bump the re-provide cue: a bootstrap (re)connection, or our advertised addresses
         changed (a relay reservation came or went)."""
@@ -662,9 +688,16 @@ class Node:
         if self._router is not None and self._router.wants_relay(info):
             await self._router.connect(info)
             return
+        direct = direct_tcp_addrs(info.addrs)
         try:
             with trio.fail_after(self.config.dial_timeout):
-                await self.host.connect(info)
+                if len(direct) > 1 and not self.host.get_network().get_connections(info.peer_id):
+                    # every advertised address in its order (public first), not only the oldest
+                    self.host.get_peerstore().add_addrs(info.peer_id, info.addrs, 120)
+                    forget_dial_failure(self.host, info.peer_id)
+                    await dial_in_order(self.host, info.peer_id, direct)
+                else:
+                    await self.host.connect(info)
         except trio.TooSlowError:
             self.counters.dial_errors += 1
             raise NodeError(f"dial {info.peer_id}: timed out") from None

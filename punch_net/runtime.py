@@ -50,6 +50,9 @@ from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
 from punch_net.p2p.logs import tame_libp2p_logging
+from punch_net.reach.mdns import MdnsService
+from punch_net.reach.portmap import PortMapService
+from punch_net.reach.service import ObservedAddrsService
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
 from punch_net.roles import dialer, listener, monitor, torrent_client
@@ -76,6 +79,14 @@ class ServiceComponent:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.fn(task_status=task_status)
+
+
+MDNS_ROLES = ("listener", "dialer")  # on by default for these, as kubo's LAN discovery
+
+
+def _loopback_only(listen_addr: str) -> bool:
+    """Listening on loopback (tests, punch testnet): LAN discovery and port mapping are moot."""
+    return listen_addr.startswith("127.") or listen_addr == "::1"
 
 
 class Runtime:
@@ -123,7 +134,18 @@ class Runtime:
             self.connmgr,
             Refresher(node, cfg.dht_refresh_interval),
             RoutingUpkeep(node, self.reputation, self.book, cfg.capabilities_interval),
+            ObservedAddrsService(node, lambda: str(self.relay.reachability), lambda: self.relay.dialed_back),
         ]
+        if cfg.mdns and cfg.role in MDNS_ROLES and not _loopback_only(cfg.listen_addr):
+            self.mdns: MdnsService | None = MdnsService(node)
+            components.append(self.mdns)
+        else:
+            self.mdns = None
+        if cfg.port_mapping and not _loopback_only(cfg.listen_addr):
+            self.portmap: PortMapService | None = PortMapService(node)
+            components.append(self.portmap)
+        else:
+            self.portmap = None
         for component in components:
             node.add_component(component)
 

@@ -16,6 +16,7 @@ from punch_net import __version__
 from punch_net import events as ev
 from punch_net import flag_types as cli_types
 from punch_net.api import NodeError
+from punch_net.cli.address_flags import add_address_flags, configure_addresses
 from punch_net.cli.ops_flags import add_ops_flags, configure_ops
 from punch_net.cli.relay_flags import add_relay_flags, configure_relay
 from punch_net.cli.render import human
@@ -78,6 +79,7 @@ def add_node_flags(p: argparse.ArgumentParser, role: str) -> None:
     i.add_argument("--identity", type=Path, metavar="PATH", help="ed25519 key file to use")
     i.add_argument("--ephemeral", action="store_true", help="use a fresh key, save nothing")
     i.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    add_address_flags(p)
     add_relay_flags(p, role)
     add_ops_flags(p)
 
@@ -129,6 +131,7 @@ def config_from_args(args: argparse.Namespace, role: str) -> NodeConfig:
     if getattr(args, "ephemeral", False):
         cfg.ephemeral = True
     spec.configure(cfg, args)
+    configure_addresses(cfg, args)
     configure_relay(cfg, args)
     configure_ops(cfg, args)
     for addr in cfg.bootstrap:

@@ -35,6 +35,15 @@ def human(e: ev.Event) -> str | None:
             lines += ["", "[green]✓[/green] Bootstrap node started. Others join with:"]
             lines += [f"  --bootstrap {_e(a)}" for a in e.addrs[:1]]
         return "\n".join(lines) + "\n"
+    if isinstance(e, ev.AddrsChanged):
+        return "\n".join(["[cyan]i[/cyan] Addresses others should use now:"] + [f"  {a}" for a in e.addrs])
+    if isinstance(e, ev.MdnsPeer):
+        return f"[green]✓[/green] found {p(e.peer_id)} on the local network (mDNS)"
+    if isinstance(e, ev.PortMapped):
+        if e.removed:
+            return f"[dim]✗ port mapping {e.internal} removed from the router {e.gateway}[/dim]"
+        lease = f"lease {e.lease}s" if e.lease else "no lease limit"
+        return f"[green]✓[/green] router {e.gateway} maps {e.external} to {e.internal} ({lease})"
     if isinstance(e, ev.BootstrapRetry):
         return bootstrap_retry(e)
     if isinstance(e, ev.Bootstrapped):

@@ -46,6 +46,7 @@ from punch_net import __version__
 from punch_net import events as ev
 from punch_net.api import JSONObject, Snapshot, Stats
 from punch_net.errors import NodeError
+from punch_net.reach.summary import REACHABLE_AS
 from punch_net.relay.status import RelayStatus
 
 disable_created_metrics()  # go-libp2p exports no *_created series; dashboards do not expect them
@@ -285,6 +286,11 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily("punch_relay_reservations_held", "Reservations we hold on relays",
                                 value=len(status.reservations))
         yield _reachability(status.reachability)
+        how = GaugeMetricFamily("punch_reachable_as", "1 for how others reach us now "
+                                "(announced/port-mapped/public/relayed only/unknown)", labels=["how"])
+        for kind in REACHABLE_AS:
+            how.add_metric([kind], 1 if status.reachable_as == kind else 0)
+        yield how
 
 
 def _reachability(value: str) -> GaugeMetricFamily:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import multiaddr
@@ -140,3 +142,145 @@ def is_peer_id(text: str) -> bool:
     if digest.func == multihash.Func.identity:
         return peer.extract_public_key() is not None
     return digest.func == multihash.Func.sha2_256 and len(digest.digest) == 32
+
+
+# ------------------------------------------------------------------ what we advertise
+
+
+def parse_announce(text: str) -> multiaddr.Multiaddr:
+    """An `--announce` address: `/ip4|ip6|dns*/HOST/tcp/PORT` (a `/p2p/` tail is dropped:
+    `host.get_addrs()` appends our own)."""
+    return parse_dial_target(text).addr
+
+
+@dataclass(frozen=True)
+class NoAnnounce:
+    """An `--no-announce` rule, as kubo's `Addresses.NoAnnounce`: one exact address, or
+    every address inside a network (`/ip4/10.0.0.0/ipcidr/8`)."""
+
+    exact: multiaddr.Multiaddr | None
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
+
+    def matches(self, addr: multiaddr.Multiaddr) -> bool:
+        if self.exact is not None:
+            return _without_p2p(addr) == self.exact
+        ip = _ip_of(addr)
+        return ip is not None and self.network is not None and ip.version == self.network.version \
+            and ip in self.network
+
+
+def parse_no_announce(text: str) -> NoAnnounce:
+    text = text.strip()
+    try:
+        ma = multiaddr.Multiaddr(text)
+    except Exception as exc:
+        raise AddressError(f"malformed multiaddr {text!r}: {exc}") from None
+    protos = [p.name for p in ma.protocols()]
+    if protos[:1] in (["ip4"], ["ip6"]) and protos[1:] == ["ipcidr"]:
+        try:
+            net = ipaddress.ip_network(f"{ma.value_for_protocol(protos[0])}/{ma.value_for_protocol('ipcidr')}",
+                                       strict=False)
+        except ValueError as exc:
+            raise AddressError(f"bad network {text!r}: {exc}") from None
+        return NoAnnounce(None, net)
+    return NoAnnounce(parse_dial_target(text).addr, None)
+
+
+def _without_p2p(addr: multiaddr.Multiaddr) -> multiaddr.Multiaddr:
+    text = str(addr)
+    cut = text.find("/p2p/")
+    return multiaddr.Multiaddr(text[:cut]) if cut > 0 else addr
+
+
+def _ip_of(addr: multiaddr.Multiaddr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    for proto in ("ip4", "ip6"):
+        try:
+            return ipaddress.ip_address(addr.value_for_protocol(proto))
+        except Exception:
+            continue
+    return None
+
+
+def is_public_ip(addr: multiaddr.Multiaddr) -> bool:
+    """Globally routable (the rig's 198.18.0.0/15 "internet" counts, as it stands in for it)."""
+    ip = _ip_of(addr)
+    if ip is None:
+        return False
+    return ip.is_global or (ip.version == 4 and ip in _BENCHMARK_NET)
+
+
+_BENCHMARK_NET = ipaddress.ip_network("198.18.0.0/15")
+AddrsListener = Callable[[list[str]], None]
+
+
+class AdvertisedAddrs:
+    """The one place that decides what this node advertises: `host.get_addrs()`'s
+    addrs factory, which identify, the DHT's peer and provider records and the printed
+    "others should use" line all read.
+
+    `--announce` replaces everything else (kubo's `Addresses.Announce`); without it: the
+    port-mapped addresses, the confirmed observed ones, then the listen addresses with
+    0.0.0.0 expanded. `--no-announce` rules filter the result."""
+
+    def __init__(self, announce: Sequence[str] = (), no_announce: Sequence[str] = ()) -> None:
+        self.announce = [parse_announce(a) for a in announce]
+        self.no_announce = [parse_no_announce(a) for a in no_announce]
+        self._observed: list[multiaddr.Multiaddr] = []
+        self._mapped: list[multiaddr.Multiaddr] = []
+        self._listeners: list[AddrsListener] = []
+        self._last: list[str] | None = None
+        self._last_transport: list[multiaddr.Multiaddr] = []
+        self._transport: Callable[[], list[multiaddr.Multiaddr]] | None = None
+
+    def bind_transport(self, transport: Callable[[], list[multiaddr.Multiaddr]]) -> None:
+        """Read the listen addresses from `transport()` (the host's `get_transport_addrs`)
+        instead of the candidates py-libp2p passes, which include its own observed
+        addresses (patches/observed_addrs.py says why ours decide)."""
+        self._transport = transport
+
+    def on_change(self, listener: AddrsListener) -> None:
+        """`listener(addrs)` after `set_observed` / `set_mapped` change what we advertise."""
+        self._listeners.append(listener)
+
+    @property
+    def observed(self) -> list[str]:
+        return [str(a) for a in self._observed]
+
+    @property
+    def mapped(self) -> list[str]:
+        return [str(a) for a in self._mapped]
+
+    def set_observed(self, addrs: Sequence[multiaddr.Multiaddr]) -> None:
+        self._observed = list(addrs)
+        self._changed()
+
+    def set_mapped(self, addrs: Sequence[multiaddr.Multiaddr]) -> None:
+        self._mapped = list(addrs)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._last is None:  # nothing advertised yet: the host is not listening
+            return
+        now = [str(a) for a in self.compute(self._last_transport)]
+        if now != self._last:
+            self._last = now
+            for listener in self._listeners:
+                listener(now)
+
+    def compute(self, transport: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        """Pure: the advertised list for these listen (transport) addresses."""
+        if self.announce:
+            chosen = list(self.announce)
+        else:
+            chosen = self._mapped + self._observed + expand_unspecified(list(transport))
+        out: list[multiaddr.Multiaddr] = []
+        for addr in chosen:
+            if addr not in out and not any(rule.matches(addr) for rule in self.no_announce):
+                out.append(addr)
+        return out
+
+    def __call__(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        self._last_transport = list(self._transport() if self._transport is not None else candidates)
+        result = self.compute(self._last_transport)
+        self._last = [str(a) for a in result]
+        return result

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import socket
 
-import multiaddr
 from libp2p import new_host
 from libp2p.abc import IHost, ISecureTransport
 from libp2p.crypto.keys import KeyPair
@@ -18,7 +17,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from punch_net import AGENT_VERSION
 from punch_net.p2p import patches
-from punch_net.p2p.addresses import expand_unspecified
+from punch_net.p2p.addresses import AdvertisedAddrs
 
 
 class ListenError(Exception):
@@ -45,8 +44,9 @@ def noise_only(key_pair: KeyPair) -> dict[TProtocol, ISecureTransport]:
     return {NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)}
 
 
-def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
-    """A host that speaks only Noise and advertises real interface addresses, never 0.0.0.0."""
+def build_host(key_pair: KeyPair, dial_timeout: float = 10.0, addrs: AdvertisedAddrs | None = None) -> IHost:
+    """A host that speaks only Noise and advertises what `addrs` decides (by default the
+    real interface addresses, never 0.0.0.0)."""
     connection_config = ConnectionConfig(
         dial_timeout=dial_timeout,
         inbound_upgrade_timeout=dial_timeout,
@@ -57,7 +57,7 @@ def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
     host = new_host(
         key_pair=key_pair,
         connection_config=connection_config,
-        addrs_factory=_advertised_addrs,
+        addrs_factory=addrs if addrs is not None else AdvertisedAddrs(),
         negotiate_timeout=int(max(dial_timeout, 1)),
         sec_opt=noise_only(key_pair),
     )
@@ -65,11 +65,3 @@ def build_host(key_pair: KeyPair, dial_timeout: float = 10.0) -> IHost:
     patches.install_host(host, dial_timeout)
     patches.install(AGENT_VERSION)
     return host
-
-
-def _advertised_addrs(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
-    out: list[multiaddr.Multiaddr] = []
-    for addr in expand_unspecified(candidates):
-        if addr not in out:
-            out.append(addr)
-    return out

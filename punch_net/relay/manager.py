@@ -34,11 +34,12 @@ from punch_net.node import Node
 from punch_net.p2p.addresses import AddressError, expand_unspecified, parse_dial_target
 from punch_net.p2p.patches.autonat_dial_back import DialBackService
 from punch_net.p2p.patches.circuit_addrs import advertise_extra_addrs
+from punch_net.reach.summary import Since, reachable_as
 from punch_net.relay import hop
 from punch_net.relay.dcutr import PROTOCOL_ID as DCUTR_PROTOCOL
 from punch_net.relay.dcutr import HolePuncher, is_public_ip, is_relayed, predict_addrs, punchable, tcp_ip_port
 from punch_net.relay.outcomes import HolePunchRecord, count_outcomes
-from punch_net.relay.reachability import Reachability, ask, supports_autonat
+from punch_net.relay.reachability import Reachability, ask_with_addr, supports_autonat
 from punch_net.relay.service import RelayService, RelayServiceLimits
 from punch_net.relay.status import HeldReservation, RelayStatus, ServedCircuitInfo, ServedReservationInfo
 from punch_net.routing.connmgr import ConnManager
@@ -77,6 +78,9 @@ class RelayManager:
         )
         self.reachability = Reachability.UNKNOWN
         self.reachability_checked: float | None = None
+        self._reachable = Since()
+        # the address an AutoNAT server last reached us at (reach/service.py may advertise it)
+        self.dialed_back: str | None = None
         self.held: dict[str, HeldReservation] = {}  # by relay address text as configured
         self.punches: list[HolePunchRecord] = []
         self.punching: set[ID] = set()
@@ -96,6 +100,7 @@ class RelayManager:
         """Register protocol handlers on a host before it runs; advertise our circuits."""
         self._host = host
         advertise_extra_addrs(host, self.circuit_addrs)
+        self.node.addresses.on_change(self._advertised_changed)
         if self.service_enabled:
             self.service = RelayService(host, self.limits, on_change=self._service_changed)
             self.protocol = self.service
@@ -280,7 +285,19 @@ class RelayManager:
         self.connmgr.protect(peer, PROTECT_TAG)
 
     def _addresses_changed(self) -> None:
+        self._note_reachable()
         self.node.addresses_changed()
+
+    def _advertised_changed(self, addrs: list[str]) -> None:
+        self._note_reachable()
+
+    def _note_reachable(self) -> tuple[str, float]:
+        """How others reach us now, and since when (noted on every change we hear of)."""
+        addresses = self.node.addresses
+        kind = reachable_as(announced=bool(addresses.announce), mapped=bool(addresses.mapped),
+                            observed=bool(addresses.observed), autonat=str(self.reachability),
+                            circuits=bool(self.circuit_addrs()))
+        return kind, self._reachable.update(kind, time.time())
 
     # ------------------------------------------------------------ reachability
 
@@ -293,9 +310,11 @@ class RelayManager:
             addrs = self.punch_addrs()
             results: list[Reachability] = []
             for server in servers[:3]:
-                got = await ask(self.autonat, server, addrs)
+                got, dialed = await ask_with_addr(self.autonat, server, addrs)
                 if got is not None:
                     results.append(got)
+                if got == Reachability.PUBLIC and dialed:
+                    self.dialed_back = dialed
             if not results:
                 # No verdict (no servers yet, or all refused: e.g. loopback-only addresses,
                 # which AutoNAT servers will not dial): back off instead of asking three
@@ -305,9 +324,12 @@ class RelayManager:
                 continue
             retry = REACH_RETRY
             new = Reachability.PUBLIC if Reachability.PUBLIC in results else Reachability.PRIVATE
+            if new == Reachability.PRIVATE:
+                self.dialed_back = None
             self.reachability_checked = time.time()
             if new != self.reachability:
                 self.reachability = new
+                self._note_reachable()
                 self.node.bus.publish(ev.ReachabilityChanged(status=str(new), servers=[str(s) for s in servers[:3]]))
             if new == Reachability.PRIVATE:
                 self._private.set()
@@ -506,7 +528,14 @@ class RelayManager:
                 for conn in conns:
                     v = self.via_of(conn)
                     via_counts[v] = via_counts.get(v, 0) + 1
+        kind, since = self._note_reachable()
+        addresses = self.node.addresses
         return RelayStatus(
+            reachable_as=kind,
+            reachable_since=since,
+            announced_addrs=[str(a) for a in addresses.announce],
+            mapped_addrs=addresses.mapped,
+            confirmed_addrs=addresses.observed,
             reachability=str(self.reachability),
             reachability_checked=self.reachability_checked,
             observed_addrs=self.observed_addrs(),

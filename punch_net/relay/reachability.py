@@ -40,6 +40,13 @@ def verdict(status: int) -> Reachability | None:
 
 async def ask(service: DialBackService, server: ID, addrs: list[str]) -> Reachability | None:
     """One dial-back request; None when the server refused or did not answer."""
+    return (await ask_with_addr(service, server, addrs))[0]
+
+
+async def ask_with_addr(service: DialBackService, server: ID,
+                        addrs: list[str]) -> tuple[Reachability | None, str | None]:
+    """One dial-back request: the verdict and, when public, the address the server
+    reached us at (None, None when the server refused or did not answer)."""
     raws = []
     for a in addrs:
         try:
@@ -47,10 +54,16 @@ async def ask(service: DialBackService, server: ID, addrs: list[str]) -> Reachab
         except Exception:
             continue
     try:
-        status, _ = await service.query_server(server, raws, timeout=QUERY_TIMEOUT)
+        status, dialed = await service.query_server(server, raws, timeout=QUERY_TIMEOUT)
     except Exception:
-        return None
-    return verdict(status)
+        return None, None
+    addr: str | None = None
+    if dialed:
+        try:
+            addr = str(multiaddr.Multiaddr(dialed))
+        except Exception:
+            addr = None
+    return verdict(status), addr
 
 
 def supports_autonat(host: IHost, peer: ID) -> bool:

@@ -64,6 +64,13 @@ class RelayStatus:
     hole_punches: list[HolePunchRecord]
     outcome_counts: dict[str, int]
     connections_via: dict[str, int]
+    # how others reach us (punch_net/reach/summary.py): announced, port-mapped, public,
+    # relayed only or unknown, and since when (time.time()); the addresses behind it
+    reachable_as: str = "unknown"
+    reachable_since: float | None = None
+    announced_addrs: list[str] = field(default_factory=list)
+    mapped_addrs: list[str] = field(default_factory=list)
+    confirmed_addrs: list[str] = field(default_factory=list)  # observed by two networks
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

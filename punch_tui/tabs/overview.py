@@ -4,6 +4,8 @@ connections, requests, errors, lookups: as many as fit) and the recent node even
 
 from __future__ import annotations
 
+import time
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,6 +20,7 @@ from punch_net.cli.render import bootstrap_retry, human
 from punch_tui.console import console
 from punch_tui.format import age, middle, plural, short_id, size
 from punch_tui.tabs.base import NodeTab
+from punch_tui.tabs.relay import reachable_text
 from punch_tui.widgets.logview import LogEntry, LogView
 from punch_tui.widgets.plots import PlotGrid
 
@@ -95,7 +98,7 @@ class OverviewTab(NodeTab):
         t.add_column(no_wrap=True, overflow="ellipsis")
         stats: Stats | None = snap.stats if snap else None
         relay = snap.relay if snap else None
-        reach = relay.reachability if relay else "unknown (no AutoNAT here)"
+        reach = reachable_text(relay, time.time()) if relay else "unknown (no AutoNAT here)"
         dht_mode = snap.routing.mode if snap and snap.routing else "?"
         rows: list[tuple[str, str | Text]] = [
             ("Role", Text(self.role, style="bold")),

@@ -39,13 +39,26 @@ def _limits(duration: int | None, data: int | None) -> str:
     return " / ".join(parts)
 
 
+REACHABLE_STYLE = {"announced": "green", "port-mapped": "green", "public": "green", "relayed only": "yellow"}
+
+
+def reachable_text(data: RelayStatus, now: float) -> str:
+    """"port-mapped for 3m00s", "relayed only for 20s": how others reach us (plain text)."""
+    if data.reachable_since is None or data.reachable_as == "unknown":  # no news in how long
+        return data.reachable_as
+    return f"{data.reachable_as} for {age(max(0.0, now - data.reachable_since))}"
+
+
 def summary(data: RelayStatus, now: float) -> list[tuple[str, str]]:
     """Key/value lines above the table (rich markup in values)."""
     reach = data.reachability
     checked = data.reachability_checked
     observed = ", ".join(data.observed_addrs) or "-"
     when = f"{age(now - checked)} ago" if checked else "not yet"
-    lines = [("Reachability", f"[{REACH_STYLE.get(reach, 'dim')}]{reach}[/] (checked {when}; observed {observed})")]
+    lines = [("Reachable as", f"[{REACHABLE_STYLE.get(data.reachable_as, 'dim')}]{reachable_text(data, now)}[/]"
+              + (f" · {', '.join(data.announced_addrs or data.mapped_addrs or data.confirmed_addrs)}"
+                 if data.announced_addrs or data.mapped_addrs or data.confirmed_addrs else ""))]
+    lines.append(("Reachability", f"[{REACH_STYLE.get(reach, 'dim')}]{reach}[/] (checked {when}; observed {observed})"))
     circuits = data.circuit_addrs
     lines.append(("Via relays", f"{circuits[0]}" + (f"  (+{len(circuits) - 1})" if len(circuits) > 1 else "")
                   if circuits else "not advertised (no active reservation)"))

@@ -23,15 +23,17 @@ def _unavailable() -> str | None:
 
 @pytest.fixture
 def make_rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., NatRig]]:
-    """`make_rig(symmetric=("b",))` → a running rig; skipped where namespaces cannot be made."""
+    """`make_rig(symmetric=("b",), cloud=True, outside=2)` → a running rig; skipped where namespaces cannot be made."""
     reason = _unavailable()
     if reason:
         pytest.skip(f"NAT rig unavailable: {reason}")
     rigs: list[NatRig] = []
     tag = "".join(ch for ch in request.node.name if ch.isalnum())[-6:]
 
-    def make(symmetric: tuple[str, ...] = ()) -> NatRig:
-        rig = NatRig(prefix=f"pn{os.getpid() % 10000}{tag}{len(rigs)}_", symmetric=symmetric, log_dir=tmp_path)
+    def make(symmetric: tuple[str, ...] = (), cloud: bool = False, outside: int = 0, upnp: bool = False,
+             forward: tuple[str, ...] = ()) -> NatRig:
+        rig = NatRig(prefix=f"pn{os.getpid() % 10000}{tag}{len(rigs)}_", symmetric=symmetric, log_dir=tmp_path,
+                     cloud=cloud, outside=outside, upnp=upnp, forward=forward)
         rigs.append(rig)
         rig.__enter__()
         return rig

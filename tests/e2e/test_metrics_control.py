@@ -72,6 +72,8 @@ def test_metrics_have_the_named_series(punch: PunchFactory) -> None:
     assert value(listener_m, "punch_messages_total", direction="in") >= 3
     assert value(listener_m, "punch_dht_lookups_total", op="provide", result="ok") >= 1
     assert value(listener_m, "libp2p_relaysvc_status") == 0
+    assert value(listener_m, "punch_reachable_as", how="unknown") == 1  # loopback: nobody outside vouches
+    assert value(listener_m, "punch_reachable_as", how="public") == 0
     assert value(scrape(sport), "libp2p_relaysvc_status") == 1  # the server is a relay
 
     dialer.stop()

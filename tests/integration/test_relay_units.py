@@ -287,7 +287,7 @@ async def test_reachability_backs_off_while_there_is_no_verdict(monkeypatch: pyt
     monkeypatch.setattr(manager, "REACH_RETRY", 0.1)
     monkeypatch.setattr(manager, "REACH_MAX_BACKOFF", 0.4)
     asked: list[tuple[float, float]] = []  # the listener's asks, start and end (not the server's own loop)
-    real_ask = manager.ask
+    real_ask = manager.ask_with_addr
 
     async def counting_ask(service, *args, **kwargs):  # type: ignore[no-untyped-def]
         start = trio.current_time()
@@ -297,7 +297,7 @@ async def test_reachability_backs_off_while_there_is_no_verdict(monkeypatch: pyt
             if service is node_rt.relay.autonat:
                 asked.append((start, trio.current_time()))
 
-    monkeypatch.setattr(manager, "ask", counting_ask)
+    monkeypatch.setattr(manager, "ask_with_addr", counting_ask)
     base = dict(listen_addr="127.0.0.1", port=0, ephemeral=True, dial_timeout=5, hole_punch=False,
                 auto_relay=False)
     async with trio.open_nursery() as nursery:

@@ -144,3 +144,54 @@ def test_bug_and_fix_get_addrs_mangles_circuit_addresses() -> None:
     assert f"{circuit_base}/p2p/{me2}" in [str(a) for a in host2.get_addrs()]
 
 
+
+
+class _FakeMuxed:
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+
+    def get_remote_address(self) -> tuple[str, int]:
+        return (self.ip, 50000)
+
+
+class _FakeConn:
+    """An inbound connection as ObservedAddrManager sees it (no socket)."""
+
+    is_closed = False
+
+    def __init__(self, ip: str) -> None:
+        from libp2p.rcmgr import Direction
+
+        self.muxed_conn = _FakeMuxed(ip)
+        self.direction = Direction.INBOUND
+
+
+def test_bug_two_networks_agreeing_is_not_enough_fix_observed_addrs_hook() -> None:
+    """A cloud VM (10.0.3.2 behind 198.18.0.13) seen at its public address from two networks."""
+    from types import SimpleNamespace
+
+    from punch_net.p2p.addresses import AdvertisedAddrs
+    from punch_net.p2p.host import build_host
+    from punch_net.reach.service import ObservedAddrsService
+
+    local = [multiaddr.Multiaddr("/ip4/10.0.3.2/tcp/4001")]
+    public = multiaddr.Multiaddr("/ip4/198.18.0.13/tcp/4001")
+    # bug: plain py-libp2p wants 4 observers before it advertises
+    plain = new_host(key_pair=new_identity())
+    for ip in ("198.18.1.20", "198.18.2.20"):
+        plain._observed_addr_manager.record_observation(_FakeConn(ip), public, local)  # type: ignore[attr-defined]
+    assert not any(str(a).startswith(str(public)) for a in plain.get_addrs())
+    # fix: the hook hands observations to Punch's rule, which AdvertisedAddrs advertises
+    book = AdvertisedAddrs()
+    host = build_host(new_identity(), addrs=book)
+    book.bind_transport(lambda: local)
+    service = ObservedAddrsService(SimpleNamespace(addresses=book), lambda: "unknown")  # type: ignore[arg-type]
+    service.attach(host, None)
+    host._observed_addr_manager.record_observation(_FakeConn("198.18.1.20"), public, local)  # type: ignore[attr-defined]
+    assert not any(str(a).startswith(str(public)) for a in host.get_addrs())
+    host._observed_addr_manager.record_observation(_FakeConn("198.18.2.20"), public, local)  # type: ignore[attr-defined]
+    assert str(host.get_addrs()[0]).startswith(str(public) + "/p2p/")
+    # AutoNAT saying "private" withholds it
+    service.reachability = lambda: "private"
+    service.update()
+    assert not any(str(a).startswith(str(public)) for a in host.get_addrs())

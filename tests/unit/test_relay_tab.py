@@ -58,3 +58,26 @@ def test_a_running_punch_and_an_outcome_sent_as_text() -> None:
     table = rows(replace(DATA, hole_punches=[running, as_text]), NOW)
     outcomes = [v[2].text for k, v in table.items() if k.startswith("punch:")]
     assert outcomes == ["running", "SUCCESS"]
+
+
+def test_reachable_as_line_says_how_and_since_when() -> None:
+    from punch_net.reach.summary import Since, reachable_as
+    from punch_tui.tabs.relay import reachable_text
+
+    assert reachable_as(announced=True, mapped=True, observed=True, autonat="public", circuits=True) == "announced"
+    assert reachable_as(announced=False, mapped=True, observed=False, autonat="private", circuits=True) == "port-mapped"
+    assert reachable_as(announced=False, mapped=False, observed=True, autonat="unknown", circuits=False) == "public"
+    assert reachable_as(announced=False, mapped=False, observed=False, autonat="public", circuits=False) == "public"
+    assert reachable_as(announced=False, mapped=False, observed=False, autonat="private", circuits=True) \
+        == "relayed only"
+    assert reachable_as(announced=False, mapped=False, observed=False, autonat="private", circuits=False) \
+        == "unknown"
+    since = Since()
+    assert since.update("unknown", 10.0) == 10.0 and since.update("unknown", 20.0) == 10.0
+    assert since.update("public", 30.0) == 30.0
+    mapped = replace(DATA, reachable_as="port-mapped", reachable_since=NOW - 180,
+                     mapped_addrs=["/ip4/11.22.33.1/tcp/4001"])
+    assert reachable_text(mapped, NOW) == "port-mapped for 3m00s"
+    line = dict(summary(mapped, NOW))["Reachable as"]
+    assert "port-mapped for 3m00s" in line and "/ip4/11.22.33.1/tcp/4001" in line
+    assert dict(summary(DATA, NOW))["Reachable as"].endswith("unknown[/]")
