@@ -50,6 +50,7 @@ from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
 from punch_net.p2p.logs import tame_libp2p_logging
+from punch_net.rcmgr.metrics import RcmgrCollector
 from punch_net.reach.mdns import MdnsService
 from punch_net.reach.portmap import PortMapService
 from punch_net.reach.service import ObservedAddrsService
@@ -122,7 +123,7 @@ class Runtime:
         self.api = LocalNode(self)
         self.metrics = NodeMetrics(cfg.role, self.api)
         self.reputation.on_record = self.metrics.reputation_event
-        self.metrics.registry.register(node.resources.collector())  # libp2p_rcmgr_* series
+        self.metrics.registry.register(RcmgrCollector(node.resources))  # libp2p_rcmgr_* series
         node.set_router(self.relay)
         node.observe_requests(self.reputation)
         node.observe_lookups(self.metrics)

@@ -13,12 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from punch_net.rcmgr.limits import Limits
-
-if TYPE_CHECKING:
-    from prometheus_client.registry import Collector
 
 # Resource names (go-libp2p's `resource` label values), plus ours for handshakes and requests.
 CONNS = "connections"
@@ -72,12 +68,6 @@ class ResourceManager:
     def usage(self) -> dict[Key, int]:
         """Every non-zero counter (for metrics and tests)."""
         return {k: v for k, v in self._used.items() if v}
-
-    def collector(self) -> Collector:
-        """The `libp2p_rcmgr_*` Prometheus collector reading this manager (rcmgr/metrics.py)."""
-        from punch_net.rcmgr.metrics import RcmgrCollector  # metrics imports this module
-
-        return RcmgrCollector(self)
 
     def on_release(self, callback: Callable[[], None]) -> None:
         """Call `callback` after any reservation is released (adapters wake waiters)."""
