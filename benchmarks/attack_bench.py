@@ -362,7 +362,7 @@ def run_bootstrap_restart() -> dict[str, Any]:
         finally:
             factory.close()
     met = all(t is not None and t <= TARGET_REJOIN_S for t in rejoin)
-    took = " / ".join("never" if t is None else f"{t:.1f}" for t in rejoin)
+    took = " / ".join("never" if t is None else f"{t:.2f}" for t in rejoin)
     return {"kind": "bootstrap-restart", "quiet": quiet, "attack": loud, "baseline_rss": baseline_rss,
             "opened": f"{sum(retries)} bootstrap_retry while down ({' / '.join(map(str, retries))})",
             "rejoin_s": rejoin, "retries": retries,
@@ -496,14 +496,16 @@ async def run_one(kind: str) -> dict[str, Any]:
 
 async def main(kinds: list[str]) -> None:
     results = []
+    load_at_start = os.getloadavg()
     for kind in kinds:
-        print(f"running {kind}: {ATTACKS[kind]} ({SECONDS:g} s quiet, {SECONDS:g} s under attack)", flush=True)
+        timing = "" if kind in BASELINES else f" ({SECONDS:g} s quiet, {SECONDS:g} s under attack)"
+        print(f"running {kind}: {ATTACKS[kind]}{timing}", flush=True)
         results.append(await run_one(kind))
         print(json.dumps(results[-1]), flush=True)
     print()
     print(table(results))
-    print(f"\nload average (1/5/15 min) at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())} "
-          f"on {os.cpu_count()} cores")
+    loads = [" / ".join(f"{x:.2f}" for x in load) for load in (load_at_start, os.getloadavg())]
+    print(f"\nload average (1/5/15 min): {loads[0]} at the start, {loads[1]} at the end, on {os.cpu_count()} cores")
 
 
 def parse_args() -> list[str]:
