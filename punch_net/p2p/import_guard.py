@@ -175,9 +175,22 @@ def install(prefixes: Sequence[str] = STUBBED) -> ImportGuard:
     return guard
 
 
+def release(*prefixes: str) -> None:
+    """Stop stubbing `prefixes` and forget their stand-ins, so the next import loads the real
+    modules: a node that turns on mDNS or port mapping (punch_net/reach) pays for zeroconf or
+    miniupnpc then, and only then. A no-op without the guard."""
+    guard = installed()
+    if guard is None:
+        return
+    guard.prefixes = tuple(p for p in guard.prefixes if p not in prefixes)
+    for name in [m for m, mod in sys.modules.items() if isinstance(mod, StubModule)]:
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            del sys.modules[name]
+
+
 def wanted() -> bool:
     """The fork server installs the guard unless PUNCH_IMPORT_GUARD=0."""
     return os.environ.get(ENV_FLAG, "1") != "0"
 
 
-__all__ = ["STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed", "wanted"]
+__all__ = ["STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed", "release", "wanted"]

@@ -21,6 +21,7 @@ from trio_typing import TaskStatus
 
 from punch_net import events as ev
 from punch_net.api import NodeError
+from punch_net.p2p import import_guard
 from punch_net.p2p.addresses import expand_unspecified
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class MdnsService:
 
     def _start(self, host: IHost) -> Any:
         """Blocking (zeroconf binds its sockets and probes the name): run in a thread."""
+        import_guard.release("zeroconf", "libp2p.discovery.mdns")  # the `punch` executable stubs them
         from libp2p.discovery.mdns.mdns import MDNSDiscovery
 
         lan = [str(a) for a in expand_unspecified(list(host.get_transport_addrs()))]

@@ -29,6 +29,7 @@ from libp2p.abc import IHost
 from trio_typing import TaskStatus
 
 from punch_net import events as ev
+from punch_net.p2p import import_guard
 from punch_net.p2p.addresses import is_public_ip
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Gateway:
     """Blocking miniupnpc calls (run each in a thread)."""
 
     def __init__(self) -> None:
+        import_guard.release("miniupnpc", "libp2p.discovery.upnp")  # the `punch` executable stubs them
         import miniupnpc
 
         self.upnp: Any = miniupnpc.UPnP()

@@ -91,6 +91,30 @@ def test_guard_refuses_to_install_late() -> None:
     assert import_guard.installed() is None
 
 
+RELEASED = """
+from punch_net.p2p import import_guard
+import_guard.install()
+import libp2p  # noqa: F401  (its __init__ imports the mDNS and UPnP modules: stubs)
+import zeroconf
+assert isinstance(zeroconf, import_guard.StubModule), "stubbed before release"
+import_guard.release("zeroconf", "libp2p.discovery.mdns", "miniupnpc", "libp2p.discovery.upnp")
+import zeroconf, miniupnpc
+from libp2p.discovery.mdns.mdns import MDNSDiscovery
+assert not isinstance(zeroconf, import_guard.StubModule)
+assert not isinstance(MDNSDiscovery, import_guard._Placeholder) and callable(miniupnpc.UPnP)
+import aioquic
+assert isinstance(aioquic, import_guard.StubModule), "the rest stays stubbed"
+print("ok")
+"""
+
+
+def test_release_loads_the_real_modules_a_node_turns_on() -> None:
+    """mDNS and port mapping (punch_net/reach) release their modules from the guard that
+    the `punch` executable installs; before this, the stub made them fail at start."""
+    proc = subprocess.run([sys.executable, "-c", RELEASED], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
 def test_placeholders_are_inert_only_where_allowed() -> None:
     guard = import_guard.ImportGuard(("fakepkg_strict", "dns"))
     strict = guard.find_spec("fakepkg_strict.sub")
