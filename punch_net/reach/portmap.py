@@ -260,7 +260,11 @@ class PortMapService:
         port = int(self._host.get_transport_addrs()[0].value_for_protocol("tcp"))
         # NAT-PMP first: one datagram to the default gateway, answered (or refused with an
         # ICMP error) in milliseconds, where a UPnP search waits its whole delay
-        gateways: list[Gateway | NatPmpGateway] = [NatPmpGateway(), await trio.to_thread.run_sync(Gateway)]
+        gateways: list[Gateway | NatPmpGateway] = [NatPmpGateway()]
+        try:
+            gateways.append(await trio.to_thread.run_sync(Gateway))
+        except Exception as exc:  # no miniupnpc: NAT-PMP alone; never a reason to stop the node
+            self.node.bus.publish(ev.ErrorEvent(message=f"UPnP is off: {exc}", where="portmap"))
         gateway: Gateway | NatPmpGateway = gateways[0]
         delay = FIRST_SEARCH_MS
         try:

@@ -460,7 +460,14 @@ def consoles_under(pid: int) -> list[int]:
 def web_servers_under(pid: int) -> list[int]:
     import psutil
 
-    return [k.pid for k in psutil.Process(pid).children() if "punch_tui.web" in " ".join(k.cmdline())]
+    found = []
+    for kid in psutil.Process(pid).children():
+        try:  # a short-lived child (a helper the node ran) may be gone already
+            if "punch_tui.web" in " ".join(kid.cmdline()):
+                found.append(kid.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def running(pid: int) -> bool:
