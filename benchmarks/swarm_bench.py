@@ -33,6 +33,7 @@ Per scenario the table shows:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -114,6 +115,10 @@ def one_run(rig: SwarmRig, boot_id: str, info_hash: str, n: int, root: Path) -> 
            "traded": traded, "early": early}
     for c in clients:
         c.stop()
+    if os.environ.get("SWARM_BENCH_EVENTS"):  # every client's events, for a timeline (t: s since start)
+        (root / "events.json").write_text(json.dumps(
+            {c.name: {"peer_id": c.peer_id, "events": [{**e, "t": e["_t"] - t0} for e in c.events]}
+             for c in clients}))
     return out
 
 
