@@ -193,9 +193,6 @@ class TorrentService:
                     src.uploaded += size
                     src.meter.add(size, now)
                     src.peers.setdefault(peer, RateMeter()).add(size, now)
-                    sent = src.sent
-                    for i in action.indexes:
-                        sent[i] += 1
 
         try:
             async with trio.open_nursery() as nursery:

@@ -498,6 +498,7 @@ def test_server_sends_last_what_another_downloader_has_queued() -> None:
     assert shared.queued == [2, 2, 2, 2, 1, 1, 1, 1]
     read = b.serve.next_read()  # a waits for 0-3 too: b gets the pieces only it asked for first
     assert isinstance(read, ps.Read) and read.indexes[:4] == [4, 5, 6, 7]
+    assert shared.sent == [1] * 8  # counted once read (one batch here), before the write ends
     a.serve.receive_data(wire.encode_index(wire.CANCEL, 0))
     a.serve.set_choked(True)  # drops 1-3
     assert shared.queued[:4] == [0, 0, 0, 0]
