@@ -55,6 +55,12 @@ import torrent_bench  # the loopback rows
 
 MB = 1_000_000
 START = 90.0
+# A/B against other code: what runs instead of `python -m punch_net.cli` (space-separated)
+PROGRAM = os.environ.get("SWARM_BENCH_PROGRAM", "").split() or None
+
+
+def punch(rig: SwarmRig, where: str, name: str, args: list[str]) -> Punch:
+    return Punch(rig, where, name, args, program=PROGRAM)
 RAW_PORT = 5001
 
 RAW_RECV = r"""
@@ -100,7 +106,7 @@ def one_run(rig: SwarmRig, boot_id: str, info_hash: str, n: int, root: Path) -> 
     for i in range(1, n + 1):
         dest = root / f"dl{i}"
         dest.mkdir(parents=True)
-        clients.append(Punch(rig, f"h{i}", f"c{i}", ["torrent-client", *node_args(boot_id), "--info-hash", info_hash,
+        clients.append(punch(rig, f"h{i}", f"c{i}", ["torrent-client", *node_args(boot_id), "--info-hash", info_hash,
                                                      "--download-dir", str(dest), "--timeout", "120"]))
     ids = {c.peer_id: c for c in clients}
     done = {c.name: c.wait_for(is_kind("complete"), 600, "complete") for c in clients}
@@ -156,7 +162,7 @@ def multi_source(rig: SwarmRig, boot_id: str, servers: list[int], size: int, run
                 if not d.exists():
                     d.mkdir()
                     os.link(share / "multi.bin", d / "multi.bin")
-                srv = Punch(rig, f"h{i}", f"msrv{i}", ["torrent-server", *node_args(boot_id), "--share-dir", str(d)])
+                srv = punch(rig, f"h{i}", f"msrv{i}", ["torrent-server", *node_args(boot_id), "--share-dir", str(d)])
                 info_hash = str(srv.wait_for(is_kind("shared"), START, "shared")["info_hash"])
                 srv.wait_for(is_kind("announced", info_hash=info_hash), START, "announced")
                 started.append(srv)
@@ -166,7 +172,7 @@ def multi_source(rig: SwarmRig, boot_id: str, servers: list[int], size: int, run
                 dest = root / f"m{n}r{r}"
                 dest.mkdir()
                 t0 = time.monotonic()
-                c = Punch(rig, "h0", f"mcli{n}_{r}", ["torrent-client", *node_args(boot_id), "--info-hash",
+                c = punch(rig, "h0", f"mcli{n}_{r}", ["torrent-client", *node_args(boot_id), "--info-hash",
                                                       info_hash, "--download-dir", str(dest), "--no-seed",
                                                       "--timeout", "120"])
                 rc = c.proc.popen.wait(180)
@@ -218,7 +224,7 @@ def main() -> int:
             hosts = 1 + max([*args.downloaders, *args.servers])
             with SwarmRig(prefix=f"pb{os.getpid() % 10000}_", hosts=hosts, rate_mbit=args.rate_mbit,
                           log_dir=root) as rig:
-                boot = Punch(rig, "boot", "boot", ["server", "--listen-addr", "0.0.0.0", "--no-port-mapping",
+                boot = punch(rig, "boot", "boot", ["server", "--listen-addr", "0.0.0.0", "--no-port-mapping",
                                                    "--port", str(BOOT_PORT), "--data-dir", str(root / "boot")])
                 if "multi" not in args.skip:
                     multi = multi_source(rig, boot.peer_id, args.servers, msize, args.runs, root)
@@ -226,7 +232,7 @@ def main() -> int:
                     share = root / "share"
                     share.mkdir()
                     (share / "swarm.bin").write_bytes(os.urandom(size))
-                    seeder = Punch(rig, "h0", "seeder", ["torrent-server", *node_args(boot.peer_id),
+                    seeder = punch(rig, "h0", "seeder", ["torrent-server", *node_args(boot.peer_id),
                                                          "--share-dir", str(share)])
                     info_hash = str(seeder.wait_for(is_kind("shared"), START, "shared")["info_hash"])
                     seeder.wait_for(is_kind("announced", info_hash=info_hash), START, "announced")
