@@ -152,13 +152,10 @@ def make_file(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size-mib", type=int, default=256)
-    ap.add_argument("--runs", type=int, default=3, help="downloads per path (median reported; default 3)")
-    ap.add_argument("--rss-gib", type=float, default=1.0)
-    ap.add_argument("--skip-rss", action="store_true")
-    args = ap.parse_args()
+def measure(args: argparse.Namespace) -> tuple[float, list[tuple[str, float, str]], tuple | None]:
+    """(raw TCP MB/s, [(path, MB/s, detail)], (size, complete event, wall, peak RSS) or None).
+
+    benchmarks/swarm_bench.py reuses this for its loopback rows."""
     size = args.size_mib * 1024 * 1024
     with tempfile.TemporaryDirectory(prefix="punch-torrent-bench-") as tmp:
         root = Path(tmp)
@@ -237,7 +234,17 @@ def main() -> int:
         finally:
             for p in procs:
                 p.stop()
+    return raw, rows, rss_row
 
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3, help="downloads per path (median reported; default 3)")
+    ap.add_argument("--rss-gib", type=float, default=1.0)
+    ap.add_argument("--skip-rss", action="store_true")
+    args = ap.parse_args()
+    raw, rows, rss_row = measure(args)
     print(f"\nTorrent benchmark, {args.size_mib} MiB file, loopback, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}")
     print(f"{'path':<38} {'MB/s':>8} {'x raw':>7}  detail")

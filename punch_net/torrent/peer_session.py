@@ -359,7 +359,8 @@ class Servable(Protocol):
     """A torrent a server can answer for (the service's Source)."""
 
     meta: Metainfo
-    sent: list[int]  # per piece: copies uploaded so far
+    sent: list[int]  # per piece: copies uploaded or being uploaded (counted when read)
+    queued: list[int]  # per piece: streams that have it queued now (REQUESTs not yet read)
 
     def has(self, index: int) -> bool: ...
 
@@ -415,10 +416,21 @@ class ServeSession(Generic[S]):
             return False
         self.choked = choked
         if choked:
-            self._queue.clear()
-            self._queued.clear()
+            self._drop_queue()
         self._control.append(wire.frame(wire.CHOKE if choked else wire.UNCHOKE))
         return True
+
+    def _drop_queue(self) -> None:
+        if self.source is not None:
+            queued = self.source.queued
+            for index in self._queue:
+                queued[index] -= 1
+        self._queue.clear()
+        self._queued.clear()
+
+    def release(self) -> None:
+        """The stream ended: its queued requests no longer count as promised copies."""
+        self._drop_queue()
 
     @property
     def pending_control(self) -> bool:
@@ -464,11 +476,15 @@ class ServeSession(Generic[S]):
             queue, queued = self._queue, self._queued
             batch: list[int] = []
             size = 0
-            sent = src.sent
-            if len(queue) > 1 and any(sent[i] for i in queue):
-                # Pieces uploaded fewest times first: a seeder spreads distinct pieces
-                # across its downloaders, so they have something to trade.
-                order = sorted(queue, key=sent.__getitem__)
+            sent, promised = src.sent, src.queued
+            if len(queue) > 1 and any(sent[i] or promised[i] > 1 for i in queue):
+                # Pieces sent (counted once read: a batch takes ~0.4 s to leave at a share
+                # of a 10 MB/s uplink) or queued for other downloaders fewest times first:
+                # a seeder spreads distinct pieces across its downloaders, so they have
+                # something to trade, and a copy another downloader will soon offer waits
+                # for its CANCEL (measured: a seed of a 1 + 4 swarm sent ~20% of its upload
+                # as copies the downloaders cancelled too late).
+                order = sorted(queue, key=lambda i: sent[i] + promised[i])
                 for index in order:
                     if size >= BATCH_BYTES:
                         break
@@ -477,10 +493,14 @@ class ServeSession(Generic[S]):
                 for index in batch:
                     queue.remove(index)
                     queued.discard(index)
+                    promised[index] -= 1
+                    sent[index] += 1
                 return Read(batch)
             while queue and size < BATCH_BYTES:
                 index = queue.popleft()
                 queued.discard(index)
+                promised[index] -= 1
+                sent[index] += 1
                 batch.append(index)
                 size += src.meta.piece_size(index)
             return Read(batch)
@@ -516,11 +536,14 @@ class ServeSession(Generic[S]):
                 raise wire.ProtocolError(f"more than {MAX_QUEUED} requests outstanding")
             self._queue.append(index)
             self._queued.add(index)
+            src.queued[index] += 1
             return b""
         if t == wire.CANCEL:
             if msg.index in self._queued:
                 self._queued.discard(msg.index)
                 self._queue.remove(msg.index)
+                assert self.source is not None  # queued only after INTERESTED
+                self.source.queued[msg.index] -= 1
             return b""
         if t == wire.LIST:
             return wire.encode_catalogue(self.library.catalogue())

@@ -142,8 +142,8 @@ class PiecePicker:
         # A seed is asked only for pieces no one else can give us (super-seeding from the
         # downloader's side): the seed's upload, the swarm's scarcest resource, then goes
         # to pieces the downloaders can trade. The endgame lifts this.
-        seed_last = self.counts.get(peer) == self.num_pieces and any(
-            c < self.num_pieces for p, c in self.counts.items() if p not in self.choking) and not self.endgame
+        spare_seed = self.seed_among_traders(peer)
+        seed_last = spare_seed and not self.endgame
         keep: list[int] = []
         order = self._order
         scanned = 0
@@ -167,8 +167,13 @@ class PiecePicker:
         for index in out:
             self._mark(peer, index)
         if len(out) < n and self.endgame:
-            out += self._pick_endgame(peer, bits, n - len(out))
+            out += self._pick_endgame(peer, bits, n - len(out), seeds_only=spare_seed)
         return out
+
+    def seed_among_traders(self, peer: Peer) -> bool:
+        """`peer` has every piece and some peer that does not (and does not choke us) trades too."""
+        n = self.num_pieces
+        return self.counts.get(peer) == n and any(c < n for p, c in self.counts.items() if p not in self.choking)
 
     def release_from_seeds(self, peer: Peer, index: int) -> list[Peer]:
         """`peer` (not a seed, not choking us) just got `index`, which is requested only
@@ -183,10 +188,18 @@ class PiecePicker:
             self._unmark(seed, index)
         return seeds
 
-    def _pick_endgame(self, peer: Peer, bits: bytearray, n: int) -> list[int]:
+    def _pick_endgame(self, peer: Peer, bits: bytearray, n: int, seeds_only: bool = False) -> list[int]:
+        """Duplicates of pieces in flight. `seeds_only`: `peer` is a seed in a swarm, and
+        duplicates only what other seeds were asked for: a copy of a piece a fellow
+        downloader is sending would be taken from the seed's upload, which the other
+        downloaders are still waiting on (measured: ~32 such copies per downloader, 13%
+        of the seed's upload in a 1 + 4 swarm)."""
         mine = self.peer_requests[peer]
+        full = self.num_pieces
+        counts = self.counts
         candidates = [i for i, asked in self.in_flight.items()
-                      if bits[i] and i not in mine and len(asked) < ENDGAME_DUPLICATES]
+                      if bits[i] and i not in mine and len(asked) < ENDGAME_DUPLICATES
+                      and not (seeds_only and any(counts.get(p, 0) < full for p in asked))]
         candidates.sort(key=lambda i: len(self.in_flight[i]))
         out = candidates[:n]
         for index in out:

@@ -49,10 +49,13 @@ class Source:
     # bytes/s each peer (str id) gives us, for tit-for-tat while downloading; None: complete
     down_rates: Callable[[], dict[str, float]] | None = None
     sent: list[int] = field(default_factory=list)  # per piece: copies uploaded (spread the rarest first)
+    queued: list[int] = field(default_factory=list)  # per piece: streams with a REQUEST for it queued
 
     def __post_init__(self) -> None:
         if not self.sent:
             self.sent = [0] * self.meta.num_pieces
+        if not self.queued:
+            self.queued = [0] * self.meta.num_pieces
 
     def has(self, index: int) -> bool:
         return 0 <= index < self.meta.num_pieces and (self.have is None or bool(self.have[index]))
@@ -190,9 +193,6 @@ class TorrentService:
                     src.uploaded += size
                     src.meter.add(size, now)
                     src.peers.setdefault(peer, RateMeter()).add(size, now)
-                    sent = src.sent
-                    for i in action.indexes:
-                        sent[i] += 1
 
         try:
             async with trio.open_nursery() as nursery:
@@ -216,6 +216,7 @@ class TorrentService:
                     if not data:
                         return  # the writer drains what was asked, then the nursery ends
         finally:
+            session.release()
             if registered is not None:
                 self._streams.get(registered, {}).pop(session, None)
                 self._chokers.get(registered, Choker()).forget(session)

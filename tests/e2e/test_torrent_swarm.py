@@ -43,13 +43,13 @@ def make_swarm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 
 
 def node_args(boot_id: str) -> list[str]:
-    return ["--listen-addr", "0.0.0.0", "--port", "4001", "--ephemeral",
+    return ["--listen-addr", "0.0.0.0", "--port", "4001", "--ephemeral", "--no-port-mapping",
             "--bootstrap", f"/ip4/{BOOT_IP}/tcp/{BOOT_PORT}/p2p/{boot_id}"]
 
 
 def start_boot(rig: SwarmRig, tmp: Path) -> str:
-    boot = Punch(rig, "boot", "boot", ["server", "--listen-addr", "0.0.0.0", "--port", str(BOOT_PORT),
-                                       "--data-dir", str(tmp / "boot")])
+    boot = Punch(rig, "boot", "boot", ["server", "--listen-addr", "0.0.0.0", "--no-port-mapping",
+                                       "--port", str(BOOT_PORT), "--data-dir", str(tmp / "boot")])
     return boot.peer_id
 
 

@@ -68,13 +68,26 @@ def test_picker_goes_rarest_first() -> None:
     assert picker.pick("d", 5) == [0, 1, 2]
 
 
-def test_a_seed_is_asked_only_for_what_no_one_else_has_until_the_endgame() -> None:
+def test_a_seed_is_asked_only_for_what_no_one_else_has_even_in_the_endgame() -> None:
     picker = PiecePicker(8)
     picker.add_peer("seed", bytearray(b"\x01" * 8))
     picker.add_peer("d", bytearray(b"\x01\x01\x01\x00\x00\x00\x00\x00"))  # a downloader with 0-2
     assert sorted(picker.pick("seed", 8)) == [3, 4, 5, 6, 7]  # not 0-2: d can give those
     assert picker.pick("d", 8) == [0, 1, 2]
-    assert picker.endgame and picker.pick("seed", 8) == [0, 1, 2]  # endgame: anyone, twice at most
+    # endgame: no copy of d's pieces from the seed (its upload is what the swarm waits on)
+    assert picker.endgame and picker.pick("seed", 8) == []
+    picker.add_peer("seed2", bytearray(b"\x01" * 8))
+    assert sorted(picker.pick("seed2", 8)) == [3, 4, 5, 6, 7]  # ... but it backs up another seed
+
+
+def test_a_downloader_duplicates_a_seeds_pieces_in_the_endgame() -> None:
+    picker = PiecePicker(4)
+    picker.add_peer("seed", bytearray(b"\x01" * 4))
+    picker.add_peer("d", bytearray(4))
+    assert sorted(picker.pick("seed", 4)) == [0, 1, 2, 3]
+    for i in range(4):
+        picker.peer_has("d", i)
+    assert picker.endgame and sorted(picker.pick("d", 4)) == [0, 1, 2, 3]
 
 
 def test_a_choking_peer_does_not_count_as_a_source() -> None:

@@ -42,9 +42,11 @@ class Shared:
     data: bytes
     have: bytearray | None = None
     sent: list[int] = field(default_factory=list)
+    queued: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sent = self.sent or [0] * self.meta.num_pieces
+        self.queued = self.queued or [0] * self.meta.num_pieces
 
     def has(self, index: int) -> bool:
         return 0 <= index < self.meta.num_pieces and (self.have is None or bool(self.have[index]))
@@ -484,6 +486,26 @@ def test_server_spreads_pieces_uploaded_fewest_times_first() -> None:
     read = link.serve.next_read()
     assert isinstance(read, ps.Read) and read.indexes[:4] == [4, 5, 6, 7]
     assert PIECE * 8 <= ps.BATCH_BYTES
+
+
+def test_server_sends_last_what_another_downloader_has_queued() -> None:
+    shared = shared_file(8)
+    a, b = Link(shared, PiecePicker(8), peer="a"), Link(shared, PiecePicker(8), peer="b")
+    for link in (a, b):
+        handshake(link)
+    a.serve.receive_data(b"".join(wire.encode_index(wire.REQUEST, i) for i in range(4)))
+    b.serve.receive_data(b"".join(wire.encode_index(wire.REQUEST, i) for i in range(8)))
+    assert shared.queued == [2, 2, 2, 2, 1, 1, 1, 1]
+    read = b.serve.next_read()  # a waits for 0-3 too: b gets the pieces only it asked for first
+    assert isinstance(read, ps.Read) and read.indexes[:4] == [4, 5, 6, 7]
+    assert shared.sent == [1] * 8  # counted once read (one batch here), before the write ends
+    a.serve.receive_data(wire.encode_index(wire.CANCEL, 0))
+    a.serve.set_choked(True)  # drops 1-3
+    assert shared.queued[:4] == [0, 0, 0, 0]
+    a.serve.set_choked(False)
+    a.serve.receive_data(wire.encode_index(wire.REQUEST, 5))
+    a.serve.release()  # the stream ended
+    assert shared.queued == [0] * 8
 
 
 def test_peers_named_by_the_server_reach_the_downloader() -> None:
