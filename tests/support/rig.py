@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 PUBLIC_NET = "198.18.0.0/15"
 RELAY_IP = "198.18.0.10"
@@ -176,25 +177,23 @@ class Proc:
 
 
 @dataclass
-class NatRig:
-    """Create with `NatRig(prefix)`, then `with rig:`; `rig.ns("a")` is host A's namespace."""
+class NetnsRig:
+    """What every namespace rig shares: `prefix` names its namespaces (`ns(role)`), `up()`
+    (the subclass's) builds them on `with rig:`, and processes started with `spawn` die by
+    PID when it closes."""
 
     prefix: str
-    symmetric: Sequence[str] = ()  # which NATs ("a", "b") map symmetrically (fully-random)
-    forward: Sequence[str] = ()  # which NATs ("a", "b") forward TCP 4001 to their host by hand
-    cloud: bool = False  # add natc + c: a 1:1 NAT (cloud VM)
-    outside: int = 0  # extra public hosts out1..outN, each in its own /24
-    upnp: bool = False  # add natu + u: a home router with UPnP (start it with start_miniupnpd)
-    log_dir: Path = field(default_factory=lambda: Path("/tmp"))
-    procs: list[Proc] = field(default_factory=list)
-    _created: list[str] = field(default_factory=list)
+    log_dir: Path = field(default_factory=lambda: Path("/tmp"), kw_only=True)
+    procs: list[Proc] = field(default_factory=list, kw_only=True)
+    _created: list[str] = field(default_factory=list, kw_only=True)
 
     def ns(self, role: str) -> str:
         return f"{self.prefix}{role}"
 
-    # ------------------------------------------------------------------ lifecycle
+    def up(self) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> NatRig:
+    def __enter__(self) -> Self:
         try:
             self.up()
         except BaseException:
@@ -204,6 +203,65 @@ class NatRig:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def clean_stale(self) -> None:
+        """Delete namespaces left with our prefix by a crashed earlier run."""
+        res = _run("ip", "netns", "list", check=False)
+        for line in res.stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(self.prefix):
+                _kill_netns_pids(name)
+                _run("ip", "netns", "del", name, check=False)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            self.kill(proc)
+        self.procs.clear()
+        for name in reversed(self._created):
+            _kill_netns_pids(name)
+            _run("ip", "netns", "del", name, check=False)
+        self._created.clear()
+
+    # ------------------------------------------------------------------ processes
+
+    def spawn(self, role: str, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
+        """Start `argv` inside namespace `role`; stdout to a pipe, stderr to a log file."""
+        log = self.log_dir / f"{self.prefix}{name}.stderr"
+        with log.open("wb") as err:
+            popen = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(role), *argv],
+                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
+        proc = Proc(name, self.ns(role), popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: Proc, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`, by PID (ip netns exec execs the program)."""
+        p = proc.popen
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+        if p.stdout is not None:
+            p.stdout.close()
+
+
+@dataclass
+class NatRig(NetnsRig):
+    """Create with `NatRig(prefix)`, then `with rig:`; `rig.ns("a")` is host A's namespace."""
+
+    symmetric: Sequence[str] = ()  # which NATs ("a", "b") map symmetrically (fully-random)
+    forward: Sequence[str] = ()  # which NATs ("a", "b") forward TCP 4001 to their host by hand
+    cloud: bool = False  # add natc + c: a 1:1 NAT (cloud VM)
+    outside: int = 0  # extra public hosts out1..outN, each in its own /24
+    upnp: bool = False  # add natu + u: a home router with UPnP (start it with start_miniupnpd)
 
     def up(self) -> None:
         self.clean_stale()
@@ -279,54 +337,6 @@ class NatRig:
         """The router's current port-forwarding rules (miniupnpd's chain), as nft lists them."""
         return _run("ip", "netns", "exec", self.ns("natu"), "nft", "list", "chain", "inet", "pn_upnp",
                     "prerouting_miniupnpd", check=False).stdout
-
-    def clean_stale(self) -> None:
-        """Delete namespaces left with our prefix by a crashed earlier run."""
-        res = _run("ip", "netns", "list", check=False)
-        for line in res.stdout.splitlines():
-            name = line.split()[0] if line.split() else ""
-            if name.startswith(self.prefix):
-                _kill_netns_pids(name)
-                _run("ip", "netns", "del", name, check=False)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            self.kill(proc)
-        self.procs.clear()
-        for name in reversed(self._created):
-            _kill_netns_pids(name)
-            _run("ip", "netns", "del", name, check=False)
-        self._created.clear()
-
-    # ------------------------------------------------------------------ processes
-
-    def spawn(self, role: str, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
-        """Start `argv` inside namespace `role`; stdout to a pipe, stderr to a log file."""
-        log = self.log_dir / f"{self.prefix}{name}.stderr"
-        with log.open("wb") as err:
-            popen = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns(role), *argv],
-                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
-            )
-        proc = Proc(name, self.ns(role), popen, log)
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: Proc, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout`, by PID (ip netns exec execs the program)."""
-        p = proc.popen
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
-        if p.stdout is not None:
-            p.stdout.close()
 
     def conntrack_count(self, side: str) -> int:
         """Entries in a NAT router's conntrack table (for debugging)."""

@@ -16,11 +16,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from rig import Proc, RigUnavailable, _kill_netns_pids, _run
+from rig import NetnsRig, RigUnavailable, _run
 
 BOOT_IP = "198.18.1.1"
 BOOT_PORT = 4001
@@ -52,29 +50,11 @@ def swarm_unavailable_reason() -> str | None:
 
 
 @dataclass
-class SwarmRig:
+class SwarmRig(NetnsRig):
     """`SwarmRig(prefix, hosts=5, rate_mbit=80)`, then `with rig:`; `rig.ns("h0")` is host 0."""
 
-    prefix: str
     hosts: int
     rate_mbit: float  # each host's egress (tbf); 80 mbit = 10 MB/s
-    log_dir: Path = field(default_factory=lambda: Path("/tmp"))
-    procs: list[Proc] = field(default_factory=list)
-    _created: list[str] = field(default_factory=list)
-
-    def ns(self, role: str) -> str:
-        return f"{self.prefix}{role}"
-
-    def __enter__(self) -> SwarmRig:
-        try:
-            self.up()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def up(self) -> None:
         self.clean_stale()
@@ -102,49 +82,6 @@ class SwarmRig:
         burst = max(64 * 1024, int(rate_mbit * 1e6 / 8 * 0.004))
         _run("tc", "-n", self.ns(role), "qdisc", "replace", "dev", "eth0", "root", "tbf",
              "rate", f"{rate_mbit}mbit", "burst", str(burst), "latency", "50ms")
-
-    def clean_stale(self) -> None:
-        res = _run("ip", "netns", "list", check=False)
-        for line in res.stdout.splitlines():
-            name = line.split()[0] if line.split() else ""
-            if name.startswith(self.prefix):
-                _kill_netns_pids(name)
-                _run("ip", "netns", "del", name, check=False)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            self.kill(proc)
-        self.procs.clear()
-        for name in reversed(self._created):
-            _kill_netns_pids(name)
-            _run("ip", "netns", "del", name, check=False)
-        self._created.clear()
-
-    def spawn(self, role: str, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
-        log = self.log_dir / f"{self.prefix}{name}.stderr"
-        with log.open("wb") as err:
-            popen = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns(role), *argv],
-                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
-            )
-        proc = Proc(name, self.ns(role), popen, log)
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: Proc, timeout: float = 5.0) -> None:
-        p = proc.popen
-        if p.poll() is None:
-            try:
-                p.terminate()
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
-        if p.stdout is not None:
-            p.stdout.close()
 
 
 __all__ = ["BOOT_IP", "BOOT_PORT", "RigUnavailable", "SwarmRig", "host_ip", "swarm_unavailable_reason"]
