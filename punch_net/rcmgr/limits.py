@@ -31,9 +31,10 @@ class Limits:
     streams_per_protocol_per_ip: int = 64  # one protocol, all peers behind one IP address (a local testnet shares one)
     first_byte_timeout: float = 5.0  # seconds an inbound kad/command/torrent/AutoNAT stream may wait for its first byte
     # inbound streams still in multistream-select (go-libp2p's transient scope)
-    streams_negotiating: int = 256  # system
-    streams_negotiating_per_peer: int = 16
-    streams_negotiating_per_ip: int = 64
+    # (negotiation takes milliseconds; the margin is for a loaded node with a testnet on one IP)
+    streams_negotiating: int = 512  # system
+    streams_negotiating_per_peer: int = 32
+    streams_negotiating_per_ip: int = 128
     negotiation_timeout: float = 5.0  # seconds an inbound stream may take to name a protocol we serve
     # command requests (backpressure)
     requests_in_flight: int = 256  # system: requests being served

@@ -182,11 +182,12 @@ async def test_silent_streams_of_another_protocol_do_not_starve_honest_peers(
 async def test_unnegotiated_streams_are_bounded_and_do_not_starve_honest_peers(
         punch: PunchFactory, tmp_path: Path) -> None:
     """4 identities × 32 yamux streams that never start multistream-select (before: all
-    held, each for 10 s, no limit): a peer gets 16 at once, the address 64, each for
+    held, each for 10 s, no limit): a peer gets 16 at once, the address 48, each for
     `negotiation_timeout`; the rest are reset at once, and honest streams still negotiate."""
     metrics_port = free_port()
-    server = punch.server("--metrics-port", str(metrics_port),
-                          "--config", limits_config(tmp_path, negotiation_timeout=2.0))
+    limits = limits_config(tmp_path, negotiation_timeout=2.0, streams_negotiating_per_peer=16,
+                           streams_negotiating_per_ip=48)
+    server = punch.server("--metrics-port", str(metrics_port), "--config", limits)
     target = peer_info_of(server.addr)
     with attacker_process("unnegotiated", server.addr, 4) as attacker:
         await wait_for(lambda: attacker.read_count() >= 128, 20, "the attack's streams")
@@ -200,7 +201,8 @@ async def test_unnegotiated_streams_are_bounded_and_do_not_starve_honest_peers(
         await wait_for(lambda: attacker.read_count() > opened + 50, 20, "the attackers to keep trying")
         text = await trio.to_thread.run_sync(scrape, metrics_port)
         assert sample(text, "libp2p_rcmgr_blocked_resources", scope="transient-peer", resource="stream") > 0
-        assert sample(text, "libp2p_rcmgr_streams", scope="transient", protocol="") <= 64 + 2
+        assert sample(text, "libp2p_rcmgr_blocked_resources", scope="transient-ip", resource="stream") > 0
+        assert sample(text, "libp2p_rcmgr_streams", scope="transient", protocol="") <= 48 + 2
 
 
 @pytest.fixture(autouse=True)
