@@ -70,7 +70,7 @@ from punch_net.p2p.helpers import (
 )
 from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
-from punch_net.p2p.patches import forget_dial_failure, guard_inbound_streams, install_dht, install_limits
+from punch_net.p2p.patches import forget_dial_failure, install_dht, install_limits
 from punch_net.rcmgr import ResourceManager
 from punch_net.rcmgr.memory import keep_big_buffers_on_mmap, trim_after_bursts
 
@@ -333,8 +333,8 @@ class Node:
             ServeHooks(on_request=self._on_request, on_rejected=self._on_rejected),
             rcmgr=self.resources,
         )
-        guarded = guard_inbound_streams(self.resources, codec.PROTOCOL_ID, server.handle_stream)
-        host.set_stream_handler(codec.PROTOCOL_ID, guarded)  # type: ignore[arg-type]
+        # admitted (limits, first-byte deadline) by install_limits' stream gate, as every protocol
+        host.set_stream_handler(codec.PROTOCOL_ID, server.handle_stream)  # type: ignore[arg-type]
         host.get_network().register_notifee(_Notifee(self))
         self._host, self._dht = host, dht
         for component in self._components:

@@ -1,7 +1,8 @@
 """Pure resource accounting (no I/O, no trio): scopes, reservations, refusals.
 
 Like go-libp2p's resource manager, every resource is counted in a DAG of scopes
-(system; transient for handshakes; one per IP address, peer, protocol, protocol×peer,
+(system; transient for handshakes and for streams still negotiating their protocol, with
+transient-peer and transient-ip shares; one per IP address, peer, protocol, protocol×peer,
 protocol×IP) and a reservation succeeds only if every scope it touches stays within its
 limit; otherwise nothing is taken and the refusal is counted in `blocked` by
 (direction, scope kind, resource), the labels of go-libp2p's `libp2p_rcmgr_blocked_resources`.
@@ -11,10 +12,10 @@ Adapters (punch_net/p2p/patches/rcmgr_*, messaging/protocol.py) refuse or wait o
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from punch_net.rcmgr.limits import Limits
+from punch_net.rcmgr.limits import PROTOCOL_LIMITS, Limits, ProtocolLimits
 
 # Resource names (go-libp2p's `resource` label values), plus ours for handshakes and requests.
 CONNS = "connections"
@@ -28,8 +29,9 @@ Key = tuple[str, str, str]  # (scope kind, scope name, resource): ("peer", "Qm�
 
 @dataclass(frozen=True)
 class Refusal:
-    """Which scope refused: `scope` is its kind ("system", "transient", "ip", "peer",
-    "protocol", "protocol-peer", "protocol-ip"), `resource` what ran out."""
+    """Which scope refused: `scope` is its kind ("system", "transient", "transient-peer",
+    "transient-ip", "ip", "peer", "protocol", "protocol-peer", "protocol-ip"), `resource`
+    what ran out."""
 
     scope: str
     resource: str
@@ -53,8 +55,10 @@ class Reservation:
 class ResourceManager:
     """The node's accounting. `reserve_*` return a `Reservation` or a `Refusal`."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None,
+                 protocols: Mapping[str, ProtocolLimits] = PROTOCOL_LIMITS) -> None:
         self.limits = limits or Limits()
+        self.protocols = protocols  # per-protocol exceptions to the general stream limits
         self._used: Counter[Key] = Counter()
         self.blocked: Counter[tuple[str, str, str]] = Counter()  # (dir, scope kind, resource)
         self._on_release: list[Callable[[], None]] = []
@@ -91,17 +95,42 @@ class ResourceManager:
             ("ip", ip, HANDSHAKES, 1, lim.handshakes_per_ip),
         ])
 
+    def reserve_negotiation(self, peer: str, ip: str) -> Reservation | Refusal:
+        """One inbound stream from `peer` (at `ip`; "" if unknown) that has not chosen its
+        protocol yet (go-libp2p counts these in the transient scope)."""
+        lim = self.limits
+        wants = [
+            ("transient", "", STREAMS, 1, lim.streams_negotiating),
+            ("transient-peer", peer, STREAMS, 1, lim.streams_negotiating_per_peer),
+        ]
+        if ip:
+            wants.append(("transient-ip", ip, STREAMS, 1, lim.streams_negotiating_per_ip))
+        return self._reserve("inbound", wants)
+
+    def protocol_limits(self, protocol: str) -> ProtocolLimits:
+        """`protocol`'s stream limits (its exception, else the general ones), all filled in."""
+        lim = self.limits
+        spec = self.protocols.get(protocol, ProtocolLimits())
+        return ProtocolLimits(
+            spec.streams if spec.streams is not None else lim.streams_per_protocol,
+            spec.per_peer if spec.per_peer is not None else lim.streams_per_protocol_per_peer,
+            spec.per_ip if spec.per_ip is not None else lim.streams_per_protocol_per_ip,
+            spec.first_byte, spec.every_read,
+        )
+
     def reserve_stream(self, protocol: str, peer: str, ip: str) -> Reservation | Refusal:
         """One inbound stream of `protocol` from `peer` (connected from `ip`; "" if unknown)."""
         lim = self.limits
+        spec = self.protocol_limits(protocol)
+        assert spec.streams is not None and spec.per_peer is not None and spec.per_ip is not None
         wants = [
             ("system", "", STREAMS, 1, lim.streams_inbound),
             ("peer", peer, STREAMS, 1, lim.streams_inbound_per_peer),
-            ("protocol", protocol, STREAMS, 1, lim.streams_per_protocol),
-            ("protocol-peer", f"{protocol} {peer}", STREAMS, 1, lim.streams_per_protocol_per_peer),
+            ("protocol", protocol, STREAMS, 1, spec.streams),
+            ("protocol-peer", f"{protocol} {peer}", STREAMS, 1, spec.per_peer),
         ]
         if ip:
-            wants.append(("protocol-ip", f"{protocol} {ip}", STREAMS, 1, lim.streams_per_protocol_per_ip))
+            wants.append(("protocol-ip", f"{protocol} {ip}", STREAMS, 1, spec.per_ip))
         return self._reserve("inbound", wants)
 
     def reserve_request(self, peer: str, size: int) -> Reservation | Refusal:

@@ -3,13 +3,14 @@
 
 - `libp2p_rcmgr_connections{dir,scope}`: inbound connections, scope `system` (all) and
   `transient` (still in their handshake);
-- `libp2p_rcmgr_streams{dir,scope,protocol}`: inbound guarded streams, scope `system`
-  (protocol "") and `protocol`;
+- `libp2p_rcmgr_streams{dir,scope,protocol}`: inbound streams, scope `system` (protocol
+  "": every protocol), `transient` (protocol "": still negotiating one) and `protocol`;
 - `libp2p_rcmgr_memory{scope,protocol}`: bytes of command requests in flight (`system`);
 - `libp2p_rcmgr_fds{scope}`: sockets held for inbound connections (`system`, `transient`);
 - `libp2p_rcmgr_blocked_resources{dir,scope,resource}`: refusals so far (a gauge that only
   grows, as in go-libp2p); resource `connection`, `stream`, `memory`, and ours, `request`.
-  Scopes beyond go-libp2p's: `ip`, `protocol-peer`, `protocol-ip`.
+  Scopes beyond go-libp2p's: `ip`, `protocol-peer`, `protocol-ip`, `transient-peer`,
+  `transient-ip`.
 - `punch_rcmgr_limit{scope,resource}`: the configured limits (Punch's own name).
 """
 
@@ -43,6 +44,7 @@ class RcmgrCollector(Collector):
         yield fds
         streams = GaugeMetricFamily("libp2p_rcmgr_streams", "Number of Streams", labels=["dir", "scope", "protocol"])
         streams.add_metric(["inbound", "system", ""], rm.used("system", "", STREAMS))
+        streams.add_metric(["inbound", "transient", ""], rm.used("transient", "", STREAMS))
         memory = GaugeMetricFamily("libp2p_rcmgr_memory", "Amount of memory reserved", labels=["scope", "protocol"])
         memory.add_metric(["system", ""], rm.used("system", "", MEMORY))
         for (scope, name, resource), value in sorted(rm.usage().items()):

@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 import trio
 from attackers import ATTACKER_IP, attacker_process, honest_echo, open_fds, rss_mib
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from prometheus_client.parser import text_string_to_metric_families
 from punch_harness import PunchFactory, free_port, kad_find_node, libp2p_host, peer_info_of
+
+PING = "/ipfs/ping/1.0.0"
+AUTONAT = "/libp2p/autonat/1.0.0"
 
 
 def scrape(port: int) -> str:
@@ -125,6 +131,78 @@ async def test_non_reading_peers_are_held_back_and_memory_comes_back(punch: Punc
         await wait_for(lambda: rss_mib(server.pid) < baseline + 30, 25,
                        f"RSS back near {baseline:.0f} MiB (now {rss_mib(server.pid):.0f})")
         await honest_echo(honest, target.peer_id)
+
+
+async def honest_ping(host: IHost, peer: ID, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        stream = await host.new_stream(peer, [TProtocol(PING)])
+        await stream.write(b"p" * 32)
+        assert len(await stream.read(32)) == 32
+        await stream.close()
+
+
+async def admitted(host: IHost, peer: ID, protocol: str, within: float = 1.5) -> bool:
+    """A silent stream of `protocol` from `host` is not refused (reset) at once."""
+    stream = await host.new_stream(peer, [TProtocol(protocol)])
+    with trio.move_on_after(within):
+        try:
+            await stream.read(1)
+        except Exception:
+            return False
+    await stream.reset()
+    return True
+
+
+async def test_silent_streams_of_another_protocol_do_not_starve_honest_peers(
+        punch: PunchFactory, tmp_path: Path) -> None:
+    """10 throwaway identities × 8 silent AutoNAT streams (py-libp2p's AutoNAT handler reads
+    with no deadline: before, each was held for as long as the attacker liked, with no
+    limit): each peer gets its protocol share (4), the address its share (32), the rest are
+    reset at once; an honest peer's AutoNAT, kad, command and ping streams are served."""
+    metrics_port = free_port()
+    server = punch.server("--metrics-port", str(metrics_port))
+    target = peer_info_of(server.addr)
+    with attacker_process("autonat", server.addr, 10) as attacker:
+        await wait_for(lambda: attacker.read_count() >= 32, 20, "the attack's streams")
+        async with libp2p_host() as honest:
+            await honest.connect(target)
+            assert await admitted(honest, target.peer_id, AUTONAT)
+            for _ in range(5):
+                await kad_find_node(honest, target.peer_id, timeout=10)
+                await honest_echo(honest, target.peer_id, timeout=10)
+                await honest_ping(honest, target.peer_id)
+        opened = attacker.read_count()
+        await wait_for(lambda: attacker.read_count() > opened + 20, 20, "the attackers to keep trying")
+        text = await trio.to_thread.run_sync(scrape, metrics_port)
+        assert sample(text, "libp2p_rcmgr_blocked_resources", scope="protocol-ip", resource="stream") > 0
+        assert sample(text, "libp2p_rcmgr_streams", scope="protocol", protocol=AUTONAT) <= 32
+        assert sample(text, "libp2p_rcmgr_streams", scope="system", protocol="") <= 64
+
+
+async def test_unnegotiated_streams_are_bounded_and_do_not_starve_honest_peers(
+        punch: PunchFactory, tmp_path: Path) -> None:
+    """4 identities × 32 yamux streams that never start multistream-select (before: all
+    held, each for 10 s, no limit): a peer gets 16 at once, the address 48, each for
+    `negotiation_timeout`; the rest are reset at once, and honest streams still negotiate."""
+    metrics_port = free_port()
+    limits = limits_config(tmp_path, negotiation_timeout=2.0, streams_negotiating_per_peer=16,
+                           streams_negotiating_per_ip=48)
+    server = punch.server("--metrics-port", str(metrics_port), "--config", limits)
+    target = peer_info_of(server.addr)
+    with attacker_process("unnegotiated", server.addr, 4) as attacker:
+        await wait_for(lambda: attacker.read_count() >= 128, 20, "the attack's streams")
+        async with libp2p_host() as honest:
+            await honest.connect(target)
+            for _ in range(5):
+                await kad_find_node(honest, target.peer_id, timeout=10)
+                await honest_echo(honest, target.peer_id, timeout=10)
+                await honest_ping(honest, target.peer_id)
+        opened = attacker.read_count()
+        await wait_for(lambda: attacker.read_count() > opened + 50, 20, "the attackers to keep trying")
+        text = await trio.to_thread.run_sync(scrape, metrics_port)
+        assert sample(text, "libp2p_rcmgr_blocked_resources", scope="transient-peer", resource="stream") > 0
+        assert sample(text, "libp2p_rcmgr_blocked_resources", scope="transient-ip", resource="stream") > 0
+        assert sample(text, "libp2p_rcmgr_streams", scope="transient", protocol="") <= 48 + 2
 
 
 @pytest.fixture(autouse=True)

@@ -115,6 +115,150 @@ async def test_fix_first_byte_deadline_ends_a_silent_stream() -> None:
                 await trio.sleep(0.05)
 
 
+# ---------------------------------------------------------------- rcmgr_streams: every protocol, and none yet
+
+PING = "/ipfs/ping/1.0.0"
+AUTONAT = "/libp2p/autonat/1.0.0"
+
+
+async def open_silent(attacker: IHost, server: IHost, protocol: str | None, n: int) -> list[Any]:
+    """`n` streams from `attacker` that never send a byte of their own (None: raw yamux
+    streams that never start multistream-select). A stream refused during its own
+    negotiation counts as ended at once (it is not in the list)."""
+    streams: list[Any] = []
+    with trio.fail_after(20):
+        for _ in range(n):
+            try:
+                if protocol is None:
+                    conn = attacker.get_network().get_connections(server.get_id())[0]  # type: ignore[attr-defined]
+                    streams.append(await conn.muxed_conn.open_stream())
+                else:
+                    streams.append(await attacker.new_stream(server.get_id(), [protocol]))  # type: ignore[list-item]
+            except Exception:
+                pass
+    return streams
+
+
+async def ended_within(streams: list[Any], seconds: float) -> int:
+    """How many of `streams` the server reset or closed within `seconds`."""
+    ended = [0]
+
+    async def watch(stream: Any) -> None:
+        try:
+            while await stream.read(1024):  # the server may speak first (multistream's header)
+                pass
+        except Exception:
+            pass
+        ended[0] += 1
+
+    with trio.move_on_after(seconds):
+        async with trio.open_nursery() as nursery:
+            for stream in streams:
+                nursery.start_soon(watch, stream)
+    return ended[0]
+
+
+def held(server: IHost, peer: IHost) -> int:
+    """Inbound and outbound streams `server` holds with `peer` (its swarm's own count)."""
+    conns = server.get_network().get_connections(peer.get_id())  # type: ignore[attr-defined]
+    return sum(len(conn.streams) for conn in conns)
+
+
+async def wait_held(server: IHost, peer: IHost, at_least: int) -> None:
+    with trio.fail_after(15):
+        while held(server, peer) < at_least:
+            await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def gated_server(rm: ResourceManager | None) -> AsyncIterator[IHost]:
+    """A host serving ping and AutoNAT (py-libp2p's service), through `rm`'s stream gate if given."""
+    from libp2p.host.autonat.autonat import AutoNATService
+
+    async with libp2p_host() as host:
+        AutoNATService(host)  # type: ignore[arg-type]
+        if rm is not None:
+            rcmgr_streams.install(host, rm)
+        yield host
+
+
+async def test_bug_one_peer_holds_as_many_silent_autonat_streams_as_it_opens() -> None:
+    """(py-libp2p's ping handler has its own cap of 2 a peer; AutoNAT and the rest have none.)"""
+    async with gated_server(None) as server, attacker_host() as attacker:
+        await attacker.connect(peer_info_of(host_addr(server)))
+        streams = await open_silent(attacker, server, AUTONAT, 60)
+        await wait_held(server, attacker, 60)  # all of them, no limit
+        assert await ended_within(streams, 1.0) == 0  # none refused
+
+
+async def test_fix_silent_streams_of_any_protocol_are_refused_at_once_over_the_limits() -> None:
+    rm = ResourceManager(Limits(first_byte_timeout=30))  # only the limits can end them here
+    async with gated_server(rm) as server, attacker_host() as attacker, libp2p_host() as honest:
+        target = peer_info_of(host_addr(server))
+        await attacker.connect(target)
+        pings = await open_silent(attacker, server, PING, 30)
+        autonats = await open_silent(attacker, server, AUTONAT, 30)
+        ping_share = rm.protocol_limits(PING).per_peer
+        autonat_share = rm.protocol_limits(AUTONAT).per_peer
+        assert ping_share is not None and autonat_share is not None
+        # The streams over the peer's share of each protocol are reset at once, not queued.
+        assert await ended_within(pings[ping_share:] + autonats[autonat_share:], 2.0) == (
+            len(pings) - ping_share + len(autonats) - autonat_share)
+        assert rm.used("protocol-peer", f"{PING} {attacker.get_id()}", "streams") == ping_share
+        assert rm.used("protocol-peer", f"{AUTONAT} {attacker.get_id()}", "streams") == autonat_share
+        assert rm.blocked[("inbound", "protocol-peer", "streams")] >= 50
+        # An honest peer is served meanwhile.
+        await honest.connect(target)
+        await kad_find_node_or_ping(honest, server)
+        await attacker.disconnect(server.get_id())
+        with trio.fail_after(15):
+            while rm.usage():  # given back as the handlers end
+                await trio.sleep(0.05)
+
+
+async def test_fix_a_silent_autonat_stream_meets_the_first_byte_deadline() -> None:
+    """py-libp2p's AutoNAT handler reads with no deadline (the bug half above holds its
+    streams for as long as the peer likes); through the gate its first byte is timed."""
+    rm = ResourceManager(Limits(first_byte_timeout=0.5))
+    async with gated_server(rm) as server, attacker_host() as attacker:
+        await attacker.connect(peer_info_of(host_addr(server)))
+        streams = await open_silent(attacker, server, AUTONAT, 2)
+        assert await ended_within(streams, 10) == 2
+        with trio.fail_after(10):
+            while rm.usage():
+                await trio.sleep(0.05)
+
+
+async def test_bug_unnegotiated_streams_are_held_without_limit() -> None:
+    async with gated_server(None) as server, attacker_host() as attacker:
+        await attacker.connect(peer_info_of(host_addr(server)))
+        streams = await open_silent(attacker, server, None, 100)
+        await wait_held(server, attacker, 100)  # every one, each for py-libp2p's 10 s deadline
+        assert await ended_within(streams, 1.0) == 0
+
+
+async def test_fix_unnegotiated_streams_are_bounded_per_peer_and_timed_out() -> None:
+    rm = ResourceManager(Limits(negotiation_timeout=1.5, streams_negotiating_per_peer=16))
+    async with gated_server(rm) as server, attacker_host() as attacker, libp2p_host() as honest:
+        target = peer_info_of(host_addr(server))
+        await attacker.connect(target)
+        start = trio.current_time()
+        streams = await open_silent(attacker, server, None, 100)
+        with trio.fail_after(10):
+            while rm.blocked[("inbound", "transient-peer", "streams")] < 84:
+                await trio.sleep(0.05)
+        assert rm.used("transient-peer", str(attacker.get_id()), "streams") <= 16
+        assert held(server, attacker) <= 16
+        await honest.connect(target)
+        await kad_find_node_or_ping(honest, server)  # honest streams negotiate meanwhile
+        # The 16 admitted meet the negotiation deadline; the rest were reset at once.
+        assert await ended_within(streams, 10) == 100
+        assert trio.current_time() - start < 12
+        with trio.fail_after(10):
+            while rm.usage() or held(server, attacker):
+                await trio.sleep(0.05)
+
+
 # ---------------------------------------------------------------- rcmgr_conn_gate
 
 

@@ -1,5 +1,6 @@
 """Attacking peers for tests/adversarial and benchmarks/attack_bench.py: py-libp2p hosts
-and raw sockets that hold silent kad streams, flood a port with silent TCP connections,
+and raw sockets that hold silent kad streams (or silent streams of another protocol, or
+yamux streams that never negotiate one), flood a port with silent TCP connections,
 or pipeline big requests and never read the replies. Everything targets 127.0.0.1 and is
 bounded in count and time by the caller's cancel scope.
 
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -66,6 +68,20 @@ async def hold_silent_kad_streams(host: IHost, target: PeerInfo, per_identity: i
                                   opened: list[int] | None = None) -> None:
     """Keep `per_identity` silent kad streams open to `target`, reopening any that is reset,
     until cancelled. `opened[0]` counts the streams opened."""
+    await hold_silent_streams(host, target, per_identity, str(KAD_PROTOCOL), opened)
+
+
+async def hold_silent_streams(host: IHost, target: PeerInfo, per_identity: int, protocol: str | None,
+                              opened: list[int] | None = None) -> None:
+    """Keep `per_identity` silent streams of `protocol` open to `target` (None: raw yamux
+    streams that never say which protocol they want), reopening any that is reset or
+    closed, until cancelled. `opened[0]` counts the streams opened."""
+
+    async def open_one() -> Any:
+        if protocol is None:
+            conn = host.get_network().get_connections(target.peer_id)[0]  # type: ignore[attr-defined]
+            return await conn.muxed_conn.open_stream()
+        return await host.new_stream(target.peer_id, [protocol])  # type: ignore[list-item]
 
     async def one() -> None:
         while True:
@@ -73,11 +89,12 @@ async def hold_silent_kad_streams(host: IHost, target: PeerInfo, per_identity: i
                 with trio.fail_after(10):
                     if not host.get_network().get_connections(target.peer_id):  # type: ignore[attr-defined]
                         await host.connect(target)
-                    stream = await host.new_stream(target.peer_id, [KAD_PROTOCOL])
+                    stream = await open_one()
                 if opened is not None:
                     opened[0] += 1
                 try:
-                    await stream.read(1)  # never writes: waits until the server gives up on us
+                    while await stream.read(1024):  # never writes: waits until the server gives up on us
+                        pass  # (it may speak first: multistream-select's header)
                 except Exception:
                     pass
             except Exception:
@@ -89,8 +106,10 @@ async def hold_silent_kad_streams(host: IHost, target: PeerInfo, per_identity: i
 
 
 async def kad_attack(target: PeerInfo, identities: int, per_identity: int, ip: str = ATTACKER_IP,
-                     opened: list[int] | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """`identities` attacker hosts each holding `per_identity` silent kad streams."""
+                     opened: list[int] | None = None, *, protocol: str | None = str(KAD_PROTOCOL),
+                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """`identities` attacker hosts each holding `per_identity` silent streams of `protocol`
+    (kad by default; None: never negotiated)."""
     async with trio.open_nursery() as nursery:
         hosts: list[IHost] = []
 
@@ -98,7 +117,7 @@ async def kad_attack(target: PeerInfo, identities: int, per_identity: int, ip: s
             async with attacker_host(ip) as host:
                 hosts.append(host)
                 task_status.started()
-                await hold_silent_kad_streams(host, target, per_identity, opened)
+                await hold_silent_streams(host, target, per_identity, protocol, opened)
 
         for _ in range(identities):
             await nursery.start(run_one)
@@ -245,9 +264,10 @@ class AttackerProcess:
 
 @contextmanager
 def attacker_process(kind: str, addr: str, n: int, ready_timeout: float = 60.0) -> Iterator[AttackerProcess]:
-    """Start an attacker (`kad`: N identities × 4 silent kad streams; `flood`: N silent
-    connections; `noread`: N non-reading peers), wait until it is in full swing, kill it
-    (by PID) at the end."""
+    """Start an attacker (`kad`: N identities × 4 silent kad streams; `ping`, `autonat`:
+    N identities × 8 silent streams of that protocol; `unnegotiated`: N identities × 32
+    yamux streams that never name a protocol; `flood`: N silent connections; `noread`: N
+    non-reading peers), wait until it is in full swing, kill it (by PID) at the end."""
     import threading
 
     from punch_harness import die_with_parent
@@ -276,6 +296,9 @@ def attacker_process(kind: str, addr: str, n: int, ready_timeout: float = 60.0) 
         proc.wait(10)
 
 
+SILENT_PROTOCOLS = {"ping": "/ipfs/ping/1.0.0", "autonat": "/libp2p/autonat/1.0.0"}
+
+
 async def _attacker_main(kind: str, addr: str, n: int) -> None:
     from punch_harness import peer_info_of
 
@@ -287,6 +310,10 @@ async def _attacker_main(kind: str, addr: str, n: int) -> None:
     async with trio.open_nursery() as nursery:
         if kind == "kad":
             await nursery.start(kad_attack, target, n, 4, ATTACKER_IP, count)
+        elif kind in SILENT_PROTOCOLS:
+            await nursery.start(partial(kad_attack, target, n, 8, ATTACKER_IP, count, protocol=SILENT_PROTOCOLS[kind]))
+        elif kind == "unnegotiated":
+            await nursery.start(partial(kad_attack, target, n, 32, ATTACKER_IP, count, protocol=None))
         elif kind == "flood":
             port = int(addr.split("/tcp/")[1].split("/")[0])
             await nursery.start(silent_connections, port, n, ATTACKER_IP, "127.0.0.1", count)

@@ -144,3 +144,49 @@ def test_metrics_use_go_libp2p_names() -> None:
     assert blocked and blocked[0].value == 1
     streams = {(s.labels["scope"], s.labels["protocol"]): s.value for s in families["libp2p_rcmgr_streams"].samples}
     assert streams[("protocol", "/ipfs/kad/1.0.0")] == 1 and streams[("system", "")] == 1
+
+
+def test_streams_still_negotiating_use_the_transient_scope() -> None:
+    rm = ResourceManager(Limits(streams_negotiating=5, streams_negotiating_per_peer=2, streams_negotiating_per_ip=3))
+    n1 = taken(rm.reserve_negotiation("a", "10.0.0.1"))
+    taken(rm.reserve_negotiation("a", "10.0.0.1"))
+    assert rm.reserve_negotiation("a", "10.0.0.1") == Refusal("transient-peer", "streams")
+    taken(rm.reserve_negotiation("b", "10.0.0.1"))
+    assert rm.reserve_negotiation("c", "10.0.0.1") == Refusal("transient-ip", "streams")  # identities are free
+    taken(rm.reserve_negotiation("d", "10.0.0.2"))
+    taken(rm.reserve_negotiation("e", "10.0.0.3"))
+    assert rm.reserve_negotiation("f", "10.0.0.4") == Refusal("transient", "streams")
+    assert rm.used("system", "", "streams") == 0  # a protocol's streams are counted apart
+    n1.release()
+    taken(rm.reserve_negotiation("f", "10.0.0.4"))
+    families = {f.name: f for f in RcmgrCollector(rm).collect()}
+    streams = {(s.labels["scope"], s.labels["protocol"]): s.value for s in families["libp2p_rcmgr_streams"].samples}
+    assert streams[("transient", "")] == 5
+
+
+def test_protocols_have_their_own_limits_else_the_general_ones() -> None:
+    from punch_net.rcmgr.limits import ProtocolLimits
+
+    rm = ResourceManager(Limits(streams_per_protocol_per_peer=4),
+                         protocols={"/ping": ProtocolLimits(10, 2, 5), "/torrent": ProtocolLimits(per_peer=8)})
+    granted = sum(isinstance(rm.reserve_stream("/ping", "a", "1.1.1.1"), Reservation) for _ in range(5))
+    assert granted == 2 and rm.blocked[("inbound", "protocol-peer", "streams")] == 3
+    assert sum(isinstance(rm.reserve_stream("/torrent", "a", "1.1.1.1"), Reservation) for _ in range(10)) == 8
+    assert sum(isinstance(rm.reserve_stream("/other", "a", "1.1.1.1"), Reservation) for _ in range(10)) == 4
+    assert rm.protocol_limits("/torrent") == ProtocolLimits(Limits().streams_per_protocol, 8,
+                                                            Limits().streams_per_protocol_per_ip)
+
+
+def test_default_protocol_limits_leave_room_beyond_one_address() -> None:
+    """Every built-in per-protocol share of one IP is below the protocol's total, and the
+    kad and command protocols keep the general (configurable) limits."""
+    from punch_net.rcmgr.limits import COMMAND, KAD, PROTOCOL_LIMITS
+
+    rm = ResourceManager()
+    for protocol in PROTOCOL_LIMITS:
+        spec = rm.protocol_limits(protocol)
+        assert spec.per_peer is not None and spec.per_ip is not None and spec.streams is not None
+        assert spec.per_peer <= spec.per_ip < spec.streams, protocol
+    for protocol in (KAD, COMMAND):
+        assert rm.protocol_limits(protocol).streams == Limits().streams_per_protocol
+        assert rm.protocol_limits(protocol).first_byte

@@ -12,8 +12,9 @@ Entry points (all idempotent):
 - `install_dht(host, dht, server=...)`: per-DHT patches (kad α, no auto-dialing, server-only
   routing table, GET_PROVIDERS query and walk, dead-peer eviction, tracing, lookup memory;
   for a server also the inbound read deadline / per-peer cap).
-- `install_limits(host, rcmgr)`: the connection gate of punch_net/rcmgr (`rcmgr_conn_gate`);
-  with `rcmgr`, `install_dht` serves kad through its stream limits (`rcmgr_streams`).
+- `install_limits(host, rcmgr)`: the connection gate of punch_net/rcmgr (`rcmgr_conn_gate`)
+  and its inbound stream gate, every protocol and streams still negotiating one
+  (`rcmgr_streams`); with `rcmgr`, `install_dht` serves kad through it.
 Used directly where they are called: `circuit_addrs.advertise_extra_addrs` (a host with
 relay addresses), `dial_failure_cache.forget_dial_failure` (before an explicit dial),
 `yamux_window.grow_receive_window` (bulk streams), and the subclasses
@@ -52,7 +53,6 @@ from punch_net.p2p.patches import (
 )
 from punch_net.p2p.patches.circuit_addrs import advertise_extra_addrs
 from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
-from punch_net.p2p.patches.rcmgr_streams import guard_handler as guard_inbound_streams
 from punch_net.p2p.patches.yamux_window import grow_receive_window
 from punch_net.rcmgr import ResourceManager
 
@@ -109,15 +109,16 @@ def install_dht(host: IHost, dht: Any, *, server: bool, walk: Callable[[Any], An
 
 
 def install_limits(host: IHost, rcmgr: ResourceManager) -> None:
-    """Per-host: inbound connections through the resource manager's gate (before listening)."""
+    """Per-host: inbound connections and streams through the resource manager's gates
+    (before listening)."""
     rcmgr_conn_gate.install(host, rcmgr)
+    rcmgr_streams.install(host, rcmgr)
 
 
 __all__ = [
     "advertise_extra_addrs",
     "forget_dial_failure",
     "grow_receive_window",
-    "guard_inbound_streams",
     "install",
     "install_dht",
     "install_host",
