@@ -200,8 +200,12 @@ async def test_unnegotiated_streams_are_bounded_and_do_not_starve_honest_peers(
         opened = attacker.read_count()
         await wait_for(lambda: attacker.read_count() > opened + 50, 20, "the attackers to keep trying")
         text = await trio.to_thread.run_sync(scrape, metrics_port)
-        assert sample(text, "libp2p_rcmgr_blocked_resources", scope="transient-peer", resource="stream") > 0
-        assert sample(text, "libp2p_rcmgr_blocked_resources", scope="transient-ip", resource="stream") > 0
+        # Which share refuses first depends on how the 4 identities' streams interleave (round
+        # robin, the address's 48 fill before any peer's 16): only the address's is certain.
+        # The per-peer share alone is proven in tests/integration/test_patches_rcmgr.py.
+        per_peer = sample(text, "libp2p_rcmgr_blocked_resources", scope="transient-peer", resource="stream")
+        per_ip = sample(text, "libp2p_rcmgr_blocked_resources", scope="transient-ip", resource="stream")
+        assert per_ip > 0, (per_peer, per_ip)
         assert sample(text, "libp2p_rcmgr_streams", scope="transient", protocol="") <= 48 + 2
 
 
