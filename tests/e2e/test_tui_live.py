@@ -41,10 +41,10 @@ def test_discovery_shows_in_connections_and_dht(network: Network, tmp_path: Path
             await wait_until(pilot, lambda: short_id(network.server.peer_id, 12) in peers.column_texts("peer"),
                              what="server in the routing table")
             text = await wait_until(pilot, lambda: (lambda t: t if short_id(network.server.peer_id, 12) in t
-                                                    and "buckets" in t else "")(screen_text(app)),
+                                                    and "stale (>1h)" in t else "")(screen_text(app)),
                                     what="the DHT tab drawn")
             assert short_id(network.server.peer_id, 12) in text
-            assert "buckets" in text
+            assert "stale (>1h)" in text
             await pilot.press("q")
         assert app.bridge.finished
 
