@@ -20,59 +20,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from punch_harness import PunchFactory, PunchProcess
 from term_screen import render
+from torrent_net import TorrentNet as Net
+from torrent_net import torrent_net
 
 from punch_net.torrent import PIECE_LENGTH
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).resolve().parents[1] / "support"
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Net:
-    def __init__(self, factory: PunchFactory, root: Path) -> None:
-        self.f = factory
-        self.root = root
-        self.boot = factory.server()
-
-    def torrent_server(self, share: Path, mode: str = "", name: str = "tserver") -> PunchProcess:
-        args = ["--bootstrap", self.boot.addr, "--share-dir", str(share)]
-        if not mode:
-            proc = self.f.start("torrent-server", *args, name=name)
-        else:
-            proc = PunchProcess("torrent-server", *args, env=self.f.env, cwd=self.root, name=name)
-            proc.argv = [sys.executable, str(HERE / "torrent_test_peers.py"), mode, *proc.argv[3:]]
-            self.f.procs.append(proc)
-            proc.start()
-        proc.wait_event("registered", timeout=60)
-        return proc
-
-    def share(self, name: str, data: bytes, mode: str = "") -> tuple[PunchProcess, str]:
-        """A server (honest, or `mode`) sharing `data` as `name`; (server, info hash) once announced."""
-        share = self.root / f"share-{name}-{mode or 'honest'}"
-        share.mkdir()
-        (share / name).write_bytes(data)
-        server = self.torrent_server(share, mode=mode, name=f"{mode or 'honest'}-{name}")
-        info_hash = str(server.wait_event("shared", pred=lambda e: e["name"] == name, timeout=60)["info_hash"])
-        server.wait_event("announced", pred=lambda e: e["info_hash"] == info_hash, timeout=60)
-        return server, info_hash
-
-    def download(self, info_hash: str, dest: Path, *extra: str, name: str = "tclient") -> PunchProcess:
-        dest.mkdir(parents=True, exist_ok=True)
-        timeout = () if "--timeout" in extra else ("--timeout", "60")
-        return self.f.start("torrent-client", "--bootstrap", self.boot.addr, "--info-hash", info_hash,
-                            "--download-dir", str(dest), "--no-seed", *timeout, *extra, name=name)
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    root = tmp_path_factory.mktemp("torrent-client")
-    factory = PunchFactory(root)
-    try:
-        yield Net(factory, root)
-    finally:
-        factory.close()
+    with torrent_net(tmp_path_factory.mktemp("torrent-client")) as n:
+        yield n
 
 
 def test_timeout_with_only_a_stalling_provider(net: Net) -> None:

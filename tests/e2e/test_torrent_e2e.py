@@ -5,17 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from punch_harness import PunchFactory, PunchProcess
+from torrent_net import TorrentNet as Net
+from torrent_net import torrent_net
 
 from punch_net.torrent import PIECE_LENGTH
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).resolve().parents[1] / "support"
 SIZES = {"empty": 0, "one-byte": 1, "one-piece": PIECE_LENGTH, "piece-plus-one": PIECE_LENGTH + 1,
          "twenty-mib.bin": 20 * 1024 * 1024 + 12345}
 DOWNLOAD_TIMEOUT = 120.0
@@ -31,43 +31,10 @@ def make_files(directory: Path, sizes: dict[str, int], seed: int = 0) -> None:
         (directory / name).write_bytes(os.urandom(size))
 
 
-class Net:
-    def __init__(self, factory: PunchFactory, root: Path) -> None:
-        self.f = factory
-        self.root = root
-        self.boot = factory.server()
-
-    def torrent_server(self, share: Path, *extra: str, mode: str = "", name: str = "tserver") -> PunchProcess:
-        args = ["--bootstrap", self.boot.addr, "--share-dir", str(share), *extra]
-        if not mode:
-            proc = self.f.start("torrent-server", *args, name=name)
-        else:
-            proc = PunchProcess("torrent-server", *args, env=self.f.env, cwd=self.root, name=name)
-            proc.argv = [sys.executable, str(HERE / "torrent_test_peers.py"), mode, *proc.argv[3:]]
-            self.f.procs.append(proc)
-            proc.start()
-        proc.wait_event("registered", timeout=60)
-        return proc
-
-    def client(self, *extra: str, name: str = "tclient") -> PunchProcess:
-        return self.f.start("torrent-client", "--bootstrap", self.boot.addr, *extra, name=name)
-
-    def download(self, info_hash: str, dest: Path, *extra: str, name: str = "tclient") -> PunchProcess:
-        """A downloading client; `--timeout 60` (generous: the machine may be busy) unless given."""
-        dest.mkdir(parents=True, exist_ok=True)
-        timeout = () if "--timeout" in extra else ("--timeout", "60")
-        return self.client("--info-hash", info_hash, "--download-dir", str(dest), "--no-seed", *timeout, *extra,
-                           name=name)
-
-
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    root = tmp_path_factory.mktemp("torrent")
-    factory = PunchFactory(root)
-    try:
-        yield Net(factory, root)
-    finally:
-        factory.close()
+    with torrent_net(tmp_path_factory.mktemp("torrent")) as n:
+        yield n
 
 
 @pytest.fixture(scope="module")
