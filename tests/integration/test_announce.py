@@ -118,3 +118,18 @@ async def test_a_new_address_reaches_connected_peers_by_identify_push(tmp_path: 
                 await trio.sleep(0.05)
             assert (await node.api.relay_status()).reachable_as == "port-mapped"
         nursery.cancel_scope.cancel()
+
+
+async def test_alone_listener_says_could_not_announce_once(tmp_path: Path) -> None:
+    """A listener with no DHT peer retries its announcement every 2 s, but says so once
+    (then with a count every so often), not every 2 s."""
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(WAIT):
+            lis = Runtime(config(tmp_path, "alone", "listener", []))
+            await nursery.start(lis.run)
+            await lis.node.bootstrapped.wait()
+            await trio.sleep(5.0)  # covers the first try and two retries
+            said = [e for e in lis.node.bus.backlog() if isinstance(e, ev.ErrorEvent) and e.where == "provide"]
+            assert len(said) == 1, [e.message for e in said]
+            assert "could not announce 'ann' yet" in said[0].message
+            nursery.cancel_scope.cancel()
