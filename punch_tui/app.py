@@ -27,7 +27,7 @@ from punch_net.cli.render import dial_progress
 from punch_net.config import ConfigError, NodeConfig, update_config_file
 from punch_tui.bridge import AttachBridge, BridgeError, LocalBridge, NodeBridge
 from punch_tui.console import console
-from punch_tui.format import plural, short_id
+from punch_tui.format import failure, plural, short_id
 from punch_tui.lifecycle import TERM_GRACE, TERM_GRACE_LOCAL, exit_on_sigterm
 from punch_tui.messages import AttachStatus, NodeEvents, NodeStarted, NodeStopped, SnapshotReady
 from punch_tui.palette import NodeCommands, PunchPalette
@@ -240,11 +240,11 @@ class PunchApp(App[int]):
             try:
                 result = await self.bridge.call(op, self.bridge.api)
             except BridgeError as exc:
-                self.notify(f"{label}: {exc}", severity="error", timeout=6, markup=False)
+                self.notify(failure(label, str(exc)), severity="error", timeout=6, markup=False)
                 return
             except Exception as exc:  # NodeError and friends: one line
-                self.notify(f"{label}: {exc}", severity="error", timeout=6, markup=False)
-                self._log_error(f"{label}: {exc}")
+                self.notify(failure(label, str(exc)), severity="error", timeout=6, markup=False)
+                self._log_error(failure(label, str(exc)))
                 return
             if on_ok is not None:
                 on_ok(result)

@@ -80,3 +80,12 @@ def short_proto(proto: str) -> str:
     if parts and parts[0] in ("ipfs", "libp2p"):
         parts = parts[1:]
     return "/".join(parts) or proto
+
+
+def failure(label: str, message: str) -> str:
+    """`label: message`, unless the node's message already starts with the label's verb
+    ("dial X: timed out" under "dial X" would say the dial twice)."""
+    verb = label.split(" ", 1)[0]
+    if message.startswith(verb + " "):
+        return message
+    return f"{label}: {message}"

@@ -13,7 +13,7 @@ from textual.app import App, ComposeResult
 from punch_net import events as ev
 from punch_net.torrent.events import human_size
 from punch_tui.bridge import describe_failure
-from punch_tui.format import age, middle, ms, plural, rate, short_id, short_proto, size
+from punch_tui.format import age, failure, middle, ms, plural, rate, short_id, short_proto, size
 from punch_tui.main import main as tui_main
 from punch_tui.peers import InputError, PeerBook, check_command, check_dial, complete
 from punch_tui.tabs.dht import fill_bar
@@ -247,3 +247,9 @@ def test_saved_theme_is_read_from_the_config(tmp_path: Path) -> None:
     assert _saved_theme(cfg) == "punch-light"
     cfg.write_text("[tui\n")  # a broken file: the default theme is used
     assert _saved_theme(cfg) is None
+
+
+def test_failure_text_does_not_say_the_verb_twice() -> None:
+    assert failure("dial 12D3…abcd", "dial 12D3KooWx: timed out") == "dial 12D3KooWx: timed out"
+    assert failure("ping 12D3…abcd", "connection reset") == "ping 12D3…abcd: connection reset"
+    assert failure("find simple-chat", "finding is slow") == "find simple-chat: finding is slow"
