@@ -224,4 +224,5 @@ def wanted() -> bool:
     return os.environ.get(ENV_FLAG, "1") != "0"
 
 
-__all__ = ["LAZY", "STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed", "release", "wanted"]
+__all__ = ["LAZY", "STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed", "release",
+           "wanted"]
