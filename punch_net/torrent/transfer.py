@@ -549,9 +549,18 @@ class Transfer:
                 raise PeerError(str(exc)) from None
             self.providers[pid] = info
             self._notify()
-            await self.meta_ready.wait()
+            early = None
+            if not self.meta_ready.is_set():
+                early = await self._open_early(pid)
+            try:
+                await self.meta_ready.wait()
+            except BaseException:
+                if early is not None:
+                    with trio.CancelScope(shield=True):
+                        await reset_quietly(early)
+                raise
             with trio.CancelScope() as peer.scope:
-                await self._session(peer)
+                await self._session(peer, early)
             if peer.state != "bad":
                 peer.state = "closed"
         except BadPeer as exc:
@@ -621,16 +630,39 @@ class Transfer:
 
     # ------------------------------------------------------------ one peer
 
-    async def _session(self, peer: _Peer) -> None:
+    async def _open_early(self, pid: ID) -> INetStream | None:
+        """While the metainfo is being fetched (on its own stream, by _get_metainfo), open
+        the piece stream and say INTERESTED, so the provider's BITFIELD is waiting when the
+        metainfo arrives and the first REQUESTs go out at once: the stream's round trips
+        leave the path to the first piece. None if that fails (the session opens its own)."""
+        stream = None
+        try:
+            with trio.fail_after(self.node.config.dial_timeout):
+                stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout)
+                await grow_receive_window(stream, RECEIVE_WINDOW)
+                await stream.write(wire.encode_interested(self.info_hash))
+            return stream
+        except Exception:
+            if stream is not None:
+                await reset_quietly(stream)
+            return None
+
+    async def _session(self, peer: _Peer, early: INetStream | None = None) -> None:
+        """`early`: a piece stream opened (INTERESTED sent) before the metainfo arrived."""
         picker = self.picker
         assert picker is not None
         pid = peer.peer_id
-        stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout)
+        stream = early or await open_stream(self.node.host, pid, self.node.config.dial_timeout)
         session = DownloadSession(pid, self.info_hash, picker, peer)
         try:
-            await grow_receive_window(stream, RECEIVE_WINDOW)
+            hello = session.start()
+            if early is None:
+                await grow_receive_window(stream, RECEIVE_WINDOW)
             with trio.fail_after(self.node.config.dial_timeout):
-                await stream.write(session.start())
+                if early is None:
+                    await stream.write(hello)
+                elif hello != (said := wire.encode_interested(self.info_hash)):
+                    await stream.write(hello.removeprefix(said))  # what start() says beyond INTERESTED
                 while not session.ready:
                     data = await _read(stream, READ_COALESCE)
                     now = time.monotonic()
