@@ -58,7 +58,8 @@ STUBBED: tuple[str, ...] = (
     "libp2p.observability",
     "dns",  # dnspython (~100 modules and asyncio), for multiaddr's /dns resolver: see INERT
     # Imported by libp2p's package init and `Swarm` but unused by a Noise-only host:
-    "libp2p.security.tls",  # TLS 1.3 + AutoTLS (cryptography.x509)
+    "libp2p.security.tls",  # TLS 1.3 + AutoTLS
+    "cryptography.x509",  # certificates: TLS, QUIC, WebRTC and AutoTLS (imported by libp2p.host.basic_host)
     "libp2p.security.secio",  # SECIO (fastecdsa)
     "libp2p.crypto.ecc",
     "libp2p.security.pnet",  # private networks (PyCryptodome's Salsa20: cffi parses C with pycparser)
