@@ -68,6 +68,9 @@ DISCOVERY_MAX = 3.0  # fellow downloaders announce themselves during the downloa
 CHECKPOINT_EVERY = 1.0
 PROGRESS_EVERY = 0.5
 HASH_STEP = 16 << 20  # bytes the whole-file hash takes in per thread call while downloading
+# How often the whole-file hash looks for a longer verified prefix (pieces do not wake it):
+# what it has not taken in when the last piece lands is hashed before `complete`.
+HASH_LOOK_EVERY = 0.25
 
 
 class TransferError(Exception):
@@ -379,10 +382,10 @@ class Transfer:
         """Hash what the whole-file SHA-256 has not taken in yet beside the fsync (two
         threads). Pieces are not hashed again: each was verified when it arrived, or on
         resume (storage.PartFile.open). Returns the SHA-256."""
-        async with self._hash_lock:  # _hash_in_order has stopped feeding the hasher
-            async with trio.open_nursery() as inner:
-                inner.start_soon(trio.to_thread.run_sync, part.hash_prefix, self._whole, part.meta.length)
-                inner.start_soon(trio.to_thread.run_sync, part.sync)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio.to_thread.run_sync, part.sync)  # not behind the lock: at once
+            async with self._hash_lock:  # _hash_in_order has stopped feeding the hasher
+                await trio.to_thread.run_sync(part.hash_prefix, self._whole, part.meta.length)
         return self._whole.hexdigest()
 
     async def _hash_in_order(self, scope: trio.CancelScope) -> None:
@@ -404,7 +407,7 @@ class Transfer:
                     self._hashed_upto = whole.offset if whole is self._whole else 0
                 else:
                     changed = self._changed
-                    with trio.move_on_after(1.0):
+                    with trio.move_on_after(HASH_LOOK_EVERY):
                         await changed.wait()
 
     async def _finish(self) -> None:
