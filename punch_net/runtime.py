@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import trio
 from libp2p.abc import IHost
@@ -43,7 +43,6 @@ from punch_net.api import (
 )
 from punch_net.config import NodeConfig, prepare_data_dir
 from punch_net.dht import diagnostics
-from punch_net.dht.crawler import Crawler, NetworkMap
 from punch_net.dht.refresh import Refresher
 from punch_net.errors import BadArgs, NotFound
 from punch_net.messaging.commands import CommandRegistry
@@ -51,8 +50,6 @@ from punch_net.node import Component, Node
 from punch_net.ops.metrics import NodeMetrics
 from punch_net.p2p.logs import tame_libp2p_logging
 from punch_net.rcmgr.metrics import RcmgrCollector
-from punch_net.reach.mdns import MdnsService
-from punch_net.reach.portmap import PortMapService
 from punch_net.reach.service import ObservedAddrsService
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
@@ -65,6 +62,13 @@ from punch_net.routing.upkeep import RoutingUpkeep
 from punch_net.torrent.info import CatalogueEntry, TransferInfo
 from punch_net.torrent.manager import TorrentManager
 from punch_net.torrent.metainfo import parse_info_hash
+
+if TYPE_CHECKING:
+    # Role- and option-specific components are imported where they are composed, so a
+    # role loads only its own (the monitor's crawler, mDNS, UPnP: not a torrent client's).
+    from punch_net.dht.crawler import Crawler, NetworkMap
+    from punch_net.reach.mdns import MdnsService
+    from punch_net.reach.portmap import PortMapService
 
 Service = Callable[..., Awaitable[object]]  # async fn(*, task_status) started in the node's nursery
 
@@ -117,6 +121,8 @@ class Runtime:
             self.torrent = TorrentManager(node, download_dir=cfg.download_dir, seed=not cfg.no_seed,
                                           timeout=cfg.timeout, reputation=self.reputation)
         elif cfg.role == "monitor":
+            from punch_net.dht.crawler import Crawler, NetworkMap
+
             self.network_map = NetworkMap()
             self.crawler = Crawler(node, self.network_map, self.reputation, self.book,
                                    interval=cfg.crawl_interval)
@@ -137,16 +143,18 @@ class Runtime:
             RoutingUpkeep(node, self.reputation, self.book, cfg.capabilities_interval),
             ObservedAddrsService(node, lambda: str(self.relay.reachability), lambda: self.relay.dialed_back),
         ]
+        self.mdns: MdnsService | None = None
         if cfg.mdns and cfg.role in MDNS_ROLES and not _loopback_only(cfg.listen_addr):
-            self.mdns: MdnsService | None = MdnsService(node)
+            from punch_net.reach.mdns import MdnsService
+
+            self.mdns = MdnsService(node)
             components.append(self.mdns)
-        else:
-            self.mdns = None
+        self.portmap: PortMapService | None = None
         if cfg.port_mapping and not _loopback_only(cfg.listen_addr):
-            self.portmap: PortMapService | None = PortMapService(node)
+            from punch_net.reach.portmap import PortMapService
+
+            self.portmap = PortMapService(node)
             components.append(self.portmap)
-        else:
-            self.portmap = None
         for component in components:
             node.add_component(component)
 

@@ -13,7 +13,8 @@ by every node.
 `install()` puts a finder first on `sys.meta_path` that answers the modules in STUBBED
 with an empty stand-in: importing them (and `from X import Y`) succeeds, `Y` is a
 placeholder class, and *using* it (calling or instantiating it) raises
-StubbedModuleError naming the module. `isinstance`/`except` against a placeholder are
+StubbedModuleError naming the module (a LAZY module's placeholder loads the real module
+instead and forwards the call). `isinstance`/`except` against a placeholder are
 simply never true. Nothing Punch runs touches these names (the whole test suite and a
 200-node testnet run with the guard on in the fork server), and a node built with the
 guard stays TCP-only (`build_host` passes no QUIC/WebSocket/WebRTC option).
@@ -56,12 +57,26 @@ STUBBED: tuple[str, ...] = (
     "libp2p.pubsub",  # gossipsub/floodsub
     "libp2p.observability",
     "dns",  # dnspython (~100 modules and asyncio), for multiaddr's /dns resolver: see INERT
+    # Imported by libp2p's package init and `Swarm` but unused by a Noise-only host:
+    "libp2p.security.tls",  # TLS 1.3 + AutoTLS
+    "cryptography.x509",  # certificates: TLS, QUIC, WebRTC and AutoTLS (imported by libp2p.host.basic_host)
+    "libp2p.security.secio",  # SECIO (fastecdsa)
+    "libp2p.crypto.ecc",
+    "libp2p.security.pnet",  # private networks (PyCryptodome's Salsa20: cffi parses C with pycparser)
+    # Loaded on first use instead (LAZY): only a peer with an RSA or secp256k1 key needs them.
+    "libp2p.crypto.rsa",  # PyCryptodome (+ cffi/pycparser) and cryptography's serialization
+    "libp2p.crypto.secp256k1",  # coincurve
 )
 # Stubs whose placeholders may be *called* at import time and hand back an inert object
 # that fails only when awaited. `libp2p.discovery.bootstrap` builds a multiaddr
 # DNSResolver (which builds a dnspython Resolver) when imported; Punch resolves /dns
 # addresses itself (punch_net.p2p.addresses.resolve_dns) and gives libp2p IP addresses.
 INERT: tuple[str, ...] = ("dns",)
+# Stubs that load the real module the first time one of their names is called: py-libp2p
+# uses these only as `RSAPublicKey.from_bytes(...)` (a peer's key of that type) and never
+# in isinstance checks, so a Punch node (ed25519) skips ~40-60 ms of imports at start and
+# still talks to RSA and secp256k1 peers.
+LAZY: tuple[str, ...] = ("libp2p.crypto.rsa", "libp2p.crypto.secp256k1")
 
 
 class StubbedModuleError(ImportError):
@@ -74,6 +89,21 @@ def _refuse(what: str) -> StubbedModuleError:
 
 def _is_inert(module: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in INERT)
+
+
+def _lazy_prefix(module: str) -> str | None:
+    return next((p for p in LAZY if module == p or module.startswith(p + ".")), None)
+
+
+def _load_real(module: str, qualname: str) -> Any:
+    """The real object a LAZY placeholder stands for (the module is imported now)."""
+    prefix = _lazy_prefix(module)
+    assert prefix is not None
+    release(prefix)
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class _Inert:
@@ -103,6 +133,8 @@ class _Placeholder(type):
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         what = f"{cls.__module__}.{cls.__qualname__}"
+        if _lazy_prefix(cls.__module__) is not None:
+            return _load_real(cls.__module__, cls.__qualname__)(*args, **kwargs)
         if _is_inert(cls.__module__):
             return _Inert(f"{what}()")
         raise _refuse(what)
@@ -193,4 +225,5 @@ def wanted() -> bool:
     return os.environ.get(ENV_FLAG, "1") != "0"
 
 
-__all__ = ["STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed", "release", "wanted"]
+__all__ = ["LAZY", "STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed", "release",
+           "wanted"]

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
 from punch_net import events as ev
 from punch_net.config import NodeConfig
-from punch_net.dht.crawler import Crawler, NetworkMap
 from punch_net.flag_types import positive
 from punch_net.messaging.commands import Call
 from punch_net.node import Node
+
+if TYPE_CHECKING:  # the crawler is composed (and imported) by the runtime for this role only
+    from punch_net.dht.crawler import Crawler, NetworkMap
 
 
 async def run_monitor(node: Node, netmap: NetworkMap, crawler: Crawler) -> int:

@@ -1,7 +1,8 @@
 """Which piece to ask which peer for: rarest first, endgame at the end.
 
-Among equally rare pieces: file order while we know a single peer (sequential writes,
-and the whole-file hash follows the download), otherwise blocks of BLOCK pieces in a
+Among equally rare pieces: file order while every peer we know is a seed (one seeder,
+or several servers: sequential writes, and the whole-file hash follows the download, so
+little is left to hash after the last piece), otherwise blocks of BLOCK pieces in a
 random order, file order inside a block. Downloaders fetching from one seeder thus take
 different pieces (they cannot see each other's requests, only their HAVEs), so each soon
 has pieces the others lack and can trade them; the first pieces are random, then rarest
@@ -114,7 +115,8 @@ class PiecePicker:
 
     def _rebuild(self) -> None:
         n = self.num_pieces
-        self._shuffled = len(self.peer_bits) > 1
+        # several peers, one of them a fellow downloader (a peer that lacks pieces)
+        self._shuffled = len(self.peer_bits) > 1 and any(count < n for count in self.counts.values())
         if self._shuffled:
             base: list[int] | range = [i for b in self._blocks for i in range(b * BLOCK, min(n, (b + 1) * BLOCK))]
         else:

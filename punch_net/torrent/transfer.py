@@ -68,6 +68,9 @@ DISCOVERY_MAX = 3.0  # fellow downloaders announce themselves during the downloa
 CHECKPOINT_EVERY = 1.0
 PROGRESS_EVERY = 0.5
 HASH_STEP = 16 << 20  # bytes the whole-file hash takes in per thread call while downloading
+# How often the whole-file hash looks for a longer verified prefix (pieces do not wake it):
+# what it has not taken in when the last piece lands is hashed before `complete`.
+HASH_LOOK_EVERY = 0.25
 
 
 class TransferError(Exception):
@@ -379,10 +382,10 @@ class Transfer:
         """Hash what the whole-file SHA-256 has not taken in yet beside the fsync (two
         threads). Pieces are not hashed again: each was verified when it arrived, or on
         resume (storage.PartFile.open). Returns the SHA-256."""
-        async with self._hash_lock:  # _hash_in_order has stopped feeding the hasher
-            async with trio.open_nursery() as inner:
-                inner.start_soon(trio.to_thread.run_sync, part.hash_prefix, self._whole, part.meta.length)
-                inner.start_soon(trio.to_thread.run_sync, part.sync)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio.to_thread.run_sync, part.sync)  # not behind the lock: at once
+            async with self._hash_lock:  # _hash_in_order has stopped feeding the hasher
+                await trio.to_thread.run_sync(part.hash_prefix, self._whole, part.meta.length)
         return self._whole.hexdigest()
 
     async def _hash_in_order(self, scope: trio.CancelScope) -> None:
@@ -404,7 +407,7 @@ class Transfer:
                     self._hashed_upto = whole.offset if whole is self._whole else 0
                 else:
                     changed = self._changed
-                    with trio.move_on_after(1.0):
+                    with trio.move_on_after(HASH_LOOK_EVERY):
                         await changed.wait()
 
     async def _finish(self) -> None:
@@ -549,9 +552,18 @@ class Transfer:
                 raise PeerError(str(exc)) from None
             self.providers[pid] = info
             self._notify()
-            await self.meta_ready.wait()
+            early = None
+            if not self.meta_ready.is_set():
+                early = await self._open_early(pid)
+            try:
+                await self.meta_ready.wait()
+            except BaseException:
+                if early is not None:
+                    with trio.CancelScope(shield=True):
+                        await reset_quietly(early)
+                raise
             with trio.CancelScope() as peer.scope:
-                await self._session(peer)
+                await self._session(peer, early)
             if peer.state != "bad":
                 peer.state = "closed"
         except BadPeer as exc:
@@ -621,16 +633,39 @@ class Transfer:
 
     # ------------------------------------------------------------ one peer
 
-    async def _session(self, peer: _Peer) -> None:
+    async def _open_early(self, pid: ID) -> INetStream | None:
+        """While the metainfo is being fetched (on its own stream, by _get_metainfo), open
+        the piece stream and say INTERESTED, so the provider's BITFIELD is waiting when the
+        metainfo arrives and the first REQUESTs go out at once: the stream's round trips
+        leave the path to the first piece. None if that fails (the session opens its own)."""
+        stream = None
+        try:
+            with trio.fail_after(self.node.config.dial_timeout):
+                stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout)
+                await grow_receive_window(stream, RECEIVE_WINDOW)
+                await stream.write(wire.encode_interested(self.info_hash))
+            return stream
+        except Exception:
+            if stream is not None:
+                await reset_quietly(stream)
+            return None
+
+    async def _session(self, peer: _Peer, early: INetStream | None = None) -> None:
+        """`early`: a piece stream opened (INTERESTED sent) before the metainfo arrived."""
         picker = self.picker
         assert picker is not None
         pid = peer.peer_id
-        stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout)
+        stream = early or await open_stream(self.node.host, pid, self.node.config.dial_timeout)
         session = DownloadSession(pid, self.info_hash, picker, peer)
         try:
-            await grow_receive_window(stream, RECEIVE_WINDOW)
+            hello = session.start()
+            if early is None:
+                await grow_receive_window(stream, RECEIVE_WINDOW)
             with trio.fail_after(self.node.config.dial_timeout):
-                await stream.write(session.start())
+                if early is None:
+                    await stream.write(hello)
+                elif hello != (said := wire.encode_interested(self.info_hash)):
+                    await stream.write(hello.removeprefix(said))  # what start() says beyond INTERESTED
                 while not session.ready:
                     data = await _read(stream, READ_COALESCE)
                     now = time.monotonic()

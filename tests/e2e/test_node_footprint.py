@@ -174,3 +174,28 @@ def test_refresh_backs_off_while_quiet_and_returns_on_churn() -> None:
     assert dht_refresh.next_interval(600.0, base, grew) == 600.0
     assert dht_refresh.next_interval(600.0, base, shrank) == base
     assert dht_refresh.next_interval(600.0, base, {**quiet, "evicted_clients": 2}) == base
+
+
+LAZY_KEYS = """
+import sys
+from punch_net.p2p import import_guard
+import_guard.install()
+from libp2p.crypto.serialization import deserialize_public_key
+from libp2p.peer.id import ID
+assert isinstance(sys.modules["libp2p.crypto.rsa"], import_guard.StubModule), "rsa loads lazily"
+assert "Crypto" not in sys.modules and "coincurve" not in sys.modules
+from libp2p.crypto import rsa, secp256k1
+for module in (rsa, secp256k1):
+    pair = module.create_new_key_pair()  # a placeholder call: the real module loads now
+    key = deserialize_public_key(pair.public_key.serialize())  # as a peer's key arrives
+    assert key.to_bytes() == pair.public_key.to_bytes() and ID.from_pubkey(key) == ID.from_pubkey(pair.public_key)
+assert not isinstance(sys.modules["libp2p.crypto.rsa"], import_guard.StubModule)
+print("ok")
+"""
+
+
+def test_lazy_modules_load_when_a_peer_key_needs_them() -> None:
+    """RSA and secp256k1 keys (other libp2p implementations' peers) still work: the modules
+    the guard keeps out of a start load on the first key of that type."""
+    proc = subprocess.run([sys.executable, "-c", LAZY_KEYS], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

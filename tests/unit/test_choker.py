@@ -115,3 +115,13 @@ def test_a_piece_asked_of_a_seed_moves_to_a_downloader_that_gets_it() -> None:
     picker.peer_has("d", asked[1])
     picker.set_choking("d", True)
     assert picker.release_from_seeds("d", asked[1]) == []  # a choking peer cannot give it
+
+
+def test_picker_keeps_file_order_across_several_seeds() -> None:
+    """Multi-source from servers: pieces come in file order, so the whole-file hash keeps up
+    with the download (a fellow downloader brings the random blocks: the test above)."""
+    n = 4 * BLOCK
+    picker = PiecePicker(n, rng=random.Random(3))
+    for seed in ("s1", "s2", "s3"):
+        picker.add_peer(seed, bytearray(b"\x01" * n))
+    assert picker.pick("s1", 2) + picker.pick("s2", 2) + picker.pick("s3", 2) == [0, 1, 2, 3, 4, 5]
