@@ -23,6 +23,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 
 from punch_net.groups import first_error
+from punch_net.p2p.patches.yamux_window_halves import release_in_halves
 from punch_net.p2p.streams import reset_quietly
 from punch_net.torrent import wire
 from punch_net.torrent.choker import Candidate, Choker
@@ -161,6 +162,7 @@ class TorrentService:
 
     async def _serve(self, stream: INetStream, peer: str) -> None:
         session: ServeSession[Source] = ServeSession(self, peer)
+        release_in_halves(stream)  # a WINDOW_UPDATE per half window of REQUESTs read, not per read
         wake = trio.Event()
         registered: bytes | None = None
 
