@@ -72,7 +72,7 @@ from punch_net.p2p.host import ListenError, build_host, check_port_free
 from punch_net.p2p.identity import load_or_create_identity, new_identity
 from punch_net.p2p.patches import forget_dial_failure, install_dht, install_limits
 from punch_net.rcmgr import ResourceManager
-from punch_net.rcmgr.memory import keep_big_buffers_on_mmap, trim_after_bursts
+from punch_net.rcmgr.memory import trim_after_bursts
 
 BOOTSTRAP_CHECK_INTERVAL = 30.0  # connected: look again this often (a lost connection wakes us at once)
 BOOTSTRAP_RETRY_FIRST = 0.5
@@ -321,7 +321,6 @@ class Node:
         except Exception as exc:
             raise ListenError(f"bad listen address {cfg.listen_addr!r}: {exc}") from None
         check_port_free(cfg.listen_addr, cfg.effective_port())
-        keep_big_buffers_on_mmap()  # a request flood's freed buffers go back to the OS
         host = build_host(key_pair, cfg.dial_timeout, self.addresses)
         self.addresses.bind_transport(host.get_transport_addrs)
         install_limits(host, self.resources)

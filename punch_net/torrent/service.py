@@ -9,12 +9,13 @@ stream moves ~1 MiB per write.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import trio
 from libp2p.abc import INetStream
@@ -22,6 +23,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 
 from punch_net.groups import first_error
+from punch_net.p2p.patches.yamux_window_halves import release_in_halves
 from punch_net.p2p.streams import reset_quietly
 from punch_net.torrent import wire
 from punch_net.torrent.choker import Candidate, Choker
@@ -30,6 +32,7 @@ from punch_net.torrent.peer_session import Close, Send, ServeSession
 from punch_net.torrent.rates import RateMeter
 
 READ_SIZE = 1 << 20
+WRITE_PIECES = 3  # 64 KiB pieces per stream write: 192 KiB, below glibc's mmap threshold as the node sets it
 IDLE_TIMEOUT = 120.0  # a stream that sends nothing for this long is closed
 WRITE_TIMEOUT = 60.0  # a reader that takes nothing for this long is dropped
 _ZERO = RateMeter()
@@ -122,14 +125,15 @@ class TorrentService:
                 end = start + 1
                 while end < len(indexes) and indexes[end] == indexes[end - 1] + 1:
                     end += 1
-                first, last = indexes[start], indexes[end - 1]
-                offset = first * meta.piece_length
-                size = last * meta.piece_length + meta.piece_size(last) - offset
-                block = os.pread(fd, size, offset)
-                with memoryview(block) as view:
-                    for i in indexes[start:end]:
-                        at = i * meta.piece_length - offset
-                        out.append(bytes(view[at:at + meta.piece_size(i)]))
+                # one preadv straight into a buffer per piece: a pread of the whole run
+                # is a multi-MiB bytes (an mmap whose pages all fault in: the node fixes
+                # glibc's mmap threshold at 256 KiB) and a copy per piece out of it
+                bufs = [bytearray(meta.piece_size(i)) for i in indexes[start:end]]
+                offset = indexes[start] * meta.piece_length
+                want = sum(map(len, bufs))
+                if os.preadv(fd, bufs, offset) != want:
+                    raise OSError(errno.EIO, f"{path} is shorter than its metainfo says")
+                out.extend(cast("list[bytes]", bufs))  # only joined into frames: bytes-like will do
                 start = end
             return out
         finally:
@@ -158,6 +162,7 @@ class TorrentService:
 
     async def _serve(self, stream: INetStream, peer: str) -> None:
         session: ServeSession[Source] = ServeSession(self, peer)
+        release_in_halves(stream)  # a WINDOW_UPDATE per half window of REQUESTs read, not per read
         wake = trio.Event()
         registered: bytes | None = None
 
@@ -186,7 +191,12 @@ class TorrentService:
                         self.read_batch, src.path, src.meta, action.indexes)
                 except OSError:
                     pieces = None
-                await _write(stream, session.pieces_read(action.indexes, pieces))
+                if pieces is None:
+                    await _write(stream, session.pieces_read(action.indexes, None))
+                else:  # a few pieces a write: each write's bytes stay under the mmap threshold
+                    for at in range(0, len(pieces), WRITE_PIECES):
+                        await _write(stream, session.pieces_read(action.indexes[at:at + WRITE_PIECES],
+                                                                 pieces[at:at + WRITE_PIECES]))
                 if pieces is not None:
                     size = sum(map(len, pieces))
                     now = time.monotonic()

@@ -27,6 +27,8 @@ from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.names import check_name
 from punch_net.torrent.resume import ResumeError, ResumeRecord, decode_record
 
+HASH_READ = 1 << 20  # bytes per pread of hash_prefix, into a buffer reused for the whole download
+
 
 class StorageError(Exception):
     """The download directory cannot hold the file (missing, unwritable, disk full)."""
@@ -48,7 +50,7 @@ class WholeHasher:
         self._hash = hashlib.sha256()
         self.offset = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
         self.offset += len(data)
 
@@ -71,6 +73,7 @@ class PartFile:
         self._log_fd: int | None = None
         self.logged = 0  # bytes in NAME.part.log (4 per verified piece written)
         self.dirty = False
+        self._hash_buf: bytearray | None = None  # hash_prefix's read buffer (one thread at a time)
         self.rehashed = 0  # pieces hashed again by open(): the log's tail, or all after an unclean stop
 
     def open(self) -> bytearray:
@@ -196,15 +199,20 @@ class PartFile:
     def hash_prefix(self, hasher: WholeHasher, upto: int) -> None:
         """Feed the file's bytes [hasher.offset, upto) to `hasher` (blocking: a thread).
 
-        Reads and hashes 4 MiB at a time, so the thread gives up and retakes the GIL a
+        Reads and hashes HASH_READ at a time, so the thread gives up and retakes the GIL a
         few times per call, not per piece: it runs beside a busy event loop without
-        slowing it or being starved by it."""
+        slowing it or being starved by it. The reads go into one buffer kept for the
+        download: a fresh multi-MiB bytes per read is an mmap whose every page faults in
+        (the node fixes glibc's mmap threshold at 256 KiB), which cost more than the hash."""
+        if self._hash_buf is None:
+            self._hash_buf = bytearray(HASH_READ)
         try:
-            while hasher.offset < upto:
-                chunk = os.pread(self.fd, min(4 << 20, upto - hasher.offset), hasher.offset)
-                if not chunk:
-                    raise StorageError(f"{self.part} is shorter than expected")
-                hasher.update(chunk)
+            with memoryview(self._hash_buf) as view:
+                while hasher.offset < upto:
+                    n = os.preadv(self.fd, [view[:min(HASH_READ, upto - hasher.offset)]], hasher.offset)
+                    if not n:
+                        raise StorageError(f"{self.part} is shorter than expected")
+                    hasher.update(view[:n])
         except OSError as exc:
             raise StorageError(describe_os_error("cannot read", self.part, exc)) from None
 

@@ -28,6 +28,7 @@ from punch_net.groups import first_error
 from punch_net.node import Node
 from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
 from punch_net.p2p.patches.yamux_window import grow_receive_window
+from punch_net.p2p.patches.yamux_window_halves import release_in_halves
 from punch_net.p2p.streams import reset_quietly
 from punch_net.routing.reputation import ReputationStore
 from punch_net.torrent import events as tev
@@ -661,6 +662,7 @@ class Transfer:
             hello = session.start()
             if early is None:
                 await grow_receive_window(stream, RECEIVE_WINDOW)
+            release_in_halves(stream)  # one WINDOW_UPDATE per 8 MiB read, not one per read
             with trio.fail_after(self.node.config.dial_timeout):
                 if early is None:
                     await stream.write(hello)

@@ -65,6 +65,7 @@ from punch_net.p2p.patches.kad_dead_peer_eviction import install_dead_peer_evict
 from punch_net.p2p.patches.kad_inbound_guard import KAD_STREAMS_PER_PEER, install_kad_read_deadline
 from punch_net.p2p.patches.kad_server_only_routing import evict_client_peers, install_server_only_routing
 from punch_net.p2p.patches.yamux_window import grow_receive_window
+from punch_net.p2p.patches.yamux_window_halves import release_in_halves
 from punch_net.p2p.streams import read_some
 
 quiet_libp2p_logging()
@@ -600,6 +601,8 @@ def test_installed_by_the_host_builder() -> None:
     assert SecureSession.read.__module__ == secure_session_read.__name__
     assert Yamux.handle_incoming.__module__ == yamux_fast_data.__name__
     assert YamuxStream.write.__module__ == yamux_batched_write.__name__
+    assert YamuxStream._auto_tune_and_send_window_update.__module__ == \
+        "punch_net.p2p.patches.yamux_window_halves"
 
 
 async def test_patched_hosts_move_every_byte() -> None:
@@ -748,6 +751,63 @@ async def test_grow_receive_window_gives_the_sender_credit() -> None:
         # (the 19-byte protocol reply) may land on top (seen once under load): a few bytes more.
         assert 16 << 20 <= sender.send_window <= (16 << 20) + 64
         await stream.reset()
+
+
+SINK = "/punch/test-window-halves/1"
+HALVES_PAYLOAD = 8 * 1024 * 1024
+
+
+async def window_updates_while_reading(halves: bool) -> int:
+    """Open a stream, grant it 16 MiB of window (as a download does), mark it or not, read
+    HALVES_PAYLOAD bytes that the peer writes in 64 KiB reads; returns how many WINDOW_UPDATEs
+    the reading side sent meanwhile."""
+    async with libp2p_host() as a, libp2p_host() as b:
+        async def send(stream) -> None:  # type: ignore[no-untyped-def]
+            await stream.write(os.urandom(HALVES_PAYLOAD))
+            await stream.close()
+
+        b.set_stream_handler(SINK, send)  # type: ignore[arg-type]
+        with trio.fail_after(60):
+            await a.connect(peer_info_of(host_addr(b)))
+            stream = await a.new_stream(b.get_id(), [SINK])
+            assert await grow_receive_window(stream, 16 << 20)
+            if halves:
+                assert release_in_halves(stream)
+            muxed = stream.muxed_stream
+            updates = 0
+            inner = muxed.send_window_update
+
+            async def counting(increment: int, skip_lock: bool = False) -> None:
+                nonlocal updates
+                updates += 1
+                await inner(increment, skip_lock)
+
+            muxed.send_window_update = counting  # this one stream's own attribute, for the count
+            got, reads = 0, 0
+            while got < HALVES_PAYLOAD:
+                try:
+                    data = await stream.read(64 * 1024)
+                except StreamEOF:
+                    break
+                got += len(data)
+                reads += 1
+        assert got == HALVES_PAYLOAD and reads >= HALVES_PAYLOAD // (64 * 1024), (got, reads)
+        return updates
+
+
+async def test_bug_and_fix_yamux_window_update_per_read() -> None:
+    # bug: py-libp2p's own policy (an unmarked stream) sends an update for nearly every read,
+    # though 16 MiB of window leaves the sender plenty of credit
+    assert await window_updates_while_reading(halves=False) >= HALVES_PAYLOAD // (64 * 1024) // 2
+    # fix: one per 8 MiB (half the window) read and not yet given back
+    assert await window_updates_while_reading(halves=True) <= 1
+
+
+async def test_release_in_halves_ignores_a_non_yamux_stream() -> None:
+    class NotYamux:
+        muxed_stream = object()
+
+    assert not release_in_halves(NotYamux())  # type: ignore[arg-type]
 
 
 async def test_grow_receive_window_ignores_a_non_yamux_stream() -> None:

@@ -17,7 +17,8 @@ Entry points (all idempotent):
   (`rcmgr_streams`); with `rcmgr`, `install_dht` serves kad through it.
 Used directly where they are called: `circuit_addrs.advertise_extra_addrs` (a host with
 relay addresses), `dial_failure_cache.forget_dial_failure` (before an explicit dial),
-`yamux_window.grow_receive_window` (bulk streams), and the subclasses
+`yamux_window.grow_receive_window` and
+`yamux_window_halves.release_in_halves` (bulk streams), and the subclasses
 `relay_hop.PatchedCircuitV2` and `autonat_dial_back.DialBackService` (imported on their own:
 not from here, so this package does not import punch_net.relay).
 """
@@ -50,6 +51,7 @@ from punch_net.p2p.patches import (
     yamux_batched_write,
     yamux_fast_data,
     yamux_window_cap,
+    yamux_window_halves,
 )
 from punch_net.p2p.patches.circuit_addrs import advertise_extra_addrs
 from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
@@ -75,6 +77,7 @@ def install(agent: str | None = None) -> None:
     yamux_fast_data.install()
     yamux_batched_write.install()
     yamux_window_cap.install()
+    yamux_window_halves.install()
     _installed = True
 
 

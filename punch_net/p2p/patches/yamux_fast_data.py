@@ -7,7 +7,8 @@ Fix: `read_exactly` returns a complete read as it is; asked for a frame header b
 `handle_incoming`, it reads headers itself, and a plain DATA frame (no flags, open stream:
 the bulk of any transfer) is read and buffered right here, as handle_incoming would buffer
 it. Every other frame (SYN, ACK, FIN, RST, window updates, pings, GO_AWAY, unknown streams)
-goes back to handle_incoming as its header. Process-wide; idempotent.
+goes back to handle_incoming as its header. The DATA body deadline (py-libp2p reads
+it from the environment for every frame) is read once per connection. Process-wide; idempotent.
 Upstream: https://github.com/libp2p/py-libp2p/blob/v0.8.1/libp2p/stream_muxer/yamux/yamux.py#L1182;
 no upstream issue found.
 """
@@ -36,6 +37,9 @@ def install() -> None:
     data_read_timeout = yamux._yamux_data_read_timeout
     muxers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # secured conn -> Yamux
     body_next: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # conn -> handed-back body
+    # Yamux -> its DATA body deadline, read from the environment once per connection: py-libp2p
+    # reads it (os.getenv, ~16 µs) for every frame
+    body_timeout: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     async def plain_read_exactly(reader: Any, n: int, retry_count: int = 100) -> bytes:
         first: bytes = await reader.read(n)
@@ -73,7 +77,10 @@ def install() -> None:
                 if typ == yamux.TYPE_DATA and length > 0:
                     body_next[reader] = length  # its body is handle_incoming's next read
                 return header
-            with trio.fail_after(data_read_timeout()):
+            timeout = body_timeout.get(mux)
+            if timeout is None:
+                timeout = body_timeout[mux] = data_read_timeout()
+            with trio.fail_after(timeout):
                 data = await plain_read_exactly(reader, length, retry_count)
             if mux.streams_lock.locked():
                 async with mux.streams_lock:
