@@ -45,8 +45,12 @@ def encode_frame(payload: bytes, max_frame: int = MAX_FRAME) -> bytes:
     return encode_uvarint(len(payload)) + payload
 
 
+# json.dumps with any option builds a new encoder per call; frames are encoded per request
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_json(obj: dict[str, Any], max_frame: int = MAX_FRAME) -> bytes:
-    return encode_frame(json.dumps(obj, separators=(",", ":")).encode(), max_frame)
+    return encode_frame(_COMPACT.encode(obj).encode(), max_frame)
 
 
 class FrameDecoder:

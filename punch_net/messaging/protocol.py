@@ -61,6 +61,14 @@ class FrameWriter:
         self._closing = True
         self._wakeup.set()
 
+    def try_send(self, frame: bytes) -> bool:
+        """Queue a frame if `send` would not wait (no cancel scope needed); else False."""
+        if len(self._buf) >= self.max_buffer or self.closed:
+            return False
+        self._buf += frame
+        self._wakeup.set()
+        return True
+
     async def send(self, frame: bytes) -> None:
         """Queue a frame; waits only while `max_buffer` bytes are already queued."""
         while len(self._buf) >= self.max_buffer and not self.closed:
@@ -124,11 +132,13 @@ class CommandServer:
         # node-wide) from the moment it is read until its reply is queued.
         self.rcmgr = rcmgr or ResourceManager()
         self._freed = trio.Event()
+        self._waiting = 0  # streams waiting in `_admit` (no one waiting: a release costs nothing)
         self.rcmgr.on_release(self._wake)
 
     def _wake(self) -> None:
-        self._freed.set()
-        self._freed = trio.Event()
+        if self._waiting:
+            self._freed.set()
+            self._freed = trio.Event()
 
     async def _admit(self, peer: str, frame: bytes) -> Reservation | Refusal:
         """A reservation for one request: over the peer's share, wait (the stream is not
@@ -138,7 +148,11 @@ class CommandServer:
             outcome = self.rcmgr.reserve_request(peer, size)
             if isinstance(outcome, Reservation) or outcome.scope != "peer":
                 return outcome
-            await self._freed.wait()
+            self._waiting += 1
+            try:
+                await self._freed.wait()
+            finally:
+                self._waiting -= 1
 
     async def handle_stream(self, stream: INetStream) -> None:
         peer = str(stream.muxed_conn.peer_id)
@@ -153,14 +167,16 @@ class CommandServer:
                 frame = codec.encode_json(
                     codec.Response.failure(resp.id, codec.TOO_LARGE, "result too large").to_json()
                 )
-            await writer.send(frame)
+            if writer.try_send(frame):
+                return  # room in the buffer: no wait, so no deadline to set up (the common case)
+            with trio.fail_after(stall):  # a peer that does not read its replies loses the stream
+                await writer.send(frame)
 
         async def serve_one(frame: bytes, reservation: Reservation, done: trio.CancelScope) -> None:
             try:
                 resp = await self._answer(peer, frame)
                 del frame  # the request's bytes are not needed while the reply waits
-                with trio.fail_after(stall):  # a peer that does not read its replies loses the stream
-                    await respond(resp)
+                await respond(resp)
             except Exception:
                 done.cancel()
                 await reset_quietly(stream)
@@ -173,8 +189,10 @@ class CommandServer:
             except codec.BadMessage as exc:
                 req_id = str(exc.req_id)
             self.hooks.on_rejected(peer, f"busy: node-wide {refusal.resource} limit")
-            with trio.move_on_after(stall):
+            try:
                 await respond(codec.Response.failure(req_id, codec.BUSY, "node busy, retry later"))
+            except trio.TooSlowError:
+                pass  # the reply stalled: the reading loop's own stall deadline ends the stream
 
         try:
             async with trio.open_nursery() as outer:
@@ -195,9 +213,11 @@ class CommandServer:
                         del data
                         while frames:
                             frame = frames.pop(0)
-                            # Replies this peer has not taken yet: read no more until they leave.
-                            with trio.fail_after(stall):
-                                await writer.wait_room(SERVE_WRITE_BUFFER)
+                            # Replies this peer has not taken yet: read no more until they leave
+                            # (the deadline only when there is a wait: it costs per request).
+                            if writer.pending >= SERVE_WRITE_BUFFER:
+                                with trio.fail_after(stall):
+                                    await writer.wait_room(SERVE_WRITE_BUFFER)
                             admitted = await self._admit(peer, frame)
                             if isinstance(admitted, Reservation):
                                 nursery.start_soon(serve_one, frame, admitted, outer.cancel_scope)
@@ -222,8 +242,11 @@ class CommandServer:
                 req.id, codec.UNKNOWN_COMMAND, f"unknown command {req.command!r}"
             )
         try:
-            with trio.fail_after(self.handler_timeout):
+            # a bare CancelScope, not fail_after (a generator context manager): once per request
+            with trio.CancelScope(deadline=trio.current_time() + self.handler_timeout) as deadline:
                 result = await handler(Call(peer, req))
+            if deadline.cancelled_caught:
+                raise trio.TooSlowError
         except CommandError as exc:
             return codec.Response.failure(req.id, exc.code, str(exc))
         except trio.TooSlowError:

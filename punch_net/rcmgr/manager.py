@@ -25,6 +25,8 @@ REQUESTS = "requests"
 MEMORY = "memory"
 
 Key = tuple[str, str, str]  # (scope kind, scope name, resource): ("peer", "Qm…", "streams")
+_SYSTEM_REQUESTS: Key = ("system", "", REQUESTS)
+_SYSTEM_MEMORY: Key = ("system", "", MEMORY)
 
 
 @dataclass(frozen=True)
@@ -41,15 +43,18 @@ class Reservation:
     """Resources taken by one connection, handshake, stream or request; `release()` gives
     them back (idempotent, so every exit path may call it)."""
 
-    def __init__(self, manager: ResourceManager, amounts: dict[Key, int]) -> None:
+    __slots__ = ("_amounts", "_manager", "_memory", "released")  # one per request: kept small
+
+    def __init__(self, manager: ResourceManager, amounts: Sequence[tuple[Key, int]], memory: int = 0) -> None:
         self._manager = manager
         self._amounts = amounts
+        self._memory = memory  # of it, bytes of request memory (node-wide)
         self.released = False
 
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self._manager._give_back(self._amounts)
+            self._manager._give_back(self._amounts, self._memory)
 
 
 class ResourceManager:
@@ -135,14 +140,27 @@ class ResourceManager:
 
     def reserve_request(self, peer: str, size: int) -> Reservation | Refusal:
         """One command request of `size` bytes (request + reply) being served for `peer`.
-        A refusal by "peer" means wait for that peer's requests; by "system", refuse."""
-        lim = self.limits
-        return self._reserve("inbound", [
-            ("peer", peer, REQUESTS, 1, lim.requests_in_flight_per_peer),
-            ("peer", peer, MEMORY, size, max(lim.request_memory_per_peer, size)),
-            ("system", "", REQUESTS, 1, lim.requests_in_flight),
-            ("system", "", MEMORY, size, lim.request_memory),
-        ])
+        A refusal by "peer" means wait for that peer's requests; by "system", refuse.
+        (`_reserve` unrolled: this runs per request, the others per connection or stream.)"""
+        lim, used = self.limits, self._used
+        peer_requests, peer_memory = ("peer", peer, REQUESTS), ("peer", peer, MEMORY)
+        if used.get(peer_requests, 0) >= lim.requests_in_flight_per_peer:
+            refusal = Refusal("peer", REQUESTS)
+        elif used.get(peer_memory, 0) + size > max(lim.request_memory_per_peer, size):
+            refusal = Refusal("peer", MEMORY)
+        elif used.get(_SYSTEM_REQUESTS, 0) >= lim.requests_in_flight:
+            refusal = Refusal("system", REQUESTS)
+        elif used.get(_SYSTEM_MEMORY, 0) + size > lim.request_memory:
+            refusal = Refusal("system", MEMORY)
+        else:
+            used[peer_requests] += 1
+            used[peer_memory] += size
+            used[_SYSTEM_REQUESTS] += 1
+            used[_SYSTEM_MEMORY] += size
+            return Reservation(self, ((peer_requests, 1), (peer_memory, size), (_SYSTEM_REQUESTS, 1),
+                                      (_SYSTEM_MEMORY, size)), size)
+        self.blocked[("inbound", refusal.scope, refusal.resource)] += 1
+        return refusal
 
     # ---------------------------------------------------------------- internals
 
@@ -156,16 +174,16 @@ class ResourceManager:
             key = (scope, name, resource)
             self._used[key] += amount
             amounts[key] = amounts.get(key, 0) + amount
-        return Reservation(self, amounts)
+        return Reservation(self, tuple(amounts.items()))
 
-    def _give_back(self, amounts: dict[Key, int]) -> None:
-        for key, amount in amounts.items():
-            if key == ("system", "", MEMORY):
-                self.memory_released += amount
-            left = self._used[key] - amount
+    def _give_back(self, amounts: Sequence[tuple[Key, int]], memory: int) -> None:
+        used = self._used
+        for key, amount in amounts:
+            left = used[key] - amount
             if left > 0:
-                self._used[key] = left
+                used[key] = left
             else:
-                del self._used[key]  # per-peer/IP keys must not pile up after they leave
+                del used[key]  # per-peer/IP keys must not pile up after they leave
+        self.memory_released += memory
         for callback in self._on_release:
             callback()
