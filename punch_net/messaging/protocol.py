@@ -7,7 +7,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -260,10 +260,14 @@ class SessionClosed(Exception):
     """The command stream to the peer ended; requests on it cannot be answered."""
 
 
-@dataclass
 class _Pending:
-    event: trio.Event = field(default_factory=trio.Event)
-    response: codec.Response | None = None
+    """One request waiting for its response (a plain class: one per request)."""
+
+    __slots__ = ("event", "response")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.response: codec.Response | None = None
 
 
 class CommandSession:
@@ -334,20 +338,25 @@ class CommandSession:
         """Send one request and wait for its response; returns (response, rtt seconds)."""
         if self.closed:
             raise SessionClosed(self.close_reason or "session closed")
-        req = codec.Request(req_id or self.next_id(), command, args or {}, self.sender)
-        frame = codec.encode_json(req.to_json(), self.max_frame)
+        req_id = req_id or self.next_id()
+        # codec.Request(...).to_json() without the object (one per request)
+        frame = codec.encode_json({"id": req_id, "command": command, "args": args or {}, "from": self.sender},
+                                  self.max_frame)
         pending = _Pending()
-        self._pending[req.id] = pending
+        self._pending[req_id] = pending
         start = time.perf_counter()
         try:
-            with trio.fail_after(timeout if timeout > 0 else math.inf):
+            # a bare CancelScope, not fail_after (a generator context manager): once per request
+            with trio.CancelScope(deadline=trio.current_time() + timeout if timeout > 0 else math.inf) as deadline:
                 try:
                     await self._writer.send(frame)
                 except trio.ClosedResourceError:
                     raise SessionClosed(self.close_reason or "session closed") from None
                 await pending.event.wait()
+            if deadline.cancelled_caught:
+                raise trio.TooSlowError
         finally:
-            del self._pending[req.id]
+            del self._pending[req_id]
         if pending.response is None:
             raise SessionClosed(self.close_reason or "session closed")
         return pending.response, time.perf_counter() - start
