@@ -218,7 +218,9 @@ class CommandServer:
                             if writer.pending >= SERVE_WRITE_BUFFER:
                                 with trio.fail_after(stall):
                                     await writer.wait_room(SERVE_WRITE_BUFFER)
-                            admitted = await self._admit(peer, frame)
+                            admitted = self.rcmgr.reserve_request(peer, 2 * len(frame) + REPLY_OVERHEAD)
+                            if isinstance(admitted, Refusal) and admitted.scope == "peer":
+                                admitted = await self._admit(peer, frame)  # wait for the peer's share
                             if isinstance(admitted, Reservation):
                                 nursery.start_soon(serve_one, frame, admitted, outer.cancel_scope)
                             else:
