@@ -117,7 +117,7 @@ class Event:
         # Events are made per request (two per command on each side): the common cases
         # (a short string, a number, a small flat dict or list) are decided without a call.
         values = self.__dict__
-        for name, budget, str_max, short in _limits(type(self)):
+        for name, budget, str_max, short in _LIMITS.get(type(self)) or _limits(type(self)):
             value = values[name]
             kind = type(value)
             if kind is str:
