@@ -3,6 +3,7 @@ pipelined client session per peer for outbound requests."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import time
@@ -265,11 +266,12 @@ class SessionClosed(Exception):
 class _Pending:
     """One request waiting for its response (a plain class: one per request)."""
 
-    __slots__ = ("event", "response")
+    __slots__ = ("event", "response", "timed_out")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.response: codec.Response | None = None
+        self.timed_out = False  # set by the session's timer (`_expire_loop`)
 
 
 class CommandSession:
@@ -285,6 +287,13 @@ class CommandSession:
         self._writer = FrameWriter(stream)
         self.closed = False
         self.close_reason = ""
+        # Request deadlines kept here, not one cancel scope each (a scope with a deadline
+        # costs ~3 µs a request in trio): a heap of (deadline, seq, pending) that
+        # `_expire_loop` (run by `run_reader`) wakes at its deadline.
+        self._deadlines: list[tuple[float, int, _Pending]] = []
+        self._deadline_seq = itertools.count()
+        self._timer_wake = trio.Event()
+        self._timer_running = False
 
     def next_id(self) -> str:
         return f"{self.sender[-6:]}-{next(self._ids)}"
@@ -295,12 +304,31 @@ class CommandSession:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, nursery.cancel_scope)
+                nursery.start_soon(self._expire_loop)
                 await self._read_loop()
                 nursery.cancel_scope.cancel()
         finally:
             self.closed = True
+            self._timer_running = False
             for pending in self._pending.values():
                 pending.event.set()
+
+    async def _expire_loop(self) -> None:
+        """Fail each waiting request at its deadline (see `request`)."""
+        self._timer_running = True
+        try:
+            while True:
+                heap, now = self._deadlines, trio.current_time()
+                while heap and heap[0][0] <= now:
+                    pending = heapq.heappop(heap)[2]
+                    if not pending.event.is_set():
+                        pending.timed_out = True
+                        pending.event.set()
+                self._timer_wake = trio.Event()
+                with trio.move_on_at(heap[0][0] if heap else math.inf):
+                    await self._timer_wake.wait()
+        finally:
+            self._timer_running = False
 
     async def _write_loop(self, done: trio.CancelScope) -> None:
         try:
@@ -348,20 +376,36 @@ class CommandSession:
         self._pending[req_id] = pending
         start = time.perf_counter()
         try:
-            # a bare CancelScope, not fail_after (a generator context manager): once per request
-            with trio.CancelScope(deadline=trio.current_time() + timeout if timeout > 0 else math.inf) as deadline:
-                try:
-                    await self._writer.send(frame)
-                except trio.ClosedResourceError:
-                    raise SessionClosed(self.close_reason or "session closed") from None
+            if timeout > 0 and self._timer_running and self._writer.try_send(frame):
+                # queued without a wait: the session's timer fails it at its deadline
+                self._add_deadline(trio.current_time() + timeout, pending)
                 await pending.event.wait()
-            if deadline.cancelled_caught:
-                raise trio.TooSlowError
+                if pending.timed_out:
+                    raise trio.TooSlowError
+            else:  # the writer's buffer is full (or no timer): one cancel scope covers it all
+                with trio.CancelScope(deadline=trio.current_time() + timeout if timeout > 0 else math.inf) as scope:
+                    try:
+                        await self._writer.send(frame)
+                    except trio.ClosedResourceError:
+                        raise SessionClosed(self.close_reason or "session closed") from None
+                    await pending.event.wait()
+                if scope.cancelled_caught:
+                    raise trio.TooSlowError
         finally:
             del self._pending[req_id]
         if pending.response is None:
             raise SessionClosed(self.close_reason or "session closed")
         return pending.response, time.perf_counter() - start
+
+    def _add_deadline(self, deadline: float, pending: _Pending) -> None:
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._pending) + 1024:
+            # answered requests' entries, dropped in a batch (the heap stays ~ requests in flight)
+            heap[:] = [entry for entry in heap if not entry[2].event.is_set()]
+            heapq.heapify(heap)
+        if not heap or deadline < heap[0][0]:
+            self._timer_wake.set()  # earlier than what the timer sleeps until
+        heapq.heappush(heap, (deadline, next(self._deadline_seq), pending))
 
     async def aclose(self) -> None:
         self.closed = True
