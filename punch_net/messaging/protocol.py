@@ -393,6 +393,8 @@ class CommandSession:
                     raise trio.TooSlowError
         finally:
             del self._pending[req_id]
+            if not pending.event.is_set():
+                pending.event.set()  # (cancelled by the caller) its deadline entry may be dropped
         if pending.response is None:
             raise SessionClosed(self.close_reason or "session closed")
         return pending.response, time.perf_counter() - start
