@@ -3,6 +3,11 @@ baseline measured in the same run, and discovery time (dialer start -> first rep
 
     .venv/bin/python benchmarks/core_bench.py            # this bench alone, prints a table
     .venv/bin/python benchmarks/run.py                   # every bench
+    BENCH_DISCOVERY_RUNS=0 .venv/bin/python benchmarks/core_bench.py          # round trips only
+    CORE_BENCH_CODE=/path/to/other/checkout .venv/bin/python benchmarks/core_bench.py  # A/B: its punch_net
+
+The CPU rows (Linux) are each process's CPU time over the pipelined run divided by its
+requests: on a shared machine they move less with the load than requests/s does.
 
 Everything runs on 127.0.0.1. The far side of each round-trip test is a separate
 process started here (`serve-tcp`, `serve-punch` modes of this file); the near side runs
@@ -27,7 +32,8 @@ from typing import Any
 import trio
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+CODE = Path(os.environ.get("CORE_BENCH_CODE", REPO)).resolve()  # whose punch_net is measured (A/B)
+sys.path.insert(0, str(CODE))
 
 from punch_net.messaging import codec  # noqa: E402
 
@@ -93,6 +99,15 @@ async def serve_punch() -> None:
         print(node.listen_addrs()[0], flush=True)
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) process `pid` has used; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def spawn(mode: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, __file__, mode], stdout=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
@@ -156,8 +171,9 @@ async def tcp_round_trips(port: int) -> tuple[list[float], float]:
     return rtts, rate
 
 
-async def punch_round_trips(addr: str) -> tuple[list[float], float]:
-    """(sequential RTTs, requests/s with IN_FLIGHT concurrent) through Node.request."""
+async def punch_round_trips(addr: str, server_pid: int = 0) -> tuple[list[float], float, tuple[float, float] | None]:
+    """(sequential RTTs, requests/s with IN_FLIGHT concurrent, (dialer, server) CPU
+    microseconds per pipelined request or None) through Node.request."""
     from punch_net.config import NodeConfig
     from punch_net.runtime import Runtime
 
@@ -183,13 +199,19 @@ async def punch_round_trips(addr: str) -> tuple[list[float], float]:
                 resp = await node.request(peer, "echo", PAYLOAD)
                 assert resp.ok
 
+        cpu_before = time.process_time(), process_cpu(server_pid) if server_pid else None
         start = time.perf_counter()
         async with trio.open_nursery() as workers:
             for _ in range(IN_FLIGHT):
                 workers.start_soon(worker)
         rate = CONCURRENT_TOTAL / (time.perf_counter() - start)
+        server_after = process_cpu(server_pid) if server_pid else None
+        cpu = None
+        if cpu_before[1] is not None and server_after is not None:
+            cpu = ((time.process_time() - cpu_before[0]) / CONCURRENT_TOTAL * 1e6,
+                   (server_after - cpu_before[1]) / CONCURRENT_TOTAL * 1e6)
         nursery.cancel_scope.cancel()
-    return rtts, rate
+    return rtts, rate, cpu
 
 
 def read_json_lines(proc: subprocess.Popen[str], on_event: Callable[[dict[str, Any]], None]) -> None:
@@ -199,6 +221,11 @@ def read_json_lines(proc: subprocess.Popen[str], on_event: Callable[[dict[str, A
             on_event(json.loads(line))
         except ValueError:
             pass
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of `punch` processes: CODE's punch_net first (A/B)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(CODE), os.environ.get("PYTHONPATH")) if p)}
 
 
 def punch_cli(*args: str) -> list[str]:
@@ -212,13 +239,14 @@ def discovery_times(runs: int) -> tuple[list[float], list[float]]:
     the rest is interpreter start and imports)."""
     procs: list[subprocess.Popen[str]] = []
     try:
-        server = subprocess.Popen(punch_cli("server"), stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        server = subprocess.Popen(punch_cli("server"), stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                  env=cli_env())
         procs.append(server)
         assert server.stdout is not None
         addr = json.loads(server.stdout.readline())["addrs"][0]
         threading.Thread(target=read_json_lines, args=(server, lambda e: None), daemon=True).start()
         listener = subprocess.Popen(punch_cli("listener", "--bootstrap", addr), stdout=subprocess.PIPE, text=True,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, env=cli_env())
         procs.append(listener)
         registered = threading.Event()
         threading.Thread(target=read_json_lines, daemon=True,
@@ -230,7 +258,7 @@ def discovery_times(runs: int) -> tuple[list[float], list[float]]:
         for _ in range(runs):
             start = time.perf_counter()
             dialer = subprocess.Popen(punch_cli("dialer", "--bootstrap", addr, "--count", "1", "--timeout", "30"),
-                                      stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                                      stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=cli_env())
             procs.append(dialer)
             assert dialer.stdout is not None
             took = None
@@ -257,7 +285,9 @@ def discovery_times(runs: int) -> tuple[list[float], list[float]]:
 
 def collect() -> list[Row]:
     """Run every core measurement; returns the table rows (run.py calls this)."""
-    rows: list[Row] = []
+    import punch_net
+
+    rows: list[Row] = [Row("code measured", str(Path(punch_net.__file__).parent.parent))]
     tcp, tcp_addr = spawn("serve-tcp")
     try:
         tcp_rtts, tcp_rate = trio.run(tcp_round_trips, int(tcp_addr))
@@ -265,7 +295,7 @@ def collect() -> list[Row]:
         stop(tcp)
     peer, peer_addr = spawn("serve-punch")
     try:
-        rtts, rate = trio.run(punch_round_trips, peer_addr)
+        rtts, rate, cpu = trio.run(punch_round_trips, peer_addr, peer.pid)
     finally:
         stop(peer)
     ms = 1000.0
@@ -277,6 +307,12 @@ def collect() -> list[Row]:
         Row(f"JSON cmd req/s, {IN_FLIGHT} in flight", f"{rate:,.0f}", f"{tcp_rate:,.0f}",
             f">= {TARGET_REQ_PER_S:,.0f}", rate >= TARGET_REQ_PER_S),
     ]
+    if cpu is not None:
+        rows.append(Row(f"CPU per request, {IN_FLIGHT} in flight (dialer / server)", f"{cpu[0]:.1f} / {cpu[1]:.1f} µs"))
+    if DISCOVERY_RUNS <= 0:
+        load = os.getloadavg()[0]
+        rows.append(Row("machine load average (1 min) after the run", f"{load:.2f} on {os.cpu_count()} cores"))
+        return rows
     times, network = discovery_times(DISCOVERY_RUNS)
     d50 = statistics.median(times)
     startup = [t - n for t, n in zip(times, network, strict=True)]

@@ -114,12 +114,21 @@ class Event:
     ts: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        for name, budget, str_max in _limits(type(self)):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                if len(value) <= str_max and len(value) + 2 <= budget:
-                    continue  # the common case, kept cheap: events are made per request
-            elif not isinstance(value, list | tuple | dict):
+        # Events are made per request (two per command on each side): the common cases
+        # (a short string, a number, a small flat dict or list) are decided without a call.
+        values = self.__dict__
+        for name, budget, str_max, short in _LIMITS.get(type(self)) or _limits(type(self)):
+            value = values[name]
+            kind = type(value)
+            if kind is str:
+                if len(value) <= short:
+                    continue
+            elif kind in _SCALARS:
+                continue
+            elif kind is dict or kind is list:
+                if _flat_fits(value, budget, str_max):
+                    continue
+            elif not isinstance(value, str | list | tuple | dict):
                 continue
             bounded = preview(value, budget, str_max)
             if bounded is not value:
@@ -129,16 +138,61 @@ class Event:
         return {"event": self.kind, **asdict(self)}
 
 
-_LIMITS: dict[type[Event], tuple[tuple[str, int, int], ...]] = {}
+_LIMITS: dict[type[Event], tuple[tuple[str, int, int, int], ...]] = {}
+_SCALARS = frozenset({int, float, bool, type(None)})  # exact types: a str subclass is not one
 
 
-def _limits(cls: type[Event]) -> tuple[tuple[str, int, int], ...]:
-    """(field, budget, str_max) of each field of an event class but its timestamp (cached)."""
+def _limits(cls: type[Event]) -> tuple[tuple[str, int, int, int], ...]:
+    """(field, budget, str_max, longest string kept as is) of each field of an event class
+    but its timestamp (cached)."""
     got = _LIMITS.get(cls)
     if got is None:
-        got = _LIMITS[cls] = tuple((f.name, *cls.bounds.get(f.name, (FIELD_BUDGET, FIELD_STR_MAX)))
-                                   for f in fields(cls) if f.name != "ts")
+        got = _LIMITS[cls] = tuple(
+            (f.name, budget, str_max, min(str_max, budget - 2))
+            for f in fields(cls) if f.name != "ts"
+            for budget, str_max in [cls.bounds.get(f.name, (FIELD_BUDGET, FIELD_STR_MAX))])
     return got
+
+
+def _flat_fits(value: dict[Any, Any] | list[Any], budget: int, str_max: int) -> bool:
+    """True when `value`, a dict or list of plain scalars and short strings (keys: short
+    strings), costs at most `budget` as `json_cost` counts it; False when it does not or is
+    not that simple (then `preview` decides). `json_cost` inlined for the common payload."""
+    cost = 2
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str or len(key) > str_max:
+                return False
+            cost += len(key) + 3  # quotes, colon
+            kind = type(item)
+            if kind is str:
+                if len(item) > str_max:
+                    return False
+                cost += len(item) + 3  # quotes, comma
+            elif kind is int or kind is float:
+                cost += 25
+            elif item is None or kind is bool:
+                cost += 6
+            else:
+                return False
+            if cost > budget:
+                return False
+        return True
+    for item in value:
+        kind = type(item)
+        if kind is str:
+            if len(item) > str_max:
+                return False
+            cost += len(item) + 3
+        elif kind is int or kind is float:
+            cost += 25
+        elif item is None or kind is bool:
+            cost += 6
+        else:
+            return False
+        if cost > budget:
+            return False
+    return True
 
 
 @dataclass(frozen=True, kw_only=True)

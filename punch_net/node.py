@@ -9,7 +9,6 @@ fronts reach a node through punch_net/api.py, never through this class.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import weakref
@@ -987,7 +986,7 @@ def _direction(value: Any) -> str:
 def _json_size(value: Any) -> int:
     """Bytes of `value` as compact JSON (0 if it is not JSON: the send will say so)."""
     try:
-        return len(json.dumps(value, separators=(",", ":")).encode())
+        return codec.json_size(value)  # one shared encoder: this runs per request
     except (TypeError, ValueError):
         return 0
 

@@ -45,8 +45,18 @@ def encode_frame(payload: bytes, max_frame: int = MAX_FRAME) -> bytes:
     return encode_uvarint(len(payload)) + payload
 
 
+# json.dumps with any option builds a new encoder per call; frames are encoded per request
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_json(obj: dict[str, Any], max_frame: int = MAX_FRAME) -> bytes:
-    return encode_frame(json.dumps(obj, separators=(",", ":")).encode(), max_frame)
+    return encode_frame(_COMPACT.encode(obj).encode(), max_frame)
+
+
+def json_size(value: Any) -> int:
+    """Bytes of `value` as compact JSON, as `encode_json` writes it (ASCII: every other
+    character is escaped, so characters are bytes). Raises TypeError/ValueError if not JSON."""
+    return len(_COMPACT.encode(value))
 
 
 class FrameDecoder:
@@ -57,41 +67,45 @@ class FrameDecoder:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
+        # One pass with an offset and one trim at the end (not a trim per frame): a read
+        # carries many pipelined frames.
+        buf = self._buf
+        buf += data
         frames: list[bytes] = []
-        while True:
-            frame = self._next()
-            if frame is None:
-                return frames
-            frames.append(frame)
+        pos, end = 0, len(buf)
+        while pos < end:
+            length = buf[pos]
+            header = 1
+            if length & 0x80:
+                length, shift = length & 0x7F, 7
+                while True:
+                    if pos + header >= end:
+                        length = -1  # the prefix is not all here yet
+                        break
+                    if header >= MAX_VARINT_BYTES:
+                        raise ProtocolError("length prefix too long")
+                    byte = buf[pos + header]
+                    header += 1
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                if length < 0:
+                    break
+            if length > self.max_frame:
+                raise ProtocolError(f"frame of {length} bytes exceeds the {self.max_frame} byte limit")
+            if pos + header + length > end:
+                break
+            frames.append(bytes(buf[pos + header : pos + header + length]))
+            pos += header + length
+        if pos:
+            del buf[:pos]
+        return frames
 
     @property
     def pending(self) -> int:
         """Bytes held that do not yet form a frame (non-zero at EOF means truncation)."""
         return len(self._buf)
-
-    def _next(self) -> bytes | None:
-        length = 0
-        shift = 0
-        for i, byte in enumerate(self._buf):
-            if i >= MAX_VARINT_BYTES:
-                raise ProtocolError("length prefix too long")
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                header = i + 1
-                break
-        else:
-            if len(self._buf) > MAX_VARINT_BYTES:
-                raise ProtocolError("length prefix too long")
-            return None
-        if length > self.max_frame:
-            raise ProtocolError(f"frame of {length} bytes exceeds the {self.max_frame} byte limit")
-        if len(self._buf) < header + length:
-            return None
-        frame = bytes(self._buf[header : header + length])
-        del self._buf[: header + length]
-        return frame
 
 
 @dataclass

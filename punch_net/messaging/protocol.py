@@ -3,11 +3,12 @@ pipelined client session per peer for outbound requests."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -60,6 +61,14 @@ class FrameWriter:
         """Let `run()` return once everything queued so far is written."""
         self._closing = True
         self._wakeup.set()
+
+    def try_send(self, frame: bytes) -> bool:
+        """Queue a frame if `send` would not wait (no cancel scope needed); else False."""
+        if len(self._buf) >= self.max_buffer or self.closed:
+            return False
+        self._buf += frame
+        self._wakeup.set()
+        return True
 
     async def send(self, frame: bytes) -> None:
         """Queue a frame; waits only while `max_buffer` bytes are already queued."""
@@ -124,11 +133,13 @@ class CommandServer:
         # node-wide) from the moment it is read until its reply is queued.
         self.rcmgr = rcmgr or ResourceManager()
         self._freed = trio.Event()
+        self._waiting = 0  # streams waiting in `_admit` (no one waiting: a release costs nothing)
         self.rcmgr.on_release(self._wake)
 
     def _wake(self) -> None:
-        self._freed.set()
-        self._freed = trio.Event()
+        if self._waiting:
+            self._freed.set()
+            self._freed = trio.Event()
 
     async def _admit(self, peer: str, frame: bytes) -> Reservation | Refusal:
         """A reservation for one request: over the peer's share, wait (the stream is not
@@ -138,7 +149,11 @@ class CommandServer:
             outcome = self.rcmgr.reserve_request(peer, size)
             if isinstance(outcome, Reservation) or outcome.scope != "peer":
                 return outcome
-            await self._freed.wait()
+            self._waiting += 1
+            try:
+                await self._freed.wait()
+            finally:
+                self._waiting -= 1
 
     async def handle_stream(self, stream: INetStream) -> None:
         peer = str(stream.muxed_conn.peer_id)
@@ -153,14 +168,16 @@ class CommandServer:
                 frame = codec.encode_json(
                     codec.Response.failure(resp.id, codec.TOO_LARGE, "result too large").to_json()
                 )
-            await writer.send(frame)
+            if writer.try_send(frame):
+                return  # room in the buffer: no wait, so no deadline to set up (the common case)
+            with trio.fail_after(stall):  # a peer that does not read its replies loses the stream
+                await writer.send(frame)
 
         async def serve_one(frame: bytes, reservation: Reservation, done: trio.CancelScope) -> None:
             try:
                 resp = await self._answer(peer, frame)
                 del frame  # the request's bytes are not needed while the reply waits
-                with trio.fail_after(stall):  # a peer that does not read its replies loses the stream
-                    await respond(resp)
+                await respond(resp)
             except Exception:
                 done.cancel()
                 await reset_quietly(stream)
@@ -173,8 +190,10 @@ class CommandServer:
             except codec.BadMessage as exc:
                 req_id = str(exc.req_id)
             self.hooks.on_rejected(peer, f"busy: node-wide {refusal.resource} limit")
-            with trio.move_on_after(stall):
+            try:
                 await respond(codec.Response.failure(req_id, codec.BUSY, "node busy, retry later"))
+            except trio.TooSlowError:
+                pass  # the reply stalled: the reading loop's own stall deadline ends the stream
 
         try:
             async with trio.open_nursery() as outer:
@@ -195,10 +214,14 @@ class CommandServer:
                         del data
                         while frames:
                             frame = frames.pop(0)
-                            # Replies this peer has not taken yet: read no more until they leave.
-                            with trio.fail_after(stall):
-                                await writer.wait_room(SERVE_WRITE_BUFFER)
-                            admitted = await self._admit(peer, frame)
+                            # Replies this peer has not taken yet: read no more until they leave
+                            # (the deadline only when there is a wait: it costs per request).
+                            if writer.pending >= SERVE_WRITE_BUFFER:
+                                with trio.fail_after(stall):
+                                    await writer.wait_room(SERVE_WRITE_BUFFER)
+                            admitted = self.rcmgr.reserve_request(peer, 2 * len(frame) + REPLY_OVERHEAD)
+                            if isinstance(admitted, Refusal) and admitted.scope == "peer":
+                                admitted = await self._admit(peer, frame)  # wait for the peer's share
                             if isinstance(admitted, Reservation):
                                 nursery.start_soon(serve_one, frame, admitted, outer.cancel_scope)
                             else:
@@ -222,8 +245,11 @@ class CommandServer:
                 req.id, codec.UNKNOWN_COMMAND, f"unknown command {req.command!r}"
             )
         try:
-            with trio.fail_after(self.handler_timeout):
+            # a bare CancelScope, not fail_after (a generator context manager): once per request
+            with trio.CancelScope(deadline=trio.current_time() + self.handler_timeout) as deadline:
                 result = await handler(Call(peer, req))
+            if deadline.cancelled_caught:
+                raise trio.TooSlowError
         except CommandError as exc:
             return codec.Response.failure(req.id, exc.code, str(exc))
         except trio.TooSlowError:
@@ -237,10 +263,15 @@ class SessionClosed(Exception):
     """The command stream to the peer ended; requests on it cannot be answered."""
 
 
-@dataclass
 class _Pending:
-    event: trio.Event = field(default_factory=trio.Event)
-    response: codec.Response | None = None
+    """One request waiting for its response (a plain class: one per request)."""
+
+    __slots__ = ("event", "response", "timed_out")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.response: codec.Response | None = None
+        self.timed_out = False  # set by the session's timer (`_expire_loop`)
 
 
 class CommandSession:
@@ -256,6 +287,13 @@ class CommandSession:
         self._writer = FrameWriter(stream)
         self.closed = False
         self.close_reason = ""
+        # Request deadlines kept here, not one cancel scope each (a scope with a deadline
+        # costs ~3 µs a request in trio): a heap of (deadline, seq, pending) that
+        # `_expire_loop` (run by `run_reader`) wakes at its deadline.
+        self._deadlines: list[tuple[float, int, _Pending]] = []
+        self._deadline_seq = itertools.count()
+        self._timer_wake = trio.Event()
+        self._timer_running = False
 
     def next_id(self) -> str:
         return f"{self.sender[-6:]}-{next(self._ids)}"
@@ -266,12 +304,31 @@ class CommandSession:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, nursery.cancel_scope)
+                nursery.start_soon(self._expire_loop)
                 await self._read_loop()
                 nursery.cancel_scope.cancel()
         finally:
             self.closed = True
+            self._timer_running = False
             for pending in self._pending.values():
                 pending.event.set()
+
+    async def _expire_loop(self) -> None:
+        """Fail each waiting request at its deadline (see `request`)."""
+        self._timer_running = True
+        try:
+            while True:
+                heap, now = self._deadlines, trio.current_time()
+                while heap and heap[0][0] <= now:
+                    pending = heapq.heappop(heap)[2]
+                    if not pending.event.is_set():
+                        pending.timed_out = True
+                        pending.event.set()
+                self._timer_wake = trio.Event()
+                with trio.move_on_at(heap[0][0] if heap else math.inf):
+                    await self._timer_wake.wait()
+        finally:
+            self._timer_running = False
 
     async def _write_loop(self, done: trio.CancelScope) -> None:
         try:
@@ -311,23 +368,46 @@ class CommandSession:
         """Send one request and wait for its response; returns (response, rtt seconds)."""
         if self.closed:
             raise SessionClosed(self.close_reason or "session closed")
-        req = codec.Request(req_id or self.next_id(), command, args or {}, self.sender)
-        frame = codec.encode_json(req.to_json(), self.max_frame)
+        req_id = req_id or self.next_id()
+        # codec.Request(...).to_json() without the object (one per request)
+        frame = codec.encode_json({"id": req_id, "command": command, "args": args or {}, "from": self.sender},
+                                  self.max_frame)
         pending = _Pending()
-        self._pending[req.id] = pending
+        self._pending[req_id] = pending
         start = time.perf_counter()
         try:
-            with trio.fail_after(timeout if timeout > 0 else math.inf):
-                try:
-                    await self._writer.send(frame)
-                except trio.ClosedResourceError:
-                    raise SessionClosed(self.close_reason or "session closed") from None
+            if timeout > 0 and self._timer_running and self._writer.try_send(frame):
+                # queued without a wait: the session's timer fails it at its deadline
+                self._add_deadline(trio.current_time() + timeout, pending)
                 await pending.event.wait()
+                if pending.timed_out:
+                    raise trio.TooSlowError
+            else:  # the writer's buffer is full (or no timer): one cancel scope covers it all
+                with trio.CancelScope(deadline=trio.current_time() + timeout if timeout > 0 else math.inf) as scope:
+                    try:
+                        await self._writer.send(frame)
+                    except trio.ClosedResourceError:
+                        raise SessionClosed(self.close_reason or "session closed") from None
+                    await pending.event.wait()
+                if scope.cancelled_caught:
+                    raise trio.TooSlowError
         finally:
-            del self._pending[req.id]
+            del self._pending[req_id]
+            if not pending.event.is_set():
+                pending.event.set()  # (cancelled by the caller) its deadline entry may be dropped
         if pending.response is None:
             raise SessionClosed(self.close_reason or "session closed")
         return pending.response, time.perf_counter() - start
+
+    def _add_deadline(self, deadline: float, pending: _Pending) -> None:
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._pending) + 1024:
+            # answered requests' entries, dropped in a batch (the heap stays ~ requests in flight)
+            heap[:] = [entry for entry in heap if not entry[2].event.is_set()]
+            heapq.heapify(heap)
+        if not heap or deadline < heap[0][0]:
+            self._timer_wake.set()  # earlier than what the timer sleeps until
+        heapq.heappush(heap, (deadline, next(self._deadline_seq), pending))
 
     async def aclose(self) -> None:
         self.closed = True

@@ -25,6 +25,8 @@ REQUESTS = "requests"
 MEMORY = "memory"
 
 Key = tuple[str, str, str]  # (scope kind, scope name, resource): ("peer", "Qm…", "streams")
+_SYSTEM_REQUESTS: Key = ("system", "", REQUESTS)
+_SYSTEM_MEMORY: Key = ("system", "", MEMORY)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class Reservation:
     """Resources taken by one connection, handshake, stream or request; `release()` gives
     them back (idempotent, so every exit path may call it)."""
 
-    def __init__(self, manager: ResourceManager, amounts: dict[Key, int]) -> None:
+    __slots__ = ("_amounts", "_manager", "released")
+
+    def __init__(self, manager: ResourceManager, amounts: Sequence[tuple[Key, int]]) -> None:
         self._manager = manager
         self._amounts = amounts
         self.released = False
@@ -52,6 +56,34 @@ class Reservation:
             self._manager._give_back(self._amounts)
 
 
+class _Requests:
+    """One peer's command requests in flight: how many, and their bytes."""
+
+    __slots__ = ("count", "memory")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.memory = 0
+
+
+class _RequestReservation(Reservation):
+    """One request's share (made per request, so counted apart from the scope counters:
+    a peer's `_Requests` and two node-wide totals instead of four dict keys)."""
+
+    __slots__ = ("_peer", "_size", "_state")
+
+    def __init__(self, manager: ResourceManager, peer: str, state: _Requests, size: int) -> None:
+        super().__init__(manager, ())
+        self._peer = peer
+        self._state = state
+        self._size = size
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._manager._give_back_request(self._peer, self._state, self._size)
+
+
 class ResourceManager:
     """The node's accounting. `reserve_*` return a `Reservation` or a `Refusal`."""
 
@@ -59,7 +91,10 @@ class ResourceManager:
                  protocols: Mapping[str, ProtocolLimits] = PROTOCOL_LIMITS) -> None:
         self.limits = limits or Limits()
         self.protocols = protocols  # per-protocol exceptions to the general stream limits
-        self._used: Counter[Key] = Counter()
+        self._used: Counter[Key] = Counter()  # every resource but requests' (below)
+        self._requests: dict[str, _Requests] = {}  # peer -> its requests in flight
+        self._requests_total = 0  # the system scope's REQUESTS
+        self._request_memory_total = 0  # the system scope's MEMORY
         self.blocked: Counter[tuple[str, str, str]] = Counter()  # (dir, scope kind, resource)
         self._on_release: list[Callable[[], None]] = []
         self.memory_released = 0  # bytes of request memory given back, ever (memory.py trims after bursts)
@@ -67,11 +102,21 @@ class ResourceManager:
     # ---------------------------------------------------------------- queries
 
     def used(self, scope: str, name: str, resource: str) -> int:
-        return self._used.get((scope, name, resource), 0)
+        return self.usage().get((scope, name, resource), 0) if resource in (REQUESTS, MEMORY) \
+            else self._used.get((scope, name, resource), 0)
 
     def usage(self) -> dict[Key, int]:
         """Every non-zero counter (for metrics and tests)."""
-        return {k: v for k, v in self._used.items() if v}
+        out = {k: v for k, v in self._used.items() if v}
+        for peer, state in self._requests.items():
+            out["peer", peer, REQUESTS] = state.count
+            if state.memory:
+                out["peer", peer, MEMORY] = state.memory
+        if self._requests_total:
+            out[_SYSTEM_REQUESTS] = self._requests_total
+        if self._request_memory_total:
+            out[_SYSTEM_MEMORY] = self._request_memory_total
+        return out
 
     def on_release(self, callback: Callable[[], None]) -> None:
         """Call `callback` after any reservation is released (adapters wake waiters)."""
@@ -135,14 +180,28 @@ class ResourceManager:
 
     def reserve_request(self, peer: str, size: int) -> Reservation | Refusal:
         """One command request of `size` bytes (request + reply) being served for `peer`.
-        A refusal by "peer" means wait for that peer's requests; by "system", refuse."""
+        A refusal by "peer" means wait for that peer's requests; by "system", refuse.
+        (Runs per request: plain counters, not `_reserve`'s scope keys.)"""
         lim = self.limits
-        return self._reserve("inbound", [
-            ("peer", peer, REQUESTS, 1, lim.requests_in_flight_per_peer),
-            ("peer", peer, MEMORY, size, max(lim.request_memory_per_peer, size)),
-            ("system", "", REQUESTS, 1, lim.requests_in_flight),
-            ("system", "", MEMORY, size, lim.request_memory),
-        ])
+        state = self._requests.get(peer)
+        if state is not None and state.count >= lim.requests_in_flight_per_peer:
+            refusal = Refusal("peer", REQUESTS)
+        elif state is not None and state.memory + size > max(lim.request_memory_per_peer, size):
+            refusal = Refusal("peer", MEMORY)
+        elif self._requests_total >= lim.requests_in_flight:
+            refusal = Refusal("system", REQUESTS)
+        elif self._request_memory_total + size > lim.request_memory:
+            refusal = Refusal("system", MEMORY)
+        else:
+            if state is None:
+                state = self._requests[peer] = _Requests()
+            state.count += 1
+            state.memory += size
+            self._requests_total += 1
+            self._request_memory_total += size
+            return _RequestReservation(self, peer, state, size)
+        self.blocked[("inbound", refusal.scope, refusal.resource)] += 1
+        return refusal
 
     # ---------------------------------------------------------------- internals
 
@@ -156,16 +215,26 @@ class ResourceManager:
             key = (scope, name, resource)
             self._used[key] += amount
             amounts[key] = amounts.get(key, 0) + amount
-        return Reservation(self, amounts)
+        return Reservation(self, tuple(amounts.items()))
 
-    def _give_back(self, amounts: dict[Key, int]) -> None:
-        for key, amount in amounts.items():
-            if key == ("system", "", MEMORY):
-                self.memory_released += amount
-            left = self._used[key] - amount
+    def _give_back(self, amounts: Sequence[tuple[Key, int]]) -> None:
+        used = self._used
+        for key, amount in amounts:
+            left = used[key] - amount
             if left > 0:
-                self._used[key] = left
+                used[key] = left
             else:
-                del self._used[key]  # per-peer/IP keys must not pile up after they leave
+                del used[key]  # per-peer/IP keys must not pile up after they leave
+        for callback in self._on_release:
+            callback()
+
+    def _give_back_request(self, peer: str, state: _Requests, size: int) -> None:
+        state.count -= 1
+        state.memory -= size
+        if not state.count and self._requests.get(peer) is state:
+            del self._requests[peer]  # peers must not pile up after they leave
+        self._requests_total -= 1
+        self._request_memory_total -= size
+        self.memory_released += size
         for callback in self._on_release:
             callback()

@@ -187,3 +187,34 @@ def test_a_peers_text_is_printed_as_is_never_read_as_markup() -> None:
         assert line is not None
         console.print(line)  # raised MarkupError before: one message ended a listener's output
         assert "[/oops]" in Text.from_markup(line).plain
+
+
+def test_the_fast_path_decides_as_json_cost_does() -> None:
+    """Event.__post_init__ keeps small flat payloads without calling `preview`: the shortcut
+    (`_flat_fits`) must agree with `json_cost` on every flat value and never keep a value
+    `preview` would shorten."""
+    import random
+
+    rng = random.Random(14)
+    scalars: list[Any] = [None, True, False, 0, -7, 2**70, 1.5, "", "a", "é" * 3]
+
+    def item() -> Any:
+        if rng.random() < 0.15:
+            return [1] if rng.random() < 0.5 else {"n": {"deep": 1}}  # not flat: preview decides
+        if rng.random() < 0.5:
+            return "s" * rng.choice([0, 1, 50, 199, 200, 201, 300])
+        return rng.choice(scalars)
+
+    for _ in range(3000):
+        n = rng.randrange(0, 40)
+        value: Any = ({("k" * rng.choice([1, 5, 200, 201])) + str(i): item() for i in range(n)}
+                      if rng.random() < 0.5 else [item() for _ in range(n)])
+        budget, str_max = rng.choice([(512, 200), (96, 96), (8192, 2048), (64, 200)])
+        fits = ev._flat_fits(value, budget, str_max)
+        if fits:
+            assert ev.json_cost(value, budget, str_max) <= budget
+            assert ev.preview(value, budget, str_max) is value
+        flat = all(type(v) is not list and type(v) is not dict
+                   for v in (value.values() if isinstance(value, dict) else value))
+        if flat:
+            assert fits == (ev.json_cost(value, budget, str_max) <= budget), value

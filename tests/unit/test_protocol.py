@@ -183,6 +183,51 @@ async def test_session_request_timeout() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_session_timer_fails_each_request_at_its_own_deadline() -> None:
+    """With the session running, requests keep no cancel scope each: the session's timer
+    fails them; an earlier deadline than the one it sleeps until must wake it."""
+    client_end, _server_end = pair()  # a peer that never answers
+    session = CommandSession(client_end, sender="me")
+    took: dict[float, float] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_reader)
+        with trio.fail_after(5):
+            while not session._timer_running:
+                await trio.sleep(0.001)
+
+        async def one(timeout: float) -> None:
+            start = trio.current_time()
+            with pytest.raises(trio.TooSlowError):
+                await session.request("echo", timeout=timeout)
+            took[timeout] = trio.current_time() - start
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as reqs:
+                reqs.start_soon(one, 1.0)
+                await trio.sleep(0.05)
+                reqs.start_soon(one, 0.2)  # earlier than the timer's current deadline
+        assert 0.2 <= took[0.2] < 0.6 and 1.0 <= took[1.0] < 1.6
+        assert not session._pending
+        nursery.cancel_scope.cancel()
+
+
+async def test_session_deadlines_do_not_pile_up() -> None:
+    client_end, server_end = pair()
+    session = CommandSession(client_end, sender="me")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(CommandServer(registry()).handle_stream, server_end)
+        nursery.start_soon(session.run_reader)
+        with trio.fail_after(5):
+            while not session._timer_running:
+                await trio.sleep(0.001)
+        with trio.fail_after(30):
+            for _ in range(3000):
+                resp, _ = await session.request("echo", {}, timeout=60)
+                assert resp.ok
+        assert len(session._deadlines) <= 1025  # answered requests' entries are dropped
+        nursery.cancel_scope.cancel()
+
+
 async def test_frame_writer_backpressure_and_close() -> None:
     a, b = pair()
     writer = FrameWriter(a, max_buffer=10)

@@ -80,8 +80,17 @@ def test_requests_peer_share_then_node_share() -> None:
     assert rm.reserve_request("b", 800) == Refusal("system", "memory")  # the node says busy
     taken(rm.reserve_request("b", 600))
     assert rm.reserve_request("c", 1) == Refusal("system", "requests")
+    assert rm.used("peer", "a", "requests") == 2 and rm.used("peer", "a", "memory") == 800
+    assert rm.used("system", "", "memory") == 1400 and rm.used("system", "", "requests") == 3
     r1.release()
-    taken(rm.reserve_request("c", 1))
+    r1.release()  # idempotent
+    assert rm.used("peer", "a", "requests") == 1 and rm.used("system", "", "memory") == 1000
+    assert rm.memory_released == 400
+    c = taken(rm.reserve_request("c", 1))
+    assert rm.blocked[("inbound", "peer", "requests")] == 1
+    assert rm.blocked[("inbound", "system", "memory")] == 1
+    c.release()
+    assert ("peer", "c", "requests") not in rm.usage()  # a peer with nothing in flight is forgotten
 
 
 def test_one_request_bigger_than_a_peer_share_may_go_alone() -> None:
