@@ -28,6 +28,7 @@ from punch_net.torrent.choker import Candidate, Choker
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.peer_session import Close, Send, ServeSession
 from punch_net.torrent.rates import RateMeter
+from punch_net.torrent.spreader import Spreader
 
 READ_SIZE = 1 << 20
 IDLE_TIMEOUT = 120.0  # a stream that sends nothing for this long is closed
@@ -50,6 +51,9 @@ class Source:
     down_rates: Callable[[], dict[str, float]] | None = None
     sent: list[int] = field(default_factory=list)  # per piece: copies uploaded (spread the rarest first)
     queued: list[int] = field(default_factory=list)  # per piece: streams with a REQUEST for it queued
+    # A server that started with the whole file: each piece leaves once before any twice
+    # while a swarm downloads it (spreader.py). None for a download's (partial) source.
+    spreader: Spreader | None = None
 
     def __post_init__(self) -> None:
         if not self.sent:
@@ -211,7 +215,7 @@ class TorrentService:
                     if registered is None and session.source is not None:
                         registered = session.source.meta.info_hash
                         self._register(registered, session, poke, stream)
-                    if session.queued or not data:
+                    if session.queued or session.pending_control or not data:
                         wake.set()
                     if not data:
                         return  # the writer drains what was asked, then the nursery ends
@@ -237,12 +241,25 @@ class TorrentService:
                     other.tell_peers(me)
                     other_poke()
         streams[session] = poke
+        src = self.sources.get(info_hash)
+        if src is not None and src.spreader is not None and src.spreader.wake is None:
+            src.spreader.wake = lambda: self._poke_all(info_hash)
         choker = self._chokers.setdefault(info_hash, Choker())
         if not choker.admit(session):
             session.set_choked(True)
             poke()
         if self.on_interested is not None:
             self.on_interested(info_hash, stream.muxed_conn.peer_id)
+
+    def _poke_all(self, info_hash: bytes) -> None:
+        for poke in self._streams.get(info_hash, {}).values():
+            poke()
+
+    def tick(self) -> None:
+        """About once a second (the manager): spreading seeds move offers left unrequested."""
+        for src in list(self.sources.values()):
+            if src.spreader is not None:
+                src.spreader.tick()
 
     def downloaders(self, info_hash: bytes) -> dict[str, bool]:
         """Peers downloading `info_hash` from us now -> whether we choke them."""
