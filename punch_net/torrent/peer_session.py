@@ -543,14 +543,15 @@ class ServeSession(Generic[S]):
             index = msg.index
             if self.choked:
                 return b""
+            # REJECTs are written by the writer (take_control), as pieces are: two tasks
+            # writing one stream interleave their yamux frames (the client then reads garbage).
             if src.meta.info_hash in self.library.paused or not src.has(index):
-                return wire.encode_index(wire.REJECT, index)
+                self._control.append(wire.encode_index(wire.REJECT, index))
+                return b""
             if index in self._queued:
                 return b""
             if src.spreader is not None and not src.spreader.request(self, index):
-                # Another downloader gets it: ask it. Sent by the writer (take_control), as
-                # pieces are: two tasks writing one stream interleave their yamux frames.
-                self._control.append(wire.encode_index(wire.REJECT, index))
+                self._control.append(wire.encode_index(wire.REJECT, index))  # another downloader gets it: ask it
                 return b""
             if len(self._queue) >= MAX_QUEUED:
                 raise wire.ProtocolError(f"more than {MAX_QUEUED} requests outstanding")

@@ -376,9 +376,10 @@ def test_server_rejects_what_it_lacks_and_failed_reads() -> None:
     shared, serve, _ = serving(4)
     shared.have = bytearray([1, 0, 1, 1])
     serve.receive_data(wire.encode_interested(shared.meta.info_hash))
-    (reply,) = serve.receive_data(wire.encode_index(wire.REQUEST, 1) + wire.encode_index(wire.REQUEST, 7))
-    assert isinstance(reply, Send)
-    assert [(m.type, m.index) for m in frames(reply.data)] == [(wire.REJECT, 1), (wire.REJECT, 7)]
+    # REJECTs go out with the writer's frames (take_control), never from the reader
+    assert serve.receive_data(wire.encode_index(wire.REQUEST, 1) + wire.encode_index(wire.REQUEST, 7)) == []
+    assert serve.pending_control
+    assert [(m.type, m.index) for m in frames(serve.take_control())] == [(wire.REJECT, 1), (wire.REJECT, 7)]
     serve.receive_data(wire.encode_index(wire.REQUEST, 2) + wire.encode_index(wire.REQUEST, 3))
     read = serve.next_read()
     assert isinstance(read, Read)
