@@ -34,6 +34,7 @@ READ_SIZE = 1 << 20
 IDLE_TIMEOUT = 120.0  # a stream that sends nothing for this long is closed
 WRITE_TIMEOUT = 60.0  # a reader that takes nothing for this long is dropped
 _ZERO = RateMeter()
+SPREAD_SLOTS = 8  # upload slots of a spreading seed (choker.SLOTS otherwise)
 
 
 @dataclass
@@ -244,12 +245,18 @@ class TorrentService:
         src = self.sources.get(info_hash)
         if src is not None and src.spreader is not None and src.spreader.wake is None:
             src.spreader.wake = lambda: self._poke_all(info_hash)
-        choker = self._chokers.setdefault(info_hash, Choker())
+        choker = self._chokers.setdefault(info_hash, self._new_choker(info_hash))
         if not choker.admit(session):
             session.set_choked(True)
             poke()
         if self.on_interested is not None:
             self.on_interested(info_hash, stream.muxed_conn.peer_id)
+
+    def _new_choker(self, info_hash: bytes) -> Choker:
+        """A spreading seed sends each piece once whoever gets it, so it has slots for more
+        downloaders: each fresh piece enters the swarm at one more place."""
+        src = self.sources.get(info_hash)
+        return Choker(slots=SPREAD_SLOTS) if src is not None and src.spreader is not None else Choker()
 
     def _poke_all(self, info_hash: bytes) -> None:
         for poke in self._streams.get(info_hash, {}).values():
@@ -280,7 +287,7 @@ class TorrentService:
                 # what it takes, so the fastest downloaders get the pieces out soonest.
                 rate = gives.get(pid, 0.0) if src.have is not None else src.peers.get(pid, _ZERO).rate(now)
                 candidates.append(Candidate(session, rate, interested=True))
-            unchoked = self._chokers.setdefault(info_hash, Choker()).rechoke(candidates)
+            unchoked = self._chokers.setdefault(info_hash, self._new_choker(info_hash)).rechoke(candidates)
             for session, poke in streams.items():
                 if session.set_choked(session not in unchoked):
                     poke()
