@@ -157,10 +157,16 @@ class Spreader:
         return m is not None and bool(m.owed)
 
     def tick(self) -> None:
-        """About once a second: offers left unrequested STALE_TICKS ticks go to others."""
+        """About once a second: offers left unrequested STALE_TICKS ticks by a downloader with
+        nothing queued here go to others (it got them elsewhere). One with requests queued is
+        busy, not done with us: its offers wait for room in its pipeline."""
         self.ticks += 1
         woke = False
-        for m in self.members.values():
+        members = self.members
+        busy = {owner for i, owner in self.owner.items() if owner in members and i not in members[owner].offered}
+        for key, m in self.members.items():
+            if key in busy:
+                continue
             stale = [i for i, t in m.offered.items() if self.ticks - t >= STALE_TICKS]
             for i in stale:
                 del m.offered[i]

@@ -82,11 +82,15 @@ def test_choke_and_leave_hand_pieces_to_the_others_and_the_last_leave_resets() -
 
 def test_offers_left_unrequested_go_to_others() -> None:
     s = Spreader(60, offer=4, rng=random.Random(5))
+    s.join("x")  # shown everything (alone), offered nothing
     s.join("a")
     s.join("b")
+    assert s.request("a", min(s.members["a"].offered))  # a has a request queued: busy
+    a_offers = set(s.members["a"].offered)
     stale = set(s.members["b"].offered)
     for _ in range(3):
         s.tick()
+    assert set(s.members["a"].offered) == a_offers
     fresh = set(s.members["b"].offered)
     assert len(fresh) == 4 and not fresh & stale
     assert s.request("b", min(stale))  # told before: still served while nobody else took it
