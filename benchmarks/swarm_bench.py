@@ -18,6 +18,8 @@ host's uplink limited with `tc qdisc … tbf rate R` (tests/support/swarm_rig.py
 root). The seeder shares an F-byte file; the N `punch torrent-client`s start together.
 Per scenario the table shows:
   last complete   seconds from the downloaders' start (process spawn) to the last `complete`
+  listening       seconds from that start until the last downloader listened (process start-up:
+                  N interpreters importing at once)
   transfer        the slowest client's `transfer_s` (metainfo in hand -> file in place)
   seeder alone    N·F/u_s: the seeder sending every copy itself (what the swarm must beat)
   Kumar–Ross      max(F/u_s, N·F/(u_s + Σu_i)) (downloads are not limited, so F/d_min = 0):
@@ -109,6 +111,7 @@ def one_run(rig: SwarmRig, boot_id: str, info_hash: str, n: int, root: Path) -> 
         clients.append(punch(rig, f"h{i}", f"c{i}", ["torrent-client", *node_args(boot_id), "--info-hash", info_hash,
                                                      "--download-dir", str(dest), "--timeout", "120"]))
     ids = {c.peer_id: c for c in clients}
+    listening = max(c.wait_for(is_kind("listening"), START, "listening")["_t"] for c in clients) - t0
     done = {c.name: c.wait_for(is_kind("complete"), 600, "complete") for c in clients}
     last = max(e["_t"] for e in done.values()) - t0
     traded, early = [], []
@@ -118,7 +121,7 @@ def one_run(rig: SwarmRig, boot_id: str, info_hash: str, n: int, root: Path) -> 
         early.append(sum(k for p, k in e["from_peers"].items()
                          if p in ids and done[ids[p].name]["_t"] > e["_t"]))
     out = {"last": last, "transfer": max(float(e["transfer_s"]) for e in done.values()),
-           "traded": traded, "early": early}
+           "traded": traded, "early": early, "listening": listening}
     for c in clients:
         c.stop()
     if os.environ.get("SWARM_BENCH_EVENTS"):  # every client's events, for a timeline (t: s since start)
@@ -264,8 +267,8 @@ def main() -> int:
         print(f"\nswarm: 1 seeder + N downloaders, {args.size_mib} MiB, every uplink {u / MB:.1f} MB/s (tc tbf), "
               f"{args.runs} run(s) each; target ratio <= 1.3\n")
         pieces = -(-size // PIECE_LENGTH)
-        print(f"{'N':>3} {'last complete s':>18} {'transfer s':>12} {'seeder alone s':>15} {'Kumar-Ross s':>13} "
-              f"{'ratio':>6} {'seeder copies':>14}  traded (early) per downloader")
+        print(f"{'N':>3} {'last complete s':>18} {'listening s':>12} {'transfer s':>11} {'seeder alone s':>15} "
+              f"{'Kumar-Ross s':>13} {'ratio':>6} {'seeder copies':>14}  traded (early) per downloader")
         for n, lasts, transfers, alone, kr, runs in rows:
             med = statistics.median(lasts)
             spread = f"{min(lasts):.1f}-{max(lasts):.1f}"
@@ -273,7 +276,9 @@ def main() -> int:
                                for r in runs)
             # every piece a downloader did not get from another downloader came from the seeder
             copies = statistics.median((n * pieces - sum(r["traded"])) / pieces for r in runs)  # type: ignore[call-overload, arg-type]
-            print(f"{n:>3} {med:>8.1f} ({spread:>9}) {statistics.median(transfers):>12.1f} {alone:>15.1f} "
+            listen = statistics.median(float(r["listening"]) for r in runs)  # type: ignore[arg-type]
+            transfer = statistics.median(transfers)
+            print(f"{n:>3} {med:>8.1f} ({spread:>9}) {listen:>12.1f} {transfer:>11.1f} {alone:>15.1f} "
                   f"{kr:>13.1f} {med / kr:>6.2f} {copies:>14.2f}  {traded}")
     if loop is not None:
         raw, lrows, rss_row = loop

@@ -27,6 +27,7 @@ from punch_net.torrent.client import PeerError, fetch_catalogue
 from punch_net.torrent.events import human_size
 from punch_net.torrent.info import CatalogueEntry, PeerSnapshot, TransferInfo, TransferPeer
 from punch_net.torrent.service import Source, TorrentService
+from punch_net.torrent.spreader import Spreader
 from punch_net.torrent.storage import existing_matches
 from punch_net.torrent.transfer import Transfer
 
@@ -34,6 +35,7 @@ RESCAN_EVERY = 2.0
 REPROVIDE_INTERVAL = 6 * 60 * 60.0
 PROVIDE_RETRY = 2.0
 HASH_PROGRESS_EVERY = 0.25
+TICK = 1.0  # the service's housekeeping (spreading seeds' stale offers); rechoke every RECHOKE_EVERY
 
 class TorrentManager:
     def __init__(self, node: Node, download_dir: Path | None = None, share_dir: Path | None = None,
@@ -72,9 +74,14 @@ class TorrentManager:
             await trio.sleep_forever()
 
     async def _rechoke(self) -> None:
+        ticks = 0
         while True:
-            await trio.sleep(RECHOKE_EVERY)
-            self.service.rechoke()
+            await trio.sleep(TICK)
+            self.service.tick()
+            ticks += 1
+            if ticks * TICK >= RECHOKE_EVERY:
+                ticks = 0
+                self.service.rechoke()
 
     def _peer_interested(self, info_hash: bytes, peer: ID) -> None:
         transfer = self.transfers.get(info_hash)
@@ -175,7 +182,8 @@ class TorrentManager:
 
     def _share(self, shared: SharedFile) -> None:
         meta = shared.meta
-        self.service.add(Source(meta, shared.path))
+        # A shared file is the swarm's first seed: it spreads its pieces (each once before any twice).
+        self.service.add(Source(meta, shared.path, spreader=Spreader(meta.num_pieces)))
         self._provide_info_hash(meta.info_hash, meta.name)
         self.node.bus.publish(tev.Shared(name=meta.name, size=meta.length, info_hash=meta.info_hash_hex))
 

@@ -21,6 +21,7 @@ from punch_net.torrent import PIECE_LENGTH, wire
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.picker import Peer, PiecePicker
 from punch_net.torrent.rates import RateMeter
+from punch_net.torrent.spreader import Spreader
 
 DEPTH = 96  # most pieces outstanding per peer (6 MiB): the pipe never drains between requests
 MIN_DEPTH = 4
@@ -361,6 +362,7 @@ class Servable(Protocol):
     meta: Metainfo
     sent: list[int]  # per piece: copies uploaded or being uploaded (counted when read)
     queued: list[int]  # per piece: streams that have it queued now (REQUESTs not yet read)
+    spreader: Spreader | None  # a seed that spreads its pieces across a swarm (spreader.py)
 
     def has(self, index: int) -> bool: ...
 
@@ -417,6 +419,8 @@ class ServeSession(Generic[S]):
         self.choked = choked
         if choked:
             self._drop_queue()
+        if self.source is not None and self.source.spreader is not None:
+            self.source.spreader.choke(self, choked)
         self._control.append(wire.frame(wire.CHOKE if choked else wire.UNCHOKE))
         return True
 
@@ -425,19 +429,27 @@ class ServeSession(Generic[S]):
             queued = self.source.queued
             for index in self._queue:
                 queued[index] -= 1
+            if self.source.spreader is not None:
+                self.source.spreader.release(self, list(self._queue))
         self._queue.clear()
         self._queued.clear()
 
     def release(self) -> None:
         """The stream ended: its queued requests no longer count as promised copies."""
         self._drop_queue()
+        if self.source is not None and self.source.spreader is not None:
+            self.source.spreader.leave(self)
 
     @property
     def pending_control(self) -> bool:
-        return bool(self._control)
+        spreader = self.source.spreader if self.source is not None else None
+        return bool(self._control) or (spreader is not None and spreader.owes(self))
 
     def take_control(self) -> bytes:
         """The HAVE/CHOKE/UNCHOKE/PEERS frames owed, as one write (b"": none)."""
+        spreader = self.source.spreader if self.source is not None else None
+        if spreader is not None and not self.closed:
+            self._control += [wire.encode_index(wire.HAVE, i) for i in spreader.take(self)]
         if not self._control:
             return b""
         out = b"".join(self._control)
@@ -495,14 +507,17 @@ class ServeSession(Generic[S]):
                     queued.discard(index)
                     promised[index] -= 1
                     sent[index] += 1
-                return Read(batch)
-            while queue and size < BATCH_BYTES:
-                index = queue.popleft()
-                queued.discard(index)
-                promised[index] -= 1
-                sent[index] += 1
-                batch.append(index)
-                size += src.meta.piece_size(index)
+            else:
+                while queue and size < BATCH_BYTES:
+                    index = queue.popleft()
+                    queued.discard(index)
+                    promised[index] -= 1
+                    sent[index] += 1
+                    batch.append(index)
+                    size += src.meta.piece_size(index)
+            if src.spreader is not None:
+                for index in batch:
+                    src.spreader.read(index)
             return Read(batch)
         if self._eof or self.closed:
             return Close()
@@ -528,9 +543,15 @@ class ServeSession(Generic[S]):
             index = msg.index
             if self.choked:
                 return b""
+            # REJECTs are written by the writer (take_control), as pieces are: two tasks
+            # writing one stream interleave their yamux frames (the client then reads garbage).
             if src.meta.info_hash in self.library.paused or not src.has(index):
-                return wire.encode_index(wire.REJECT, index)
+                self._control.append(wire.encode_index(wire.REJECT, index))
+                return b""
             if index in self._queued:
+                return b""
+            if src.spreader is not None and not src.spreader.request(self, index):
+                self._control.append(wire.encode_index(wire.REJECT, index))  # another downloader gets it: ask it
                 return b""
             if len(self._queue) >= MAX_QUEUED:
                 raise wire.ProtocolError(f"more than {MAX_QUEUED} requests outstanding")
@@ -544,6 +565,8 @@ class ServeSession(Generic[S]):
                 self._queue.remove(msg.index)
                 assert self.source is not None  # queued only after INTERESTED
                 self.source.queued[msg.index] -= 1
+                if self.source.spreader is not None:
+                    self.source.spreader.release(self, [msg.index])
             return b""
         if t == wire.LIST:
             return wire.encode_catalogue(self.library.catalogue())
@@ -556,4 +579,6 @@ class ServeSession(Generic[S]):
         if self.source is not None and self.source is not found:
             raise wire.ProtocolError("one stream serves one torrent")
         self.source = found
+        if found.spreader is not None:
+            return wire.encode_bitfield(msg.info_hash, wire.pack_bits(found.spreader.join(self), found.meta.num_pieces))
         return wire.encode_bitfield(msg.info_hash, found.bitfield())

@@ -30,12 +30,14 @@ from punch_net.torrent.choker import Candidate, Choker
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.peer_session import Close, Send, ServeSession
 from punch_net.torrent.rates import RateMeter
+from punch_net.torrent.spreader import Spreader
 
 READ_SIZE = 1 << 20
 WRITE_PIECES = 3  # 64 KiB pieces per stream write: 192 KiB, below glibc's mmap threshold as the node sets it
 IDLE_TIMEOUT = 120.0  # a stream that sends nothing for this long is closed
 WRITE_TIMEOUT = 60.0  # a reader that takes nothing for this long is dropped
 _ZERO = RateMeter()
+SPREAD_SLOTS = 8  # upload slots of a spreading seed (choker.SLOTS otherwise)
 
 
 @dataclass
@@ -53,6 +55,9 @@ class Source:
     down_rates: Callable[[], dict[str, float]] | None = None
     sent: list[int] = field(default_factory=list)  # per piece: copies uploaded (spread the rarest first)
     queued: list[int] = field(default_factory=list)  # per piece: streams with a REQUEST for it queued
+    # A server that started with the whole file: each piece leaves once before any twice
+    # while a swarm downloads it (spreader.py). None for a download's (partial) source.
+    spreader: Spreader | None = None
 
     def __post_init__(self) -> None:
         if not self.sent:
@@ -221,7 +226,7 @@ class TorrentService:
                     if registered is None and session.source is not None:
                         registered = session.source.meta.info_hash
                         self._register(registered, session, poke, stream)
-                    if session.queued or not data:
+                    if session.queued or session.pending_control or not data:
                         wake.set()
                     if not data:
                         return  # the writer drains what was asked, then the nursery ends
@@ -247,12 +252,31 @@ class TorrentService:
                     other.tell_peers(me)
                     other_poke()
         streams[session] = poke
-        choker = self._chokers.setdefault(info_hash, Choker())
+        src = self.sources.get(info_hash)
+        if src is not None and src.spreader is not None and src.spreader.wake is None:
+            src.spreader.wake = lambda: self._poke_all(info_hash)
+        choker = self._chokers.setdefault(info_hash, self._new_choker(info_hash))
         if not choker.admit(session):
             session.set_choked(True)
             poke()
         if self.on_interested is not None:
             self.on_interested(info_hash, stream.muxed_conn.peer_id)
+
+    def _new_choker(self, info_hash: bytes) -> Choker:
+        """A spreading seed sends each piece once whoever gets it, so it has slots for more
+        downloaders: each fresh piece enters the swarm at one more place."""
+        src = self.sources.get(info_hash)
+        return Choker(slots=SPREAD_SLOTS) if src is not None and src.spreader is not None else Choker()
+
+    def _poke_all(self, info_hash: bytes) -> None:
+        for poke in self._streams.get(info_hash, {}).values():
+            poke()
+
+    def tick(self) -> None:
+        """About once a second (the manager): spreading seeds move offers left unrequested."""
+        for src in list(self.sources.values()):
+            if src.spreader is not None:
+                src.spreader.tick()
 
     def downloaders(self, info_hash: bytes) -> dict[str, bool]:
         """Peers downloading `info_hash` from us now -> whether we choke them."""
@@ -273,7 +297,7 @@ class TorrentService:
                 # what it takes, so the fastest downloaders get the pieces out soonest.
                 rate = gives.get(pid, 0.0) if src.have is not None else src.peers.get(pid, _ZERO).rate(now)
                 candidates.append(Candidate(session, rate, interested=True))
-            unchoked = self._chokers.setdefault(info_hash, Choker()).rechoke(candidates)
+            unchoked = self._chokers.setdefault(info_hash, self._new_choker(info_hash)).rechoke(candidates)
             for session, poke in streams.items():
                 if session.set_choked(session not in unchoked):
                     poke()

@@ -27,6 +27,7 @@ from punch_net.torrent.peer_session import (
     Wake,
 )
 from punch_net.torrent.picker import PiecePicker
+from punch_net.torrent.spreader import Spreader
 
 PIECE = 1024  # small pieces keep the tests fast; the protocol does not care
 
@@ -43,6 +44,7 @@ class Shared:
     have: bytearray | None = None
     sent: list[int] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
+    spreader: Spreader | None = None
 
     def __post_init__(self) -> None:
         self.sent = self.sent or [0] * self.meta.num_pieces
@@ -129,6 +131,7 @@ class Link:
                     self.to_client += act.data
                 elif isinstance(act, Close):
                     self.served_closed.append(act)
+        self.to_client += self.serve.take_control()  # HAVE, CHOKE, PEERS owed
         while isinstance(read := self.serve.next_read(), Read):
             pieces = [self.shared.piece(i) for i in read.indexes]
             pieces = [bytes([p[0] ^ 0xFF]) + p[1:] if i in self.corrupt else p
@@ -373,9 +376,10 @@ def test_server_rejects_what_it_lacks_and_failed_reads() -> None:
     shared, serve, _ = serving(4)
     shared.have = bytearray([1, 0, 1, 1])
     serve.receive_data(wire.encode_interested(shared.meta.info_hash))
-    (reply,) = serve.receive_data(wire.encode_index(wire.REQUEST, 1) + wire.encode_index(wire.REQUEST, 7))
-    assert isinstance(reply, Send)
-    assert [(m.type, m.index) for m in frames(reply.data)] == [(wire.REJECT, 1), (wire.REJECT, 7)]
+    # REJECTs go out with the writer's frames (take_control), never from the reader
+    assert serve.receive_data(wire.encode_index(wire.REQUEST, 1) + wire.encode_index(wire.REQUEST, 7)) == []
+    assert serve.pending_control
+    assert [(m.type, m.index) for m in frames(serve.take_control())] == [(wire.REJECT, 1), (wire.REJECT, 7)]
     serve.receive_data(wire.encode_index(wire.REQUEST, 2) + wire.encode_index(wire.REQUEST, 3))
     read = serve.next_read()
     assert isinstance(read, Read)
@@ -520,3 +524,24 @@ def test_peers_named_by_the_server_reach_the_downloader() -> None:
     body = b'[["ok",["/ip4/1.2.3.4/tcp/1"]],[1,[]],["x",[2]],"junk"]'
     assert wire.decode_peers(body) == [("ok", ["/ip4/1.2.3.4/tcp/1"])]
     assert isinstance(link.down.receive_data(wire.frame(wire.PEERS, b"{}"), 2.0)[0], ps.Close)
+
+
+def test_a_spreading_seed_sends_each_piece_once_before_any_twice() -> None:
+    shared = shared_file(100)
+    spreader = shared.spreader = Spreader(100, offer=8)
+    a, b = Link(shared, PiecePicker(100), peer="a"), Link(shared, PiecePicker(100), peer="b")
+    handshake(a)  # a alone: the whole bitfield
+    assert sum(a.down.picker.peer_bits["a"]) == 100
+    handshake(b)  # two downloaders: b is offered 8 pieces, not the whole file
+    assert sum(b.down.picker.peer_bits["b"]) == 8
+    for _ in range(1000):
+        moved = a.step()
+        moved = b.step() or moved
+        if spreader.unsent:
+            assert max(shared.sent) == 1  # no piece left twice before every piece left once
+        if not moved:
+            break
+    # then (these two cannot trade) each was told of everything and got the rest from the seed
+    assert spreader.unsent == 0 and a.down.picker.complete and b.down.picker.complete
+    assert a.ends == [] and b.ends == [] and not a.served_closed and not b.served_closed
+    assert sum(shared.sent) == 200
