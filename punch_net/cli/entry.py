@@ -21,8 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # over their objects cost ~20-30 ms of CPU at every start); then freeze those objects,
     # which live as long as the process, so later collections do not walk them again.
     gc.disable()
+    cache = None
     try:
+        from punch_net.cli import codecache
         from punch_net.p2p import import_guard
+
+        if codecache.wanted():
+            cache = codecache.install()
 
         if import_guard.wanted() and import_guard.installed() is None:
             try:
@@ -33,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         gc.freeze()
         gc.enable()
+    if cache is not None:
+        cache.save()  # the dataclasses of the imports; later ones are compiled as usual
+        codecache.uninstall()
     return cli_main(argv)
 
 

@@ -1,0 +1,113 @@
+"""Bytecode for the methods `dataclasses` writes, kept between `punch` starts.
+
+Every `@dataclass` writes the source of its `__init__`, `__repr__`, `__eq__`, ... and
+compiles it with `exec` (CPython 3.11-3.13). The ~170 dataclasses a torrent client's
+imports define make ~740 such sources: ~46 ms of CPU at every start, the largest single
+part of the imports once the modules themselves have bytecode (docs/TORRENT.md, "Third
+pass"). `install()` gives the `dataclasses` module its own `exec` that looks the source
+up in a table of code objects first; `save()` writes the table (marshal, one file per
+interpreter version, like a .pyc) when something new was compiled and bytecode may be
+written (not under `python -B` / PYTHONDONTWRITEBYTECODE). The key is the whole source,
+so a stale entry is never used for other source; the result is the code `exec` would have
+compiled. PUNCH_CODE_CACHE=0 turns it off. Imports nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+import builtins
+import marshal
+import os
+import sys
+import types
+from collections.abc import Mapping
+from typing import Any
+
+ENV_FLAG = "PUNCH_CODE_CACHE"
+MAX_BYTES = 8 << 20  # a larger file is not ours (or is garbage): ignored
+
+
+def default_path() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "punch", f"dataclass-code.{sys.implementation.cache_tag}.marshal")
+
+
+class CodeCache:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.known: dict[str, types.CodeType] = _load(path)
+        self.used: dict[str, types.CodeType] = {}
+        self.compiled = 0
+
+    def exec(self, source: object, globals: dict[str, Any] | None = None,
+             locals: Mapping[str, object] | None = None, /) -> None:
+        """`builtins.exec`, with source text compiled at most once per cache file."""
+        if globals is None:  # as exec: the caller's namespaces
+            frame = sys._getframe(1)
+            globals = frame.f_globals
+            if locals is None:
+                locals = frame.f_locals
+        if isinstance(source, str):
+            code = self.known.get(source)
+            if code is None:
+                # dont_inherit: compiled as `exec` in dataclasses.py would (no __future__ flags of ours)
+                code = compile(source, "<string>", "exec", dont_inherit=True)
+                self.compiled += 1
+            self.used[source] = code
+            source = code
+        builtins.exec(source, globals, locals)  # type: ignore[arg-type]
+
+    def save(self) -> bool:
+        """Write what this process used, if it compiled anything new. Never raises."""
+        if not self.compiled or sys.dont_write_bytecode:
+            return False
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                marshal.dump(self.used, f)
+            os.replace(tmp, self.path)  # readers see the old file or the new one, whole
+        except (OSError, ValueError):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return False
+        self.known.update(self.used)
+        self.compiled = 0
+        return True
+
+
+def _load(path: str) -> dict[str, types.CodeType]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        table = marshal.loads(data) if len(data) <= MAX_BYTES else None
+    except (OSError, ValueError, EOFError, TypeError):
+        return {}
+    if not isinstance(table, dict):
+        return {}
+    return {k: v for k, v in table.items() if isinstance(k, str) and isinstance(v, types.CodeType)}
+
+
+def wanted() -> bool:
+    return os.environ.get(ENV_FLAG, "1") != "0"
+
+
+def install(path: str | None = None) -> CodeCache | None:
+    """Give `dataclasses` the cached exec (None where it does not compile with `exec`)."""
+    import dataclasses
+
+    if "exec" in vars(dataclasses) or not (3, 11) <= sys.version_info < (3, 13):
+        return None  # installed already, or a dataclasses this was not checked against (3.13 differs)
+    cache = CodeCache(path or default_path())
+    dataclasses.exec = cache.exec  # type: ignore[attr-defined]  # a module global shadows the builtin there
+    return cache
+
+
+def uninstall() -> None:
+    import dataclasses
+
+    vars(dataclasses).pop("exec", None)
+
+
+__all__ = ["CodeCache", "default_path", "install", "uninstall", "wanted"]
