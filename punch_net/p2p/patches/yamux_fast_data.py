@@ -16,6 +16,7 @@ no upstream issue found.
 
 from __future__ import annotations
 
+import math
 import struct
 import weakref
 from typing import Any
@@ -76,19 +77,22 @@ def install() -> None:
         if mux_ref is None or body_next.pop(reader, 0) == n:
             return await plain_read_exactly(reader, n, retry_count)
         secured_parts = secure_session_read.patched(reader)
-        while True:
-            header = await plain_read_exactly(reader, header_size, retry_count)
-            mux = mux_ref()
-            _version, typ, flags, stream_id, length = unpack(header)
-            if mux is None or typ != yamux.TYPE_DATA or flags or not 0 < length <= max_frame \
-                    or stream_id not in mux.streams or mux.event_shutting_down.is_set():
-                if typ == yamux.TYPE_DATA and length > 0:
-                    body_next[reader] = length  # its body is handle_incoming's next read
-                return header
-            timeout = body_timeout.get(mux)
-            if timeout is None:
-                timeout = body_timeout[mux] = data_read_timeout()
-            with trio.fail_after(timeout):
+        # One cancel scope for the whole loop, its deadline set around each body read: a
+        # trio.fail_after per frame cost ~15 µs (a new scope and a contextmanager each time)
+        with trio.CancelScope() as scope:
+            while True:
+                header = await plain_read_exactly(reader, header_size, retry_count)
+                mux = mux_ref()
+                _version, typ, flags, stream_id, length = unpack(header)
+                if mux is None or typ != yamux.TYPE_DATA or flags or not 0 < length <= max_frame \
+                        or stream_id not in mux.streams or mux.event_shutting_down.is_set():
+                    if typ == yamux.TYPE_DATA and length > 0:
+                        body_next[reader] = length  # its body is handle_incoming's next read
+                    return header
+                timeout = body_timeout.get(mux)
+                if timeout is None:
+                    timeout = body_timeout[mux] = data_read_timeout()
+                scope.deadline = trio.current_time() + timeout
                 if secured_parts:  # the body as the Noise messages' pieces: no joined copy
                     parts = await read_parts(reader, length)
                     if sum(map(len, parts)) != length:
@@ -97,12 +101,14 @@ def install() -> None:
                                                   received_bytes=sum(map(len, parts)))
                 else:
                     parts = [await plain_read_exactly(reader, length, retry_count)]
-            if mux.streams_lock.locked():
-                async with mux.streams_lock:
+                scope.deadline = math.inf  # headers may wait for ever, as in py-libp2p
+                if mux.streams_lock.locked():
+                    async with mux.streams_lock:
+                        buffer_data(mux, stream_id, parts, length)
+                else:  # nobody holds it and nothing here awaits: as good as holding it
                     buffer_data(mux, stream_id, parts, length)
-            else:  # nobody holds it and nothing here awaits: as good as holding it
-                buffer_data(mux, stream_id, parts, length)
-            counts["fast_data_frames"] += 1
+                counts["fast_data_frames"] += 1
+        raise trio.TooSlowError  # the scope caught its own deadline: a body read took too long
 
     original_handle_incoming = ORIGINAL_HANDLE_INCOMING
 
