@@ -122,8 +122,10 @@ def install() -> None:
             return
         view = memoryview(msg)
         parts: list[bytes] = []
+        # straight from the caller's bytes: noise's own encrypt() wants a bytes copy of each message
+        cipher = self.noise_state.noise_protocol.cipher_state_encrypt
         for off in range(0, len(msg), limit):
-            encrypted = self.encrypt(bytes(view[off:off + limit]))
+            encrypted = cipher.encrypt_with_ad(None, view[off:off + limit])
             parts.append(len(encrypted).to_bytes(2, "big"))
             parts.append(encrypted)
         wire = b"".join(parts)
