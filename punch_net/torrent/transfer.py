@@ -27,6 +27,7 @@ from punch_net.dht.keys import dht_key, digest_multihash
 from punch_net.groups import first_error
 from punch_net.node import Node
 from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
+from punch_net.p2p.patches.yamux_read_stream import hand_over_buffer
 from punch_net.p2p.patches.yamux_window import grow_receive_window
 from punch_net.p2p.patches.yamux_window_halves import release_in_halves
 from punch_net.p2p.streams import reset_quietly
@@ -663,6 +664,7 @@ class Transfer:
             if early is None:
                 await grow_receive_window(stream, RECEIVE_WINDOW)
             release_in_halves(stream)  # one WINDOW_UPDATE per 8 MiB read, not one per read
+            hand_over_buffer(stream)  # each read is yamux's buffer itself, not a copy
             with trio.fail_after(self.node.config.dial_timeout):
                 if early is None:
                     await stream.write(hello)

@@ -64,6 +64,7 @@ from punch_net.p2p.patches.dial_failure_cache import forget_dial_failure
 from punch_net.p2p.patches.kad_dead_peer_eviction import install_dead_peer_eviction
 from punch_net.p2p.patches.kad_inbound_guard import KAD_STREAMS_PER_PEER, install_kad_read_deadline
 from punch_net.p2p.patches.kad_server_only_routing import evict_client_peers, install_server_only_routing
+from punch_net.p2p.patches.yamux_read_stream import hand_over_buffer
 from punch_net.p2p.patches.yamux_window import grow_receive_window
 from punch_net.p2p.patches.yamux_window_halves import release_in_halves
 from punch_net.p2p.streams import read_some
@@ -981,3 +982,75 @@ async def test_bug_and_fix_autonat_dial_back_reuses_the_connection() -> None:
         with trio.fail_after(20):
             assert await ours._try_dial(client.get_id(), [nowhere]) is None
         nursery.cancel_scope.cancel()
+
+
+READ_STREAM_PAYLOAD = 1 << 20
+
+
+async def read_stream_probe(read: Any, hand_over: bool) -> tuple[bool, bool, bytes, bytes]:
+    """A peer writes READ_STREAM_PAYLOAD bytes; once all are buffered by yamux, `read(mux,
+    stream_id, n)` reads 1,000 of them, then the rest. Returns (the first read took
+    streams_lock, the second returned yamux's buffer object itself, what was read, what was sent)."""
+    payload = os.urandom(READ_STREAM_PAYLOAD)
+    async with libp2p_host() as a, libp2p_host() as b:
+        async def send(stream) -> None:  # type: ignore[no-untyped-def]
+            await stream.write(payload)
+
+        b.set_stream_handler(SINK, send)  # type: ignore[arg-type]
+        with trio.fail_after(60):
+            await a.connect(peer_info_of(host_addr(b)))
+            stream = await a.new_stream(b.get_id(), [SINK])
+            assert await grow_receive_window(stream, 16 << 20)  # the whole payload may sit buffered
+            if hand_over:
+                assert hand_over_buffer(stream)
+            muxed = stream.muxed_stream
+            mux, sid = muxed.conn, muxed.stream_id
+            while len(mux.stream_buffers.get(sid, b"")) < READ_STREAM_PAYLOAD:
+                await trio.sleep(0.01)
+            lock = mux.streams_lock
+
+            class CountingLock:  # trio.Lock is final: wrap it to count acquisitions
+                taken = 0
+
+                def locked(self) -> bool:
+                    return lock.locked()
+
+                async def __aenter__(self) -> None:
+                    CountingLock.taken += 1
+                    await lock.__aenter__()
+
+                async def __aexit__(self, *exc: object) -> None:
+                    await lock.__aexit__(*exc)  # type: ignore[arg-type]
+
+            mux.streams_lock = CountingLock()  # this connection's own attribute, for the count
+            first = await read(mux, sid, 1000)
+            took_lock = CountingLock.taken > 0
+            mux.streams_lock = lock
+            buffer = mux.stream_buffers[sid]
+            rest = await read(mux, sid, 1 << 30)
+            handed = rest is buffer and mux.stream_buffers[sid] is not buffer
+        return took_lock, handed, bytes(first) + bytes(rest), payload
+
+
+async def test_bug_and_fix_yamux_read_stream_lock_and_copies() -> None:
+    from punch_net.p2p.patches.yamux_read_stream import ORIGINAL_READ_STREAM
+
+    # bug: py-libp2p's read_stream takes streams_lock (a trip through the scheduler) even
+    # with data buffered, and returns a copy even of a whole buffer
+    yielded, handed, got, sent = await read_stream_probe(ORIGINAL_READ_STREAM, hand_over=True)
+    assert got == sent
+    assert yielded, "bug: read_stream takes streams_lock (a scheduler trip) for buffered data"
+    assert not handed, "bug: read_stream copies the buffer"
+    # fix: buffered data comes back at once; a marked stream gets the buffer itself
+    assert Yamux.read_stream is not ORIGINAL_READ_STREAM  # installed with the host builder (above)
+    yielded, handed, got, sent = await read_stream_probe(Yamux.read_stream, hand_over=True)
+    assert got == sent and not yielded and handed
+    yielded, handed, got, sent = await read_stream_probe(Yamux.read_stream, hand_over=False)
+    assert got == sent and not yielded and not handed  # unmarked: a copy, as py-libp2p
+
+
+async def test_hand_over_buffer_ignores_a_non_yamux_stream() -> None:
+    class NotYamux:
+        muxed_stream = object()
+
+    assert not hand_over_buffer(NotYamux())  # type: ignore[arg-type]

@@ -374,3 +374,34 @@ def test_part_file_disk_full_is_one_clear_error(tmp_path: Path) -> None:
 def test_part_file_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
         PartFile(tmp_path / "nope", meta_for(b"x")).open()
+
+
+def test_decoder_hands_out_pieces_as_views_of_the_read() -> None:
+    pieces = [os.urandom(1000 + i) for i in range(3)]
+    frames = b"".join(wire.encode_piece_header(i, len(p)) + p for i, p in enumerate(pieces))
+    dec = wire.Decoder()
+    read = frames[:-10]  # the last piece straddles two reads
+    out = dec.feed(read)
+    assert [bytes(m.data) for m in out] == pieces[:2]
+    assert all(isinstance(m.data, memoryview) and m.data.obj is read for m in out)  # views, no copy
+    last = dec.feed(frames[-10:])
+    assert [m.index for m in last] == [2] and bytes(last[0].data) == pieces[2] and dec.buffered == 0
+
+
+def test_read_cached_reads_what_read_batch_reads_unless_overridden(tmp_path: Path) -> None:
+    from punch_net.torrent.service import TorrentService
+
+    data = os.urandom(3 * PIECE_LENGTH + 5)
+    (tmp_path / "f.bin").write_bytes(data)  # just written: in the page cache
+    meta = meta_for(data)
+    svc = TorrentService()
+    want = [bytes(b) for b in svc.read_batch(tmp_path / "f.bin", meta, [0, 1, 3])]
+    assert want == [data[:PIECE_LENGTH], data[PIECE_LENGTH:2 * PIECE_LENGTH], data[3 * PIECE_LENGTH:]]
+    cached = svc.read_cached(tmp_path / "f.bin", meta, [0, 1, 3])
+    assert cached is not None and [bytes(b) for b in cached] == want
+
+    class Corrupting(TorrentService):  # tests serve bad data this way: every read must reach it
+        def read_batch(self, path: Path, meta: Metainfo, indexes: list[int]) -> list[bytes]:
+            return [b"x" * meta.piece_size(i) for i in indexes]
+
+    assert Corrupting().read_cached(tmp_path / "f.bin", meta, [0]) is None

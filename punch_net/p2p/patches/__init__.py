@@ -18,7 +18,7 @@ Entry points (all idempotent):
 Used directly where they are called: `circuit_addrs.advertise_extra_addrs` (a host with
 relay addresses), `dial_failure_cache.forget_dial_failure` (before an explicit dial),
 `yamux_window.grow_receive_window` and
-`yamux_window_halves.release_in_halves` (bulk streams), and the subclasses
+`yamux_window_halves.release_in_halves` and `yamux_read_stream.hand_over_buffer` (bulk streams), and the subclasses
 `relay_hop.PatchedCircuitV2` and `autonat_dial_back.DialBackService` (imported on their own:
 not from here, so this package does not import punch_net.relay).
 """
@@ -50,6 +50,7 @@ from punch_net.p2p.patches import (
     security_handshake_timeout,
     yamux_batched_write,
     yamux_fast_data,
+    yamux_read_stream,
     yamux_window_cap,
     yamux_window_halves,
 )
@@ -78,6 +79,7 @@ def install(agent: str | None = None) -> None:
     yamux_batched_write.install()
     yamux_window_cap.install()
     yamux_window_halves.install()
+    yamux_read_stream.install()
     _installed = True
 
 
