@@ -35,7 +35,6 @@ RESCAN_EVERY = 2.0
 REPROVIDE_INTERVAL = 6 * 60 * 60.0
 PROVIDE_RETRY = 2.0
 HASH_PROGRESS_EVERY = 0.25
-HAVE_BATCH = 0.05  # HAVEs of pieces verified within this long leave in one write per stream
 TICK = 1.0  # the service's housekeeping (spreading seeds' stale offers); rechoke every RECHOKE_EVERY
 
 class TorrentManager:
@@ -55,7 +54,6 @@ class TorrentManager:
         self._provide_keys: dict[str, str] = {}  # dht key -> what (for errors)
         self._provide_wake = trio.Event()
         self._provided: set[str] = set()
-        self._haves_wake = trio.Event()  # HAVEs queued: flush them after HAVE_BATCH
         self.ready = trio.Event()  # set after the first share-dir scan
 
     # ------------------------------------------------------------ lifecycle
@@ -67,7 +65,6 @@ class TorrentManager:
             self._nursery = nursery
             nursery.start_soon(self._keep_providing)
             nursery.start_soon(self._rechoke)
-            nursery.start_soon(self._flush_haves)
             if self.share_dir is not None:
                 self._provide_namespace()
                 nursery.start_soon(self._watch_share_dir)
@@ -85,17 +82,6 @@ class TorrentManager:
             if ticks * TICK >= RECHOKE_EVERY:
                 ticks = 0
                 self.service.rechoke()
-
-    async def _flush_haves(self) -> None:
-        while True:
-            await self._haves_wake.wait()
-            await trio.sleep(HAVE_BATCH)
-            self._haves_wake = trio.Event()  # no await until the flush: no HAVE left behind
-            self.service.flush_haves()
-
-    def _have(self, info_hash: bytes, index: int) -> None:
-        self.service.have(info_hash, index)
-        self._haves_wake.set()
 
     def _peer_interested(self, info_hash: bytes, peer: ID) -> None:
         transfer = self.transfers.get(info_hash)
@@ -216,7 +202,7 @@ class TorrentManager:
         transfer = Transfer(self.node, info_hash, directory, self.timeout, self.reputation)
         transfer.on_complete.append(self._on_complete)
         transfer.on_ready.append(self._on_ready)
-        transfer.on_piece.append(lambda index: self._have(info_hash, index))
+        transfer.on_piece.append(lambda index: self.service.have(info_hash, index))
         self.transfers[info_hash] = transfer
         self._nursery.start_soon(transfer.run)
         return transfer

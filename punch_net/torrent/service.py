@@ -98,23 +98,12 @@ class TorrentService:
         self.addrs_of = addrs_of  # a peer's dialable addresses, for PEERS (peer exchange)
         self._streams: dict[bytes, dict[ServeSession[Source], Callable[[], None]]] = {}
         self._chokers: dict[bytes, Choker] = {}
-        self._haves_owed: set[bytes] = set()  # torrents with HAVEs queued since `flush_haves`
 
     def have(self, info_hash: bytes, index: int) -> None:
-        """A partial source verified `index`: queue a HAVE on every stream serving it. They
-        leave with the stream's next pieces or at the next `flush_haves`: a write per HAVE
-        per stream was ~8 small writes (and reads at the peers) per piece in a 1 + 8 swarm."""
-        streams = self._streams.get(info_hash)
-        if streams:
-            for session in streams:
-                session.have(index)
-            self._haves_owed.add(info_hash)
-
-    def flush_haves(self) -> None:
-        """Wake the writers of the streams owed HAVEs (the manager: a few times a second)."""
-        for info_hash in self._haves_owed:
-            self._poke_all(info_hash)
-        self._haves_owed.clear()
+        """A partial source verified `index`: queue a HAVE on every stream serving it."""
+        for session, poke in self._streams.get(info_hash, {}).items():
+            session.have(index)
+            poke()
 
     def add(self, source: Source) -> None:
         self.sources[source.meta.info_hash] = source
