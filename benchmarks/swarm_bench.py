@@ -27,6 +27,8 @@ Per scenario the table shows:
   ratio           last complete / Kumar–Ross
   seeder copies   pieces the seeder uploaded / pieces in the file (1.0: each piece once,
                   the downloaders spread the rest)
+  cpu s/dl        CPU seconds (user + system) a downloader used from spawn to the last
+                  `complete`, mean over the downloaders (load-independent, unlike the times)
   traded          per downloader, pieces it got from other downloaders (all of them were
                   still downloading when they sent them unless they had completed earlier:
                   'early' counts only pieces from downloaders that completed after it)
@@ -120,6 +122,12 @@ def node_args(boot_id: str) -> list[str]:
             "--bootstrap", f"/ip4/{BOOT_IP}/tcp/{BOOT_PORT}/p2p/{boot_id}"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (a load-independent cost, unlike wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def one_run(rig: SwarmRig, boot_id: str, info_hash: str, n: int, root: Path) -> dict[str, object]:
     clients = []
     t0 = time.monotonic()
@@ -138,8 +146,10 @@ def one_run(rig: SwarmRig, boot_id: str, info_hash: str, n: int, root: Path) -> 
         traded.append(sum(k for p, k in e["from_peers"].items() if p in ids))
         early.append(sum(k for p, k in e["from_peers"].items()
                          if p in ids and done[ids[p].name]["_t"] > e["_t"]))
+    cpu = [cpu_seconds(c.proc.popen.pid) for c in clients]  # all complete: start-up + transfer
     out = {"last": last, "transfer": max(float(e["transfer_s"]) for e in done.values()),
-           "traded": traded, "early": early, "listening": listening}
+           "traded": traded, "early": early, "listening": listening,
+           "cpu": statistics.mean(cpu)}
     for c in clients:
         c.stop()
     if os.environ.get("SWARM_BENCH_EVENTS"):  # every client's events, for a timeline (t: s since start)
@@ -290,7 +300,7 @@ def main() -> int:
               f"{args.runs} run(s) each; target ratio <= 1.3\n")
         pieces = -(-size // PIECE_LENGTH)
         print(f"{'N':>3} {'last complete s':>18} {'listening s':>12} {'transfer s':>11} {'seeder alone s':>15} "
-              f"{'Kumar-Ross s':>13} {'ratio':>6} {'seeder copies':>14}  traded (early) per downloader")
+              f"{'Kumar-Ross s':>13} {'ratio':>6} {'seeder copies':>14} {'cpu s/dl':>9}  traded (early) per downloader")
         for n, lasts, transfers, alone, kr, runs in rows:
             med = statistics.median(lasts)
             spread = f"{min(lasts):.1f}-{max(lasts):.1f}"
@@ -300,8 +310,9 @@ def main() -> int:
             copies = statistics.median((n * pieces - sum(r["traded"])) / pieces for r in runs)  # type: ignore[call-overload, arg-type]
             listen = statistics.median(float(r["listening"]) for r in runs)  # type: ignore[arg-type]
             transfer = statistics.median(transfers)
+            cpu = statistics.median(float(r["cpu"]) for r in runs)  # type: ignore[arg-type]
             print(f"{n:>3} {med:>8.1f} ({spread:>9}) {listen:>12.1f} {transfer:>11.1f} {alone:>15.1f} "
-                  f"{kr:>13.1f} {med / kr:>6.2f} {copies:>14.2f}  {traded}")
+                  f"{kr:>13.1f} {med / kr:>6.2f} {copies:>14.2f} {cpu:>9.2f}  {traded}")
     if loop is not None:
         raw, lrows, rss_row = loop
         by = {name: mbs for name, mbs, _ in lrows}

@@ -236,7 +236,7 @@ class DownloadSession:
         have, count = picker.have, picker.num_pieces
         out: list[Action] = []
         received = 0
-        changed = False
+        changed = have_news = False
         for msg in messages:
             t = msg.type
             index = msg.index
@@ -312,7 +312,12 @@ class DownloadSession:
                 # Asked of a seed only? This peer can give it now: cancel the seed's copy,
                 # so the seed's upload goes to pieces no one else has.
                 out += [Cancel(seed, index) for seed in picker.release_from_seeds(peer, index)]
-                changed = True
+                # Only this peer's requester can use a HAVE: waking every requester per read
+                # (Changed) cost a pick per peer per HAVE-bearing read in a 1 + 8 swarm.
+                # A peer that just became a seed changes what the others may ask of seeds.
+                have_news = True
+                if picker.counts.get(peer) == count:
+                    changed = True
             elif t == wire.ERROR:
                 return self._close(msg.data.decode(errors="replace"))
             else:
@@ -321,7 +326,15 @@ class DownloadSession:
             self.counters.meter.add(received, now)
         if changed or picker.complete or picker.endgame:
             out.append(_CHANGED)
+        elif have_news and self._room():
+            out.append(_WAKE)
         return out
+
+    def _room(self) -> bool:
+        """`fill` would request now (the same test)."""
+        outstanding = self.outstanding
+        room = self.depth - outstanding
+        return room >= self.refill or (outstanding < self.refill and room > 0)
 
     def piece_verified(self, index: int, ok: bool) -> list[Action]:
         """The outcome of a Verify: a Store, a PeerBad, or nothing (another copy landed first)."""

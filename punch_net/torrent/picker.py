@@ -15,6 +15,7 @@ what arrived (verified) and what failed; it answers `pick(peer, n)`.
 from __future__ import annotations
 
 import random
+from bisect import bisect_left, insort
 from collections.abc import Hashable
 
 Peer = Hashable
@@ -38,7 +39,13 @@ class PiecePicker:
         self.peer_bits: dict[Peer, bytearray] = {}
         self.in_flight: dict[int, set[Peer]] = {}  # piece -> peers asked
         self.peer_requests: dict[Peer, set[int]] = {}
-        self._order: list[int] = []
+        # The missing pieces, rarest first, base order among equals, kept sorted as one int
+        # key per piece (availability * num_pieces + rank): a HAVE moves one key (bisect, in
+        # C) instead of re-sorting the whole order on the next pick (measured ~0.3-0.7 ms a
+        # pick in a 1 + 8 swarm, where HAVEs arrive between nearly every two picks).
+        self._keys: list[int] = []
+        self._rank: list[int] = list(range(num_pieces))  # piece -> position in the base order
+        self._at: list[int] = list(range(num_pieces))  # position in the base order -> piece
         self.counts: dict[Peer, int] = {}  # pieces each peer has
         self.choking: set[Peer] = set()  # peers that choke us: their pieces are not available
         self._dirty = True
@@ -79,8 +86,7 @@ class PiecePicker:
             bits[index] = 1
             self.counts[peer] += 1
             if peer not in self.choking:
-                self.availability[index] += 1
-                self._dirty = True
+                self._move(index, 1)
 
     def peer_lacks(self, peer: Peer, index: int) -> None:
         """The peer refused a piece it once offered: stop asking it for that one."""
@@ -89,8 +95,19 @@ class PiecePicker:
             bits[index] = 0
             self.counts[peer] -= 1
             if peer not in self.choking:
-                self.availability[index] -= 1
-                self._dirty = True
+                self._move(index, -1)
+
+    def _move(self, index: int, delta: int) -> None:
+        """Change a piece's availability by `delta`, moving its key in the sorted order."""
+        avail = self.availability
+        if not self._dirty and not self.have[index]:
+            n, keys = self.num_pieces, self._keys
+            old = avail[index] * n + self._rank[index]
+            pos = bisect_left(keys, old)
+            if pos < len(keys) and keys[pos] == old:
+                del keys[pos]
+            insort(keys, old + delta * n)
+        avail[index] += delta
 
     def remove_peer(self, peer: Peer) -> list[int]:
         """Forget a peer; returns the pieces it had in flight (now free for others)."""
@@ -113,19 +130,31 @@ class PiecePicker:
 
     # ------------------------------------------------------------ picking
 
+    def _wants_shuffle(self) -> bool:
+        """Several peers, one of them a fellow downloader (a peer that lacks pieces)."""
+        n = self.num_pieces
+        return len(self.peer_bits) > 1 and any(count < n for count in self.counts.values())
+
     def _rebuild(self) -> None:
         n = self.num_pieces
-        # several peers, one of them a fellow downloader (a peer that lacks pieces)
-        self._shuffled = len(self.peer_bits) > 1 and any(count < n for count in self.counts.values())
+        self._shuffled = self._wants_shuffle()
         if self._shuffled:
-            base: list[int] | range = [i for b in self._blocks for i in range(b * BLOCK, min(n, (b + 1) * BLOCK))]
+            self._at = [i for b in self._blocks for i in range(b * BLOCK, min(n, (b + 1) * BLOCK))]
         else:
-            base = range(n)
-        missing = [i for i in base if not self.have[i]]
-        avail = self.availability
-        missing.sort(key=avail.__getitem__)  # stable: the base order among equals
-        self._order = missing
+            self._at = list(range(n))
+        rank = self._rank
+        for pos, i in enumerate(self._at):
+            rank[i] = pos
+        avail, have = self.availability, self.have
+        self._keys = sorted(avail[i] * n + rank[i] for i in range(n) if not have[i])
         self._dirty = False
+
+    def order(self) -> list[int]:
+        """The missing pieces in the order `pick` considers them (rarest first)."""
+        if self._dirty or self._shuffled != self._wants_shuffle():
+            self._rebuild()
+        n = self.num_pieces
+        return [self._at[key % n] for key in self._keys]
 
     @property
     def endgame(self) -> bool:
@@ -137,35 +166,25 @@ class PiecePicker:
         bits = self.peer_bits.get(peer)
         if bits is None or n <= 0 or self.missing == 0:
             return []
-        if self._dirty:
+        if self._dirty or self._shuffled != self._wants_shuffle():
             self._rebuild()
         out: list[int] = []
-        have, in_flight, avail = self.have, self.in_flight, self.availability
+        in_flight, at, count = self.in_flight, self._at, self.num_pieces
         # A seed is asked only for pieces no one else can give us (super-seeding from the
         # downloader's side): the seed's upload, the swarm's scarcest resource, then goes
         # to pieces the downloaders can trade. The endgame lifts this.
         spare_seed = self.seed_among_traders(peer)
-        seed_last = spare_seed and not self.endgame
-        keep: list[int] = []
-        order = self._order
-        scanned = 0
-        for pos, index in enumerate(order):
-            if have[index]:
-                continue  # dropped from the order below
-            if seed_last and avail[index] > 1:
-                scanned = pos
-                break  # the order is by availability: only more common pieces follow
-            keep.append(index)
-            scanned = pos + 1
+        # keys are availability * count + rank: past `limit` only more common pieces follow
+        limit = 2 * count if spare_seed and not self.endgame else (1 << 62)
+        for key in self._keys:
+            if key >= limit:
+                break
+            index = at[key % count]
             if index in in_flight or not bits[index]:
                 continue
             out.append(index)
             if len(out) >= n:
                 break
-        else:
-            scanned = len(order)
-        if scanned:
-            self._order = keep + order[scanned:]
         for index in out:
             self._mark(peer, index)
         if len(out) < n and self.endgame:
@@ -221,6 +240,12 @@ class PiecePicker:
         for other in others:
             self.peer_requests.get(other, set()).discard(index)
         if not self.have[index]:
+            if not self._dirty:
+                n, keys = self.num_pieces, self._keys
+                key = self.availability[index] * n + self._rank[index]
+                pos = bisect_left(keys, key)
+                if pos < len(keys) and keys[pos] == key:
+                    del keys[pos]
             self.have[index] = 1
             self.missing -= 1
         return others

@@ -125,3 +125,34 @@ def test_picker_keeps_file_order_across_several_seeds() -> None:
     for seed in ("s1", "s2", "s3"):
         picker.add_peer(seed, bytearray(b"\x01" * n))
     assert picker.pick("s1", 2) + picker.pick("s2", 2) + picker.pick("s3", 2) == [0, 1, 2, 3, 4, 5]
+
+
+def test_picker_order_stays_rarest_first_as_haves_arrive() -> None:
+    """HAVEs, REJECTs and arrivals update the order in place (no re-sort per pick): it
+    always equals the order a fresh picker builds from the same state."""
+    rng = random.Random(7)
+    n = 200
+    picker = PiecePicker(n, rng=random.Random(1))
+    peers = ["a", "b", "c", "d"]
+    for p in peers:
+        picker.add_peer(p, bytearray(rng.random() < 0.3 for _ in range(n)))
+    for step in range(1500):
+        p = rng.choice(peers)
+        i = rng.randrange(n)
+        op = rng.random()
+        if op < 0.6:
+            picker.peer_has(p, i)
+        elif op < 0.7:
+            picker.peer_lacks(p, i)
+        elif op < 0.85:
+            for index in picker.pick(p, 3):
+                picker.received(p, index)
+        else:
+            picker.pick(p, 2)
+        if step % 50 == 0:
+            fresh = PiecePicker(n, have=picker.have, rng=random.Random(1))
+            for q in peers:
+                fresh.add_peer(q, picker.peer_bits[q])
+            order = picker.order()
+            assert order == fresh.order()
+            assert [picker.availability[j] for j in order] == sorted(picker.availability[j] for j in order)
