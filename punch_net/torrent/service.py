@@ -33,7 +33,7 @@ from punch_net.torrent.rates import RateMeter
 from punch_net.torrent.spreader import Spreader
 
 READ_SIZE = 1 << 20
-WRITE_PIECES = 3  # 64 KiB pieces per stream write: 192 KiB, below glibc's mmap threshold as the node sets it
+WRITE_PIECES = 3  # 64 KiB pieces per stream write: 192 KiB writes, not multi-MiB ones (see the writer)
 IDLE_TIMEOUT = 120.0  # a stream that sends nothing for this long is closed
 WRITE_TIMEOUT = 60.0  # a reader that takes nothing for this long is dropped
 _ZERO = RateMeter()
@@ -192,7 +192,7 @@ class TorrentService:
                         pieces = None
                 if pieces is None:
                     await _write(stream, session.pieces_read(action.indexes, None))
-                else:  # a few pieces a write: each write's bytes stay under the mmap threshold
+                else:  # a few pieces a write: a multi-MiB bytes would be a fresh mmap whose pages all fault in
                     for at in range(0, len(pieces), WRITE_PIECES):
                         await _write(stream, session.pieces_read(action.indexes[at:at + WRITE_PIECES],
                                                                  pieces[at:at + WRITE_PIECES]))

@@ -202,8 +202,8 @@ class PartFile:
         Reads and hashes HASH_READ at a time, so the thread gives up and retakes the GIL a
         few times per call, not per piece: it runs beside a busy event loop without
         slowing it or being starved by it. The reads go into one buffer kept for the
-        download: a fresh multi-MiB bytes per read is an mmap whose every page faults in
-        (the node fixes glibc's mmap threshold at 256 KiB), which cost more than the hash."""
+        download: a fresh multi-MiB bytes per read is an mmap (glibc maps blocks above its
+        threshold) whose every page faults in, which cost more than the hash."""
         if self._hash_buf is None:
             self._hash_buf = bytearray(HASH_READ)
         try:
