@@ -174,8 +174,12 @@ class PiecePicker:
         # downloader's side): the seed's upload, the swarm's scarcest resource, then goes
         # to pieces the downloaders can trade. The endgame lifts this.
         spare_seed = self.seed_among_traders(peer)
-        # keys are availability * count + rank: past `limit` only more common pieces follow
-        limit = 2 * count if spare_seed and not self.endgame else (1 << 62)
+        # keys are availability * count + rank: past `limit` only more common pieces follow.
+        # Every unchoked seed adds 1 to every piece's availability, so "no one else" is
+        # availability <= seeds (counting only seeds would deadlock once several seeds
+        # hold the pieces a trader lacks too: none of them would be asked).
+        seeds = sum(1 for p, c in self.counts.items() if c == count and p not in self.choking) if spare_seed else 0
+        limit = (seeds + 1) * count if spare_seed and not self.endgame else (1 << 62)
         for key in self._keys:
             if key >= limit:
                 break
