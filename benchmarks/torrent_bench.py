@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from punchproc import PunchProc
 
 PY = sys.executable
 MB = 1_000_000
@@ -76,55 +76,11 @@ def raw_tcp(path: Path, out: Path, size: int) -> float:
     return float(elapsed)
 
 
-class Proc:
-    """A punch process whose --json events are collected by a thread."""
-
-    def __init__(self, *argv: str, env: dict[str, str]) -> None:
-        self.events: list[dict] = []
-        self.cv = threading.Condition()
-        self.p = subprocess.Popen([PY, "-m", "punch_net.cli", *argv, "--listen-addr", "127.0.0.1", "--port", "0",
-                                   "--ephemeral", "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            with self.cv:
-                self.events.append(ev)
-                self.cv.notify_all()
-
-    def wait(self, kind: str, timeout: float = 120, pred=lambda e: True) -> dict:
-        deadline = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                for e in self.events:
-                    if e.get("event") == kind and pred(e):
-                        return e
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.p.poll() is not None and not any(e.get("event") == kind for e in self.events)):
-                    raise SystemExit(f"no {kind!r} event (process rc={self.p.poll()}); last: {self.events[-3:]}")
-                self.cv.wait(min(left, 0.5))
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-
-
 def download(boot: str, info_hash: str, dest: Path, env: dict[str, str]) -> tuple[dict, float, int]:
     """Run a client to completion; returns (complete event, wall seconds, peak RSS bytes)."""
     dest.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    client = Proc("torrent-client", "--bootstrap", boot, "--info-hash", info_hash, "--download-dir", str(dest),
+    client = PunchProc("torrent-client", "--bootstrap", boot, "--info-hash", info_hash, "--download-dir", str(dest),
                   "--no-seed", "--timeout", "30", env=env)
     # The client's own peak (VmHWM of its address space), polled until it exits. Not
     # ru_maxrss: Linux carries the spawning process's high-water mark across exec, so under
@@ -188,15 +144,15 @@ def measure(args: argparse.Namespace) -> tuple[float, list[tuple[str, float, str
         rows.append(("raw TCP copy (2 processes, to disk)", raw, f"{raw_s:.3f} s median of {len(raw_runs)} "
                                                                f"({spread(size, raw_runs)})"))
 
-        procs: list[Proc] = []
+        procs: list[PunchProc] = []
         try:
-            boot = Proc("server", env=env)
+            boot = PunchProc("server", env=env)
             procs.append(boot)
             boot_addr = boot.wait("listening")["addrs"][0]
-            servers: list[Proc] = []
+            servers: list[PunchProc] = []
 
             def start_server(share: Path) -> str:
-                srv = Proc("torrent-server", "--bootstrap", boot_addr, "--share-dir", str(share), env=env)
+                srv = PunchProc("torrent-server", "--bootstrap", boot_addr, "--share-dir", str(share), env=env)
                 procs.append(srv)
                 servers.append(srv)
                 ih = srv.wait("shared", timeout=300)["info_hash"]
@@ -234,12 +190,12 @@ def measure(args: argparse.Namespace) -> tuple[float, list[tuple[str, float, str
                 rss_share = root / "share-rss"
                 rss_share.mkdir()
                 make_file(rss_share / "big.bin", big)
-                srv = Proc("torrent-server", "--bootstrap", boot_addr, "--share-dir", str(rss_share), env=env)
+                srv = PunchProc("torrent-server", "--bootstrap", boot_addr, "--share-dir", str(rss_share), env=env)
                 procs.append(srv)
                 big_hash = srv.wait("shared", timeout=600)["info_hash"]
                 srv.wait("registered")
-                for s in servers:
-                    s.stop()
+                for server in servers:
+                    server.stop()
                 doneb, wallb, rssb = download(boot_addr, big_hash, root / "dlrss", env)
                 rss_row = (big, doneb, wallb, rssb)
         finally:

@@ -15,18 +15,16 @@ writes /tmp/torrent-SERVERS-{client,server}.prof. SIZE_MIB (default 256) sets th
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-PY = sys.executable
+from punchproc import PY, PunchProc
+
 PROFILER = r"""
 import cProfile, os, sys
 out, profile, real_exit = os.environ["PROF_OUT"], cProfile.Profile(), os._exit
@@ -46,59 +44,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Proc:
-    """A punch process whose --json events a thread collects; `marks` holds (own CPU,
-    watched processes' CPU) at the first start-of-transfer event and at `complete`."""
+class Proc(PunchProc):
+    """A punch process of `tree`; `marks` holds (own CPU, watched processes' CPU) at the
+    first start-of-transfer event and at `complete`."""
+
+    wait_timeout = 300.0
 
     def __init__(self, tree: str, *argv: str, env: dict[str, str], prof: str = "",
                  watch: tuple[Proc, ...] = ()) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.cv = threading.Condition()
-        self.marks: dict[str, tuple[float, list[float]]] = {}
+        self.marks: dict[str, tuple[float, list[float]]] = {}  # before the reader thread starts
         self.watch = watch
-        cmd = [PY, "-c", PROFILER] if prof else [PY, "-m", "punch_net.cli"]
-        self.p = subprocess.Popen(
-            [*cmd, *argv, "--listen-addr", "127.0.0.1", "--port", "0", "--ephemeral", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tree,
-            env={**env, "PYTHONPATH": tree, "PROF_OUT": prof})
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(*argv, env={**env, "PYTHONPATH": tree, "PROF_OUT": prof}, cwd=tree,
+                         cmd=(PY, "-c", PROFILER) if prof else (PY, "-m", "punch_net.cli"))
 
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        mark = "start" if kind in ("connected", "progress") else kind
+        if mark in ("start", "complete") and mark not in self.marks:
             try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            kind = event.get("event")
-            mark = "start" if kind in ("connected", "progress") else kind
-            if mark in ("start", "complete") and mark not in self.marks:
-                try:
-                    self.marks[mark] = (cpu_seconds(self.p.pid), [cpu_seconds(w.p.pid) for w in self.watch])
-                except OSError:
-                    pass
-            with self.cv:
-                self.events.append(event)
-                self.cv.notify_all()
-
-    def wait(self, kind: str, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                for event in self.events:
-                    if event.get("event") == kind:
-                        return event
-                if time.monotonic() > deadline or self.p.poll() is not None:
-                    raise SystemExit(f"no {kind!r} event")
-                self.cv.wait(0.5)
-
-    def stop(self) -> None:
-        self.p.terminate()
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
+                self.marks[mark] = (cpu_seconds(self.p.pid), [cpu_seconds(w.p.pid) for w in self.watch])
+            except OSError:
+                pass
 
 
 def one_download(tree: str, root: Path, shares: list[Path], env: dict[str, str], prof: str,

@@ -15,64 +15,18 @@ throughout; every client is `python -m punch_net.cli torrent-client ... --json`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from punchproc import PunchProc
+
 PY = sys.executable
 MB = 1_000_000
-
-
-class Proc:
-    """A punch process; each --json event is kept with the monotonic time it was read."""
-
-    def __init__(self, *argv: str, env: dict[str, str]) -> None:
-        self.events: list[tuple[float, dict]] = []
-        self.cv = threading.Condition()
-        self.started = time.monotonic()
-        self.p = subprocess.Popen([PY, "-m", "punch_net.cli", *argv, "--listen-addr", "127.0.0.1", "--port", "0",
-                                   "--ephemeral", "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True, env=env)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            with self.cv:
-                self.events.append((time.monotonic(), ev))
-                self.cv.notify_all()
-
-    def wait(self, kind: str, timeout: float = 120, pred=lambda e: True) -> tuple[float, dict]:
-        deadline = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                for t, e in self.events:
-                    if e.get("event") == kind and pred(e):
-                        return t, e
-                left = deadline - time.monotonic()
-                if left <= 0 or self.p.poll() is not None:
-                    raise SystemExit(f"no {kind!r} event (rc={self.p.poll()}); last: {self.events[-3:]}")
-                self.cv.wait(min(left, 0.2))
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
 
 
 def import_time(env: dict[str, str], runs: int) -> list[float]:
@@ -87,7 +41,7 @@ def import_time(env: dict[str, str], runs: int) -> list[float]:
 def one_download(boot: str, info_hash: str, dest: Path, name: str, env: dict[str, str]) -> dict[str, float]:
     dest.mkdir(parents=True, exist_ok=True)
     part = dest / (name + ".part")
-    client = Proc("torrent-client", "--bootstrap", boot, "--info-hash", info_hash, "--download-dir", str(dest),
+    client = PunchProc("torrent-client", "--bootstrap", boot, "--info-hash", info_hash, "--download-dir", str(dest),
                   "--no-seed", "--timeout", "60", env=env)
     first_bytes = 0.0
     while client.p.poll() is None:  # poll NAME.part for its first written block
@@ -101,7 +55,7 @@ def one_download(boot: str, info_hash: str, dest: Path, name: str, env: dict[str
     client.p.wait(300)
     exited = time.monotonic()
     client.reader.join(5)
-    t_done, done = client.wait("complete", timeout=1)
+    t_done, done = client.wait_timed("complete", timeout=1)
     boot_id = boot.rsplit("/", 1)[-1]
     conns = [t for t, e in client.events if e.get("event") == "connected" and e.get("peer_id") != boot_id]
     out = {"wall": exited - client.started, "done_exit": exited - t_done, "transfer_s": float(done["transfer_s"])}
@@ -136,17 +90,17 @@ def main() -> int:
                 f.write(os.urandom(1 << 20))
         for s in shares[1:]:
             os.link(shares[0] / "f.bin", s / "f.bin")
-        procs: list[Proc] = []
+        procs: list[PunchProc] = []
         results: dict[int, list[dict[str, float]]] = {}
         try:
-            boot = Proc("server", env=env)
+            boot = PunchProc("server", env=env)
             procs.append(boot)
-            boot_addr = boot.wait("listening")[1]["addrs"][0]
+            boot_addr = boot.wait("listening")["addrs"][0]
             info_hash = ""
             for n, share in enumerate(shares, 1):
-                srv = Proc("torrent-server", "--bootstrap", boot_addr, "--share-dir", str(share), env=env)
+                srv = PunchProc("torrent-server", "--bootstrap", boot_addr, "--share-dir", str(share), env=env)
                 procs.append(srv)
-                info_hash = srv.wait("shared", timeout=300)[1]["info_hash"]
+                info_hash = srv.wait("shared", timeout=300)["info_hash"]
                 srv.wait("announced", timeout=60)
                 if n in (1, 3):
                     results[n] = [one_download(boot_addr, info_hash, root / f"dl{n}", "f.bin", env)

@@ -39,7 +39,8 @@ from typing import Any
 import trio
 
 from punch_net.api import Health, NodeError
-from punch_net.cli.main import build_parser, cancel_on_signal
+from punch_net.cli.main import EXIT_STDOUT_CLOSED, StdoutClosed, build_parser, cancel_on_signal, detach_stdout
+from punch_net.groups import first_error
 from punch_net.ops.remote import RemoteNode
 
 HELP = "start a local test network of N node processes on 127.0.0.1"
@@ -551,14 +552,17 @@ class _Output:
         self.json = json_mode
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if self.json:
-            sys.stdout.write(json.dumps(event, default=str) + "\n")
-        else:
-            line = self.human(event)
-            if line is None:
-                return
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        try:
+            if self.json:
+                sys.stdout.write(json.dumps(event, default=str) + "\n")
+            else:
+                line = self.human(event)
+                if line is None:
+                    return
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise StdoutClosed from None
 
     @staticmethod
     def human(e: dict[str, Any]) -> str | None:
@@ -640,7 +644,15 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"punch testnet: error: {exc}\n")
         return EXIT_USAGE
     try:
-        return trio.run(_run_cli, args, out)
+        try:
+            return trio.run(_run_cli, args, out)
+        except BaseExceptionGroup as group:  # the nursery has stopped the nodes already
+            if isinstance(first_error(group), StdoutClosed):
+                raise StdoutClosed from None
+            raise
+    except StdoutClosed:  # `punch testnet ... | head`: as `punch ROLE` does (cli/main.py)
+        detach_stdout()
+        return EXIT_STDOUT_CLOSED
     except KeyboardInterrupt:
         return 130
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
     from punch_net.cli.progress import LiveProgress
 
 EXIT_USAGE = 2
+# stdout's reader went away (`punch ... | head -1`): 128 + SIGPIPE, the status a shell shows
+# for a Unix tool that SIGPIPE ended (Python ignores SIGPIPE, so we exit with it ourselves).
+EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE
 Extend = Callable[[Runtime], None]
 
 # Subcommands that are not node roles: name -> (module with add_arguments(parser) and
@@ -147,6 +152,11 @@ def config_from_args(args: argparse.Namespace, role: str) -> NodeConfig:
 # ------------------------------------------------------------------ output
 
 
+class StdoutClosed(Exception):
+    """stdout's reader has gone (`punch ... | head -1`). Its own type: a BrokenPipeError
+    from a peer's socket is a node error, and must not end `punch` quietly."""
+
+
 class Printer:
     """Renders node events for humans (the seed's style) or as JSON lines."""
 
@@ -172,12 +182,25 @@ class Printer:
         if self._out is None:
             from rich.console import Console
 
-            self._out = Console(highlight=False, soft_wrap=True)
+            class PipeConsole(Console):
+                def on_broken_pipe(self) -> None:
+                    # rich's own exits (SystemExit 1) from inside the trio task; raise the
+                    # error instead, so that `punch` ends the same way in both modes
+                    self.quiet = True
+                    raise BrokenPipeError(errno.EPIPE, "stdout closed")
+
+            self._out = PipeConsole(highlight=False, soft_wrap=True)
         return self._out
 
     def header(self) -> None:
         if self.json:
             return
+        try:
+            self._header()
+        except BrokenPipeError:
+            raise StdoutClosed from None
+
+    def _header(self) -> None:
         cfg = self.cfg
         self.out.print(f"[bold]=== Punch {cfg.role} ===[/bold]\n")
         self.out.print("Configuration:")
@@ -191,6 +214,12 @@ class Printer:
         self.out.print(f"  DHT mode:  {'server' if cfg.is_dht_server() else 'client'}\n")
 
     def emit(self, event: ev.Event) -> None:
+        try:
+            self._emit(event)
+        except BrokenPipeError:
+            raise StdoutClosed from None
+
+    def _emit(self, event: ev.Event) -> None:
         if self.json:
             sys.stdout.write(json.dumps(event.to_json(), default=str) + "\n")
             sys.stdout.flush()
@@ -253,9 +282,21 @@ async def run_role(cfg: NodeConfig, json_mode: bool, extend: Extend | None = Non
 
 def fail(message: str, json_mode: bool = False, code: int = EXIT_USAGE) -> int:
     if json_mode:
-        sys.stdout.write(json.dumps({"event": "error", "message": message, "fatal": True}) + "\n")
+        try:
+            sys.stdout.write(json.dumps({"event": "error", "message": message, "fatal": True}) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            detach_stdout()
     sys.stderr.write(f"punch: error: {message}\n")
     return code
+
+
+def detach_stdout() -> None:
+    """stdout's reader has gone: point fd 1 at /dev/null, so that the flush at exit does not
+    raise again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int:
@@ -283,6 +324,11 @@ def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int
         return fail(str(exc), json_mode)
     except NodeError as exc:
         return fail(str(exc), json_mode, code=1)
+    except StdoutClosed:
+        # raised by the Printer, out of the nursery, which cancelled the node: it has
+        # stopped the structured way; what is left to print has no reader
+        detach_stdout()
+        return EXIT_STDOUT_CLOSED
     except KeyboardInterrupt:
         return 130
 
