@@ -32,6 +32,10 @@ def _eta(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
+def _peers(n: int) -> str:
+    return f"{n} peer" if n == 1 else f"{n} peers"
+
+
 class LiveProgress:
     """The download's progress line; `print` puts a status line above it."""
 
@@ -58,14 +62,15 @@ class LiveProgress:
             TaskProgressColumn(),
             TextColumn("{task.fields[rate]:>11}"),
             TextColumn("ETA {task.fields[eta]}"),
-            TextColumn("{task.fields[peers]} peers"),
+            TextColumn("{task.fields[peers]}"),
             TextColumn("[dim]{task.fields[state]}"),
             console=self.console,
             transient=False,
             redirect_stdout=False,
             redirect_stderr=False,
         )
-        task = bar.add_task(self.info_hash[:12], total=None, rate="", eta="--:--", peers=0, state="finding")
+        task = bar.add_task(self.info_hash[:12], total=None, rate="", eta="--:--", peers=_peers(0),
+                            state="finding")
         self._bar, self._task = bar, task
         self.active = True
         try:
@@ -83,7 +88,7 @@ class LiveProgress:
     def progress(self, event: tev.Progress) -> None:
         if self.active and self._bar is not None and self._task is not None and event.info_hash == self.info_hash:
             self._bar.update(self._task, total=event.total or None, completed=event.have,
-                             rate=f"{human_size(event.bytes_per_s)}/s", peers=event.peers)
+                             rate=f"{human_size(event.bytes_per_s)}/s", peers=_peers(event.peers))
 
     def complete(self, event: tev.Complete) -> None:
         """Draw the finished state (its event comes before the next poll would see it) and
@@ -91,8 +96,11 @@ class LiveProgress:
         bar, task = self._bar, self._task
         if self.active and bar is not None and task is not None and event.info_hash == self.info_hash:
             total = bar.tasks[0].total or 1
+            # the finished line keeps what the download was (the live rate and peer count
+            # just before the end say little once the peers have gone): its average rate, its sources
+            rate = f"{human_size(event.downloaded / event.transfer_s)}/s" if event.transfer_s > 0 else ""
             bar.update(task, description=Path(event.path).name, total=total, completed=total, state="complete",
-                       eta="--:--")
+                       eta="--:--", rate=rate, peers=f"from {_peers(len(event.from_peers))}")
             self.finish()
 
     def finish(self) -> None:
@@ -107,5 +115,5 @@ def _update(bar: Progress, task: TaskID, info: TransferInfo) -> None:
     bar.update(task, description=info.name or info.info_hash[:12],
                total=info.total or (1 if done else None),
                completed=info.have if info.total else (1 if done else 0),
-               rate=f"{human_size(info.bytes_per_s)}/s", eta=_eta(info.eta_s), peers=info.active_peers,
+               rate=f"{human_size(info.bytes_per_s)}/s", eta=_eta(info.eta_s), peers=_peers(info.active_peers),
                state=info.state)

@@ -220,4 +220,7 @@ def test_progress_line_when_not_a_terminal(net: Net) -> None:
     assert code == 0, text
     bars = [line for line in text.splitlines() if "━" in line]
     assert len(bars) == 1 and bars[0].startswith("file.bin ") and bars[0].endswith("complete"), text
+    # the finished line says where the file came from and its average rate (it said "0 peers"
+    # and the last poll's rate: the peers had gone by then)
+    assert " from 1 peer " in bars[0] and "/s" in bars[0], bars[0]
     assert any(line.startswith("✓ complete: ") for line in text.splitlines()), text
