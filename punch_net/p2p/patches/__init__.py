@@ -6,7 +6,8 @@ GET_PROVIDERS query and the walk: tests/scale/test_provider_walk.py). If a test'
 half starts failing, upstream fixed it and the patch can go.
 
 Entry points (all idempotent):
-- `install(agent)`: process-wide patches (dial delay, identify agent, Noise/yamux data path).
+- `install(agent)`: process-wide patches (dial delay, identify agent, one-flight protocol
+  negotiation, Noise/yamux data path).
 - `install_host(host, dial_timeout)`: per-host patches (handshake deadline, connected peers'
   addresses kept); `build_host` calls both.
 - `install_dht(host, dht, server=...)`: per-DHT patches (kad α, no auto-dialing, server-only
@@ -43,6 +44,7 @@ from punch_net.p2p.patches import (
     kad_provider_query,
     kad_provider_walk,
     kad_server_only_routing,
+    multiselect_one_flight,
     noise_batching,
     rcmgr_conn_gate,
     rcmgr_streams,
@@ -73,6 +75,7 @@ def install(agent: str | None = None) -> None:
     if _installed:
         return
     happy_eyeballs.install()
+    multiselect_one_flight.install()
     noise_batching.install()
     secure_session_read.install()
     yamux_fast_data.install()
