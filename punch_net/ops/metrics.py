@@ -177,10 +177,10 @@ class NodeMetrics:
         failed their hash."""
         rows = self.source.take_snapshot(["transfers"]).transfers or []
         for t in rows:
-            figures = {("bytes", "down"): sum(p.downloaded for p in t.peer_stats),
+            figures = {("bytes", "down"): sum(p.downloaded for p in t.peers),
                        ("bytes", "up"): t.uploaded,
-                       ("pieces", "verified"): sum(p.pieces for p in t.peer_stats),
-                       ("pieces", "corrupt"): sum(p.bad_pieces for p in t.peer_stats)}
+                       ("pieces", "verified"): sum(p.pieces for p in t.peers),
+                       ("pieces", "corrupt"): sum(p.bad_pieces for p in t.peers)}
             for (kind, label), value in figures.items():
                 last = self._transfer_seen.get((t.info_hash, f"{kind}:{label}"), 0)
                 if value > last:

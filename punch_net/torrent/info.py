@@ -6,21 +6,9 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class PeerSnapshot:
-    peer_id: str
-    number: int  # 1-based; `TransferInfo.piece_from` refers to peers by this number
-    state: str  # connecting | active | closed | bad
-    bytes_per_s: float
-    downloaded: int
-    pieces: int
-    bad_pieces: int
-    outstanding: int
-    error: str
-
-
-@dataclass(frozen=True)
 class TransferPeer:
-    """One peer of a transfer, both ways: what it gives us, what we give it, what it has."""
+    """One peer of a transfer, both ways: what it gives us, what we give it, what it has,
+    and how fetching from it goes (the fields from `state` on; zero for a peer we fetch nothing from)."""
 
     peer_id: str
     down_rate: float  # bytes/s of pieces from it
@@ -28,6 +16,12 @@ class TransferPeer:
     have: int  # pieces it has (its bitfield and HAVEs)
     choked: bool  # we choke it: its requests are not served
     interested: bool  # it is interested in what we have
+    state: str = ""  # fetching from it: connecting | active | closed | bad; "" we fetch nothing from it
+    downloaded: int = 0  # bytes of pieces received from it
+    pieces: int = 0  # pieces from it that passed their hash
+    bad_pieces: int = 0  # pieces from it that failed their hash
+    outstanding: int = 0  # our requests to it not answered yet
+    error: str = ""  # why we stopped fetching from it (state closed or bad)
 
 
 @dataclass(frozen=True)
@@ -45,10 +39,10 @@ class TransferInfo:
     path: str
     uploaded: int
     upload_bytes_per_s: float
-    peer_stats: list[PeerSnapshot]
-    piece_from: list[int]  # per piece: -1 missing, 0 verified from disk (earlier run), k = peer number k
     error: str = ""
-    peers: tuple[TransferPeer, ...] = ()  # everyone we exchange pieces with, either way
+    # everyone we exchange pieces with, either way: peers we fetch from first (in the order
+    # we met them), then peers that only fetch from us
+    peers: tuple[TransferPeer, ...] = ()
     piece_sources: tuple[int, ...] = ()  # per piece: index into `peers` of who sent it, -1 not yet, -2 from disk
 
 

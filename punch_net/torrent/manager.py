@@ -25,7 +25,7 @@ from punch_net.torrent.catalogue import SharedFile, ShareIndex
 from punch_net.torrent.choker import RECHOKE_EVERY
 from punch_net.torrent.client import PeerError, fetch_catalogue
 from punch_net.torrent.events import human_size
-from punch_net.torrent.info import CatalogueEntry, PeerSnapshot, TransferInfo, TransferPeer
+from punch_net.torrent.info import CatalogueEntry, TransferInfo, TransferPeer
 from punch_net.torrent.service import Source, TorrentService
 from punch_net.torrent.spreader import Spreader
 from punch_net.torrent.storage import existing_matches
@@ -299,10 +299,6 @@ class TorrentManager:
                 bytes_per_s=0.0, eta_s=None, active_peers=sum(1 for m in src.peers.values() if m.rate(now) > 0),
                 state="paused" if ih in self.service.paused else "seeding", direction="seed",
                 path=str(src.path), uploaded=src.uploaded, upload_bytes_per_s=src.meter.rate(now),
-                peer_stats=[PeerSnapshot(pid, i + 1, "active" if m.rate(now) > 0 else "idle", m.rate(now),
-                                         m.total, 0, 0, 0, "")
-                            for i, (pid, m) in enumerate(sorted(src.peers.items()))],
-                piece_from=[0] * n,
                 peers=tuple(TransferPeer(pid, 0.0, src.peers[pid].rate(now) if pid in src.peers else 0.0, 0,
                                          serving.get(pid, False), pid in serving)
                             for pid in sorted(set(src.peers) | set(serving))),

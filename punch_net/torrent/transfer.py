@@ -35,7 +35,7 @@ from punch_net.routing.reputation import ReputationStore
 from punch_net.torrent import events as tev
 from punch_net.torrent import wire
 from punch_net.torrent.client import COALESCE_BELOW, READ_SIZE, BadMetainfo, PeerError, fetch_metainfo, open_stream
-from punch_net.torrent.info import PeerSnapshot, TransferInfo, TransferPeer
+from punch_net.torrent.info import TransferInfo, TransferPeer
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.peer_session import (
     Action,
@@ -86,7 +86,7 @@ class BadPeer(Exception):
 @dataclass
 class _Peer(PeerCounters):
     peer_id: ID
-    number: int
+    row: int  # its index in TransferInfo.peers, which lists the peers we fetch from first, in this order
     state: str = "connecting"
     error: str = ""
     ended_at: float = 0.0
@@ -107,7 +107,7 @@ class Transfer:
         self.meta: Metainfo | None = None
         self.part: PartFile | None = None
         self.picker: PiecePicker | None = None
-        self.piece_from: list[int] = []
+        self.piece_sources: list[int] = []  # TransferInfo.piece_sources: -1 missing, -2 from disk, else a peer's row
         self.state = "finding"
         self.error = ""
         self.path = ""
@@ -190,7 +190,7 @@ class Transfer:
                 self.state = before
         for i in bad:
             picker.unverify(i)
-            self.piece_from[i] = -1
+            self.piece_sources[i] = -1
         if bad and bad[0] < self._hashed_upto:  # the whole-file hash took in bytes now known bad
             self._whole = WholeHasher()
             self._hashed_upto = 0
@@ -259,31 +259,28 @@ class Transfer:
             path=self.path,
             uploaded=src.uploaded if src else 0,
             upload_bytes_per_s=src.meter.rate(now) if src else 0.0,
-            peer_stats=[PeerSnapshot(str(p.peer_id), p.number, p.state, p.meter.rate(now), p.meter.total,
-                                     p.pieces, p.bad_pieces,
-                                     len(self.picker.peer_requests.get(p.peer_id, ())) if self.picker else 0,
-                                     p.error)
-                        for p in sorted(self.peers.values(), key=lambda p: p.number)],
-            piece_from=list(self.piece_from),
             error=self.error,
             peers=self._peer_rows(now, serving or {}),
-            piece_sources=tuple(f - 1 if f > 0 else (-2 if f == 0 else -1) for f in self.piece_from),
+            piece_sources=tuple(self.piece_sources),
         )
 
     def _peer_rows(self, now: float, serving: Mapping[str, bool]) -> tuple[TransferPeer, ...]:
-        """Peers we fetch from (in `number` order, so piece_from's k is row k-1), then
+        """Peers we fetch from (in `row` order: piece_sources names them by it), then
         peers that only download from us."""
         src = self.uploaded_source
         up = src.peers if src is not None else {}
         picker = self.picker
         rows = []
-        for p in sorted(self.peers.values(), key=lambda p: p.number):
+        for p in sorted(self.peers.values(), key=lambda p: p.row):
             key = str(p.peer_id)
             bits = picker.peer_bits.get(p.peer_id) if picker is not None else None
+            asked = picker.peer_requests.get(p.peer_id, ()) if picker is not None else ()
             meter = up.get(key)
             rows.append(TransferPeer(key, p.meter.rate(now), meter.rate(now) if meter else 0.0,
                                      sum(bits) if bits is not None else 0,
-                                     serving.get(key, False), key in serving))
+                                     serving.get(key, False), key in serving,
+                                     state=p.state, downloaded=p.meter.total, pieces=p.pieces,
+                                     bad_pieces=p.bad_pieces, outstanding=len(asked), error=p.error))
         known = {str(pid) for pid in self.peers}
         for key in sorted(set(serving) | set(up)):
             if key not in known:
@@ -374,7 +371,7 @@ class Transfer:
         self.part = PartFile(self.download_dir, meta)
         have = await trio.to_thread.run_sync(self.part.open)
         self.picker = PiecePicker(meta.num_pieces, have)
-        self.piece_from = [0 if b else -1 for b in have]
+        self.piece_sources = [-2 if b else -1 for b in have]
         self.resumed = sum(have)
         self._whole, self._hashed_upto = WholeHasher(), 0
         self._last_checkpoint_have = self.picker.have_count()
@@ -536,7 +533,7 @@ class Transfer:
     def _peer(self, pid: ID) -> _Peer:
         peer = self.peers.get(pid)
         if peer is None:
-            peer = self.peers[pid] = _Peer(pid, len(self.peers) + 1)
+            peer = self.peers[pid] = _Peer(pid, len(self.peers))
         return peer
 
     async def _peer_task(self, info: PeerInfo) -> None:
@@ -737,7 +734,7 @@ class Transfer:
                 todo.extend(session.piece_verified(act.index, meta.verify_piece(act.index, act.data)))
             elif isinstance(act, Store):
                 part.write_piece(act.index, act.data)
-                self.piece_from[act.index] = peer.number
+                self.piece_sources[act.index] = peer.row
                 stored += len(act.data)
                 for cb in self.on_piece:
                     cb(act.index)

@@ -2,7 +2,7 @@
 per-peer rate table, the swarm table (each peer's rates both ways, what it has, choking),
 and a details panel combining them.
 
-They take `TransferInfo` / `PeerSnapshot` / `TransferPeer` (punch_net/torrent/info.py: pure
+They take `TransferInfo` / `TransferPeer` (punch_net/torrent/info.py: pure
 data, the same in-process and attached), so the UI never imports the network stack.
 """
 
@@ -16,12 +16,13 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from punch_net.torrent.info import PeerSnapshot, TransferInfo, TransferPeer
+from punch_net.torrent.info import TransferInfo, TransferPeer
 from punch_tui.format import plural, size
 from punch_tui.format import rate as format_rate
 from punch_tui.widgets.table import Cell, FilterTable, cell
 
-# Peer k (1-based) gets PALETTE[(k - 1) % len]; missing and from-disk pieces are neutral.
+# Peer k (1-based: TransferInfo.peers[k - 1]) gets PALETTE[(k - 1) % len]; missing and
+# from-disk pieces are neutral.
 PALETTE = ("green", "cyan", "magenta", "yellow", "blue", "bright_red", "bright_green", "bright_cyan",
            "bright_magenta", "orange3", "purple", "spring_green3")
 MISSING_STYLE = "grey30"
@@ -44,10 +45,11 @@ def _bucket_source(sources: Sequence[int]) -> int:
     return Counter(sources).most_common(1)[0][0]
 
 
-def pieces_map_text(piece_from: Sequence[int], width: int, max_rows: int = 8) -> Text:
-    """The pieces map as rich Text: up to width x max_rows cells; a cell covers
-    ceil(pieces / cells) pieces when there are more pieces than cells."""
-    n = len(piece_from)
+def pieces_map_text(sources: Sequence[int], width: int, max_rows: int = 8) -> Text:
+    """The pieces map as rich Text (`sources` per piece in `peer_style` numbering, see
+    `map_sources`): up to width x max_rows cells; a cell covers ceil(pieces / cells)
+    pieces when there are more pieces than cells."""
+    n = len(sources)
     out = Text(no_wrap=True)
     if n == 0:
         out.append("(no pieces: empty file)", style="dim")
@@ -57,7 +59,7 @@ def pieces_map_text(piece_from: Sequence[int], width: int, max_rows: int = 8) ->
     per = -(-n // cells)
     cells = -(-n // per)
     for i in range(cells):
-        src = _bucket_source(piece_from[i * per:(i + 1) * per])
+        src = _bucket_source(sources[i * per:(i + 1) * per])
         out.append(EMPTY if src < 0 else FULL, style=peer_style(src))
         if (i + 1) % width == 0 and i + 1 < cells:
             out.append("\n")
@@ -83,24 +85,10 @@ def summary_line(info: TransferInfo) -> Text:
     return text
 
 
-def legend_text(peer_stats: Sequence[PeerSnapshot]) -> Text:
-    text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(FULL, style=DISK_STYLE)
-    text.append(" on disk  ")
-    text.append(EMPTY, style=MISSING_STYLE)
-    text.append(" missing  ")
-    for p in peer_stats:
-        text.append(FULL, style=peer_style(p.number))
-        text.append(f" {p.peer_id[-8:]}  ")
-    return text
-
-
 def map_sources(info: TransferInfo) -> list[int]:
     """The pieces map's per-piece source in `peer_style` numbering (k >= 1 peer k, 0 from
-    disk, -1 missing): from `piece_sources` (index into `peers`) when the node gives it."""
-    if info.piece_sources:
-        return [s + 1 if s >= 0 else (0 if s == -2 else -1) for s in info.piece_sources]
-    return list(info.piece_from)
+    disk, -1 missing), from `piece_sources` (index into `peers`, -2 disk, -1 missing)."""
+    return [s + 1 if s >= 0 else (0 if s == -2 else -1) for s in info.piece_sources]
 
 
 def swarm_legend_text(peers: Sequence[TransferPeer]) -> Text:
@@ -149,14 +137,17 @@ PEER_COLUMNS = [("peer", "Peer"), ("state", "State"), ("rate", "Rate"), ("pieces
                 ("bad", "Bad"), ("outstanding", "Asked")]
 
 
-def peer_rows(peer_stats: Sequence[PeerSnapshot]) -> dict[str, list[Cell]]:
+def peer_rows(peers: Sequence[TransferPeer]) -> dict[str, list[Cell]]:
+    """One row per peer we fetch from (those with a `state`): how fetching from it goes."""
     rows: dict[str, list[Cell]] = {}
-    for p in peer_stats:
+    for i, p in enumerate(peers):
         pid, state = p.peer_id, p.state
+        if not state:
+            continue
         rows[pid] = [
-            cell(f"█ …{pid[-12:]}", pid, peer_style(p.number)),
+            cell(f"█ …{pid[-12:]}", pid, peer_style(i + 1)),
             cell(state, state, "red" if state == "bad" else ""),
-            cell(format_rate(p.bytes_per_s), p.bytes_per_s),
+            cell(format_rate(p.down_rate), p.down_rate),
             cell(p.pieces, p.pieces),
             cell(p.bad_pieces, p.bad_pieces, "red" if p.bad_pieces else ""),
             cell(p.outstanding, p.outstanding),
@@ -174,8 +165,8 @@ class PiecesMap(Static):
         self.max_rows = max_rows
         self._pieces: list[int] = []
 
-    def show(self, piece_from: Sequence[int]) -> None:
-        self._pieces = list(piece_from)
+    def show(self, sources: Sequence[int]) -> None:
+        self._pieces = list(sources)
         self._render_map()
 
     def on_resize(self) -> None:
@@ -205,10 +196,8 @@ class TransferDetails(Vertical):
         yield FilterTable(SWARM_COLUMNS, id="td-swarm")
 
     def show(self, info: TransferInfo) -> None:
-        peers = info.peer_stats
         self.query_one("#td-summary", Static).update(summary_line(info))
         self.query_one("#td-map", PiecesMap).show(map_sources(info))
-        legend = swarm_legend_text(info.peers) if info.piece_sources else legend_text(peers)
-        self.query_one("#td-legend", Static).update(legend)
-        self.query_one("#td-peers", FilterTable).set_rows(peer_rows(peers))
+        self.query_one("#td-legend", Static).update(swarm_legend_text(info.peers))
+        self.query_one("#td-peers", FilterTable).set_rows(peer_rows(info.peers))
         self.query_one("#td-swarm", FilterTable).set_rows(swarm_rows(info.peers, info.total))

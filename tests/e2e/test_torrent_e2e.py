@@ -311,7 +311,7 @@ def test_torrent_ops_on_the_control_socket(net: Net, shared: Shared) -> None:
             async with await RemoteNode.connect(sock) as node:
                 infos = await node.transfers()
                 assert {i.name for i in infos} >= set(SIZES)
-                assert all(isinstance(i, TransferInfo) for i in infos)  # piece_from, peer_stats: typed
+                assert all(isinstance(i, TransferInfo) for i in infos)  # peers, piece_sources: typed
                 await node.torrent_pause(first)
                 assert {i.name: i for i in await node.transfers()}[name].state == "paused"
                 await node.torrent_resume(first)

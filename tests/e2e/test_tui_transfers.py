@@ -233,7 +233,7 @@ def test_progress_bar_and_row() -> None:
     assert len({len(progress_bar(i / 97)) for i in range(98)}) == 1  # fixed width
     info = TransferInfo(info_hash="ab" * 32, name="a-rather-long-file-name.iso", size=2_000_000, have=10, total=31,
                         bytes_per_s=1_500_000.0, eta_s=75.0, active_peers=3, state="downloading", direction="download",
-                        path="", uploaded=0, upload_bytes_per_s=0.0, peer_stats=[], piece_from=[])
+                        path="", uploaded=0, upload_bytes_per_s=0.0)
     row = [c.text.strip() for c in transfer_row(info)]
     assert row == ["↓ a-rather-lo…", "█▉····  32%", "1.9 MiB", "1.4 MiB/s", "1m15s", "3", "downloading"]
     pending = transfer_row(replace(info, name="", state="finding", total=0, have=0, eta_s=None))

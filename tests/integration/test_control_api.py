@@ -22,7 +22,7 @@ from punch_net.ops import control
 from punch_net.ops.remote import RemoteNode
 from punch_net.relay.outcomes import HolePunchRecord, Outcome
 from punch_net.relay.status import RelayStatus
-from punch_net.torrent.info import CatalogueEntry, PeerSnapshot, TransferInfo
+from punch_net.torrent.info import CatalogueEntry, TransferInfo, TransferPeer
 
 PEER = "12D3KooWQ33oybJiFMsezFu6uHgmbFFa5hHo8qDAKMhfpNtwDPHY"
 OTHER = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHy5PdaJdmi3ie5E7sMhT2m"
@@ -43,9 +43,10 @@ def transfer() -> TransferInfo:
     return TransferInfo(info_hash="cd" * 20, name="a.bin", size=100, have=1, total=2, bytes_per_s=10.0, eta_s=10.0,
                         active_peers=1, state="downloading", direction="download", path="/tmp/a.bin", uploaded=0,
                         upload_bytes_per_s=0.0,
-                        peer_stats=[PeerSnapshot(peer_id=OTHER, number=1, state="active", bytes_per_s=10.0,
-                                                 downloaded=50, pieces=1, bad_pieces=0, outstanding=0, error="")],
-                        piece_from=[1, -1])
+                        peers=(TransferPeer(peer_id=OTHER, down_rate=10.0, up_rate=0.0, have=2, choked=False,
+                                            interested=False, state="active", downloaded=50, pieces=1, bad_pieces=0,
+                                            outstanding=0, error=""),),
+                        piece_sources=(0, -1))
 
 
 class FakeNode:
@@ -213,7 +214,7 @@ async def test_remote_results_have_the_local_types(tmp_path: Path) -> None:
                 assert isinstance(snap.connections[0], api.ConnectionInfo)
                 assert isinstance(snap.relay, RelayStatus) and snap.relay.hole_punches[0].outcome is Outcome.TIMEOUT
                 assert snap.transfers is not None and isinstance(snap.transfers[0], TransferInfo)
-                assert isinstance(snap.transfers[0].peer_stats[0], PeerSnapshot)
+                assert isinstance(snap.transfers[0].peers[0], TransferPeer) and snap.transfers[0].peers[0].pieces == 1
                 assert ("ping", {"peer": OTHER, "timeout": 5.0}) in local.calls  # defaults travel too
     assert not path.exists()  # removed on exit
 

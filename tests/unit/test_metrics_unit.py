@@ -24,7 +24,7 @@ class Peer:
 class Transfer:
     info_hash: str
     uploaded: int
-    peer_stats: list[Peer] = field(default_factory=list)
+    peers: list[Peer] = field(default_factory=list)
 
 
 class FakeSource:
@@ -83,14 +83,14 @@ def test_counters_hooks_and_events() -> None:
 
 
 def test_torrent_series_follow_transfers_monotonically() -> None:
-    rows = [Transfer("aa", uploaded=100, peer_stats=[Peer(1000, 2), Peer(500, 1, bad_pieces=1)])]
+    rows = [Transfer("aa", uploaded=100, peers=[Peer(1000, 2), Peer(500, 1, bad_pieces=1)])]
     m, _ = fake_metrics(rows)
     s = samples(m)
     assert s[("punch_torrent_bytes_total", (("direction", "down"),))] == 1500
     assert s[("punch_torrent_bytes_total", (("direction", "up"),))] == 100
     assert s[("punch_torrent_pieces_total", (("result", "verified"),))] == 3
     assert s[("punch_torrent_pieces_total", (("result", "corrupt"),))] == 1
-    rows[0].peer_stats[0].downloaded = 3000
+    rows[0].peers[0].downloaded = 3000
     rows.append(Transfer("bb", uploaded=7))
     s = samples(m)
     assert s[("punch_torrent_bytes_total", (("direction", "down"),))] == 3500

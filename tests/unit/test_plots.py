@@ -84,7 +84,7 @@ def test_node_history_keeps_each_transfer_rate_while_listed() -> None:
     def info(h: str, down: float, up: float) -> TransferInfo:
         return TransferInfo(info_hash=h, name="f", size=1, have=0, total=1, bytes_per_s=down, eta_s=None,
                             active_peers=1, state="downloading", direction="download", path="", uploaded=0,
-                            upload_bytes_per_s=up, peer_stats=[], piece_from=[-1])
+                            upload_bytes_per_s=up, piece_sources=(-1,))
 
     h = NodeHistory()
     h.add(Snapshot(ts=1.0, stats=stats(), transfers=[info("a", 100.0, 0.0), info("b", 5.0, 7.0)]))

@@ -36,7 +36,7 @@ def snapshots(n: int = 30) -> list[Snapshot]:
                    lookup_ms=(i // 3) * 120.0)
         tr = TransferInfo(info_hash="ab" * 32, name="f.bin", size=10, have=1, total=4, bytes_per_s=5000.0 + i,
                           eta_s=3.0, active_peers=1, state="downloading", direction="download", path="", uploaded=0,
-                          upload_bytes_per_s=0.0, peer_stats=[], piece_from=[1, -1, -1, -1])
+                          upload_bytes_per_s=0.0, piece_sources=(0, -1, -1, -1))
         out.append(Snapshot(ts=t0 + i, stats=st, routing=rt, network=NET, transfers=[tr]))
     return out
 

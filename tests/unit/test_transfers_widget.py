@@ -8,7 +8,7 @@ from typing import Any
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from punch_net.torrent.info import PeerSnapshot, TransferInfo
+from punch_net.torrent.info import TransferInfo, TransferPeer
 from punch_tui.widgets.table import FilterTable
 from punch_tui.widgets.transfers import (
     DISK_STYLE,
@@ -54,13 +54,16 @@ def test_details_panel_shows_summary_map_and_peers() -> None:
     info = TransferInfo(
         info_hash="ab" * 32, name="big.bin", size=5 * 65536, have=3, total=5, bytes_per_s=2_000_000.0, eta_s=12.0,
         active_peers=2, state="downloading", direction="download", path="", uploaded=0, upload_bytes_per_s=0.0,
-        piece_from=[1, 2, 1, -1, -1],
-        peer_stats=[
-            PeerSnapshot(peer_id="12D3KooWpeerAAAAAAAAAAAA", number=1, state="active", bytes_per_s=1e6,
-                         downloaded=131072, pieces=2, bad_pieces=0, outstanding=4, error=""),
-            PeerSnapshot(peer_id="12D3KooWpeerBBBBBBBBBBBB", number=2, state="bad", bytes_per_s=0.0,
-                         downloaded=65536, pieces=1, bad_pieces=1, outstanding=0, error="bad piece"),
-        ],
+        piece_sources=(0, 1, 0, -1, -1),
+        peers=(
+            TransferPeer(peer_id="12D3KooWpeerAAAAAAAAAAAA", down_rate=1e6, up_rate=0.0, have=5, choked=False,
+                         interested=False, state="active", downloaded=131072, pieces=2, outstanding=4),
+            TransferPeer(peer_id="12D3KooWpeerBBBBBBBBBBBB", down_rate=0.0, up_rate=0.0, have=0, choked=False,
+                         interested=False, state="bad", downloaded=65536, pieces=1, bad_pieces=1, error="bad piece"),
+            # only fetches from us: in the swarm table, not in the per-peer (fetching) table
+            TransferPeer(peer_id="12D3KooWleechCCCCCCCCCCCC", down_rate=0.0, up_rate=5e5, have=1, choked=False,
+                         interested=True),
+        ),
     )
 
     async def scenario() -> None:
@@ -73,9 +76,12 @@ def test_details_panel_shows_summary_map_and_peers() -> None:
             assert "big.bin" in summary and "downloading" in summary and "3/5" in summary
             pieces_map = details.query_one(PiecesMap)
             assert str(pieces_map.render()).startswith(FULL * 3 + EMPTY * 2)
-            table = details.query_one(FilterTable)
+            table = details.query_one("#td-peers", FilterTable)
             assert table.total_rows == 2
-            assert any("bad" in t for t in table.column_texts("state"))
+            assert [t.strip() for t in table.column_texts("state")] == ["active", "bad"]
+            assert [t.strip() for t in table.column_texts("bad")] == ["0", "1"]
+            assert [t.strip() for t in table.column_texts("outstanding")] == ["4", "0"]
+            assert details.query_one("#td-swarm", FilterTable).total_rows == 3
 
     asyncio.run(scenario())
 
@@ -84,7 +90,6 @@ def test_swarm_table_and_map_from_piece_sources() -> None:
     """TransferInfo.peers / piece_sources: the map colours piece i by peers[piece_sources[i]]
     (peer_style(index + 1)), -2 from disk, -1 missing; the swarm table shows each peer's
     rates both ways, what it has and the choking."""
-    from punch_net.torrent.info import TransferPeer
     from punch_tui.widgets.transfers import has_bar, map_sources, swarm_legend_text, swarm_rows
 
     peers = (TransferPeer("12D3KooWseederAAAAAAAAAAA", 3e6, 0.0, 4, False, False),
@@ -92,7 +97,7 @@ def test_swarm_table_and_map_from_piece_sources() -> None:
     info = TransferInfo(
         info_hash="cd" * 32, name="swarm.bin", size=4 * 65536, have=3, total=4, bytes_per_s=4e6, eta_s=1.0,
         active_peers=2, state="downloading", direction="download", path="", uploaded=65536,
-        upload_bytes_per_s=2e6, peer_stats=[], piece_from=[], peers=peers, piece_sources=(0, 1, -2, -1))
+        upload_bytes_per_s=2e6, peers=peers, piece_sources=(0, 1, -2, -1))
     assert map_sources(info) == [1, 2, 0, -1]
     text = pieces_map_text(map_sources(info), width=10)
     assert [st for _, st in styles(text)] == [peer_style(1), peer_style(2), DISK_STYLE, MISSING_STYLE]

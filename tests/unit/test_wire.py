@@ -19,7 +19,7 @@ from punch_net.ops import wire
 from punch_net.ops.remote import RemoteNode
 from punch_net.relay.outcomes import HolePunchRecord, Outcome
 from punch_net.relay.status import HeldReservation, RelayStatus, ServedCircuitInfo, ServedReservationInfo
-from punch_net.torrent.info import CatalogueEntry, PeerSnapshot, TransferInfo, TransferPeer
+from punch_net.torrent.info import CatalogueEntry, TransferInfo, TransferPeer
 
 PEER = "12D3KooWQ33oybJiFMsezFu6uHgmbFFa5hHo8qDAKMhfpNtwDPHY"
 OTHER = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHy5PdaJdmi3ie5E7sMhT2m"
@@ -52,10 +52,9 @@ def transfer() -> TransferInfo:
         info_hash="ab" * 20, name="movie.mkv", size=10_000_000, have=3, total=5, bytes_per_s=1250.5, eta_s=None,
         active_peers=1, state="downloading", direction="download", path="/tmp/movie.mkv", uploaded=0,
         upload_bytes_per_s=0.0,
-        peer_stats=[PeerSnapshot(peer_id=OTHER, number=1, state="active", bytes_per_s=1250.5, downloaded=3 << 20,
-                                 pieces=2, bad_pieces=0, outstanding=1, error="")],
-        piece_from=[0, 1, 1, -1, -1],
-        peers=(TransferPeer(peer_id=OTHER, down_rate=1250.5, up_rate=300.0, have=4, choked=False, interested=True),),
+        peers=(TransferPeer(peer_id=OTHER, down_rate=1250.5, up_rate=300.0, have=4, choked=False, interested=True,
+                            state="active", downloaded=3 << 20, pieces=2, bad_pieces=0, outstanding=1, error=""),
+               TransferPeer(peer_id=PEER, down_rate=0.0, up_rate=80.0, have=0, choked=True, interested=True)),
         piece_sources=(-2, 0, 0, -1, -1))
 
 
