@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from punchproc import PY, PunchProc  # noqa: E402
+from punchproc import PY, PunchProc
 
 PROXY = Path(__file__).resolve().parents[1] / "tests" / "support" / "delay_proxy.py"
 
