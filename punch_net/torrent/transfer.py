@@ -640,32 +640,32 @@ class Transfer:
         stream = None
         try:
             with trio.fail_after(self.node.config.dial_timeout):
-                stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout)
-                await grow_receive_window(stream, RECEIVE_WINDOW)
-                await stream.write(wire.encode_interested(self.info_hash))
+                stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout,
+                                           first=wire.encode_interested(self.info_hash), prepare=self._grow)
             return stream
         except Exception:
             if stream is not None:
                 await reset_quietly(stream)
             return None
 
+    @staticmethod
+    async def _grow(stream: INetStream) -> None:
+        await grow_receive_window(stream, RECEIVE_WINDOW)
+
     async def _session(self, peer: _Peer, early: INetStream | None = None) -> None:
         """`early`: a piece stream opened (INTERESTED sent) before the metainfo arrived."""
         picker = self.picker
         assert picker is not None
         pid = peer.peer_id
-        stream = early or await open_stream(self.node.host, pid, self.node.config.dial_timeout)
         session = DownloadSession(pid, self.info_hash, picker, peer)
+        hello = session.start()
+        stream = early or await open_stream(self.node.host, pid, self.node.config.dial_timeout, first=hello,
+                                            prepare=self._grow)
         try:
-            hello = session.start()
-            if early is None:
-                await grow_receive_window(stream, RECEIVE_WINDOW)
             release_in_halves(stream)  # one WINDOW_UPDATE per 8 MiB read, not one per read
             hand_over_buffer(stream)  # each read is yamux's buffer itself, not a copy
             with trio.fail_after(self.node.config.dial_timeout):
-                if early is None:
-                    await stream.write(hello)
-                elif hello != (said := wire.encode_interested(self.info_hash)):
+                if early is not None and hello != (said := wire.encode_interested(self.info_hash)):
                     await stream.write(hello.removeprefix(said))  # what start() says beyond INTERESTED
                 while not session.ready:
                     data = await _read(stream, READ_COALESCE)

@@ -22,15 +22,23 @@ from multiaddr import Multiaddr
 from punch_harness import host_addr, libp2p_host
 
 from punch_net.p2p.patches import multiselect_one_flight
+from punch_net.p2p.streams import open_with
 
 DELAY = 0.3
 RTT = 2 * DELAY
 PROTO = TProtocol("/punch/test-one-flight/1")
 MISSING = TProtocol("/punch/test-nobody-speaks-this/1")
+ECHO = TProtocol("/punch/test-echo-first/1")
 Select = Callable[[MultiselectClient, Sequence[TProtocol], IMultiselectCommunicator], Awaitable[TProtocol]]
 
 
 async def close_it(stream: INetStream) -> None:
+    await stream.close()
+
+
+async def echo_first(stream: INetStream) -> None:
+    with trio.fail_after(30):
+        await stream.write(await stream.read(100))
     await stream.close()
 
 
@@ -39,6 +47,7 @@ async def delayed_pair() -> AsyncIterator[tuple[IHost, IHost]]:
     """Host a connected to host b through the delay proxy; b serves PROTO."""
     async with libp2p_host() as a, libp2p_host() as b:
         b.set_stream_handler(PROTO, close_it)
+        b.set_stream_handler(ECHO, echo_first)
         port = int(host_addr(b).split("/tcp/")[1].split("/")[0])
         async with delay_proxy(port, DELAY) as proxy_port:
             with trio.fail_after(60):
@@ -85,3 +94,23 @@ async def test_a_refused_first_protocol_falls_back_to_the_next() -> None:
             with pytest.raises(StreamFailure) as refused:
                 await a.new_stream(b.get_id(), [MISSING])
             assert "not supported" in str(refused.value.__cause__), refused.value.__cause__
+
+
+async def test_open_with_sends_the_first_message_with_the_protocol() -> None:
+    """punch_net.p2p.streams.open_with (the torrent client's streams): a request's answer one
+    round trip after opening, where new_stream then write take two."""
+    async with delayed_pair() as (a, b):
+        with trio.fail_after(30):
+            started = trio.current_time()
+            stream = await a.new_stream(b.get_id(), [ECHO])
+            await stream.write(b"hello")
+            plain = await stream.read(100), (trio.current_time() - started) / RTT
+            started = trio.current_time()
+            stream = await open_with(a, b.get_id(), ECHO, b"hello")
+            assert stream.get_protocol() == ECHO
+            lazy = await stream.read(100), (trio.current_time() - started) / RTT
+            with pytest.raises(StreamFailure, match="refused"):
+                await open_with(a, b.get_id(), MISSING, b"hello")
+    assert plain[0] == lazy[0] == b"hello"
+    assert plain[1] >= 1.9, f"new_stream + write: two round trips expected, measured {plain[1]:.2f}"
+    assert lazy[1] < 1.5, f"open_with: one round trip expected, measured {lazy[1]:.2f}"
