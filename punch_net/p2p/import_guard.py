@@ -57,6 +57,12 @@ STUBBED: tuple[str, ...] = (
     "libp2p.pubsub",  # gossipsub/floodsub
     "libp2p.observability",
     "dns",  # dnspython (~100 modules and asyncio), for multiaddr's /dns resolver: see INERT
+    # Prometheus: py-libp2p's metrics modules import it (libp2p.network.swarm only uses the plain
+    # SwarmEvent class of libp2p.metrics.swarm; nothing creates their Counters), and its
+    # resource manager's exporter exists only with enable_prometheus=True, which Punch never
+    # passes. Punch's own metrics (--metrics-port) release it (punch_net/runtime.py).
+    "prometheus_client",
+    "libp2p.rcmgr.prometheus_exporter",
     # Imported by libp2p's package init and `Swarm` but unused by a Noise-only host:
     "libp2p.security.tls",  # TLS 1.3 + AutoTLS
     "cryptography.x509",  # certificates: TLS, QUIC, WebRTC and AutoTLS (imported by libp2p.host.basic_host)
