@@ -63,6 +63,9 @@ STUBBED: tuple[str, ...] = (
     # passes. Punch's own metrics (--metrics-port) release it (punch_net/runtime.py).
     "prometheus_client",
     "libp2p.rcmgr.prometheus_exporter",
+    # trio's DTLS (UDP) channels, imported by trio/__init__ for `trio.DTLSEndpoint`, which
+    # nothing outside trio uses (WebRTC would, and it is stubbed above).
+    "trio._dtls",
     # Imported by libp2p's package init and `Swarm` but unused by a Noise-only host:
     "libp2p.security.tls",  # TLS 1.3 + AutoTLS
     "cryptography.x509",  # certificates: TLS, QUIC, WebRTC and AutoTLS (imported by libp2p.host.basic_host)
