@@ -16,6 +16,7 @@ NOT_FOR_A_TORRENT_CLIENT = (
     "Crypto", "pycparser", "coincurve", "fastecdsa", "cryptography.x509",
     "punch_net.ops.wire", "cattrs",  # the control socket's wire form: loaded when a client connects
     "punch_net.ops.metrics", "prometheus_client",  # only with --metrics-port
+    "tomllib", "tomli_w",  # only with --config / `punch config`
 )
 
 LOADED = textwrap.dedent("""
