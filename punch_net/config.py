@@ -4,13 +4,11 @@ with tomli-w) and the merge rule: built-in defaults < config file < flags."""
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
-import tomli_w
 
 from punch_net.rcmgr.limits import LIMIT_DOCS, Limits
 
@@ -185,6 +183,8 @@ CONFIG_EXAMPLES: dict[str, Any] = {"port": DEFAULT_PORT, "share_dir": "~/shared"
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    import tomllib  # here: a node started without --config does not load it (~2 ms)
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -287,6 +287,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 def default_config_text() -> str:
     """A commented default config: each value written by tomli-w under its comment."""
+    import tomli_w  # only `punch config init` writes TOML
+
     defaults = NodeConfig()
     values: dict[str, dict[str, Any]] = {  # None = commented out
         "node": {
@@ -335,6 +337,8 @@ def default_config_text() -> str:
 
 def update_config_file(path: Path, section: str, key: str, value: Any) -> None:
     """Set one value (e.g. the TUI theme) and rewrite the file atomically."""
+    import tomli_w
+
     data: dict[str, Any] = {}
     if path.exists():
         data = read_config_file(path)

@@ -39,3 +39,13 @@ class NotFound(NodeError):
     """No such thing here (e.g. no transfer with that info hash)."""
 
     code = "not_found"
+
+
+class ControlError(NodeError):
+    """A request cannot be carried out by the control layer (punch_net/ops/control.py);
+    `code` is machine-readable. Here, not in ops/wire.py, so the control socket can raise it
+    without loading the wire form (cattrs) before a client connects."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

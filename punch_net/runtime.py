@@ -47,9 +47,8 @@ from punch_net.dht.refresh import Refresher
 from punch_net.errors import BadArgs, NotFound
 from punch_net.messaging.commands import CommandRegistry
 from punch_net.node import Component, Node
-from punch_net.ops.metrics import NodeMetrics
+from punch_net.p2p import import_guard
 from punch_net.p2p.logs import tame_libp2p_logging
-from punch_net.rcmgr.metrics import RcmgrCollector
 from punch_net.reach.service import ObservedAddrsService
 from punch_net.relay.manager import RelayManager
 from punch_net.relay.status import RelayStatus
@@ -67,6 +66,7 @@ if TYPE_CHECKING:
     # Role- and option-specific components are imported where they are composed, so a
     # role loads only its own (the monitor's crawler, mDNS, UPnP: not a torrent client's).
     from punch_net.dht.crawler import Crawler, NetworkMap
+    from punch_net.ops.metrics import NodeMetrics
     from punch_net.reach.mdns import MdnsService
     from punch_net.reach.portmap import PortMapService
 
@@ -92,6 +92,20 @@ MDNS_ROLES = ("listener", "dialer")  # on by default for these, as kubo's LAN di
 def _loopback_only(listen_addr: str) -> bool:
     """Listening on loopback (tests, punch testnet): LAN discovery and port mapping are moot."""
     return listen_addr.startswith("127.") or listen_addr == "::1"
+
+
+def _node_metrics(rt: Runtime) -> NodeMetrics:
+    """The node's Prometheus metrics, fed by the kernel's observers and the reputation store."""
+    import_guard.release("prometheus_client")  # the `punch` executable stubs it (import_guard.STUBBED)
+    from punch_net.ops.metrics import NodeMetrics
+    from punch_net.rcmgr.metrics import RcmgrCollector
+
+    metrics = NodeMetrics(rt.config.role, rt.api)
+    rt.reputation.on_record = metrics.reputation_event
+    metrics.registry.register(RcmgrCollector(rt.node.resources))  # libp2p_rcmgr_* series
+    rt.node.observe_lookups(metrics)
+    rt.node.observe_connections(metrics)
+    return metrics
 
 
 class Runtime:
@@ -127,16 +141,13 @@ class Runtime:
             self.crawler = Crawler(node, self.network_map, self.reputation, self.book,
                                    interval=cfg.crawl_interval)
         self.api = LocalNode(self)
-        self.metrics = NodeMetrics(cfg.role, self.api)
-        self.reputation.on_record = self.metrics.reputation_event
-        self.metrics.registry.register(RcmgrCollector(node.resources))  # libp2p_rcmgr_* series
+        # Prometheus metrics only for a node that serves them (--metrics-port): elsewhere no one
+        # reads them, and they cost ~10 ms of imports and an event task woken by every event.
+        self.metrics: NodeMetrics | None = None
         node.set_router(self.relay)
         node.observe_requests(self.reputation)
-        node.observe_lookups(self.metrics)
         node.observe_connections(self.connmgr)
-        node.observe_connections(self.metrics)
         components: list[Component] = [
-            self.metrics,
             self.relay,
             self.connmgr,
             Refresher(node, cfg.dht_refresh_interval),
@@ -155,6 +166,9 @@ class Runtime:
 
             self.portmap = PortMapService(node)
             components.append(self.portmap)
+        if cfg.metrics_port is not None:
+            self.metrics = _node_metrics(self)
+            components.insert(0, self.metrics)
         for component in components:
             node.add_component(component)
 
@@ -205,7 +219,7 @@ class LocalNode:
 
     async def info(self) -> NodeInfo:
         node = self._node
-        components = ["relay", "routing", "metrics"]
+        components = ["relay", "routing", *(["metrics"] if self._rt.metrics is not None else [])]
         if self._rt.torrent is not None:
             components.append("torrent")
         if self._rt.network_map is not None:

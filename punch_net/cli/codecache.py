@@ -5,14 +5,17 @@ compiles it with `exec` (CPython 3.11-3.13). The ~170 dataclasses a torrent clie
 imports define make ~740 such sources: ~46 ms of CPU at every start, the largest single
 part of the imports once the modules themselves have bytecode (docs/TORRENT.md, "Third
 pass"). `install()` gives the `dataclasses` module its own `exec` that looks the source
-up in a table of code objects first; `save()` writes the table (marshal, one file per
+up in a table of code objects first, and attrs (trio's classes: ~70 methods, ~10 ms) its
+own `compile`; `save()` writes the table (marshal, one file per
 interpreter version, like a .pyc) when something new was compiled and bytecode may be
 written (not under `python -B` / PYTHONDONTWRITEBYTECODE). The key is the whole source,
 so a stale entry is never used for other source; the result is the code `exec` would have
-compiled. PUNCH_CODE_CACHE=0 turns it off. Imports nothing outside the standard library.
+compiled. PUNCH_CODE_CACHE=0 turns it off. Imports nothing outside the standard library
+but attrs (which every `punch` loads through trio anyway).
 """
 
 from __future__ import annotations
+import __future__
 
 import builtins
 import marshal
@@ -56,6 +59,31 @@ class CodeCache:
             source = code
         builtins.exec(source, globals, locals)  # type: ignore[arg-type]
 
+    def compile_for(self, module: types.ModuleType) -> Any:
+        """`builtins.compile` for the code `module` generates (attrs' `_compile_and_eval`):
+        looked up by file name and source, compiled with `module`'s `__future__` flags as
+        the builtin called from there would."""
+        flags = 0
+        for name in __future__.all_feature_names:
+            feature = getattr(__future__, name)
+            if vars(module).get(name) is feature:
+                flags |= int(getattr(feature, "compiler_flag", 0))
+
+        def compile_(source: object, filename: str, mode: str, *args: Any, **kwargs: Any) -> types.CodeType:
+            if not isinstance(source, str) or mode != "exec" or args or kwargs:
+                return builtins.compile(source, filename, mode, *args, **kwargs)  # type: ignore[call-overload, no-any-return]
+            if "def __hash__" in source:  # salted with hash(filename): other source at every start
+                return builtins.compile(source, filename, "exec", flags, dont_inherit=True)
+            key = f"{filename}\0{source}"  # a NUL: never a dataclass key (plain source)
+            code = self.known.get(key)
+            if code is None:
+                code = builtins.compile(source, filename, "exec", flags, dont_inherit=True)
+                self.compiled += 1
+            self.used[key] = code
+            return code
+
+        return compile_
+
     def save(self) -> bool:
         """Write what this process used, if it compiled anything new. Never raises."""
         if not self.compiled or sys.dont_write_bytecode:
@@ -94,20 +122,40 @@ def wanted() -> bool:
 
 
 def install(path: str | None = None) -> CodeCache | None:
-    """Give `dataclasses` the cached exec (None where it does not compile with `exec`)."""
+    """Give `dataclasses` the cached exec and attrs the cached compile (None where
+    dataclasses does not compile with `exec`)."""
     import dataclasses
 
     if "exec" in vars(dataclasses) or not (3, 11) <= sys.version_info < (3, 13):
         return None  # installed already, or a dataclasses this was not checked against (3.13 differs)
     cache = CodeCache(path or default_path())
     dataclasses.exec = cache.exec  # type: ignore[attr-defined]  # a module global shadows the builtin there
+    attrs = _attrs_make()
+    if attrs is not None:
+        attrs.compile = cache.compile_for(attrs)  # type: ignore[attr-defined]
     return cache
+
+
+def _attrs_make() -> types.ModuleType | None:
+    """attrs' class builder, if it compiles its methods as we know (`compile(script, filename,
+    "exec")` in `_compile_and_eval`, attrs 22-26) and has no `compile` of its own."""
+    try:
+        from attr import _make
+    except ImportError:
+        return None
+    fn = getattr(_make, "_compile_and_eval", None)
+    if fn is None or "compile" not in fn.__code__.co_names or "compile" in vars(_make):
+        return None
+    return _make
 
 
 def uninstall() -> None:
     import dataclasses
 
     vars(dataclasses).pop("exec", None)
+    attrs = sys.modules.get("attr._make")
+    if attrs is not None:
+        vars(attrs).pop("compile", None)
 
 
 __all__ = ["CodeCache", "default_path", "install", "uninstall", "wanted"]

@@ -11,14 +11,15 @@ import trio
 from trio_typing import TaskStatus
 
 from punch_net.ops import control, web
-from punch_net.ops.metrics import serve_metrics
 from punch_net.runtime import Runtime
 
 
 def enable_headless_services(rt: Runtime) -> None:
     cfg = rt.config
     publish = rt.node.bus.publish
-    if cfg.metrics_port is not None:
+    if cfg.metrics_port is not None and rt.metrics is not None:
+        from punch_net.ops.metrics import serve_metrics  # only here: prometheus_client (runtime.py)
+
         rt.add_service(partial(serve_metrics, rt.metrics, rt.node.bus.publish, cfg.metrics_host, cfg.metrics_port))
     if not cfg.control:
         return

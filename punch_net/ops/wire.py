@@ -25,6 +25,7 @@ import cattrs
 import punch_net.torrent.events  # noqa: F401 - registers the torrent Event subclasses
 from punch_net import api
 from punch_net import events as ev
+from punch_net.errors import ControlError
 
 T = TypeVar("T")
 
@@ -35,14 +36,6 @@ MAX_TIMEOUT = 300.0
 
 # Codes the control layer itself answers with (not raised by a NodeAPI implementation).
 CONTROL_CODES = frozenset({"bad_request", "bad_args", "unknown_op", "too_long", "timeout"})
-
-
-class ControlError(api.NodeError):
-    """A request cannot be carried out by the control layer; `code` is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # ---------------------------------------------------------------- the converter

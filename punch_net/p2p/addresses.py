@@ -231,12 +231,15 @@ class AdvertisedAddrs:
         self._last: list[str] | None = None
         self._last_transport: list[multiaddr.Multiaddr] = []
         self._transport: Callable[[], list[multiaddr.Multiaddr]] | None = None
+        # bumped whenever what compute() reads changes (patches/addrs_cache.py keys on it)
+        self.generation = 0
 
     def bind_transport(self, transport: Callable[[], list[multiaddr.Multiaddr]]) -> None:
         """Read the listen addresses from `transport()` (the host's `get_transport_addrs`)
         instead of the candidates py-libp2p passes, which include its own observed
         addresses (patches/observed_addrs.py says why ours decide)."""
         self._transport = transport
+        self.generation += 1
 
     def on_change(self, listener: AddrsListener) -> None:
         """`listener(addrs)` after `set_observed` / `set_mapped` change what we advertise."""
@@ -252,10 +255,12 @@ class AdvertisedAddrs:
 
     def set_observed(self, addrs: Sequence[multiaddr.Multiaddr]) -> None:
         self._observed = list(addrs)
+        self.generation += 1
         self._changed()
 
     def set_mapped(self, addrs: Sequence[multiaddr.Multiaddr]) -> None:
         self._mapped = list(addrs)
+        self.generation += 1
         self._changed()
 
     def _changed(self) -> None:

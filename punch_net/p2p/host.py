@@ -54,14 +54,15 @@ def build_host(key_pair: KeyPair, dial_timeout: float = 10.0, addrs: AdvertisedA
         max_connections=1000,
     )
     retry = RetryConfig(max_retries=0, initial_delay=0.1, max_delay=1.0)
+    advertised = addrs if addrs is not None else AdvertisedAddrs()
     host = new_host(
         key_pair=key_pair,
         connection_config=connection_config,
-        addrs_factory=addrs if addrs is not None else AdvertisedAddrs(),
+        addrs_factory=advertised,
         negotiate_timeout=int(max(dial_timeout, 1)),
         sec_opt=noise_only(key_pair),
     )
     host.get_network().retry_config = retry  # type: ignore[attr-defined]
-    patches.install_host(host, dial_timeout)
+    patches.install_host(host, dial_timeout, lambda: advertised.generation)
     patches.install(AGENT_VERSION)
     return host

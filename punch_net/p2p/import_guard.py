@@ -15,7 +15,8 @@ with an empty stand-in: importing them (and `from X import Y`) succeeds, `Y` is 
 placeholder class, and *using* it (calling or instantiating it) raises
 StubbedModuleError naming the module (a LAZY module's placeholder loads the real module
 instead and forwards the call). `isinstance`/`except` against a placeholder are
-simply never true. Nothing Punch runs touches these names (the whole test suite and a
+simply never true. A HOLLOW package is imported without running its `__init__` (its
+submodules still load from disk). Nothing Punch runs touches these names (the whole test suite and a
 200-node testnet run with the guard on in the fork server), and a node built with the
 guard stays TCP-only (`build_host` passes no QUIC/WebSocket/WebRTC option).
 
@@ -57,6 +58,15 @@ STUBBED: tuple[str, ...] = (
     "libp2p.pubsub",  # gossipsub/floodsub
     "libp2p.observability",
     "dns",  # dnspython (~100 modules and asyncio), for multiaddr's /dns resolver: see INERT
+    # Prometheus: py-libp2p's metrics modules import it (libp2p.network.swarm only uses the plain
+    # SwarmEvent class of libp2p.metrics.swarm; nothing creates their Counters), and its
+    # resource manager's exporter exists only with enable_prometheus=True, which Punch never
+    # passes. Punch's own metrics (--metrics-port) release it (punch_net/runtime.py).
+    "prometheus_client",
+    "libp2p.rcmgr.prometheus_exporter",
+    # trio's DTLS (UDP) channels, imported by trio/__init__ for `trio.DTLSEndpoint`, which
+    # nothing outside trio uses (WebRTC would, and it is stubbed above).
+    "trio._dtls",
     # Imported by libp2p's package init and `Swarm` but unused by a Noise-only host:
     "libp2p.security.tls",  # TLS 1.3 + AutoTLS
     "cryptography.x509",  # certificates: TLS, QUIC, WebRTC and AutoTLS (imported by libp2p.host.basic_host)
@@ -77,6 +87,11 @@ INERT: tuple[str, ...] = ("dns",)
 # in isinstance checks, so a Punch node (ed25519) skips ~40-60 ms of imports at start and
 # still talks to RSA and secp256k1 peers.
 LAZY: tuple[str, ...] = ("libp2p.crypto.rsa", "libp2p.crypto.secp256k1")
+# Packages whose `__init__` is skipped: the package is an empty module on its real path, so
+# its submodules import as usual. `libp2p.kad_dht.kad_dht` imports `libp2p.bitswap.cid`
+# (`parse_cid`) and nothing else of Bitswap; the package's `__init__` would import all of
+# it (client, decision engines, payment ledger, protobufs: ~3 ms at every start).
+HOLLOW: tuple[str, ...] = ("libp2p.bitswap",)
 
 
 class StubbedModuleError(ImportError):
@@ -171,9 +186,18 @@ class _StubLoader(importlib.abc.Loader):
         return None
 
 
+class _HollowLoader(importlib.abc.Loader):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return None  # the default module, with __path__ from the spec
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        return None  # the package's __init__ does not run
+
+
 class ImportGuard(importlib.abc.MetaPathFinder):
-    def __init__(self, prefixes: Sequence[str]) -> None:
+    def __init__(self, prefixes: Sequence[str], hollow: Sequence[str] = ()) -> None:
         self.stubbed: set[str] = set()
+        self.hollow = frozenset(hollow)
         self.set_prefixes(prefixes)
 
     def set_prefixes(self, prefixes: Sequence[str]) -> None:
@@ -186,6 +210,13 @@ class ImportGuard(importlib.abc.MetaPathFinder):
         return (name + ".").startswith(self._dotted)
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname in self.hollow:
+            real = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if real is None or real.submodule_search_locations is None:
+                return None
+            spec = importlib.machinery.ModuleSpec(fullname, _HollowLoader(), is_package=True)
+            spec.submodule_search_locations = list(real.submodule_search_locations)
+            return spec
         if not self.matches(fullname):
             return None
         self.stubbed.add(fullname)
@@ -199,16 +230,16 @@ def installed() -> ImportGuard | None:
     return None
 
 
-def install(prefixes: Sequence[str] = STUBBED) -> ImportGuard:
-    """Stub `prefixes` from now on (idempotent). Raises RuntimeError if one is already imported
-    for real: the guard would then save nothing and hide nothing."""
+def install(prefixes: Sequence[str] = STUBBED, hollow: Sequence[str] = HOLLOW) -> ImportGuard:
+    """Stub `prefixes` and hollow out `hollow` from now on (idempotent). Raises RuntimeError
+    if one is already imported for real: the guard would then save nothing and hide nothing."""
     guard = installed()
     if guard is not None:
         return guard
-    loaded = sorted(m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in prefixes))
+    loaded = sorted(m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in prefixes) or m in hollow)
     if loaded:
         raise RuntimeError(f"import guard installed too late: {', '.join(loaded[:3])} already imported")
-    guard = ImportGuard(prefixes)
+    guard = ImportGuard(prefixes, hollow)
     sys.meta_path.insert(0, guard)
     return guard
 
@@ -231,5 +262,5 @@ def wanted() -> bool:
     return os.environ.get(ENV_FLAG, "1") != "0"
 
 
-__all__ = ["LAZY", "STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed", "release",
-           "wanted"]
+__all__ = ["HOLLOW", "LAZY", "STUBBED", "ImportGuard", "StubModule", "StubbedModuleError", "install", "installed",
+           "release", "wanted"]

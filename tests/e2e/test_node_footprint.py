@@ -60,6 +60,9 @@ GUARDED_NODE = textwrap.dedent("""
     for name in ("aioquic", "zeroconf", "miniupnpc", "httpx", "requests", "trio_websocket"):
         if name in sys.modules and not isinstance(sys.modules[name], import_guard.StubModule):
             real.append(name)
+    from libp2p.kad_dht.kad_dht import parse_cid  # the one name py-libp2p uses of the hollow libp2p.bitswap
+    parse_cid("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+    print("BITSWAP", " ".join(sorted(m for m in sys.modules if m.startswith("libp2p.bitswap"))))
     print("RTT", rtt)
     print("STUBBED", " ".join(stubbed))
     print("REAL", " ".join(real))
@@ -73,11 +76,12 @@ def test_guarded_node_runs_without_the_unused_modules() -> None:
     lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in proc.stdout.splitlines())
     stubbed = set(lines["STUBBED"].split())
     for module in ("dns", "libp2p.transport.quic", "libp2p.transport.websocket", "libp2p.discovery.mdns",
-                   "libp2p.discovery.upnp"):
+                   "libp2p.discovery.upnp", "prometheus_client", "libp2p.rcmgr.prometheus_exporter", "trio._dtls"):
         assert module in stubbed, f"{module} was not stubbed: {sorted(stubbed)[:20]}"
     # Third-party packages only those stubs import are not loaded at all (or only as stubs).
     assert lines["REAL"] == "", f"guarded modules imported for real: {lines['REAL']}"
     assert "is not loaded" in lines["CALLED"]
+    assert lines["BITSWAP"] == "libp2p.bitswap libp2p.bitswap.cid"  # the package's __init__ did not run
     assert float(lines["RTT"]) > 0
 
 

@@ -64,7 +64,6 @@ def main() -> int:
             return
         if mode == "evil-name":
             rt.torrent = EvilManager(rt.node, share_dir=rt.config.share_dir, seed=True)
-            rt.metrics.transfers = rt.torrent.snapshot
         manager = rt.torrent
         hooks = {"on_error": manager._protocol_error, "on_interested": manager._peer_interested,
                  "addrs_of": manager._addrs_of}

@@ -14,6 +14,9 @@ NOT_FOR_A_TORRENT_CLIENT = (
     "punch_testnet.main", "punch_net.ops.remote", "punch_net.dht.crawler", "punch_net.reach.mdns",
     "punch_net.reach.portmap", "punch_net.cli.render", "rich.markup", "rich.progress",
     "Crypto", "pycparser", "coincurve", "fastecdsa", "cryptography.x509",
+    "punch_net.ops.wire", "cattrs",  # the control socket's wire form: loaded when a client connects
+    "punch_net.ops.metrics", "prometheus_client",  # only with --metrics-port
+    "tomllib", "tomli_w",  # only with --config / `punch config`
 )
 
 LOADED = textwrap.dedent("""

@@ -1,5 +1,6 @@
-"""punch_net/cli/codecache.py: dataclasses built with the cached exec are the same classes,
-the table round-trips through its file, and nothing is written under -B."""
+"""punch_net/cli/codecache.py: dataclasses built with the cached exec (and attrs classes with
+the cached compile) are the same classes, the table round-trips through its file, and
+nothing is written under -B."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from punch_net.cli import codecache
@@ -43,6 +45,29 @@ def behaviour(frozen: type, plain: type) -> list[object]:
     return out
 
 
+def make_attrs_classes() -> tuple[type, type]:
+    @attrs.define
+    class Mutable:  # eq without __hash__: its methods are cached
+        a: int
+        b: list[int] = attrs.Factory(list)
+
+    @attrs.frozen
+    class Frozen:  # a __hash__ salted per process: compiled every time
+        a: int
+
+    return Mutable, Frozen
+
+
+def attrs_behaviour(mutable: type, frozen: type) -> list[object]:
+    m = mutable(1)
+    init = inspect.signature(mutable.__init__).parameters.values()
+    out: list[object] = [repr(m), m == mutable(1), m.b is not mutable(1).b, hash(frozen(2)) == hash(frozen(2)),
+                         [(p.name, p.annotation, p.default) for p in init], mutable.__init__.__code__.co_filename]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        frozen(2).a = 3
+    return out
+
+
 @pytest.fixture
 def cache_path(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "punch" / "dc.marshal"
@@ -63,6 +88,22 @@ def test_same_classes_and_the_file_round_trips(cache_path: Path, monkeypatch: py
     assert behaviour(*make_classes()) == expected
     assert second.compiled == 0  # every method came from the file
     assert not second.save()  # nothing new: the file is not rewritten
+
+
+@pytest.mark.skipif(not (3, 11) <= sys.version_info < (3, 13), reason="installs on 3.11 and 3.12 only")
+def test_attrs_classes_the_same_from_the_cached_compile(cache_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    expected = attrs_behaviour(*make_attrs_classes())
+    first = codecache.install(str(cache_path))
+    assert first is not None and "compile" in vars(sys.modules["attr._make"])
+    assert attrs_behaviour(*make_attrs_classes()) == expected
+    assert first.compiled > 0 and first.save()
+    codecache.uninstall()
+    assert "compile" not in vars(sys.modules["attr._make"])
+    second = codecache.install(str(cache_path))
+    assert second is not None
+    assert attrs_behaviour(*make_attrs_classes()) == expected
+    assert second.compiled == 0  # the salted __hash__ is compiled outside the table, not counted
 
 
 def test_nothing_written_under_dont_write_bytecode(cache_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

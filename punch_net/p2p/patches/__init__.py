@@ -8,8 +8,8 @@ half starts failing, upstream fixed it and the patch can go.
 Entry points (all idempotent):
 - `install(agent)`: process-wide patches (dial delay, identify agent, one-flight protocol
   negotiation, Noise/yamux data path).
-- `install_host(host, dial_timeout)`: per-host patches (handshake deadline, connected peers'
-  addresses kept); `build_host` calls both.
+- `install_host(host, dial_timeout, addrs_generation)`: per-host patches (handshake deadline,
+  connected peers' addresses kept, `get_addrs()` cached); `build_host` calls both.
 - `install_dht(host, dht, server=...)`: per-DHT patches (kad α, no auto-dialing, server-only
   routing table, GET_PROVIDERS query and walk, dead-peer eviction, tracing, lookup memory;
   for a server also the inbound read deadline / per-peer cap).
@@ -32,6 +32,7 @@ from typing import Any
 from libp2p.abc import IHost
 
 from punch_net.p2p.patches import (
+    addrs_cache,
     auto_connector,
     connected_peer_addrs,
     happy_eyeballs,
@@ -86,11 +87,14 @@ def install(agent: str | None = None) -> None:
     _installed = True
 
 
-def install_host(host: IHost, dial_timeout: float) -> None:
+def install_host(host: IHost, dial_timeout: float, addrs_generation: Callable[[], int] | None = None) -> None:
     """Per-host patches: a deadline on the outbound security handshake; a connected peer's
-    addresses do not expire (a DHT server then names a connected client in FIND_NODE)."""
+    addresses do not expire (a DHT server then names a connected client in FIND_NODE);
+    with the addrs factory's `addrs_generation`, `get_addrs()` is cached (addrs_cache)."""
     security_handshake_timeout.install(host, dial_timeout)
     connected_peer_addrs.install(host)
+    if addrs_generation is not None:
+        addrs_cache.install(host, addrs_generation)
 
 
 def install_dht(host: IHost, dht: Any, *, server: bool, walk: Callable[[Any], Any],

@@ -21,8 +21,11 @@ def advertise_extra_addrs(host: IHost, extra: Callable[[], list[str]]) -> None:
 
     def get_addrs() -> list[multiaddr.Multiaddr]:
         addrs = list(original())
+        texts = extra()
+        if not texts:  # no reservation (most nodes): no str() of every address
+            return addrs
         seen = {str(a) for a in addrs}
-        for text in extra():
+        for text in texts:
             if text not in seen:
                 try:
                     addrs.append(multiaddr.Multiaddr(text))
