@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from punchproc import PY, PunchProc
+from punchproc import PY, PunchProc, first_block_at
 
 PROXY = Path(__file__).resolve().parents[1] / "tests" / "support" / "delay_proxy.py"
 
@@ -52,16 +52,7 @@ def one_run(boot: str, info_hash: str, name: str, server_id: str, dest: Path, en
     part = dest / (name + ".part")
     client = PunchProc("torrent-client", "--bootstrap", boot, "--info-hash", info_hash, "--download-dir",
                        str(dest), "--no-seed", "--timeout", "60", env=env)
-    first = 0.0
-    deadline = time.monotonic() + 120
-    while client.p.poll() is None and time.monotonic() < deadline:
-        try:
-            if part.stat().st_blocks > 0:
-                first = time.monotonic()
-                break
-        except FileNotFoundError:
-            pass
-        time.sleep(0.002)
+    first = first_block_at(client, part, timeout=120)
     connected = client.wait_timed("connected", timeout=60, pred=lambda e: e.get("peer_id") == server_id)[0]
     client.wait("complete", timeout=120)
     client.stop()

@@ -90,3 +90,17 @@ class PunchProc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait(5)
+
+
+def first_block_at(proc: PunchProc, part: Path, timeout: float = 300.0) -> float:
+    """Monotonic time `part` (a download's NAME.part) first held a block on disk, polled
+    every 2 ms; 0.0 if the process ended or `timeout` passed first."""
+    deadline = time.monotonic() + timeout
+    while proc.p.poll() is None and time.monotonic() < deadline:
+        try:
+            if part.stat().st_blocks > 0:
+                return time.monotonic()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+    return 0.0

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from punchproc import PunchProc
+from punchproc import PunchProc, first_block_at
 
 PY = sys.executable
 MB = 1_000_000
@@ -43,15 +43,7 @@ def one_download(boot: str, info_hash: str, dest: Path, name: str, env: dict[str
     part = dest / (name + ".part")
     client = PunchProc("torrent-client", "--bootstrap", boot, "--info-hash", info_hash, "--download-dir", str(dest),
                   "--no-seed", "--timeout", "60", env=env)
-    first_bytes = 0.0
-    while client.p.poll() is None:  # poll NAME.part for its first written block
-        try:
-            if part.stat().st_blocks > 0:
-                first_bytes = time.monotonic()
-                break
-        except FileNotFoundError:
-            pass
-        time.sleep(0.002)
+    first_bytes = first_block_at(client, part)
     client.p.wait(300)
     exited = time.monotonic()
     client.reader.join(5)
