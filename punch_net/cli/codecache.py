@@ -50,14 +50,18 @@ class CodeCache:
             if locals is None:
                 locals = frame.f_locals
         if isinstance(source, str):
-            code = self.known.get(source)
-            if code is None:
-                # dont_inherit: compiled as `exec` in dataclasses.py would (no __future__ flags of ours)
-                code = compile(source, "<string>", "exec", dont_inherit=True)
-                self.compiled += 1
-            self.used[source] = code
-            source = code
+            # dont_inherit: compiled as `exec` in dataclasses.py would (no __future__ flags of ours)
+            source = self._code(source, source, "<string>", 0)
         builtins.exec(source, globals, locals)  # type: ignore[arg-type]
+
+    def _code(self, key: str, source: str, filename: str, flags: int) -> types.CodeType:
+        """The code for `key` from the table, else compiled now; kept for `save`."""
+        code = self.known.get(key)
+        if code is None:
+            code = builtins.compile(source, filename, "exec", flags, dont_inherit=True)
+            self.compiled += 1
+        self.used[key] = code
+        return code
 
     def compile_for(self, module: types.ModuleType) -> Any:
         """`builtins.compile` for the code `module` generates (attrs' `_compile_and_eval`):
@@ -74,13 +78,8 @@ class CodeCache:
                 return builtins.compile(source, filename, mode, *args, **kwargs)  # type: ignore[call-overload, no-any-return]
             if "def __hash__" in source:  # salted with hash(filename): other source at every start
                 return builtins.compile(source, filename, "exec", flags, dont_inherit=True)
-            key = f"{filename}\0{source}"  # a NUL: never a dataclass key (plain source)
-            code = self.known.get(key)
-            if code is None:
-                code = builtins.compile(source, filename, "exec", flags, dont_inherit=True)
-                self.compiled += 1
-            self.used[key] = code
-            return code
+            # a NUL in the key: never a dataclass key (plain source)
+            return self._code(f"{filename}\0{source}", source, filename, flags)
 
         return compile_
 

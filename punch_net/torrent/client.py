@@ -62,18 +62,13 @@ class MessageStream:
         return first
 
 
-async def open_stream(host: IHost, peer: ID, timeout: float, first: bytes = b"",
+async def open_stream(host: IHost, peer: ID, timeout: float, first: bytes,
                       prepare: Callable[[INetStream], Awaitable[None]] | None = None) -> INetStream:
     """A torrent stream to `peer`; `first` (our opening message) goes out with the protocol
     proposal, so its answer comes a round trip sooner (`open_with`)."""
     try:
         with trio.fail_after(timeout):
-            if first:
-                return await open_with(host, peer, TProtocol(PROTOCOL_ID), first, prepare)
-            stream = await host.new_stream(peer, [PROTOCOL_ID])  # type: ignore[list-item]
-            if prepare is not None:
-                await prepare(stream)
-            return stream
+            return await open_with(host, peer, TProtocol(PROTOCOL_ID), first, prepare)
     except trio.TooSlowError:
         raise PeerError(f"open stream to {peer}: timed out") from None
     except Exception as exc:
