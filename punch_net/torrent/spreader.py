@@ -6,7 +6,8 @@ bitfield of OFFER pieces no other downloader was offered, and one more (HAVE) fo
 requests, so each piece goes to one downloader and the others get it from that one. A
 downloader that asks for a piece offered to another, or already sent, gets REJECT (its
 picker then stops asking us for it). Once every piece has left once, every downloader is
-told (HAVE) of the pieces it was not told of, and the seed serves as any seed (the tail).
+told (HAVE) of the pieces it was not told of, and the seed serves as any seed (the tail);
+so is the last downloader left when the others leave.
 
 Why: downloaders that pick pieces themselves ask the seed for the same pieces (all of
 them want the ones no fellow has yet), and a CANCEL arrives after the copy is in the
@@ -86,6 +87,8 @@ class Spreader:
                 self._to_pool(i, front=True)
         if not self.members:
             self._reset()  # the next downloaders need every piece again
+        elif len(self.members) == 1 and self.unsent > 0:
+            self._reveal()  # nothing to spread to one downloader: it may need what the other got
 
     def choke(self, key: Hashable, choked: bool) -> None:
         """Choked: its offers go to others (its queue is dropped by `release`); unchoked: new offers."""

@@ -111,7 +111,7 @@ def test_sigkill_and_resume_refetches_no_verified_piece(net: Net) -> None:
              == hashlib.sha256(data[i * PIECE_LENGTH:(i + 1) * PIECE_LENGTH]).digest()}
     assert total // 3 <= len(whole) < total
     second = net.download(info_hash, dest, name="client-resumed")
-    assert second.wait_exit(120) == 0, second.describe()
+    assert second.wait_exit(120) == 0, second.describe() + "\n--- the server:\n" + slow.describe(40)
     done = second.wait_event("complete")
     got = hashlib.sha256((dest / "k.bin").read_bytes()).hexdigest()
     assert done["sha256"] == hashlib.sha256(data).hexdigest() == got

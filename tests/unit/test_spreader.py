@@ -94,3 +94,24 @@ def test_offers_left_unrequested_go_to_others() -> None:
     fresh = set(s.members["b"].offered)
     assert len(fresh) == 4 and not fresh & stale
     assert s.request("b", min(stale))  # told before: still served while nobody else took it
+
+
+def test_the_last_downloader_left_is_told_everything() -> None:
+    """Two downloaders, one leaves mid-spread (killed): the one left is the only downloader,
+    so nothing is spread any more. It must learn of every piece, the ones sent to the one
+    that left included, or it waits for offers that never come (found as a resumed
+    download that stalled when it reached the seed before the killed one's stream ended)."""
+    s = Spreader(40, offer=4, rng=random.Random(6))
+    s.join("old")
+    s.join("new")
+    woken: list[int] = []
+    s.wake = lambda: woken.append(1)
+    for i in range(20):  # the old downloader had these
+        s.request("old", i)
+        s.read(i)
+    s.take("new")
+    before = told(s, "new")
+    s.leave("old")
+    assert not s.spreading and woken
+    assert set(s.take("new")) == set(range(40)) - before and told(s, "new") == set(range(40))
+    assert s.request("new", 3)  # sent to the old one: served again
