@@ -541,6 +541,8 @@ class ServeSession(Generic[S]):
         (the client asks someone else) rather than leave the client waiting."""
         if pieces is None:
             return b"".join(wire.encode_index(wire.REJECT, i) for i in indexes)
+        if self.source is not None and self.source.spreader is not None:
+            self.source.spreader.served(self)  # the previous write went out: it takes pieces
         parts: list[bytes] = []
         for index, data in zip(indexes, pieces, strict=True):
             parts.append(wire.encode_piece_header(index, len(data)))

@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 OFFER = 32  # pieces offered and not yet requested, per downloader
 BLOCK = 16  # offers run in file order inside a block of this many pieces (contiguous reads)
 STALE_TICKS = 3
+# A downloader with requests queued and no piece read for it this many ticks is stalled
+# (frozen, or gone without a FIN): what it holds goes to the others, who would otherwise
+# wait for the seed's idle timeout (service.IDLE_TIMEOUT, 120 s) to get those pieces.
+STALL_TICKS = 15
 POOL, OWNED, SENT = 0, 1, 2  # a piece: not offered yet; offered to / queued by one member; sent
 
 
@@ -38,6 +42,8 @@ class _Member:
     offered: dict[int, int] = field(default_factory=dict)  # offered, not requested -> tick offered
     owed: list[int] = field(default_factory=list)  # HAVEs to send it
     choked: bool = False
+    active: int = 0  # tick of its last REQUEST, or of the last piece read or written for it
+    stalled: bool = False  # held pieces and took none for STALL_TICKS: no offers until it asks again
 
 
 class Spreader:
@@ -71,7 +77,7 @@ class Spreader:
         if key in self.members:
             return bytearray(self.members[key].told)
         alone = not self.members or self.unsent == 0
-        m = self.members[key] = _Member(bytearray(b"\x01" * n) if alone else bytearray(n))
+        m = self.members[key] = _Member(bytearray(b"\x01" * n) if alone else bytearray(n), active=self.ticks)
         if not alone:
             self._top_up(m, key)
             m.owed.clear()  # the bitfield carries them
@@ -110,6 +116,7 @@ class Spreader:
         m = self.members.get(key)
         if m is None:
             return True
+        m.active, m.stalled = self.ticks, False
         state = self.state[index]
         if state == POOL:
             self.state[index] = OWNED
@@ -143,9 +150,16 @@ class Spreader:
         owner = self.owner.pop(index, None)
         if owner is not None and owner in self.members:
             self.members[owner].offered.pop(index, None)
+            self.members[owner].active = self.ticks
         self.unsent -= 1
         if self.unsent == 0 and self.members:
             self._reveal()
+
+    def served(self, key: Hashable) -> None:
+        """Pieces are being written to `key`: it is taking what it asked for (not stalled)."""
+        m = self.members.get(key)
+        if m is not None:
+            m.active = self.ticks
 
     def take(self, key: Hashable) -> list[int]:
         """The HAVEs owed to `key` (cleared)."""
@@ -162,11 +176,21 @@ class Spreader:
     def tick(self) -> None:
         """About once a second: offers left unrequested STALE_TICKS ticks by a downloader with
         nothing queued here go to others (it got them elsewhere). One with requests queued is
-        busy, not done with us: its offers wait for room in its pipeline."""
+        busy, not done with us: its offers wait for room in its pipeline, unless nothing was
+        read for it in STALL_TICKS ticks: then all it holds, queued pieces too, goes to others
+        (should it wake up, its queue is still served; a piece may then leave twice)."""
         self.ticks += 1
         woke = False
         members = self.members
         busy = {owner for i, owner in self.owner.items() if owner in members and i not in members[owner].offered}
+        for key in busy:
+            m = members[key]
+            if self.ticks - m.active >= STALL_TICKS:
+                for i, owner in list(self.owner.items()):
+                    if owner == key:
+                        self._to_pool(i, front=True)
+                m.offered.clear()
+                m.stalled = True
         for key, m in self.members.items():
             if key in busy:
                 continue
@@ -194,7 +218,7 @@ class Spreader:
             self._pool.append(index)
 
     def _top_up(self, m: _Member, key: Hashable) -> None:
-        if m.choked or not self.spreading or 0 not in m.told:
+        if m.choked or m.stalled or not self.spreading or 0 not in m.told:
             return
         pool, state, told = self._pool, self.state, m.told
         skipped: list[int] = []

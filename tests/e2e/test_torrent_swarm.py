@@ -1,12 +1,15 @@
 """The swarm, on a rig of network namespaces whose uplinks are limited with tc tbf
 (swarm_rig.py): downloaders started together trade pieces before any of them completes,
-and a downloader that serves corrupt pieces is banned without harming any file."""
+a downloader that serves corrupt pieces is banned without harming any file, and one that
+freezes mid-download does not hold the seed's pieces from the others."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -60,6 +63,15 @@ def start_seeder(rig: SwarmRig, boot_id: str, share: Path, name: str) -> str:
     return info_hash
 
 
+def seeded(rig: SwarmRig, tmp: Path, name: str, size: int) -> tuple[Path, str, str]:
+    """A bootstrap node and a seeder of a random file `name`: (share dir, boot id, info hash)."""
+    share = tmp / "share"
+    share.mkdir()
+    (share / name).write_bytes(os.urandom(size))
+    boot_id = start_boot(rig, tmp)
+    return share, boot_id, start_seeder(rig, boot_id, share, name)
+
+
 def downloader(rig: SwarmRig, host: str, boot_id: str, info_hash: str, dest: Path, mode: str = "") -> Punch:
     args = ["torrent-client", *node_args(boot_id), "--info-hash", info_hash, "--download-dir", str(dest),
             "--timeout", "60"]
@@ -77,11 +89,7 @@ def test_downloaders_trade_pieces_before_any_completes(make_swarm: Callable[[int
     """1 seeder + 4 downloaders, 16 MiB, every uplink 4 MB/s: the seeder alone would need
     16 s for four copies; the first downloader to finish got pieces from another downloader."""
     rig = make_swarm(5, 32)
-    share = tmp_path / "share"
-    share.mkdir()
-    (share / "swarm.bin").write_bytes(os.urandom(16 * MIB))
-    boot_id = start_boot(rig, tmp_path)
-    info_hash = start_seeder(rig, boot_id, share, "swarm.bin")
+    share, boot_id, info_hash = seeded(rig, tmp_path, "swarm.bin", 16 * MIB)
     clients = [downloader(rig, f"h{i}", boot_id, info_hash, tmp_path / f"dl{i}") for i in range(1, 5)]
     ids = {c.peer_id: c for c in clients}
     done = {c.name: c.wait_for(is_kind("complete"), 120, "complete") for c in clients}
@@ -104,11 +112,7 @@ def test_downloader_serving_corrupt_pieces_is_banned(make_swarm: Callable[[int, 
     """A downloader whose service flips a byte of every piece it serves joins first; the
     honest downloaders that ask it for pieces ban it, and every file still matches."""
     rig = make_swarm(4, 24)
-    share = tmp_path / "share"
-    share.mkdir()
-    (share / "c.bin").write_bytes(os.urandom(12 * MIB))
-    boot_id = start_boot(rig, tmp_path)
-    info_hash = start_seeder(rig, boot_id, share, "c.bin")
+    share, boot_id, info_hash = seeded(rig, tmp_path, "c.bin", 12 * MIB)
     bad = downloader(rig, "h1", boot_id, info_hash, tmp_path / "bad", mode="corrupt")
     bad.wait_for(lambda e: e.get("event") == "progress" and e["have"] >= 8, START, "the corrupt peer's first pieces")
     honest = [downloader(rig, f"h{i}", boot_id, info_hash, tmp_path / f"dl{i}") for i in (2, 3)]
@@ -123,3 +127,30 @@ def test_downloader_serving_corrupt_pieces_is_banned(make_swarm: Callable[[int, 
         assert not e["from_peers"].get(bad_id), e  # nothing it sent was kept
     # the corrupt peer's own download is honest (it only serves garbage)
     assert bad.wait_for(is_kind("complete"), 120, "complete")["sha256"] == want
+
+
+def test_a_frozen_downloader_does_not_hold_pieces_from_the_others(make_swarm: Callable[[int, float], SwarmRig],
+                                                                 tmp_path: Path) -> None:
+    """Two downloaders fetch from a spreading seed; one is SIGSTOPped mid-download (its
+    connections stay open and silent). What the seed offered it and nobody else may take
+    while it spreads must reach the other downloader well before the seed's idle timeout
+    (120 s; the other's --timeout 60 would end it first). Here the frozen one's queue at
+    the seed drains into the socket buffers, so its unrequested offers going stale (3 s)
+    is what frees them (this passed before spreader.STALL_TICKS too); a queue that cannot
+    drain is the unit test's case (test_spreader.py)."""
+    rig = make_swarm(3, 16)
+    share, boot_id, info_hash = seeded(rig, tmp_path, "f.bin", 16 * MIB)
+    frozen, live = (downloader(rig, f"h{i}", boot_id, info_hash, tmp_path / f"dl{i}") for i in (1, 2))
+    for c in (frozen, live):
+        c.wait_for(lambda e: e.get("event") == "progress" and e["have"] >= 16, START, "the first pieces")
+    pid = frozen.proc.popen.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        done = live.wait_for(is_kind("complete"), 90, "complete")
+        took = done["_t"] - stopped
+        assert done["sha256"] == sha256(share / "f.bin") == sha256(tmp_path / "dl2" / "f.bin")
+        assert took < 60, took
+        print(f"completed {took:.1f}s after the other downloader froze")
+    finally:
+        os.kill(pid, signal.SIGCONT)

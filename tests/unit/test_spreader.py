@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from punch_net.torrent.spreader import OWNED, POOL, SENT, Spreader
+from punch_net.torrent.spreader import OWNED, POOL, SENT, STALL_TICKS, Spreader
 
 
 def told(s: Spreader, key: str) -> set[int]:
@@ -115,3 +115,31 @@ def test_the_last_downloader_left_is_told_everything() -> None:
     assert not s.spreading and woken
     assert set(s.take("new")) == set(range(40)) - before and told(s, "new") == set(range(40))
     assert s.request("new", 3)  # sent to the old one: served again
+
+
+def test_a_downloader_that_stops_taking_pieces_loses_its_offers_and_queue() -> None:
+    """A downloader with requests queued but no piece read for it in STALL_TICKS ticks (frozen,
+    or gone without a FIN) holds nothing: its offers and queued pieces go to the others,
+    else they would wait for the seed's idle timeout (120 s) to get them. One that is being
+    served keeps its offers and queue."""
+    s = Spreader(64, offer=4, rng=random.Random(7))
+    s.join("first")  # shown everything (alone then)
+    s.join("frozen")
+    s.join("live")
+    s.join("busy")
+    queued = min(s.members["frozen"].offered)
+    assert s.request("frozen", queued)  # queued at the seed, never read: its writer is stuck
+    held = set(s.members["frozen"].offered) | {queued}
+    first, second = sorted(s.members["busy"].offered)[:2]
+    assert s.request("busy", first) and s.request("busy", second)
+    busy_offers = set(s.members["busy"].offered)
+    for tick in range(STALL_TICKS + 1):
+        if tick == STALL_TICKS - 1:
+            s.read(first)  # served now and then: not stalled
+        s.tick()
+    assert not s.members["frozen"].offered
+    assert not any(s.state[i] == OWNED and s.owner.get(i) == "frozen" for i in range(64))
+    assert set(s.members["busy"].offered) == busy_offers and s.owner[second] == "busy"
+    # the live downloader is offered (and served) what the frozen one held
+    assert held <= set(s.members["live"].offered) | {i for i in range(64) if s.state[i] == POOL}
+    assert all(s.request("live", i) for i in held)
