@@ -31,6 +31,10 @@ class BadMetainfo(PeerError):
     """The peer's metainfo does not hash to the info hash, or is unsafe (e.g. its name)."""
 
 
+class NotServing(PeerError):
+    """The peer answered that it does not serve the torrent (wire.UNKNOWN_TORRENT)."""
+
+
 class MessageStream:
     """Reads whole messages from a stream; EOF -> PeerError. With `coalesce` (seconds), a
     read that returned little is followed by a short sleep, for bulk transfers."""

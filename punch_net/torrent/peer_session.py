@@ -588,7 +588,7 @@ class ServeSession(Generic[S]):
         # GET_META or INTERESTED: the decoder admits client types only
         found = self.library.sources.get(msg.info_hash)
         if found is None or msg.info_hash in self.library.paused:
-            return wire.encode_error("unknown info hash")
+            return wire.encode_error(wire.UNKNOWN_TORRENT)
         if t == wire.GET_META:
             return wire.encode_meta(msg.info_hash, found.meta.encode())
         if self.source is not None and self.source is not found:

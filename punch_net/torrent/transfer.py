@@ -34,7 +34,15 @@ from punch_net.p2p.streams import reset_quietly
 from punch_net.routing.reputation import ReputationStore
 from punch_net.torrent import events as tev
 from punch_net.torrent import wire
-from punch_net.torrent.client import COALESCE_BELOW, READ_SIZE, BadMetainfo, PeerError, fetch_metainfo, open_stream
+from punch_net.torrent.client import (
+    COALESCE_BELOW,
+    READ_SIZE,
+    BadMetainfo,
+    NotServing,
+    PeerError,
+    fetch_metainfo,
+    open_stream,
+)
 from punch_net.torrent.info import TransferInfo, TransferPeer
 from punch_net.torrent.metainfo import Metainfo
 from punch_net.torrent.peer_session import (
@@ -64,6 +72,11 @@ READ_COALESCE = 0.003
 RECEIVE_WINDOW = 16 << 20  # yamux window per peer stream: well above DEPTH pieces, so a server never waits for credit
 PEER_STALL = 30.0  # a peer with requests outstanding that sends nothing this long is dropped
 RETRY_PEER_AFTER = 5.0
+# A fellow downloader is named to us (peer exchange, its INTERESTED) as soon as it asks
+# for the torrent, before it has the metainfo and serves it: while it answers "unknown
+# info hash", ask again this often, for this long (not RETRY_PEER_AFTER and a new naming).
+NOT_SERVING_RETRY = 0.5
+NOT_SERVING_FOR = 10.0
 METAINFO_RETRY = 2.0  # a provider whose metainfo request failed (not a bad answer) is asked again after this
 DISCOVERY_MIN = 0.5
 DISCOVERY_MAX = 3.0  # fellow downloaders announce themselves during the download: look again often
@@ -562,7 +575,7 @@ class Transfer:
                         await reset_quietly(early)
                 raise
             with trio.CancelScope() as peer.scope:
-                await self._session(peer, early)
+                await self._session_once_served(peer, early)
             if peer.state != "bad":
                 peer.state = "closed"
         except BadPeer as exc:
@@ -651,6 +664,22 @@ class Transfer:
     @staticmethod
     async def _grow(stream: INetStream) -> None:
         await grow_receive_window(stream, RECEIVE_WINDOW)
+
+    async def _session_once_served(self, peer: _Peer, early: INetStream | None) -> None:
+        """`_session`, asked again every NOT_SERVING_RETRY for up to NOT_SERVING_FOR while
+        the peer does not serve the torrent yet (a fellow downloader named to us before it
+        had the metainfo)."""
+        give_up = trio.current_time() + NOT_SERVING_FOR
+        while True:
+            try:
+                await self._session(peer, early)
+                return
+            except NotServing:
+                if trio.current_time() + NOT_SERVING_RETRY > give_up:
+                    raise
+            early = None
+            peer.state = "connecting"
+            await trio.sleep(NOT_SERVING_RETRY)
 
     async def _session(self, peer: _Peer, early: INetStream | None = None) -> None:
         """`early`: a piece stream opened (INTERESTED sent) before the metainfo arrived."""
@@ -753,7 +782,7 @@ class Transfer:
             elif isinstance(act, PeerBad):
                 self._mark_bad(peer, act.reason)
             elif isinstance(act, Close):
-                raise PeerError(act.reason)
+                raise (NotServing if act.reason == wire.UNKNOWN_TORRENT else PeerError)(act.reason)
         if stored:
             self.meter.add(stored, now)
         if wake:

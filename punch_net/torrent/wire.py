@@ -143,6 +143,11 @@ def decode_peers(data: bytes) -> list[tuple[str, list[str]]]:
     return out
 
 
+# What a peer answers for a torrent it does not serve (yet: a fellow downloader still
+# fetching the metainfo answers this too).
+UNKNOWN_TORRENT = "unknown info hash"
+
+
 def encode_error(text: str) -> bytes:
     return frame(ERROR, text.encode("utf-8")[:MAX_ERROR])
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,6 +36,58 @@ async def wait_for(pred, what: str, timeout: float = TIMEOUT) -> None:  # type: 
     with trio.fail_after(timeout):
         while not pred():
             await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def seeder_and_two_clients(tmp_path: Path, data: bytes, name: str) -> AsyncIterator[Swarm]:
+    """A bootstrap node, a seeder sharing `data` as share/NAME, and clients "a" and "b"
+    (their managers do not seed), in-process; every node stops on exit."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / name).write_bytes(data)
+    boot = Node(config("server", tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(boot.run)
+        addr = boot.listen_addrs()[0]
+        server = Node(config("torrent-server", tmp_path, bootstrap=[addr]))
+        await nursery.start(server.run)
+        smgr = TorrentManager(server, share_dir=share)
+        await nursery.start(smgr.run)
+        await wait_for(lambda: len(smgr.service.sources) == 1, "shared")
+        nodes, managers = [], []
+        for client in ("a", "b"):
+            (tmp_path / client).mkdir()
+            node = Node(config("torrent-client", tmp_path / client, bootstrap=[addr]))
+            await nursery.start(node.run)
+            mgr = TorrentManager(node, download_dir=tmp_path / client, seed=False, timeout=60)
+            await nursery.start(mgr.run)
+            nodes.append(node)
+            managers.append(mgr)
+        yield Swarm(boot, smgr, next(iter(smgr.service.sources)), nodes, managers)
+        nursery.cancel_scope.cancel()
+
+
+def slow_seeder(monkeypatch: pytest.MonkeyPatch, per_piece: float) -> None:
+    """The seeder (serving from share/) sleeps `per_piece` s per piece read: downloads last."""
+    from punch_net.torrent.service import TorrentService
+
+    read_batch = TorrentService.read_batch
+
+    def slow_read_batch(self: TorrentService, path: Path, meta: object, indexes: list[int]) -> list[bytes]:
+        if path.parent.name == "share":
+            time.sleep(per_piece * len(indexes))
+        return read_batch(self, path, meta, indexes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TorrentService, "read_batch", slow_read_batch)
+
+
+@dataclass
+class Swarm:
+    boot: Node
+    seeder: TorrentManager
+    info_hash: bytes
+    nodes: list[Node]
+    managers: list[TorrentManager]
 
 
 async def test_manager_api_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,42 +218,11 @@ async def test_a_downloader_serves_what_it_has_verified(tmp_path: Path, monkeypa
     """A downloads from a slow server, which is paused once A has a few pieces; B, started
     then, gets the metainfo and those pieces from A (a partial source: BITFIELD, HAVE),
     while A sees B as a peer downloading from it. Resumed, everyone completes."""
-    import time as time_module
-
-    from punch_net.torrent.service import TorrentService
-
-    read_batch = TorrentService.read_batch
-
-    def slow_read_batch(self: TorrentService, path: Path, meta: object, indexes: list[int]) -> list[bytes]:
-        if path.parent.name == "share":  # only the seeder is slow
-            time_module.sleep(0.03 * len(indexes))
-        return read_batch(self, path, meta, indexes)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(TorrentService, "read_batch", slow_read_batch)
-    share = tmp_path / "share"
-    share.mkdir()
+    slow_seeder(monkeypatch, 0.03)
     data = os.urandom(6 * 1024 * 1024 + 7)
-    (share / "s.bin").write_bytes(data)
-    boot = Node(config("server", tmp_path))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(boot.run)
-        addr = boot.listen_addrs()[0]
-        server = Node(config("torrent-server", tmp_path, bootstrap=[addr]))
-        await nursery.start(server.run)
-        smgr = TorrentManager(server, share_dir=share)
-        await nursery.start(smgr.run)
-        await wait_for(lambda: len(smgr.service.sources) == 1, "shared")
-        info_hash = next(iter(smgr.service.sources))
-        nodes, managers = [], []
-        for name in ("a", "b"):
-            (tmp_path / name).mkdir()
-            node = Node(config("torrent-client", tmp_path / name, bootstrap=[addr]))
-            await nursery.start(node.run)
-            mgr = TorrentManager(node, download_dir=tmp_path / name, seed=False, timeout=60)
-            await nursery.start(mgr.run)
-            nodes.append(node)
-            managers.append(mgr)
-        a, b = managers
+    async with seeder_and_two_clients(tmp_path, data, "s.bin") as swarm:
+        boot, smgr, info_hash, nodes = swarm.boot, swarm.seeder, swarm.info_hash, swarm.nodes
+        a, b = swarm.managers
         ta = a.add(info_hash)
         await wait_for(lambda: ta.picker is not None and ta.picker.have_count() >= 8, "A's first pieces")
         smgr.pause(info_hash)  # A keeps what it has; the seeder refuses the rest for now
@@ -220,4 +245,43 @@ async def test_a_downloader_serves_what_it_has_verified(tmp_path: Path, monkeypa
         for name, t in (("a", ta), ("b", tb)):
             assert t.state == "complete", t.error
             assert hashlib.sha256((tmp_path / name / "s.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
-        nursery.cancel_scope.cancel()
+
+
+async def test_a_fellow_named_before_it_serves_is_asked_again_soon(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """B's INTERESTED reaches the seeder before B has the metainfo, and the seeder names B
+    to A at once (peer exchange); A's first try finds B not serving the torrent yet
+    (`unknown info hash`). A asks again every NOT_SERVING_RETRY, so it trades with B
+    moments after B is ready, not after RETRY_PEER_AFTER (5 s) and a new naming (measured
+    in the 1 + 4 swarm: a downloader nobody downloaded from for its first ~6 s)."""
+    from punch_net.torrent import transfer as transfer_module
+
+    slow_seeder(monkeypatch, 0.05)
+    fetch_metainfo = transfer_module.fetch_metainfo
+    slow_hosts: set[object] = set()
+
+    async def late_fetch_metainfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host in slow_hosts:  # B's metainfo comes a second late
+            await trio.sleep(1.0)
+        return await fetch_metainfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(transfer_module, "fetch_metainfo", late_fetch_metainfo)
+    async with seeder_and_two_clients(tmp_path, os.urandom(8 * 1024 * 1024), "f.bin") as swarm:
+        info_hash, nodes = swarm.info_hash, swarm.nodes
+        a, b = swarm.managers
+        ta = a.add(info_hash)
+        await wait_for(lambda: ta.picker is not None and ta.picker.have_count() >= 4, "A's first pieces")
+        slow_hosts.add(nodes[1].host)
+        tb = b.add(info_hash)
+        b_id = str(nodes[1].peer_id)
+
+        def a_row_of_b() -> object:
+            return next((p for p in a.snapshot()[0].peers if p.peer_id == b_id), None)
+
+        await wait_for(lambda: a_row_of_b() is not None, "A named B")
+        with trio.fail_after(TIMEOUT):
+            await tb.meta_ready.wait()
+        ready = trio.current_time()
+        await wait_for(lambda: getattr(a_row_of_b(), "state", "") == "active", "A's session with B", timeout=15)
+        waited = trio.current_time() - ready
+        assert waited < 2.0, (waited, a_row_of_b())
