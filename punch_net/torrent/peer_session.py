@@ -155,6 +155,15 @@ class DownloadSession:
         self._asked: dict[int, int] = {}
         self._verifying: dict[int, bytes] = {}  # Verify handed out, outcome not yet reported
         self._cancels: list[int] = []
+        self._early: tuple[int, ...] = ()  # asked before this session (asked_early)
+
+    def asked_early(self, indexes: tuple[int, ...], sent_at: float) -> None:
+        """REQUESTs that went out with INTERESTED, before the metainfo: their PIECE or REJECT
+        is expected like any other's; in the picker's count from the peer's bitfield on."""
+        self._early = tuple(i for i in indexes if 0 <= i < self.picker.num_pieces)
+        for index in self._early:
+            self._asked[index] = self._asked.get(index, 0) + 1
+            self._sent_at[index] = sent_at
 
     @property
     def outstanding(self) -> int:
@@ -274,6 +283,9 @@ class DownloadSession:
                 except wire.ProtocolError as exc:
                     return self._close(str(exc))
                 picker.add_peer(peer, bits)
+                for early in self._early:  # still on its way
+                    if asked.get(early) and early not in verifying:
+                        picker.claim(peer, early)
                 self.ready = changed = True
             elif t == wire.REJECT:
                 left = asked.get(index, 0)

@@ -231,6 +231,11 @@ class PiecePicker:
             self._mark(peer, index)
         return out
 
+    def claim(self, peer: Peer, index: int) -> None:
+        """`peer` was asked for `index` outside `pick` (before the metainfo): count it in flight."""
+        if not self.have[index]:
+            self._mark(peer, index)
+
     def _mark(self, peer: Peer, index: int) -> None:
         self.in_flight.setdefault(index, set()).add(peer)
         self.peer_requests[peer].add(index)

@@ -106,6 +106,8 @@ class _Peer(PeerCounters):
     scope: trio.CancelScope | None = None  # the session; cancelled when the peer is marked bad
     wake: trio.Event = field(default_factory=trio.Event)  # its requester has room to fill
     session: DownloadSession | None = None  # while a stream is open: other peers' cancels go to it
+    early_asks: tuple[int, ...] = ()  # pieces requested on its early stream, before the metainfo
+    early_at: float = 0.0  # when (time.monotonic())
 
 
 class Transfer:
@@ -145,6 +147,7 @@ class Transfer:
         self.on_complete: list[Callable[[Transfer], None]] = []  # once the file is in place
         self.on_ready: list[Callable[[Transfer], None]] = []  # NAME.part is open: serve and announce it
         self.on_piece: list[Callable[[int], None]] = []  # a piece was verified and stored (HAVE it)
+        self._asked_early = False  # the first early stream has asked for piece 0
         self._readers = 0  # peer sessions reading pieces now (READ_COALESCE applies to one)
         self.uploaded_source: Source | None = None
         self._whole = WholeHasher()  # SHA-256 of the file's verified prefix, fed by _hash_in_order
@@ -566,7 +569,7 @@ class Transfer:
             self._notify()
             early = None
             if not self.meta_ready.is_set():
-                early = await self._open_early(pid)
+                early = await self._open_early(peer)
             try:
                 await self.meta_ready.wait()
             except BaseException:
@@ -645,18 +648,27 @@ class Transfer:
 
     # ------------------------------------------------------------ one peer
 
-    async def _open_early(self, pid: ID) -> INetStream | None:
+    async def _open_early(self, peer: _Peer) -> INetStream | None:
         """While the metainfo is being fetched (on its own stream, by _get_metainfo), open
         the piece stream and say INTERESTED, so the provider's BITFIELD is waiting when the
-        metainfo arrives and the first REQUESTs go out at once: the stream's round trips
-        leave the path to the first piece. None if that fails (the session opens its own)."""
+        metainfo arrives: the stream's round trips leave the path to the first piece. The
+        first such stream also asks for piece 0 (every non-empty file has one), so that piece
+        comes back with the metainfo, a round trip after the handshake. None if that fails
+        (the session opens its own)."""
         stream = None
+        hello = wire.encode_interested(self.info_hash)
+        if not self._asked_early:
+            self._asked_early = True
+            peer.early_asks = (0,)
+            hello += wire.encode_index(wire.REQUEST, 0)
+        peer.early_at = time.monotonic()
         try:
             with trio.fail_after(self.node.config.dial_timeout):
-                stream = await open_stream(self.node.host, pid, self.node.config.dial_timeout,
-                                           first=wire.encode_interested(self.info_hash), prepare=self._grow)
+                stream = await open_stream(self.node.host, peer.peer_id, self.node.config.dial_timeout,
+                                           first=hello, prepare=self._grow)
             return stream
         except Exception:
+            peer.early_asks = ()
             if stream is not None:
                 await reset_quietly(stream)
             return None
@@ -688,6 +700,9 @@ class Transfer:
         pid = peer.peer_id
         session = DownloadSession(pid, self.info_hash, picker, peer)
         hello = session.start()
+        if early is not None and peer.early_asks:
+            session.asked_early(peer.early_asks, peer.early_at)
+            peer.early_asks = ()
         stream = early or await open_stream(self.node.host, pid, self.node.config.dial_timeout, first=hello,
                                             prepare=self._grow)
         try:

@@ -545,3 +545,49 @@ def test_a_spreading_seed_sends_each_piece_once_before_any_twice() -> None:
     assert spreader.unsent == 0 and a.down.picker.complete and b.down.picker.complete
     assert a.ends == [] and b.ends == [] and not a.served_closed and not b.served_closed
     assert sum(shared.sent) == 200
+
+
+# ---------------------------------------------------------------- asked before the metainfo
+
+
+def early_link(shared: Shared, picker: PiecePicker) -> Link:
+    """A link whose INTERESTED went out with REQUEST 0, before the downloader had the metainfo
+    (the transfer's first early stream); the session is told so when it starts."""
+    link = Link(shared, picker)
+    link.to_server += wire.encode_index(wire.REQUEST, 0)
+    link.down.asked_early((0,), sent_at=0.0)
+    return link
+
+
+def test_piece_asked_with_interested_comes_back_with_the_bitfield() -> None:
+    shared = shared_file(6)
+    picker = PiecePicker(shared.meta.num_pieces)
+    link = early_link(shared, picker)
+    link.step()  # one round trip: BITFIELD and piece 0 in the same answer
+    assert link.stored == {0: shared.piece(0)} and link.ends == []
+    link.pump()
+    assert picker.complete and link.ends == [] and link.counters.pieces == shared.meta.num_pieces
+    assert b"".join(link.stored[i] for i in range(shared.meta.num_pieces)) == shared.data
+
+
+def test_early_piece_counts_in_flight_until_it_arrives() -> None:
+    shared = shared_file(6)
+    picker = PiecePicker(shared.meta.num_pieces)
+    link = early_link(shared, picker)
+    served = [act.data for act in link.serve.receive_data(bytes(link.to_server)) if isinstance(act, Send)]
+    link.to_server.clear()
+    link.feed_client(b"".join(served))  # the BITFIELD only: piece 0 still on its way
+    assert link.down.ready and link.down.outstanding == 1 and 0 not in picker.pick("someone else", 6)
+
+
+def test_early_piece_rejected_or_unknown() -> None:
+    shared = shared_file(3, have=bytearray([0, 1, 1]))  # a fellow downloader without piece 0
+    picker = PiecePicker(shared.meta.num_pieces)
+    link = early_link(shared, picker)
+    link.pump()
+    assert link.ends == [] and 0 not in link.stored and link.down.outstanding == 0
+    # without asked_early, that REJECT (or piece) is one nobody asked for: the session closes
+    plain = Link(shared, PiecePicker(shared.meta.num_pieces))
+    plain.to_server += wire.encode_index(wire.REQUEST, 0)
+    plain.step()
+    assert plain.ends == [Close("reject of piece 0, which was not requested")]
