@@ -161,6 +161,8 @@ class DownloadSession:
         """REQUESTs that went out with INTERESTED, before the metainfo: their PIECE or REJECT
         is expected like any other's; in the picker's count from the peer's bitfield on."""
         self._early = tuple(i for i in indexes if 0 <= i < self.picker.num_pieces)
+        if self._early:  # requests went out to an idle peer then: the stall clock starts there
+            self._last_progress = sent_at
         for index in self._early:
             self._asked[index] = self._asked.get(index, 0) + 1
             self._sent_at[index] = sent_at

@@ -591,3 +591,18 @@ def test_early_piece_rejected_or_unknown() -> None:
     plain.to_server += wire.encode_index(wire.REQUEST, 0)
     plain.step()
     assert plain.ends == [Close("reject of piece 0, which was not requested")]
+
+
+def test_early_piece_does_not_make_the_peer_look_stalled() -> None:
+    """The early request went out at `sent_at`: a stall check soon after must not snub the
+    peer as if it had been silent since the clock's epoch (it did: in a 1 + 8 swarm every
+    downloader whose piece 0 the seed REJECTed started with the seed snubbed)."""
+    shared = shared_file(6)
+    picker = PiecePicker(shared.meta.num_pieces)
+    link = Link(shared, picker)
+    link.to_server += wire.encode_index(wire.REQUEST, 0)
+    link.down.asked_early((0,), sent_at=5000.0)
+    served = [act.data for act in link.serve.receive_data(bytes(link.to_server)) if isinstance(act, Send)]
+    link.to_server.clear()
+    link.feed_client(b"".join(served))  # the BITFIELD only: piece 0 still on its way
+    assert link.down.check_stall(5000.5) == [] and not link.down.snubbed
