@@ -72,6 +72,10 @@ READ_COALESCE = 0.003
 RECEIVE_WINDOW = 16 << 20  # yamux window per peer stream: well above DEPTH pieces, so a server never waits for credit
 PEER_STALL = 30.0  # a peer with requests outstanding that sends nothing this long is dropped
 RETRY_PEER_AFTER = 5.0
+# A provider we cannot dial is tried again after 5, 10, 20 ... s, at most this: provider
+# records outlive their peers (and an --ephemeral peer's address is soon another peer's,
+# whose handshake then fails on the ID: TCP and Noise on both sides, at every retry).
+RETRY_DEAD_PEER_MAX = 120.0
 # A fellow downloader is named to us (peer exchange, its INTERESTED) as soon as it asks
 # for the torrent, before it has the metainfo and serves it: while it answers "unknown
 # info hash", ask again this often, for this long (not RETRY_PEER_AFTER and a new naming).
@@ -86,6 +90,12 @@ HASH_STEP = 16 << 20  # bytes the whole-file hash takes in per thread call while
 # How often the whole-file hash looks for a longer verified prefix (pieces do not wake it):
 # what it has not taken in when the last piece lands is hashed before `complete`.
 HASH_LOOK_EVERY = 0.25
+
+
+def retry_after(dial_failures: int) -> float:
+    """Seconds before a provider whose last session ended is tried again: RETRY_PEER_AFTER,
+    doubled for each failed dial in a row after the first, up to RETRY_DEAD_PEER_MAX."""
+    return min(RETRY_DEAD_PEER_MAX, RETRY_PEER_AFTER * 2.0 ** max(0, dial_failures - 1))
 
 
 class TransferError(Exception):
@@ -108,6 +118,7 @@ class _Peer(PeerCounters):
     session: DownloadSession | None = None  # while a stream is open: other peers' cancels go to it
     early_asks: tuple[int, ...] = ()  # pieces requested on its early stream, before the metainfo
     early_at: float = 0.0  # when (time.monotonic())
+    dial_failures: int = 0  # dials in a row that failed (reset by one that works)
 
 
 class Transfer:
@@ -534,12 +545,12 @@ class Transfer:
 
     def _offer_provider(self, info: PeerInfo) -> None:
         """Start a peer task for a provider, unless it is us, banned, already in a session
-        or ended one less than RETRY_PEER_AFTER ago."""
+        or ended less than `retry_after` its failed dials ago."""
         pid = info.peer_id
         if pid == self.node.peer_id or pid in self.banned or pid in self.sessions:
             return
         known = self.peers.get(pid)
-        if known is not None and trio.current_time() - known.ended_at < RETRY_PEER_AFTER:
+        if known is not None and trio.current_time() - known.ended_at < retry_after(known.dial_failures):
             return
         self.sessions.add(pid)
         self._peer_tasks_started += 1
@@ -564,7 +575,9 @@ class Transfer:
                     forget_dial_failure(self.node.host, pid)
                     await self.node.connect_peer(info)
             except Exception as exc:
+                peer.dial_failures += 1
                 raise PeerError(str(exc)) from None
+            peer.dial_failures = 0
             self.providers[pid] = info
             self._notify()
             early = None
