@@ -544,8 +544,8 @@ class Transfer:
             await trio.sleep(wait)
 
     def _offer_provider(self, info: PeerInfo) -> None:
-        """Start a peer task for a provider, unless it is us, banned, already in a session
-        or ended less than `retry_after` its failed dials ago."""
+        """Start a peer task for a provider, unless it is us, banned, already in a session,
+        or its last one ended less than `retry_after(its failed dials in a row)` ago."""
         pid = info.peer_id
         if pid == self.node.peer_id or pid in self.banned or pid in self.sessions:
             return
