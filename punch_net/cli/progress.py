@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from punch_net.api import NodeAPI
+from punch_net.cli.render import peers_text
 from punch_net.torrent import events as tev
 from punch_net.torrent.events import human_size
 from punch_net.torrent.info import TransferInfo
@@ -32,8 +33,6 @@ def _eta(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
-def _peers(n: int) -> str:
-    return f"{n} peer" if n == 1 else f"{n} peers"
 
 
 class LiveProgress:
@@ -69,7 +68,7 @@ class LiveProgress:
             redirect_stdout=False,
             redirect_stderr=False,
         )
-        task = bar.add_task(self.info_hash[:12], total=None, rate="", eta="--:--", peers=_peers(0),
+        task = bar.add_task(self.info_hash[:12], total=None, rate="", eta="--:--", peers=peers_text(0),
                             state="finding")
         self._bar, self._task = bar, task
         self.active = True
@@ -88,7 +87,7 @@ class LiveProgress:
     def progress(self, event: tev.Progress) -> None:
         if self.active and self._bar is not None and self._task is not None and event.info_hash == self.info_hash:
             self._bar.update(self._task, total=event.total or None, completed=event.have,
-                             rate=f"{human_size(event.bytes_per_s)}/s", peers=_peers(event.peers))
+                             rate=f"{human_size(event.bytes_per_s)}/s", peers=peers_text(event.peers))
 
     def complete(self, event: tev.Complete) -> None:
         """Draw the finished state (its event comes before the next poll would see it) and
@@ -100,7 +99,7 @@ class LiveProgress:
             # just before the end say little once the peers have gone): its average rate, its sources
             rate = f"{human_size(event.downloaded / event.transfer_s)}/s" if event.transfer_s > 0 else ""
             bar.update(task, description=Path(event.path).name, total=total, completed=total, state="complete",
-                       eta="--:--", rate=rate, peers=f"from {_peers(len(event.from_peers))}")
+                       eta="--:--", rate=rate, peers=f"from {peers_text(len(event.from_peers))}")
             self.finish()
 
     def finish(self) -> None:
@@ -115,5 +114,5 @@ def _update(bar: Progress, task: TaskID, info: TransferInfo) -> None:
     bar.update(task, description=info.name or info.info_hash[:12],
                total=info.total or (1 if done else None),
                completed=info.have if info.total else (1 if done else 0),
-               rate=f"{human_size(info.bytes_per_s)}/s", eta=_eta(info.eta_s), peers=_peers(info.active_peers),
+               rate=f"{human_size(info.bytes_per_s)}/s", eta=_eta(info.eta_s), peers=peers_text(info.active_peers),
                state=info.state)

@@ -18,6 +18,11 @@ from punch_net.torrent import events as tev
 from punch_net.torrent.events import human_size
 
 
+def peers_text(n: int) -> str:
+    """`1 peer`, `2 peers`."""
+    return f"{n} peer" if n == 1 else f"{n} peers"
+
+
 def _e(value: object) -> str:
     """Text from an event (a peer's message, a file name, an error) as markup that shows
     it as is: "[/x]" in a peer's message must not be read as a tag (a MarkupError ended
@@ -47,7 +52,7 @@ def human(e: ev.Event) -> str | None:
     if isinstance(e, ev.BootstrapRetry):
         return bootstrap_retry(e)
     if isinstance(e, ev.Bootstrapped):
-        return f"[green]✓[/green] DHT bootstrapped ({e.routing_table_size} peers in routing table)"
+        return f"[green]✓[/green] DHT bootstrapped ({peers_text(e.routing_table_size)} in routing table)"
     if isinstance(e, ev.Registered):
         return f"[green]✓[/green] Registered in DHT under '{_e(e.namespace)}'. Waiting for connections..."
     if isinstance(e, ev.PeerConnected):

@@ -80,3 +80,11 @@ def test_dial_progress_is_worded_step_by_step() -> None:
     assert dialing is not None and "/ip4/127.0.0.1/tcp/1 (+1 more)" in dialing
     failed = human(ev.DialProgress(peer_id=peer, stage="failed", tried=tried, error="dial X: timed out"))
     assert failed is not None and failed.endswith("dial X: timed out")
+
+
+def test_bootstrapped_line_counts_peers_in_english() -> None:
+    from punch_net.cli.render import human
+
+    assert human(ev.Bootstrapped(peers=["a"], routing_table_size=1)) == \
+        "[green]✓[/green] DHT bootstrapped (1 peer in routing table)"
+    assert "(3 peers in routing table)" in str(human(ev.Bootstrapped(peers=["a"], routing_table_size=3)))
