@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 
 from punch_net import events as ev
@@ -88,3 +89,14 @@ def test_bootstrapped_line_counts_peers_in_english() -> None:
     assert human(ev.Bootstrapped(peers=["a"], routing_table_size=1)) == \
         "[green]✓[/green] DHT bootstrapped (1 peer in routing table)"
     assert "(3 peers in routing table)" in str(human(ev.Bootstrapped(peers=["a"], routing_table_size=3)))
+
+
+def test_header_shows_the_namespace_the_role_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    """The torrent roles provide and search "punch-torrent" whatever --namespace says."""
+    from punch_net.cli.main import Printer
+    from punch_net.config import NodeConfig
+
+    for role, namespace in (("torrent-client", "punch-torrent"), ("listener", "simple-chat")):
+        Printer(False, NodeConfig(role=role, ephemeral=True)).header()
+        out = capsys.readouterr().out
+        assert f"Namespace: {namespace} " in out, out
