@@ -40,7 +40,6 @@ from punch_net.p2p.host import ListenError
 from punch_net.p2p.identity import IdentityError
 from punch_net.roles import ROLES, role_name
 from punch_net.runtime import Runtime
-from punch_net.torrent import NAMESPACE as TORRENT_NAMESPACE
 from punch_net.torrent import events as tev
 
 if TYPE_CHECKING:
@@ -209,8 +208,8 @@ class Printer:
         if cfg.role != "server" or cfg.bootstrap:
             self.out.print(f"  Bootstrap: {', '.join(cfg.bootstrap) or 'none'}")
         if cfg.role != "server":
-            # the torrent roles provide and search their own namespace, whatever --namespace says
-            namespace = TORRENT_NAMESPACE if cfg.role.startswith("torrent-") else cfg.namespace
+            spec = ROLES.get(cfg.role)
+            namespace = (spec.namespace if spec is not None else None) or cfg.namespace
             self.out.print(f"  Namespace: {namespace}  ({namespace_cid(namespace)})")
         ident = "ephemeral" if cfg.ephemeral else str(cfg.identity_path())
         self.out.print(f"  Identity:  {ident}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from punch_net.config import NodeConfig
 from punch_net.roles import dialer, monitor, torrent_client, torrent_server
+from punch_net.torrent import NAMESPACE as TORRENT_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class RoleSpec:
     # Copy the role's own flags from parsed args into the config (flags override the file).
     configure: Callable[[NodeConfig, argparse.Namespace], None] = lambda cfg, args: None
     default_bootstrap: bool = True  # False: no bootstrap unless given (the server)
+    namespace: str | None = None  # the namespace the role provides and searches, whatever --namespace says
     aliases: list[str] = field(default_factory=list)
 
 
@@ -32,10 +34,10 @@ ROLES: dict[str, RoleSpec] = {
                         monitor.add_arguments, monitor.configure),
     "torrent-server": RoleSpec("torrent-server", "share the files of a directory over /punch/torrent/1.0.0",
                                torrent_server.add_arguments, torrent_server.configure,
-                               aliases=["torrent_server"]),
+                               namespace=TORRENT_NAMESPACE, aliases=["torrent_server"]),
     "torrent-client": RoleSpec("torrent-client", "list shared files, or download one by info hash",
                                torrent_client.add_arguments, torrent_client.configure,
-                               aliases=["torrent_client"]),
+                               namespace=TORRENT_NAMESPACE, aliases=["torrent_client"]),
 }
 # Other names a role answers to (the seed's binaries were torrent_server, torrent_client).
 ROLE_ALIASES: dict[str, str] = {alias: spec.name for spec in ROLES.values() for alias in spec.aliases}

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 OFFER = 32  # pieces offered and not yet requested, per downloader
 BLOCK = 16  # offers run in file order inside a block of this many pieces (contiguous reads)
 STALE_TICKS = 3
-# A downloader with requests queued and no piece read for it this many ticks is stalled
+# A downloader with requests queued and no piece written to it this many ticks is stalled
 # (frozen, or gone without a FIN): what it holds goes to the others, who would otherwise
 # wait for the seed's idle timeout (service.IDLE_TIMEOUT, 120 s) to get those pieces.
 STALL_TICKS = 15
@@ -42,7 +42,7 @@ class _Member:
     offered: dict[int, int] = field(default_factory=dict)  # offered, not requested -> tick offered
     owed: list[int] = field(default_factory=list)  # HAVEs to send it
     choked: bool = False
-    active: int = 0  # tick of its last REQUEST, or of the last piece read or written for it
+    active: int = 0  # tick of its last REQUEST, or of the last pieces written to it (`served`)
     stalled: bool = False  # held pieces and took none for STALL_TICKS: no offers until it asks again
 
 
@@ -88,9 +88,7 @@ class Spreader:
         m = self.members.pop(key, None)
         if m is None:
             return
-        for i, owner in list(self.owner.items()):
-            if owner == key:
-                self._to_pool(i, front=True)
+        self._give_back(key)
         if not self.members:
             self._reset()  # the next downloaders need every piece again
         elif len(self.members) == 1 and self.unsent > 0:
@@ -150,7 +148,6 @@ class Spreader:
         owner = self.owner.pop(index, None)
         if owner is not None and owner in self.members:
             self.members[owner].offered.pop(index, None)
-            self.members[owner].active = self.ticks
         self.unsent -= 1
         if self.unsent == 0 and self.members:
             self._reveal()
@@ -177,7 +174,7 @@ class Spreader:
         """About once a second: offers left unrequested STALE_TICKS ticks by a downloader with
         nothing queued here go to others (it got them elsewhere). One with requests queued is
         busy, not done with us: its offers wait for room in its pipeline, unless nothing was
-        read for it in STALL_TICKS ticks: then all it holds, queued pieces too, goes to others
+        written to it in STALL_TICKS ticks: then all it holds, queued pieces too, goes to others
         (should it wake up, its queue is still served; a piece may then leave twice)."""
         self.ticks += 1
         woke = False
@@ -186,10 +183,7 @@ class Spreader:
         for key in busy:
             m = members[key]
             if self.ticks - m.active >= STALL_TICKS:
-                for i, owner in list(self.owner.items()):
-                    if owner == key:
-                        self._to_pool(i, front=True)
-                m.offered.clear()
+                self._give_back(key)
                 m.stalled = True
         for key, m in self.members.items():
             if key in busy:
@@ -206,6 +200,12 @@ class Spreader:
             self.wake()
 
     # ------------------------------------------------------------ internals
+
+    def _give_back(self, key: Hashable) -> None:
+        """Everything `key` was offered or queued goes back to the front of the pool."""
+        for i, owner in list(self.owner.items()):
+            if owner == key:
+                self._to_pool(i, front=True)
 
     def _to_pool(self, index: int, front: bool) -> None:
         owner = self.owner.pop(index, None)

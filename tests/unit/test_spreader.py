@@ -135,7 +135,8 @@ def test_a_downloader_that_stops_taking_pieces_loses_its_offers_and_queue() -> N
     busy_offers = set(s.members["busy"].offered)
     for tick in range(STALL_TICKS + 1):
         if tick == STALL_TICKS - 1:
-            s.read(first)  # served now and then: not stalled
+            s.read(first)
+            s.served("busy")  # pieces written to it now and then: not stalled
         s.tick()
     assert not s.members["frozen"].offered
     assert not any(s.state[i] == OWNED and s.owner.get(i) == "frozen" for i in range(64))
